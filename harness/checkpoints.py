@@ -123,6 +123,9 @@ def unwrap(flat: dict[str, np.ndarray], subtree: str | None = None, *, path="che
 
 # ------------------------------------------------------------------------------------------- reading
 def read_npz(path: Path) -> dict[str, np.ndarray]:
+    if path.exists() and not zipfile.is_zipfile(path):
+        raise HarnessError(f"checkpoint {path}: not a readable .npz (not a zip archive); the file may be "
+                           "truncated or corrupt, re-download or re-export it")
     try:
         with np.load(path, allow_pickle=False) as z:
             if not isinstance(z, np.lib.npyio.NpzFile):
@@ -321,7 +324,8 @@ def unrolled_to_scan(flat: dict) -> dict:
             blocks.setdefault(m.group(2), {})[int(m.group(1))] = v
         else:
             out[k] = v
-    for leaf, per_layer in blocks.items():
+    for leaf in list(blocks):
+        per_layer = blocks.pop(leaf)
         depth = max(per_layer) + 1
         if sorted(per_layer) != list(range(depth)):
             raise HarnessError(f"checkpoint: encoder blocks are not numbered 0..{depth - 1} for {leaf}")

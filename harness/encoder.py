@@ -160,13 +160,13 @@ def fit_params(flat: dict, target: dict, *, path: str = "checkpoint") -> dict:
                            "pool_type and rep_size (or pick a sub-tree with 'file.npz:img')")
     out = {}
     for k, t in target.items():
-        a = np.asarray(flat[k])
+        a = np.asarray(flat.pop(k))  # pop: never hold two full copies of a large model
         if tuple(a.shape) != tuple(t.shape):
             raise HarnessError(f"checkpoint {path}: wrong shape at {k}: checkpoint {tuple(a.shape)} vs model "
                                f"{tuple(t.shape)}; check the variant flags")
         if not np.issubdtype(a.dtype, np.floating) and a.dtype.name != "bfloat16":
             raise HarnessError(f"checkpoint {path}: {k} has non-float dtype {a.dtype}")
-        out[k] = a.astype(t.dtype)
+        out[k] = a.astype(t.dtype, copy=False)
     return out
 
 
@@ -270,8 +270,10 @@ def load_encoder(spec: str | None = None, **config) -> Encoder:
     model = build_model(cfg)
     target = abstract_params(model, cfg["res"])
     flat = fit_params(flat, target, path=info["path"])
-    params = checkpoints.unflatten({k: jnp.asarray(v) for k, v in flat.items()})
-    del flat
+    params = {}
+    for k in list(flat):  # one leaf at a time, so host memory holds ~one copy of the weights
+        params[k] = jnp.asarray(flat.pop(k))
+    params = checkpoints.unflatten(params)
     sha = checkpoints.file_sha256(checkpoints.parse_spec(spec)[0])
     jax.block_until_ready(params)
     return Encoder(model=model, params=params, config=cfg, spec=str(spec), sha256=sha,

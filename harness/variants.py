@@ -115,10 +115,16 @@ def list_variants(pattern: str = "*") -> list[str]:
     return [n for n in names if fnmatch.fnmatchcase(n.lower(), pattern.lower())]
 
 
-def model_table(res: int = 224, pattern: str = "*", pool_type: str = "map") -> list[dict]:
+# The pooling each row of the paper's shape table was counted with: the SoViTs and ViT-G/14 with a MAP
+# head (428M, 1882M), the others without a head (ViT-B/16 86M, L/16 303M, H/14 631M, g/14 1011M).
+PAPER_POOL = {"So150m": "map", "So400m": "map", "G": "map"}
+
+
+def model_table(res: int = 224, pattern: str = "*", pool_type: str | None = None) -> list[dict]:
     rows = []
     for name in list_variants(pattern):
-        s = shape_of(name, pool_type=pool_type)
+        pool = pool_type or PAPER_POOL.get(name.split("/")[0], "gap")
+        s = shape_of(name, pool_type=pool)
         rows.append(dict(variant=name, width=s.width, depth=s.depth, mlp_dim=s.mlp_dim, num_heads=s.num_heads,
-                         patch=s.patch, res=res, params_m=s.num_params(res) / 1e6, gflops=s.gflops(res)))
+                         patch=s.patch, pool_type=pool, res=res, params_m=s.num_params(res) / 1e6, gflops=s.gflops(res)))
     return rows

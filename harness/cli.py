@@ -1,0 +1,182 @@
+"""The `harness` command line. Thin: parses flags and calls the library. Heavy imports happen inside
+commands, so `harness --help` answers at once."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from harness.errors import HarnessError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter is not for our users
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise HarnessError(f"--set {v!r}: expected key=value, e.g. --set shots=1,5")
+        k, _, val = v.partition("=")
+        out[k.strip()] = val.strip()
+    return out
+
+
+class _Group(click.Group):
+    """Turns HarnessError into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except HarnessError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished work is kept and a rerun resumes it", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sovit-harness")
+def main():
+    """Evaluate ViT / SoViT encoders the way "Getting ViT in Shape" did."""
+
+
+@main.command()
+@click.option("--task", "task_name", required=True, help="Task name (see `harness ls tasks`).")
+@click.option("--ckpt", default=None, help="Checkpoint: file.npz[:img], tensorstore folder, HF SigLIP folder, "
+              "harness checkpoint, or random[:seed].")
+@click.option("--variant", default=None, help="Variant string, e.g. So400m/14 (checked against the checkpoint).")
+@click.option("--res", type=int, default=None, help="Input resolution (posemb is resampled to it).")
+@click.option("--preset", default=None, help="Named settings of the task, e.g. proxy.")
+@click.option("--data-dir", default=None, help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+@click.option("--out", "out_dir", default="runs", show_default=True, help="Folder of result records.")
+@click.option("--cache-dir", default=None, help="Feature cache (default $HARNESS_CACHE_DIR or ~/.cache/sovit-harness).")
+@click.option("--set", "sets", multiple=True, help="key=value: a task setting or an encoder config key.")
+@click.option("--name", default=None, help="Row name of this checkpoint in reports (default: file name).")
+@click.option("--force", is_flag=True, help="Recompute even if an identical finished record exists.")
+def run(task_name, ckpt, variant, res, preset, data_dir, out_dir, cache_dir, sets, name, force):
+    """Run one task on one checkpoint and write its result record."""
+    import dataclasses
+
+    from harness.encoder import CONFIG_KEYS
+    from harness.registry import get_task
+    from harness.runner import run_task
+
+    task = get_task(task_name)
+    task_keys = {f.name for f in dataclasses.fields(task.Config)}
+    task_sets, enc = {}, {}
+    for k, v in _parse_sets(sets).items():
+        if k in task_keys:
+            task_sets[k] = v
+        elif k in CONFIG_KEYS:
+            enc[k] = _encoder_value(k, v)
+        else:
+            import difflib
+            close = difflib.get_close_matches(k, [*task_keys, *CONFIG_KEYS], n=1)
+            raise HarnessError(f"--set {k}: not a setting of task {task_name!r} nor an encoder key"
+                               + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if variant:
+        enc["variant"] = variant
+    if res:
+        enc["res"] = res
+    record, path, reused = run_task(task_name, ckpt, preset=preset, sets=task_sets, encoder_config=enc,
+                                    data_dir=data_dir, out_dir=out_dir, cache_dir=cache_dir, force=force, name=name)
+    from harness.report import to_markdown
+    click.echo(to_markdown([record]))
+    click.echo(f"{'reused' if reused else 'wrote'} {path}")
+
+
+def _encoder_value(key: str, value: str):
+    if key in ("width", "depth", "mlp_dim", "num_heads", "res"):
+        return int(value)
+    if key == "patch_size":
+        return int(value)
+    if key == "num_classes":
+        return None if value.lower() in ("none", "0") else int(value)
+    if key == "rep_size":
+        return {"true": True, "false": False}.get(value.lower(), None) if not value.isdigit() else int(value)
+    if key == "scan":
+        return value.lower() in ("1", "true", "yes")
+    return value
+
+
+@main.group()
+def ls():
+    """List tasks, models or datasets."""
+
+
+@ls.command("tasks")
+@click.argument("pattern", default="*")
+def ls_tasks(pattern):
+    """Registered tasks (entry-point group harness.tasks)."""
+    from harness.registry import get_task, list_tasks
+
+    for name in list_tasks(pattern):
+        task = get_task(name)
+        presets = ", ".join(task.presets) or "-"
+        click.echo(f"{name:<20} {task.description}  [presets: {presets}]")
+
+
+@ls.command("models")
+@click.argument("pattern", default="*")
+@click.option("--res", type=int, default=224, show_default=True, help="Resolution for the GFLOPs column.")
+@click.option("--pool-type", default=None, help="Pooling head counted in params/GFLOPs (default: as in the "
+              "paper's table: MAP for So150m, So400m and G, none for the others).")
+def ls_models(pattern, res, pool_type):
+    """Every variant with parameters (M) and GFLOPs (2 x multiply-adds) at --res."""
+    from harness.variants import model_table
+
+    rows = model_table(res, pattern, pool_type)
+    if not rows:
+        raise HarnessError(f"no variant matches {pattern!r}; try `harness ls models` for the full list")
+    click.echo(f"{'variant':<10} {'width':>6} {'depth':>5} {'mlp':>6} {'heads':>5} {'pool':>5} {'res':>5} "
+               f"{'params (M)':>11} {'GFLOPs':>9}")
+    for r in rows:
+        click.echo(f"{r['variant']:<10} {r['width']:>6} {r['depth']:>5} {r['mlp_dim']:>6} {r['num_heads']:>5} "
+                   f"{r['pool_type']:>5} {r['res']:>5} {r['params_m']:>11.1f} {r['gflops']:>9.1f}")
+
+
+@ls.command("datasets")
+@click.option("--data-dir", default=None, help="TFDS data dir to check.")
+def ls_datasets(data_dir):
+    """Known datasets and whether each is prepared under --data-dir."""
+    from harness import data
+
+    d = data.default_data_dir(data_dir)
+    click.echo(f"data dir: {d}")
+    for name, info in data.DATASETS.items():
+        ok = "prepared" if data.is_prepared(name, d) else "missing "
+        click.echo(f"{name:<22} {ok}  {info.description if hasattr(info, 'description') else ''}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "csv"]), default="md", show_default=True)
+@click.option("-o", "--output", default=None, help="Write to this file instead of stdout.")
+def report(runs, fmt, output):
+    """Comparison table of the result records under RUNS (rows = checkpoints, columns = metrics)."""
+    from harness import report as rep
+    from harness.results import load_records, write_text_atomic
+
+    records = [r for folder in runs for r in load_records(folder)]
+    text = rep.to_markdown(records) if fmt == "md" else rep.to_csv(records)
+    if output:
+        write_text_atomic(output, text)
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--out", "out_dir", default="runs/demo", show_default=True)
+def demo(out_dir):
+    """Build a tiny SoViT-shaped encoder, save it as big_vision .npz, reload it, print features and models."""
+    from harness.demo import main as demo_main
+
+    demo_main(out_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""Captioning and VQA metrics, number for number with the official implementations.
+
+- VQA: the official VQAv2 evaluation (the VQA API's `vqaEval.py`, GT-Vision-Lab/VQA), including its
+  quirks, which are kept on purpose so our numbers match the official ones.
+- Captioning: CIDEr (the CIDEr-D variant), BLEU-4 and ROUGE-L from pycocoevalcap, on inputs tokenised by
+  its Java PTB tokenizer (references and predictions in two separate calls, as COCOEvalCap does).
+- `bootstrap_ci`: a percentile bootstrap of a mean, for confidence intervals on per-example scores.
+
+Only numpy and the standard library are imported at module level (pycocoevalcap lazily, inside the
+caption functions), so this module loads without jax or tensorflow.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+__all__ = [
+    "MetricInputError",
+    "VQA_ANSWER_TYPES",
+    "normalize_vqa_answer",
+    "vqa_accuracy",
+    "vqa_scores",
+    "exact_match_accuracy",
+    "exact_match_per_example",
+    "ptb_tokenize",
+    "cider",
+    "cider_per_example",
+    "caption_scores",
+    "bootstrap_ci",
+]
+
+# The answer types VQAv2 annotations use (`vqa_scores` reports whichever are present).
+VQA_ANSWER_TYPES = ("yes/no", "number", "other")
+
+
+class MetricInputError(HarnessError, ValueError):
+    """Inputs a metric cannot score (mismatched ids, empty answer lists, wrong types).
+
+    A `HarnessError` so the CLI prints it as one line, and a `ValueError` for library callers.
+    """
+
+
+# ---------------------------------------------------------------------------------------------------
+# VQA answer normalisation (official vqaEval.py semantics)
+# ---------------------------------------------------------------------------------------------------
+
+# The official contractions table, verbatim in content. Two of its oddities are kept because they are
+# the official behaviour: keys with capitals ("Im", "Ive", "Id've", "I'dve") can never match (words are
+# lower-cased first), and "somebody'd" maps to "somebodyd" (reversed direction, a typo upstream).
+_CONTRACTIONS: dict[str, str] = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've",
+    "couldnt": "couldn't", "couldn'tve": "couldn't've", "couldnt've": "couldn't've",
+    "didnt": "didn't", "doesnt": "doesn't", "dont": "don't", "hadnt": "hadn't",
+    "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't", "havent": "haven't",
+    "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd",
+    "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm",
+    "Ive": "I've", "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've",
+    "itll": "it'll", "let's": "let's", "maam": "ma'am", "mightnt": "mightn't",
+    "mightnt've": "mightn't've", "mightn'tve": "mightn't've", "mightve": "might've",
+    "mustnt": "mustn't", "mustve": "must've", "neednt": "needn't", "notve": "not've",
+    "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at", "'ows'at": "'ow's'at",
+    "'ow'sat": "'ow's'at", "shant": "shan't", "shed've": "she'd've", "she'dve": "she'd've",
+    "she's": "she's", "shouldve": "should've", "shouldnt": "shouldn't",
+    "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd",
+    "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll", "somebodys": "somebody's", "someoned": "someone'd",
+    "someoned've": "someone'd've", "someone'dve": "someone'd've", "someonell": "someone'll",
+    "someones": "someone's", "somethingd": "something'd", "somethingd've": "something'd've",
+    "something'dve": "something'd've", "somethingll": "something'll", "thats": "that's",
+    "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've",
+    "therere": "there're", "theres": "there's", "theyd": "they'd", "theyd've": "they'd've",
+    "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're", "theyve": "they've",
+    "twas": "'twas", "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've",
+    "weve": "we've", "werent": "weren't", "whatll": "what'll", "whatre": "what're",
+    "whats": "what's", "whatve": "what've", "whens": "when's", "whered": "where'd",
+    "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
+    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've",
+    "whyll": "why'll", "whyre": "why're", "whys": "why's", "wont": "won't",
+    "wouldve": "would've", "wouldnt": "wouldn't", "wouldnt've": "wouldn't've",
+    "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll", "y'allll": "y'all'll",
+    "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've",
+    "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll",
+    "youre": "you're", "youve": "you've",
+}
+
+# Only none/zero..ten are mapped: "eleven" stays a word, as in the official script.
+_NUMBER_WORDS: dict[str, str] = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}
+
+_ARTICLES = frozenset({"a", "an", "the"})
+
+# The official punctuation list. Not in it: ' . : $ % & # * (the period has its own rule below).
+_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
+                ">", "<", "@", "`", ",", "?", "!")
+
+# A thousands separator such as "1,000": when present anywhere, every listed symbol is deleted.
+_DIGIT_COMMA_DIGIT = re.compile(r"(\d)(,)(\d)")
+
+# Official regex, bug included: "(?!<=\d)" was meant as a look-behind "(?<!\d)" but is a negative
+# look-ahead for the text "<=digit", which can never follow at a period. So the rule is really
+# "delete a period unless a digit follows": "5.5" keeps it, but "3." and "mr. smith" lose it.
+_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+
+# The official script passes `re.UNICODE` (= 32) positionally where `Pattern.sub` expects `count`,
+# so at most 32 periods are removed. Harmless for real answers; kept to be exact.
+_PERIOD_STRIP_MAX_COUNT = int(re.UNICODE)
+
+
+def _clean_whitespace(answer: str) -> str:
+    """The step the official script always applies: newlines and tabs to spaces, then strip."""
+    return answer.replace("\n", " ").replace("\t", " ").strip()
+
+
+def _process_punctuation(text: str) -> str:
+    """The official `processPunctuation`: delete or blank out listed symbols, strip periods."""
+    out = text
+    has_digit_comma = _DIGIT_COMMA_DIGIT.search(text) is not None
+    for p in _PUNCTUATION:
+        # The adjacency checks look at the *input* text, not the partly processed one (official).
+        if (p + " " in text or " " + p in text) or has_digit_comma:
+            out = out.replace(p, "")
+        else:
+            out = out.replace(p, " ")
+    return _PERIOD_STRIP.sub("", out, count=_PERIOD_STRIP_MAX_COUNT)
+
+
+def _process_digit_article(text: str) -> str:
+    """The official `processDigitArticle`: lower-case, number words to digits, drop articles,
+    restore contractions; words re-joined by single spaces."""
+    words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    words = [w for w in words if w not in _ARTICLES]
+    return " ".join(_CONTRACTIONS.get(w, w) for w in words)
+
+
+def normalize_vqa_answer(answer: str) -> str:
+    """The official VQA answer normalisation (whitespace, punctuation, periods, case, number words,
+    articles, contractions), e.g. "Two dogs!" -> "2 dogs", "1,000" -> "1000", "dont" -> "don't".
+
+    Note that `vqa_accuracy` applies it only when the ground-truth answers disagree, as the official
+    evaluator does.
+    """
+    return _process_digit_article(_process_punctuation(_clean_whitespace(answer)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# VQA accuracy
+# ---------------------------------------------------------------------------------------------------
+
+def vqa_accuracy(answer: str, gt_answers: Sequence[str]) -> float:
+    """The official VQAv2 per-question accuracy in [0, 1].
+
+    For each annotator, min(1, matches among the *other* annotators / 3); the mean of those. With 10
+    answers, k matches give 0, 0.3, 0.6, 0.9, 1 for k = 0, 1, 2, 3, >=4. Fewer answers use the same
+    leave-one-out formula (so a single ground-truth answer always scores 0: use exact match there).
+
+    Official quirk, kept: answers are normalised only if the (whitespace-cleaned) ground-truth answers
+    are not all identical, and matching is case-sensitive; so against ten "yes", "Yes" scores 0.
+    """
+    if isinstance(gt_answers, str):
+        raise MetricInputError(
+            f"gt_answers must be a list of answers, got the string {gt_answers!r}; wrap it in a list")
+    if len(gt_answers) == 0:
+        raise MetricInputError("gt_answers is empty; VQA accuracy needs the annotators' answers")
+    if not isinstance(answer, str):
+        raise MetricInputError(f"the predicted answer must be a string, got {type(answer).__name__}; "
+                               "decode the model output to text first")
+    gts = [_clean_whitespace(a) for a in gt_answers]
+    pred = _clean_whitespace(answer)
+    if len(set(gts)) > 1:
+        gts = [_process_digit_article(_process_punctuation(a)) for a in gts]
+        pred = _process_digit_article(_process_punctuation(pred))
+    is_match = [gt == pred for gt in gts]
+    num_matches = sum(is_match)
+    # Leave annotator i out (officially by answer_id, so duplicates still count): the others'
+    # matches are all matches minus i's own.
+    per_annotator = [min(1.0, (num_matches - int(m)) / 3) for m in is_match]
+    return float(sum(per_annotator)) / len(per_annotator)
+
+
+def vqa_scores(predictions: Mapping[Hashable, str],
+               questions: Mapping[Hashable, Mapping[str, Any]]) -> dict[str, Any]:
+    """Official VQAv2 accuracy over a set of questions, in percent.
+
+    `questions[qid]` holds `answers` (list of str) and, optionally, `answer_type` ("yes/no", "number",
+    "other"). Every question needs a prediction and vice versa.
+
+    Returns `overall` and `per_answer_type` (only the types present), each the mean per-question
+    accuracy x 100 (the official script then rounds these to 2 decimals for display; we do not), plus
+    `per_question` ({qid: accuracy x 100}, for bootstrap CIs) and `num_questions`.
+    """
+    _check_same_ids(predictions, questions, what="questions")
+    per_question: dict[Hashable, float] = {}
+    accuracies: list[float] = []
+    by_type: dict[str, list[float]] = {}
+    for qid, question in questions.items():
+        if "answers" not in question:
+            raise MetricInputError(f"question {qid!r} has no 'answers'; give each question its "
+                                   "list of ground-truth answers")
+        accuracy = vqa_accuracy(predictions[qid], question["answers"])
+        accuracies.append(accuracy)
+        per_question[qid] = 100.0 * accuracy
+        answer_type = question.get("answer_type")
+        if answer_type is not None:
+            by_type.setdefault(answer_type, []).append(accuracy)
+    return {
+        # 100 * sum / count, the official script's arithmetic (before its rounding).
+        "overall": 100.0 * float(sum(accuracies)) / len(accuracies),
+        "per_answer_type": {t: 100.0 * float(sum(v)) / len(v) for t, v in by_type.items()},
+        "per_question": per_question,
+        "num_questions": len(per_question),
+    }
+
+
+def exact_match_per_example(predictions: Mapping[Hashable, str],
+                            gt: Mapping[Hashable, str]) -> dict[Hashable, float]:
+    """1.0 where the prediction equals the answer after `normalize_vqa_answer` on both, else 0.0."""
+    _check_same_ids(predictions, gt, what="ground-truth answers")
+    scores = {}
+    for key, answer in gt.items():
+        if not isinstance(answer, str) or not isinstance(predictions[key], str):
+            raise MetricInputError(f"id {key!r}: exact match needs one string answer on each side; "
+                                   "pass str values")
+        scores[key] = float(normalize_vqa_answer(predictions[key]) == normalize_vqa_answer(answer))
+    return scores
+
+
+def exact_match_accuracy(predictions: Mapping[Hashable, str], gt: Mapping[Hashable, str]) -> float:
+    """Exact-match accuracy in percent (GQA, OCR-VQA), after `normalize_vqa_answer` on both sides."""
+    scores = exact_match_per_example(predictions, gt)
+    return 100.0 * float(np.mean(list(scores.values())))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Captioning: PTB tokenisation and pycocoevalcap scorers
+# ---------------------------------------------------------------------------------------------------
+
+# Characters that Java (or Python's splitlines) treats as line breaks. The tokenizer runs with
+# -preserveLines and maps output lines back to captions by position, so a stray "\r" in one caption
+# would shift every later caption onto the wrong id. pycocoevalcap only replaces "\n"; we blank all.
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def ptb_tokenize(texts: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, list[str]]:
+    """pycocoevalcap's PTB tokenizer (Java, one JVM per call): lower-cased, punctuation dropped.
+
+    `{id: [caption, ...]}` -> `{id: [tokenised caption, ...]}`, same ids and order.
+    """
+    for key, captions in texts.items():
+        if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
+            raise MetricInputError(f"id {key!r}: expected a list of caption strings, got "
+                                   f"{captions!r:.80}; wrap single captions in a list")
+    if not texts:
+        return {}
+    if shutil.which("java") is None:
+        raise HarnessError("java is not on PATH; the PTB tokenizer of pycocoevalcap needs a Java "
+                           "runtime (e.g. apt-get install default-jre-headless)")
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    coco_format = {key: [{"caption": _LINE_BREAKS.sub(" ", c)} for c in captions]
+                   for key, captions in texts.items()}
+    try:
+        tokenized = PTBTokenizer().tokenize(coco_format)
+    except OSError as e:
+        # It writes its input file next to its jar, inside the installed package.
+        raise HarnessError(f"the PTB tokenizer failed to run ({e}); check that Java works and that "
+                           "the pycocoevalcap/tokenizer folder is writable") from e
+    # Its output is matched to ids by line position; a count mismatch would mean silently
+    # misaligned captions, so refuse instead.
+    bad = [key for key, captions in texts.items() if len(tokenized.get(key, [])) != len(captions)]
+    if bad:
+        raise HarnessError(f"the PTB tokenizer returned the wrong number of lines for ids "
+                           f"{_some(bad)}; check the Java output (run java -version)")
+    return {key: tokenized[key] for key in texts}
+
+
+def _tokenize_for_scoring(references: Mapping[Hashable, Sequence[str]],
+                          predictions: Mapping[Hashable, str]
+                          ) -> tuple[dict[Hashable, list[str]], dict[Hashable, list[str]]]:
+    """Check inputs, then tokenise references and predictions in two separate calls (as COCOEvalCap
+    does), keyed in the references' order."""
+    _check_same_ids(predictions, references, what="references")
+    for key, refs in references.items():
+        if isinstance(refs, str) or len(refs) == 0:
+            raise MetricInputError(f"id {key!r}: references must be a non-empty list of captions; "
+                                   "give every image at least one reference")
+        if not isinstance(predictions[key], str):
+            raise MetricInputError(f"id {key!r}: the prediction must be one caption string, got "
+                                   f"{type(predictions[key]).__name__}; pass str values")
+    gts = ptb_tokenize(references)
+    res = ptb_tokenize({key: [predictions[key]] for key in references})
+    return gts, res
+
+
+def _cider_on_tokens(gts: Mapping[Hashable, list[str]],
+                     res: Mapping[Hashable, list[str]]) -> tuple[float, np.ndarray]:
+    from pycocoevalcap.cider.cider import Cider
+
+    score, scores = Cider().compute_score(gts, res)
+    return float(score), np.asarray(scores, dtype=np.float64)
+
+
+def cider(references: Mapping[Hashable, Sequence[str]], predictions: Mapping[Hashable, str]) -> float:
+    """CIDEr-D as pycocoevalcap computes it, raw scale (papers print x100).
+
+    IDF comes from the references given here, so a subset's CIDEr is not comparable with the full set's.
+    """
+    gts, res = _tokenize_for_scoring(references, predictions)
+    return _cider_on_tokens(gts, res)[0]
+
+
+def cider_per_example(references: Mapping[Hashable, Sequence[str]],
+                      predictions: Mapping[Hashable, str]) -> dict[Hashable, float]:
+    """Per-id CIDEr-D (their mean is `cider`), for bootstrap CIs; IDF from the whole set given."""
+    gts, res = _tokenize_for_scoring(references, predictions)
+    _, scores = _cider_on_tokens(gts, res)
+    return {key: float(s) for key, s in zip(gts, scores)}
+
+
+def caption_scores(references: Mapping[Hashable, Sequence[str]],
+                   predictions: Mapping[Hashable, str]) -> dict[str, Any]:
+    """CIDEr-D, BLEU-4 and ROUGE-L (pycocoevalcap scorers, raw scale) on one PTB tokenisation.
+
+    `bleu4` is corpus-level BLEU-4 (what COCO reports); `bleu4_per_example` holds pycocoevalcap's
+    sentence-level BLEU-4, whose mean is *not* `bleu4` (use it for rough CIs only). CIDEr and
+    ROUGE-L are means of their per-example values. Per-example arrays follow the order of `ids`.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts, res = _tokenize_for_scoring(references, predictions)
+    cider_score, cider_scores = _cider_on_tokens(gts, res)
+    bleu_scores, bleu_per_example = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge_score, rouge_scores = Rouge().compute_score(gts, res)
+    return {
+        "cider": cider_score,
+        "bleu4": float(bleu_scores[3]),
+        "rouge_l": float(rouge_score),
+        "ids": list(gts),
+        "cider_per_example": cider_scores,
+        "bleu4_per_example": np.asarray(bleu_per_example[3], dtype=np.float64),
+        "rouge_l_per_example": np.asarray(rouge_scores, dtype=np.float64),
+        "num_examples": len(gts),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Confidence intervals
+# ---------------------------------------------------------------------------------------------------
+
+# Bound the (resamples x examples) index matrix drawn at once, so 1000 resamples of a 200k-question
+# set do not need gigabytes.
+_BOOTSTRAP_MAX_DRAWS_PER_CHUNK = 2**22
+
+
+def bootstrap_ci(per_example: Sequence[float], *, n_resamples: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) interval of the mean of `per_example`; deterministic in seed."""
+    values = np.asarray(per_example, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise MetricInputError("bootstrap_ci got no values; pass the per-example scores")
+    if not np.all(np.isfinite(values)):
+        raise MetricInputError("bootstrap_ci got NaN or infinite values; check the per-example scores")
+    if not 0.0 < alpha < 1.0:
+        raise MetricInputError(f"alpha must be in (0, 1), got {alpha}; use e.g. 0.05 for a 95% CI")
+    if n_resamples < 1:
+        raise MetricInputError(f"n_resamples must be >= 1, got {n_resamples}")
+    n = values.size
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_MAX_DRAWS_PER_CHUNK // n)
+    means = np.empty(n_resamples, dtype=np.float64)
+    for start in range(0, n_resamples, chunk):
+        stop = min(start + chunk, n_resamples)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = values[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [100.0 * alpha / 2, 100.0 * (1.0 - alpha / 2)])
+    return float(lo), float(hi)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Input checks
+# ---------------------------------------------------------------------------------------------------
+
+def _some(ids: Sequence[Hashable], limit: int = 5) -> str:
+    """A few ids for an error message, e.g. "1, 2, 3 (and 7 more)"."""
+    shown = ", ".join(repr(i) for i in sorted(ids, key=str)[:limit])
+    return shown + (f" (and {len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def _check_same_ids(predictions: Mapping[Hashable, Any], targets: Mapping[Hashable, Any],
+                    *, what: str) -> None:
+    """Predictions and targets must cover exactly the same ids, and at least one."""
+    if not isinstance(predictions, Mapping) or not isinstance(targets, Mapping):
+        raise MetricInputError(f"predictions and {what} must be dicts keyed by example id; "
+                               "build {id: value} dicts")
+    extra = [k for k in predictions if k not in targets]
+    missing = [k for k in targets if k not in predictions]
+    if extra:
+        raise MetricInputError(f"{len(extra)} prediction id(s) are not in the {what}: {_some(extra)}; "
+                               "predict exactly the evaluated ids (check the id type, int vs str)")
+    if missing:
+        raise MetricInputError(f"{len(missing)} id(s) of the {what} have no prediction: "
+                               f"{_some(missing)}; predict every evaluated id")
+    if not targets:
+        raise MetricInputError(f"no {what} to score; pass at least one example")

@@ -1,0 +1,146 @@
+"""Result records: one JSON file per task run, written atomically. The schema is in README.md.
+
+A record is keyed by (task, config hash, checkpoint sha256): `record_path` names the file after them, so a
+finished run can be found (and skipped) on rerun, and two runs writing to one folder never share a file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+SCHEMA_VERSION = 1
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "tensorflow-cpu", "tensorflow", "tensorflow-datasets"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    devices = []
+    try:
+        import jax
+        devices = [f"{d.platform}:{d.device_kind}" for d in jax.devices()]
+    except Exception:  # a broken accelerator setup should not lose the record
+        pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "libraries": versions,
+            "devices": devices}
+
+
+def record_path(out_dir: str | Path, task: str, checkpoint_sha256: str | None, cfg_hash: str) -> Path:
+    ck = (checkpoint_sha256 or "random")[:12]
+    return Path(out_dir) / f"{task}__{ck}__{cfg_hash[:12]}.json"
+
+
+def make_record(*, task, preset, config: dict, cfg_hash: str, encoder: dict, metrics: dict[str, float],
+                metric_info: dict, ctx, seeds, timings: dict, name: str | None = None) -> dict:
+    from harness import __version__
+
+    m = {}
+    for k, v in metrics.items():
+        info = metric_info.get(k)
+        m[k] = {"value": None if v is None else float(v),
+                "higher_is_better": True if info is None else info.higher_is_better,
+                "unit": "%" if info is None else info.unit}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "harness": {"version": __version__, "git_commit": git_commit()},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "task": {"name": task.name, "version": task.version, "preset": preset, "config": config,
+                 "config_hash": cfg_hash},
+        "checkpoint": {"name": name or _ckpt_name(encoder.get("spec")), **encoder},
+        "datasets": ctx.datasets,
+        "metrics": m,
+        "per_example": ctx.per_example,
+        "artifacts": ctx.artifacts,
+        "info": ctx.info,
+        "seeds": list(seeds),
+        "timings": {k: round(float(v), 3) for k, v in timings.items()},
+        "environment": environment(),
+    }
+
+
+def _ckpt_name(spec: str | None) -> str:
+    if not spec:
+        return "random"
+    path, _, sub = str(spec).partition(":") if not os.path.exists(str(spec)) else (str(spec), "", "")
+    base = Path(path.rstrip("/")).name
+    return f"{base}:{sub}" if sub else base
+
+
+def write_json_atomic(path: str | Path, obj) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, allow_nan=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_records(folder: str | Path) -> list[dict]:
+    """Every result record under `folder` (recursively); unreadable files are an error naming them."""
+    folder = Path(folder)
+    if folder.is_file():
+        files = [folder]
+    elif folder.is_dir():
+        files = sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
+    else:
+        raise HarnessError(f"{folder}: no such file or folder of result records")
+    records = []
+    for f in files:
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise HarnessError(f"{f}: not a readable result record ({e}); delete it or rerun the task") from None
+        if isinstance(rec, dict) and "schema_version" in rec and "metrics" in rec:
+            if rec["schema_version"] > SCHEMA_VERSION:
+                raise HarnessError(f"{f}: schema version {rec['schema_version']} is newer than this harness "
+                                   f"({SCHEMA_VERSION}); upgrade sovit-harness")
+            rec["_path"] = str(f)
+            records.append(rec)
+    return records
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,75 @@
+"""Runs one task on one checkpoint and writes its result record (the engine behind `harness run`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from harness import api, results
+from harness.errors import HarnessError
+from harness.registry import get_task
+
+log = logging.getLogger("harness")
+
+
+def default_cache_dir() -> Path:
+    import os
+    return Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "sovit-harness"))
+
+
+def run_task(task_name: str, ckpt: str | None, *, preset: str | None = None, sets: dict[str, str] | None = None,
+             encoder_config: dict | None = None, data_dir: str | None = None, out_dir: str | Path = "runs",
+             cache_dir: str | Path | None = None, force: bool = False, progress: bool = True,
+             name: str | None = None, encoder=None) -> tuple[dict, Path, bool]:
+    """Returns (record, path, reused). A finished identical run (same task, config hash and checkpoint
+    sha256) is reused unless `force`."""
+    from harness.checkpoints import file_sha256, parse_spec
+
+    task = get_task(task_name)
+    config = api.make_config(task, preset, sets)
+    cfg = api.config_dict(config)
+    enc_cfg = {**(encoder_config or {}), **task.encoder_overrides(config)}
+    # The record key covers the encoder settings too: the same weights at another resolution differ.
+    cfg_hash = api.config_hash(config) if not enc_cfg else _hash({"task": cfg, "encoder": enc_cfg})
+    out_dir = Path(out_dir)
+    sha = None
+    if encoder is not None:
+        sha = encoder.sha256
+    elif ckpt and not str(ckpt).startswith("random"):
+        path = parse_spec(ckpt)[0]
+        if not path.exists() and not Path(f"{path}-LAST").exists():
+            raise HarnessError(f"checkpoint {path}: no such file or folder; check the --ckpt path")
+        sha = file_sha256(path) if path.exists() else None
+    rec_path = results.record_path(out_dir, task.name, sha or (ckpt or "random").replace("/", "_"), cfg_hash)
+    if rec_path.exists() and not force:
+        try:
+            return json.loads(rec_path.read_text()), rec_path, True
+        except (OSError, json.JSONDecodeError):
+            log.warning("unreadable record %s; recomputing", rec_path)
+
+    t0 = time.perf_counter()
+    if encoder is None:
+        from harness.encoder import load_encoder
+        encoder = load_encoder(ckpt, **enc_cfg)
+    t_load = time.perf_counter() - t0
+    ctx = api.RunContext(data_dir=data_dir, cache_dir=Path(cache_dir or default_cache_dir()),
+                         out_dir=out_dir / "artifacts" / rec_path.stem, progress=progress,
+                         seed=int(getattr(config, "seed", 0) or 0))
+    metrics = task.run(encoder, ctx, config)
+    t_total = time.perf_counter() - t0
+    info = {m.name: m for m in task.metrics(config)}
+    seeds = getattr(config, "seeds", None) or [getattr(config, "seed", 0)]
+    record = results.make_record(task=task, preset=preset, config=cfg, cfg_hash=cfg_hash,
+                                 encoder=encoder.describe(), metrics=metrics, metric_info=info, ctx=ctx,
+                                 seeds=seeds, name=name,
+                                 timings={"load_seconds": t_load, "total_seconds": t_total,
+                                          **ctx.info.pop("timings", {})})
+    results.write_json_atomic(rec_path, record)
+    return record, rec_path, False
+
+
+def _hash(obj) -> str:
+    import hashlib
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()[:16]

@@ -1,0 +1,115 @@
+"""The flax encoder against an independent numpy implementation of the same math (tests/numpy_vit.py)."""
+
+import numpy as np
+import pytest
+
+from harness import checkpoints
+from harness.encoder import infer_config, load_encoder
+from harness.errors import HarnessError
+from harness.variants import decode_variant, shape_of
+from tests.numpy_vit import forward
+
+TINY = dict(width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=4, res=16)
+
+
+def perturbed(enc, seed=0):
+    """Random init has zero biases and unit LN scales; perturb so a wrong mapping cannot pass."""
+    rng = np.random.default_rng(seed)
+    flat = enc.params_numpy()
+    return {k: (v.astype(np.float32) + 0.05 * rng.standard_normal(v.shape)).astype(np.float32)
+            for k, v in flat.items()}
+
+
+def images(n=2, res=16, seed=1):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, res, res, 3)).astype(np.float32)
+
+
+CASES = [
+    dict(pool_type="map"),
+    dict(pool_type="gap"),
+    dict(pool_type="tok", rep_size=8),
+    dict(pool_type="0", num_classes=3),
+    dict(pool_type="none"),
+    dict(pool_type="map", posemb="sincos2d", num_classes=5, rep_size=True),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{v}" for v in c.values()))
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scan"])
+def test_matches_numpy_oracle(tmp_path, case, scan):
+    enc = load_encoder("random:0", **TINY, **case)
+    path = checkpoints.save_npz(tmp_path / "p.npz", perturbed(enc))
+    loaded = load_encoder(str(path), scan=scan, pool_type=case["pool_type"], posemb=case.get("posemb", "learn"))
+    assert loaded.config["scan"] is scan
+    x = images()
+    got = loaded.features(x)
+    want = forward(checkpoints.read_npz(path), x.astype(np.float64), pool_type=case["pool_type"],
+                   posemb=case.get("posemb", "learn"))
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, atol=2e-5, rtol=1e-4, err_msg=k)
+    assert ("pre_logits" in got) == (case["pool_type"] != "none")
+
+
+def test_bfloat16_matmuls_close_to_float32(tmp_path):
+    enc = load_encoder("random:0", **TINY, pool_type="map", num_classes=5)
+    path = checkpoints.save_npz(tmp_path / "p.npz", perturbed(enc))
+    f32 = load_encoder(str(path)).features(images())
+    bf16 = load_encoder(str(path), dtype_mm="bfloat16")
+    # The reference keeps params float32 except the posemb, stored in the compute dtype.
+    assert str(bf16.params["pos_embedding"].dtype) == "bfloat16"
+    assert str(bf16.params["embedding"]["kernel"].dtype) == "float32"
+    got = bf16.features(images())
+    for k in ("encoded", "pre_logits", "logits"):
+        np.testing.assert_allclose(got[k], f32[k], atol=0.1, rtol=0.05, err_msg=k)
+        assert not np.array_equal(got[k], f32[k])  # bf16 really was used
+
+
+def test_config_read_off_the_tree(tmp_path):
+    enc = load_encoder("random:0", width=48, depth=3, mlp_dim=80, num_heads=6, patch_size=8, res=32,
+                       pool_type="map", rep_size=16, num_classes=7)
+    path = enc.save(str(tmp_path / "e.npz"))
+    cfg = infer_config(checkpoints.read_npz(path))
+    assert cfg == dict(patch_size=(8, 8), width=48, depth=3, mlp_dim=80, num_heads=6, scan=False,
+                       pool_type="map", posemb="learn", res=32, rep_size=16, num_classes=7)
+    again = load_encoder(path)
+    assert {k: again.config[k] for k in cfg} == cfg
+
+
+def test_explicit_flags_checked_against_tree(tmp_path):
+    enc = load_encoder("random:0", **TINY, pool_type="map")
+    path = enc.save(str(tmp_path / "e.npz"))
+    with pytest.raises(HarnessError, match="width=64 was asked for but the checkpoint has width=32"):
+        load_encoder(path, width=64)
+    with pytest.raises(HarnessError, match="checkpoint has width=32"):
+        load_encoder(path, variant="B/16")
+    with pytest.raises(HarnessError, match="did you mean 'mlp_dim'"):
+        load_encoder(path, mlp_dims=64)
+
+
+def test_variants_decode_and_paper_numbers():
+    assert decode_variant("So400m/14") == dict(width=1152, depth=27, mlp_dim=4304, num_heads=16, patch_size=(14, 14))
+    assert decode_variant("So150m/14")["width"] == 880
+    s = shape_of("So400m/14", pool_type="map")
+    assert round(s.num_params(224) / 1e6) == 428  # paper Table 1: 428M
+    assert abs(s.gflops(224) - 221) < 1.5  # paper: 221 GFLOPs
+    assert abs(s.gflops(518) - 1374) / 1374 < 0.01  # paper: 1374 GFLOPs
+    assert abs(s.gflops(384) - 672) / 672 < 0.01
+    assert round(shape_of("B/16", pool_type="gap").num_params() / 1e6) == 86
+    assert round(shape_of("L/16", pool_type="gap").num_params(384) / 1e6) == 304  # paper 303M (posemb at 224)
+    with pytest.raises(HarnessError, match="did you mean 'So400m'"):
+        decode_variant("So40m/14")
+
+
+@pytest.mark.parametrize("kw", [dict(pool_type="map", num_classes=4, rep_size=8), dict(pool_type="tok")])
+def test_param_count_formula_matches_model(kw):
+    import jax
+    from harness.encoder import abstract_params, build_model, resolve_config
+
+    cfg = resolve_config({}, {}, {**TINY, **kw})
+    flat = abstract_params(build_model(cfg), cfg["res"])
+    n = sum(int(np.prod(v.shape)) for v in flat.values())
+    s = shape_of("B/16", **{k: cfg[k] for k in ("width", "depth", "mlp_dim", "num_heads")},
+                 pool_type=kw["pool_type"], rep_size=kw.get("rep_size", 0), num_classes=kw.get("num_classes", 0))
+    s = type(s)(**{**s.__dict__, "patch": 4})
+    assert s.num_params(16) == n
+    del jax

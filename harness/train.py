@@ -1,0 +1,159 @@
+"""The shared training loop: pretraining, fine-tuning, decoders and LiT all train through `fit`.
+
+It jits one step, shows progress (steps/s, ETA, loss), stops with a clear message on a NaN or diverging
+loss, and checkpoints params + optimizer state + step so that a killed run resumes where it stopped and
+ends exactly as an uninterrupted run would (the data stream is a function of the step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+log = logging.getLogger("harness")
+
+
+@dataclasses.dataclass
+class FitResult:
+    params: Any
+    opt_state: Any
+    steps: int
+    losses: list[float]
+    seconds: float
+    resumed_from: int = 0
+
+
+def cosine_schedule(lr: float, total_steps: int, warmup_steps: int = 0, end_lr: float = 0.0):
+    """Linear warm-up to `lr`, then cosine decay to `end_lr` (big_vision's default schedule shape)."""
+    import optax
+
+    warmup_steps = int(min(warmup_steps, max(total_steps - 1, 0)))
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, max(total_steps, warmup_steps + 1), end_lr)
+
+
+def _save_state(ckpt_dir: Path, step: int, params, opt_state, extra: dict | None = None):
+    """Writes `state-<step>` next to the previous one, then moves the `LATEST` pointer: a crash at any
+    point leaves a complete older checkpoint."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = (ckpt_dir / f"state-{step:09d}").absolute()
+    tmp = (ckpt_dir / f".state-{step:09d}.tmp").absolute()
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(tmp / "state", {"params": jax.device_get(params), "opt_state": jax.device_get(opt_state)})
+    ckptr.wait_until_finished()
+    (tmp / "meta.json").write_text(json.dumps({"step": step, **(extra or {})}))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    pointer = ckpt_dir / "LATEST"
+    ptmp = ckpt_dir / ".LATEST.tmp"
+    ptmp.write_text(final.name)
+    os.replace(ptmp, pointer)
+    for old in ckpt_dir.glob("state-*"):
+        if old.name != final.name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _restore_state(ckpt_dir: Path, params, opt_state):
+    import jax
+    import orbax.checkpoint as ocp
+
+    pointer = ckpt_dir / "LATEST"
+    if not pointer.exists():
+        return None
+    path = (ckpt_dir / pointer.read_text().strip()).absolute()
+    meta = json.loads((path / "meta.json").read_text())
+    target = {"params": params, "opt_state": opt_state}
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), getattr(a, "dtype", np.float32)), target)
+    state = ocp.StandardCheckpointer().restore(path / "state", abstract)
+    return meta["step"], state["params"], state["opt_state"]
+
+
+def fit(*, params, tx, loss_fn: Callable, batches: Callable[[int], Iterator[dict]], total_steps: int,
+        seed: int = 0, ckpt_dir: str | Path | None = None, ckpt_every: int = 0, progress: bool = True,
+        desc: str = "train", diverge_factor: float = 1e3, log_every: int = 50,
+        stop_after: int | None = None) -> FitResult:
+    """Minimises `loss_fn(params, batch, rng) -> (loss, aux)` with optax transform `tx`.
+
+    `batches(start_step)` returns the batch stream from `start_step` on (so a resumed run sees the same
+    data). `stop_after` ends the loop early at that step (used by tests to simulate a kill).
+    """
+    import jax
+    import optax
+
+    opt_state = tx.init(params)
+    start = 0
+    ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
+    if ckpt_dir is not None:
+        restored = _restore_state(ckpt_dir, params, opt_state)
+        if restored is not None:
+            start, params, opt_state = restored
+            log.info("%s: resumed from step %d (%s)", desc, start, ckpt_dir)
+
+    @jax.jit
+    def step_fn(params, opt_state, batch, step):
+        rng = jax.random.fold_in(jax.random.PRNGKey(seed), step)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, loss, aux
+
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    bar = _bar(total_steps, start, desc, progress)
+    first_loss = None
+    it = batches(start)
+    step = start
+    try:
+        for step in range(start, total_steps):
+            if stop_after is not None and step >= stop_after:
+                break
+            batch = next(it)
+            params, opt_state, loss, _ = step_fn(params, opt_state, batch, step)
+            loss = float(loss)
+            losses.append(loss)
+            if not math.isfinite(loss):
+                raise HarnessError(f"{desc}: the loss became {loss} at step {step}; lower the learning rate "
+                                   "or check the data")
+            if first_loss is None:
+                first_loss = abs(loss) + 1e-3
+            elif abs(loss) > diverge_factor * first_loss:
+                raise HarnessError(f"{desc}: the loss diverged at step {step} ({loss:.3g} vs {first_loss:.3g} at "
+                                   "the start); lower the learning rate")
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{loss:.4f}")
+            elif log_every and step % log_every == 0:
+                log.info("%s step %d/%d loss %.4f", desc, step, total_steps, loss)
+            if ckpt_dir is not None and ckpt_every and (step + 1) % ckpt_every == 0 and step + 1 < total_steps:
+                _save_state(ckpt_dir, step + 1, params, opt_state)
+        else:
+            step = total_steps
+    finally:
+        if bar is not None:
+            bar.close()
+    return FitResult(params=params, opt_state=opt_state, steps=step, losses=losses,
+                     seconds=time.perf_counter() - t0, resumed_from=start)
+
+
+def _bar(total: int, start: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, leave=False)

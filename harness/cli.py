@@ -170,6 +170,42 @@ def report(runs, fmt, output):
 
 
 @main.command()
+@click.argument("name")
+@click.option("--data-dir", default=None, help="TFDS data dir to prepare into.")
+@click.option("--manual-dir", default=None, help="Folder with manually downloaded files (e.g. VQAv2 JSON + COCO "
+              "images); default <data-dir>/downloads/manual.")
+def prepare(name, data_dir, manual_dir):
+    """Prepare a dataset the harness builds itself (proxy_scenes, proxy_digits, vqav2)."""
+    from harness import data
+
+    path = data.prepare(name, data_dir, manual_dir=manual_dir)
+    click.echo(f"prepared {name} under {path}")
+
+
+@main.command()
+@click.option("--out", required=True, help="Where to write the big_vision .npz checkpoint.")
+@click.option("--data-dir", default=None)
+@click.option("--set", "sets", multiple=True, help="key=value of PretrainConfig (width, depth, steps, lr, ...).")
+@click.option("--ckpt-dir", default=None, help="Keep resumable training state here.")
+def pretrain(out, data_dir, sets, ckpt_dir):
+    """Pretrain an encoder from scratch (default: the proxy SoViT on proxy_scenes' pretrain split)."""
+    import dataclasses
+
+    from harness import api
+    from harness.pretrain import PretrainConfig, pretrain as run_pretrain
+
+    class _T(api.Task):
+        name = "pretrain"
+        Config = PretrainConfig
+
+    cfg = api.make_config(_T(), None, _parse_sets(sets))
+    summary = run_pretrain(cfg, out, data_dir=data_dir, ckpt_dir=ckpt_dir)
+    click.echo(f"wrote {summary['out']} (loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}, "
+               f"{summary['seconds']:.0f}s)")
+    del dataclasses
+
+
+@main.command()
 @click.option("--out", "out_dir", default="runs/demo", show_default=True)
 def demo(out_dir):
     """Build a tiny SoViT-shaped encoder, save it as big_vision .npz, reload it, print features and models."""

@@ -122,7 +122,8 @@ def unwrap(flat: dict[str, np.ndarray], subtree: str | None = None, *, path="che
 
 
 # ------------------------------------------------------------------------------------------- reading
-def read_npz(path: Path) -> dict[str, np.ndarray]:
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
     if path.exists() and not zipfile.is_zipfile(path):
         raise HarnessError(f"checkpoint {path}: not a readable .npz (not a zip archive); the file may be "
                            "truncated or corrupt, re-download or re-export it")

@@ -194,11 +194,9 @@ class Encoder:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        out = ["stem", "encoded", "pre_logits_2d"]
-        if self.config["pool_type"] != "none":
-            out.append("pre_logits")
+        out = ["stem", "encoded", "pre_logits_2d", "pre_logits"]
         if self.config.get("num_classes"):
-            out += ["logits_2d"] + (["logits"] if self.config["pool_type"] != "none" else [])
+            out += ["logits", "logits_2d"]
         return tuple(out)
 
     def describe(self) -> dict:

@@ -128,8 +128,8 @@ class MAPHead(nn.Module):
 class ViT(nn.Module):
     """Vision transformer returning `(output, out)` where `out` holds every named representation.
 
-    `out` keys: stem, encoded, pre_logits_2d, pre_logits (unless pool_type == "none"), logits and
-    logits_2d (when num_classes is set).
+    `out` keys: stem, encoded, pre_logits_2d, pre_logits (the token sequence when pool_type == "none"),
+    logits and logits_2d (when num_classes is set).
     """
 
     num_classes: int | None = None
@@ -185,7 +185,7 @@ class ViT(nn.Module):
             x = x[:, 0]
             encoded = out["encoded"] = encoded[:, 1:]
         elif self.pool_type == "none":
-            x = None
+            pass  # as in big_vision: "pre_logits" is then the token sequence itself
         else:
             raise ValueError(f"unknown pool_type {self.pool_type!r}; expected one of {POOL_TYPES}")
 
@@ -194,15 +194,13 @@ class ViT(nn.Module):
             rep_size = self.width if self.rep_size is True else self.rep_size
             hid = nn.Dense(rep_size, name="pre_logits")
             x_2d = nn.tanh(hid(x_2d))
-            x = nn.tanh(hid(x)) if x is not None else None
+            x = nn.tanh(hid(x))
         out["pre_logits_2d"] = x_2d
-        if x is not None:
-            out["pre_logits"] = x
+        out["pre_logits"] = x
 
         if self.num_classes:
             kw = {"kernel_init": nn.initializers.zeros} if self.head_zeroinit else {}
             head = nn.Dense(self.num_classes, name="head", **kw)
             out["logits_2d"] = head(x_2d)
-            if x is not None:
-                x = out["logits"] = head(x)
+            x = out["logits"] = head(x)
         return x, out

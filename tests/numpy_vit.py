@@ -76,13 +76,14 @@ def forward(p, images, *, pool_type, posemb="learn", depth=None):
         pooled = x.mean(1)
     elif pool_type in ("0", "tok"):
         pooled = x[:, 0]
+    elif pool_type == "none":
+        pooled = x  # big_vision: pre_logits is then the token sequence
     x2d = encoded.reshape(n, gh, gw, d)
     if "pre_logits/kernel" in p:
         x2d = np.tanh(x2d @ p["pre_logits/kernel"] + p["pre_logits/bias"])
         pooled = None if pooled is None else np.tanh(pooled @ p["pre_logits/kernel"] + p["pre_logits/bias"])
     out["pre_logits_2d"] = x2d
-    if pooled is not None:
-        out["pre_logits"] = pooled
-        if "head/kernel" in p:
-            out["logits"] = pooled @ p["head/kernel"] + p["head/bias"]
+    out["pre_logits"] = pooled
+    if "head/kernel" in p:
+        out["logits"] = pooled @ p["head/kernel"] + p["head/bias"]
     return out

@@ -44,9 +44,10 @@ def main():
 
 
 @main.command()
-@click.option("--task", "task_name", required=True, help="Task name (see `harness ls tasks`).")
+@click.option("--task", "task_name", default=None, help="Task name (see `harness ls tasks`).")
+@click.option("--suite", default=None, help="Suite name (proxy, paper) or a .toml suite file; instead of --task.")
 @click.option("--ckpt", default=None, help="Checkpoint: file.npz[:img], tensorstore folder, HF SigLIP folder, "
-              "harness checkpoint, or random[:seed].")
+              "harness checkpoint, or random[:seed]. The proxy suite defaults to the committed proxy checkpoint.")
 @click.option("--variant", default=None, help="Variant string, e.g. So400m/14 (checked against the checkpoint).")
 @click.option("--res", type=int, default=None, help="Input resolution (posemb is resampled to it).")
 @click.option("--preset", default=None, help="Named settings of the task, e.g. proxy.")
@@ -56,18 +57,36 @@ def main():
 @click.option("--set", "sets", multiple=True, help="key=value: a task setting or an encoder config key.")
 @click.option("--name", default=None, help="Row name of this checkpoint in reports (default: file name).")
 @click.option("--force", is_flag=True, help="Recompute even if an identical finished record exists.")
-def run(task_name, ckpt, variant, res, preset, data_dir, out_dir, cache_dir, sets, name, force):
-    """Run one task on one checkpoint and write its result record."""
+def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_dir, sets, name, force):
+    """Run one task (or a suite of tasks) on one checkpoint and write result records."""
+    if bool(task_name) == bool(suite):
+        raise HarnessError("give exactly one of --task NAME or --suite NAME")
+    enc = {}
+    if variant:
+        enc["variant"] = variant
+    if res:
+        enc["res"] = res
+    if task_name:
+        entries = [(task_name, preset, _parse_sets(sets))]
+    else:
+        from harness.suites import default_ckpt, load_suite
+
+        entries = [(e.task, e.preset, {**dict(e.sets), **_parse_sets(sets)}) for e in load_suite(suite)]
+        ckpt = ckpt or default_ckpt(suite)
+        if ckpt is None:
+            raise HarnessError(f"suite {suite!r} needs --ckpt (a checkpoint to evaluate)")
+    _run_entries(entries, ckpt, enc, data_dir=data_dir, out_dir=out_dir, cache_dir=cache_dir, name=name,
+                 force=force, verbose=bool(suite))
+
+
+def _split_sets(task, sets: dict[str, str], task_name: str) -> tuple[dict, dict]:
     import dataclasses
 
     from harness.encoder import CONFIG_KEYS
-    from harness.registry import get_task
-    from harness.runner import run_task
 
-    task = get_task(task_name)
     task_keys = {f.name for f in dataclasses.fields(task.Config)}
     task_sets, enc = {}, {}
-    for k, v in _parse_sets(sets).items():
+    for k, v in sets.items():
         if k in task_keys:
             task_sets[k] = v
         elif k in CONFIG_KEYS:
@@ -77,15 +96,52 @@ def run(task_name, ckpt, variant, res, preset, data_dir, out_dir, cache_dir, set
             close = difflib.get_close_matches(k, [*task_keys, *CONFIG_KEYS], n=1)
             raise HarnessError(f"--set {k}: not a setting of task {task_name!r} nor an encoder key"
                                + (f" (did you mean {close[0]!r}?)" if close else ""))
-    if variant:
-        enc["variant"] = variant
-    if res:
-        enc["res"] = res
-    record, path, reused = run_task(task_name, ckpt, preset=preset, sets=task_sets, encoder_config=enc,
-                                    data_dir=data_dir, out_dir=out_dir, cache_dir=cache_dir, force=force, name=name)
+    return task_sets, enc
+
+
+def _run_entries(entries, ckpt, enc, *, data_dir, out_dir, cache_dir, name, force, verbose):
+    import time
+
+    from harness.registry import get_task
     from harness.report import to_markdown
-    click.echo(to_markdown([record]))
-    click.echo(f"{'reused' if reused else 'wrote'} {path}")
+    from harness.runner import run_task
+
+    records, failed = [], []
+    encoders: dict = {}  # one loaded encoder per distinct encoder config, shared by the tasks
+    for i, (task_name, preset, sets) in enumerate(entries):
+        task = get_task(task_name)
+        task_sets, enc_sets = _split_sets(task, sets, task_name)
+        label = task_name + (f"[{preset}]" if preset else "")
+        t0 = time.perf_counter()
+        try:
+            def loader(enc_cfg):
+                from harness.encoder import load_encoder
+                key = repr(sorted(enc_cfg.items()))
+                if key not in encoders:
+                    encoders.clear()  # keep at most one model in memory
+                    encoders[key] = load_encoder(ckpt, **enc_cfg)
+                return encoders[key]
+
+            record, path, reused = run_task(task_name, ckpt, preset=preset, sets=task_sets,
+                                            encoder_config={**enc, **enc_sets}, data_dir=data_dir,
+                                            out_dir=out_dir, cache_dir=cache_dir, force=force, name=name,
+                                            encoder_loader=loader)
+        except HarnessError as e:
+            if not verbose:
+                raise
+            failed.append(label)
+            click.echo(f"[{i + 1}/{len(entries)}] {label}: failed: {e}", err=True)
+            continue
+        records.append(record)
+        if verbose:
+            state = "reused" if reused else f"done in {time.perf_counter() - t0:.0f}s"
+            click.echo(f"[{i + 1}/{len(entries)}] {label}: {state} -> {path}", err=True)
+        else:
+            click.echo(f"{'reused' if reused else 'wrote'} {path}", err=True)
+    click.echo(to_markdown(records))
+    if failed:
+        raise HarnessError(f"{len(failed)} of {len(entries)} suite entries failed: {', '.join(failed)}; "
+                           "the others' records are written, and a rerun resumes")
 
 
 def _encoder_value(key: str, value: str):
@@ -114,7 +170,11 @@ def ls_tasks(pattern):
     from harness.registry import get_task, list_tasks
 
     for name in list_tasks(pattern):
-        task = get_task(name)
+        try:
+            task = get_task(name)
+        except Exception as e:  # a broken plugin must not hide the others
+            click.echo(f"{name:<20} (failed to load: {type(e).__name__}: {e})")
+            continue
         presets = ", ".join(task.presets) or "-"
         click.echo(f"{name:<20} {task.description}  [presets: {presets}]")
 

@@ -31,6 +31,9 @@ class PretrainConfig:
     patch_size: int = 8
     res: int = 64
     pool_type: str = "map"
+    # "label": one class per image; "objects": multi-hot over every (colour, shape) in a proxy scene,
+    # JFT-style multi-label pretraining, so patch tokens learn about all objects, not just the main one.
+    targets: str = "objects"
     steps: int = 1500
     batch_size: int = 64
     lr: float = 1e-3
@@ -51,6 +54,18 @@ def sigmoid_xent(logits, labels_onehot):
     log_p = jax.nn.log_sigmoid(logits)
     log_not_p = jax.nn.log_sigmoid(-logits)
     return -(labels_onehot * log_p + (1.0 - labels_onehot) * log_not_p).sum(-1).mean()
+
+
+def objects_multihot(batch: dict, num_classes: int) -> np.ndarray:
+    """Multi-hot (colour, shape) classes of all objects in proxy_scenes (class = colour * 4 + shape);
+    padding entries are -1."""
+    from harness.datasets.proxy_scenes import SHAPES
+
+    colour, shape = np.asarray(batch["objects/colour"]), np.asarray(batch["objects/shape"])
+    out = np.zeros((colour.shape[0], num_classes), np.float32)
+    rows, cols = np.nonzero(colour >= 0)
+    out[rows, colour[rows, cols] * len(SHAPES) + shape[rows, cols]] = 1.0
+    return out
 
 
 def pretrain(cfg: PretrainConfig, out: str | Path, *, data_dir: str | None = None, progress: bool = True,
@@ -77,13 +92,20 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, data_dir: str | None = Non
 
     def loss_fn(params, batch, rng):
         logits, _ = model.apply({"params": params}, batch["image"], train=True, rngs={"dropout": rng})
-        onehot = jax.nn.one_hot(batch["label"], num_classes)
-        return sigmoid_xent(logits, onehot), {}
+        return sigmoid_xent(logits, batch["labels"]), {}
+
+    if cfg.targets not in ("label", "objects"):
+        raise HarnessError(f"pretrain targets {cfg.targets!r}: expected 'label' or 'objects'")
 
     def batches(start_step: int):
         for b in data.iterate(cfg.dataset, cfg.split, batch_size=cfg.batch_size, pp=cfg.pp_train,
                               data_dir=data_dir, train=True, seed=cfg.seed, start_step=start_step):
-            yield {"image": b["image"], "label": b[info.label_key]}
+            if cfg.targets == "objects":
+                if "objects/colour" not in b:
+                    raise HarnessError(f"dataset {cfg.dataset} has no 'objects'; use --set targets=label")
+                yield {"image": b["image"], "labels": objects_multihot(b, num_classes)}
+            else:
+                yield {"image": b["image"], "labels": np.eye(num_classes, dtype=np.float32)[b[info.label_key]]}
 
     t0 = time.perf_counter()
     result = fit(params=params, tx=tx, loss_fn=loss_fn, batches=batches, total_steps=cfg.steps, seed=cfg.seed,

@@ -22,7 +22,7 @@ def default_cache_dir() -> Path:
 def run_task(task_name: str, ckpt: str | None, *, preset: str | None = None, sets: dict[str, str] | None = None,
              encoder_config: dict | None = None, data_dir: str | None = None, out_dir: str | Path = "runs",
              cache_dir: str | Path | None = None, force: bool = False, progress: bool = True,
-             name: str | None = None, encoder=None) -> tuple[dict, Path, bool]:
+             name: str | None = None, encoder=None, encoder_loader=None) -> tuple[dict, Path, bool]:
     """Returns (record, path, reused). A finished identical run (same task, config hash and checkpoint
     sha256) is reused unless `force`."""
     from harness.checkpoints import file_sha256, parse_spec
@@ -50,6 +50,8 @@ def run_task(task_name: str, ckpt: str | None, *, preset: str | None = None, set
             log.warning("unreadable record %s; recomputing", rec_path)
 
     t0 = time.perf_counter()
+    if encoder is None and encoder_loader is not None:
+        encoder = encoder_loader(enc_cfg)
     if encoder is None:
         from harness.encoder import load_encoder
         encoder = load_encoder(ckpt, **enc_cfg)

@@ -165,8 +165,9 @@ def test_unprepared_dataset_error(tmp_path):
                             f"run `tfds build cifar100 --data_dir {empty}`")
     with pytest.raises(HarnessError, match="ILSVRC2012_img_train.tar"):
         data.iterate("imagenet2012", "validation", data_dir=empty, batch_size=2)
-    with pytest.raises(HarnessError, match=f"harness prepare proxy_scenes --data-dir {empty}"):
-        data.num_examples("proxy_scenes", "train", empty)
+    # Our own builders name `harness prepare`; the generated proxies are built on first use instead.
+    with pytest.raises(HarnessError, match=f"harness prepare vqav2 --data-dir {empty}"):
+        data.num_examples("vqav2", "train", empty)
     with pytest.raises(HarnessError, match="did you mean 'cifar100'"):
         data.require_prepared("cifar1000", empty)
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Iterable
+from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class LawParams:
         return np.array(dataclasses.astuple(self), dtype=np.float64)
 
     @classmethod
-    def from_array(cls, values: Iterable[float]) -> "LawParams":
+    def from_array(cls, values: Iterable[float]) -> LawParams:
         return cls(*(float(v) for v in values))
 
 
@@ -143,7 +144,7 @@ def _residuals(theta, lx, lt, f):
 
 def _jacobian(theta, lx, lt, f):
     # d pred / d log(param): each term times its log-derivative.
-    (alpha, a, beta, b, xi, c, eps), size_term, mixed_term, data_term = _terms(theta, lx, lt)
+    (_, a, _, b, _, c, eps), size_term, mixed_term, data_term = _terms(theta, lx, lt)
     jac = np.stack([
         size_term,
         size_term * (-a * lx),
@@ -251,15 +252,24 @@ def bootstrap_fit(x, t, f, *, n: int = 100, seed: int = 0, restarts: int = 4) ->
     return {name: (float(lo[j]), float(hi[j])) for j, name in enumerate((*PARAM_NAMES, "s"))}
 
 
-def held_out_error(x, t, f, *, frac: float = 0.2, seed: int = 0, restarts: int = 10) -> float:
-    """Relative RMSE, sqrt(mean(((pred - f)/f)^2)), on a random `frac` of the points left out of the fit."""
+def held_out_error(x, t, f, *, frac: float = 0.2, seed: int = 0, restarts: int = 10,
+                   held_out: Iterable[int] | None = None) -> float:
+    """Relative RMSE, sqrt(mean(((pred - f)/f)^2)), on points left out of the fit.
+
+    By default a random `frac` of the points; `held_out` names them instead (e.g. the largest-compute
+    runs, to check extrapolation).
+    """
     x, t, f = _check_points(x, t, f)
-    if not 0.0 < frac < 1.0:
-        raise HarnessError(f"held-out fraction {frac} must be in (0, 1); e.g. 0.2")
-    rng = np.random.default_rng(seed)
-    n_out = max(1, int(round(frac * len(f))))
-    perm = rng.permutation(len(f))
-    out, keep = perm[:n_out], perm[n_out:]
+    if held_out is not None:
+        out = np.unique(np.asarray(list(held_out), dtype=int))
+        if len(out) == 0 or out.min() < 0 or out.max() >= len(f):
+            raise HarnessError(f"held-out indices must be in [0, {len(f)}); got {list(held_out)[:5]}")
+    else:
+        if not 0.0 < frac < 1.0:
+            raise HarnessError(f"held-out fraction {frac} must be in (0, 1); e.g. 0.2")
+        n_out = max(1, round(frac * len(f)))
+        out = np.random.default_rng(seed).permutation(len(f))[:n_out]
+    keep = np.setdiff1d(np.arange(len(f)), out)
     fit = fit_law(x[keep], t[keep], f[keep], restarts=restarts, seed=seed)
     rel = fit.predict(x[out], t[out]) / f[out] - 1.0
     return float(np.sqrt(np.mean(rel ** 2)))
@@ -268,7 +278,8 @@ def held_out_error(x, t, f, *, frac: float = 0.2, seed: int = 0, restarts: int =
 # ----------------------------------------------------------------------------------------------------
 # Sweep records -> points.
 
-def points_from_records(records: list[dict], metric: str, *, dimension: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def points_from_records(records: list[dict], metric: str, *,
+                        dimension: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x, t, f) of one arm of a star sweep, from result records.
 
     Expected fields of a record (written by `harness sweep`):
@@ -278,15 +289,17 @@ def points_from_records(records: list[dict], metric: str, *, dimension: str) -> 
         forward): keep one convention within a sweep, since only ratios of t matter for s.
       rec["checkpoint"]["config"][dimension]: x.
       rec["metrics"][metric] = {"value", "unit", "higher_is_better"}: an accuracy in % becomes the error
-        f = (100 - value)/100; a lower-is-better metric (a loss, log-perplexity) is used as is.
+        in %, f = 100 - value (the paper's 10-shot error); a lower-is-better metric (a loss,
+        log-perplexity) is used as is.
     Records of other arms are left out silently; records outside a sweep or without the metric are left
-    out with one warning each kind.
+    out with one warning each kind. Several records of one checkpoint (re-evaluations) count once: the
+    newest.
     """
     if dimension not in DIMENSIONS:
         raise HarnessError(f"unknown shape dimension {dimension!r}; use one of {', '.join(DIMENSIONS)}")
     xs, ts, fs = [], [], []
     no_sweep, no_metric = [], []
-    for rec in records:
+    for rec in _newest_per_checkpoint(records, metric):
         name = rec.get("_path") or rec.get("checkpoint", {}).get("name", "?")
         sweep = (rec.get("info") or {}).get("sweep")
         if not isinstance(sweep, dict):
@@ -305,8 +318,8 @@ def points_from_records(records: list[dict], metric: str, *, dimension: str) -> 
                                "harness that records the encoder config")
         if sweep.get("train_gflops") is not None:
             t = float(sweep["train_gflops"])
-        elif sweep.get("examples_seen") is not None and ckpt.get("gflops") is not None:
-            t = 3.0 * float(ckpt["gflops"]) * float(sweep["examples_seen"])
+        elif sweep.get("examples_seen") is not None and _record_gflops(ckpt) is not None:
+            t = 3.0 * _record_gflops(ckpt) * float(sweep["examples_seen"])
         else:
             raise HarnessError(f"{name}: sweep info has neither train_gflops nor examples_seen; rerun "
                                "`harness sweep` so records carry the training compute")
@@ -315,7 +328,7 @@ def points_from_records(records: list[dict], metric: str, *, dimension: str) -> 
             if m.get("unit", "%") != "%":
                 raise HarnessError(f"metric {metric!r} is higher-is-better in {m.get('unit')!r}, not a % "
                                    "accuracy; fit an accuracy (%) or a loss (lower is better)")
-            f = (100.0 - value) / 100.0
+            f = 100.0 - value
         else:
             f = value
         xs.append(float(cfg[dimension]))
@@ -333,11 +346,102 @@ def points_from_records(records: list[dict], metric: str, *, dimension: str) -> 
     return np.array(xs), np.array(ts), np.array(fs)
 
 
+def _record_gflops(ckpt: dict) -> float | None:
+    """Forward GFLOPs per image of a record's encoder: recounted from its config where possible, since the
+    record's own `gflops` is rounded to 3 decimals (too coarse for proxy-sized models)."""
+    cfg = ckpt.get("config") or {}
+    try:
+        patch = cfg["patch_size"]
+        patch = int(patch[0] if isinstance(patch, list | tuple) else patch)
+        return Shape(int(cfg["width"]), int(cfg["depth"]), int(cfg["mlp_dim"]), int(cfg["num_heads"]), patch,
+                     pool_type=cfg.get("pool_type", "map"), posemb=cfg.get("posemb", "learn"),
+                     rep_size=int(cfg.get("rep_size") or 0),
+                     num_classes=int(cfg.get("num_classes") or 0)).gflops(int(cfg["res"]))
+    except (KeyError, TypeError, ValueError):
+        return float(ckpt["gflops"]) if ckpt.get("gflops") is not None else None
+
+
+def _newest_per_checkpoint(records: list[dict], metric: str) -> list[dict]:
+    by_ckpt: dict = {}
+    order = []
+    for rec in records:
+        sha = (rec.get("checkpoint") or {}).get("sha256")
+        key = sha if sha and metric in (rec.get("metrics") or {}) else id(rec)
+        if key not in by_ckpt:
+            order.append(key)
+        elif str(rec.get("created", "")) < str(by_ckpt[key].get("created", "")):
+            continue
+        by_ckpt[key] = rec
+    dropped = len(records) - len(order)
+    if dropped:
+        log.warning("scaling: %d older record(s) of an already-counted checkpoint left out", dropped)
+    return [by_ckpt[k] for k in order]
+
+
+def sweep_metric(records: list[dict]) -> str:
+    """The metric the sweep that wrote `records` was run for (its info.sweep.metric)."""
+    names = {(r.get("info") or {}).get("sweep", {}).get("metric") for r in records
+             if isinstance((r.get("info") or {}).get("sweep"), dict)}
+    names.discard(None)
+    if len(names) != 1:
+        raise HarnessError("the records do not name one sweep metric" + (f" ({', '.join(sorted(names))})" if names
+                           else "") + "; pass --metric, e.g. --metric fewshot/proxy_scenes/10shot")
+    return names.pop()
+
+
+@dataclasses.dataclass
+class SweepAnalysis:
+    """Per-dimension fits of one sweep, with the evidence `harness shape` reports."""
+
+    metric: str
+    points: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    fits: dict[str, FitResult]
+    intervals: dict[str, dict[str, tuple[float, float]]]
+    held_out: dict[str, float]  # random 20% of the points
+    extrapolation: dict[str, float]  # the 20% of largest training compute, fitted on the rest
+    skipped: dict[str, str]  # dimension -> why it was not fitted
+    quantity: str  # what f is, e.g. "100 - fewshot/proxy_scenes/10shot (error, %)"
+
+
+def analyse_sweep(records: list[dict], metric: str | None = None, *, bootstrap: int = 100, seed: int = 0,
+                  restarts: int = 20) -> SweepAnalysis:
+    """Fits the law to every arm of a star sweep found in `records`; arms with too few points are skipped
+    (named in `skipped`), and it is an error only if none can be fitted."""
+    metric = metric or sweep_metric(records)
+    points, fits, intervals, held_out, extrapolation, skipped = {}, {}, {}, {}, {}, {}
+    for k in DIMENSIONS:
+        try:
+            x, t, f = points_from_records(records, metric, dimension=k)
+            _check_points(x, t, f)
+        except HarnessError as e:
+            skipped[k] = str(e)
+            continue
+        points[k] = (x, t, f)
+        fits[k] = fit_law(x, t, f, restarts=restarts, seed=seed)
+        if bootstrap:
+            intervals[k] = bootstrap_fit(x, t, f, n=bootstrap, seed=seed)
+        n_out = max(1, round(0.2 * len(f)))
+        if len(f) - n_out >= 8:
+            held_out[k] = held_out_error(x, t, f, frac=0.2, seed=seed)
+            largest = np.argsort(t, kind="stable")[-n_out:]
+            try:
+                extrapolation[k] = held_out_error(x, t, f, held_out=largest, seed=seed)
+            except HarnessError:  # the rest lacks the spread to fit: no extrapolation figure
+                pass
+    if not fits:
+        first = next(iter(skipped.values()))
+        raise HarnessError(f"no arm of the sweep could be fitted for {metric!r} ({', '.join(skipped)}); "
+                           f"first: {first}")
+    m = next((r["metrics"][metric] for r in records if metric in (r.get("metrics") or {})), {})
+    quantity = f"100 - {metric} (error, %)" if m.get("higher_is_better", True) else metric
+    return SweepAnalysis(metric, points, fits, intervals, held_out, extrapolation, skipped, quantity)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Shapes.
 
 def _round_to(value: float, multiple: int) -> int:
-    return int(max(multiple, multiple * round(value / multiple)))
+    return max(multiple, multiple * round(value / multiple))
 
 
 def scale_shape(tau: float, *, exponents: dict[str, float] = PAPER_EXPONENTS["classification"],
@@ -393,7 +497,7 @@ def recommend_shape(gflops_budget: float, *, exponents: dict[str, float] = PAPER
     log_tau = brentq(gap, lo, hi, xtol=1e-10)
     tau = float(np.exp(log_tau))
     dims = scale_shape(tau, exponents=exponents, start=start)
-    rounded = Shape(width=_round_to(dims["width"], num_heads), depth=max(1, int(round(dims["depth"]))),
+    rounded = Shape(width=_round_to(dims["width"], num_heads), depth=max(1, round(dims["depth"])),
                     mlp_dim=_round_to(dims["mlp_dim"], mlp_multiple), num_heads=num_heads, patch=patch,
                     pool_type=pool_type)
     gflops = rounded.gflops(res)
@@ -424,7 +528,6 @@ def plot_fit(x, t, f, fit: FitResult, path, dimension: str, *, metric: str | Non
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pathlib import Path
 
     x, t, f = (np.asarray(v, dtype=np.float64) for v in (x, t, f))
     levels, discrete = _compute_levels(t)
@@ -463,7 +566,6 @@ def plot_frontier(path, exponents: dict[str, float] = PAPER_EXPONENTS["classific
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pathlib import Path
 
     budgets = np.asarray(list(budgets), dtype=np.float64)
     rows = [recommend_shape(b, exponents=exponents, **shape_kwargs) for b in budgets]
@@ -471,10 +573,10 @@ def plot_frontier(path, exponents: dict[str, float] = PAPER_EXPONENTS["classific
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
     for ax, k in zip(axes, DIMENSIONS):
         ax.plot(gflops, [r[k] for r in rows], "-o", ms=3, label=f"s = {exponents[k]:.2f}")
-        for j, (name, dims) in enumerate(SOVIT_SHAPES.items()):
-            ref = Shape(*dims, num_heads=shape_kwargs.get("num_heads", 16), patch=shape_kwargs.get("patch", 14),
-                        pool_type=shape_kwargs.get("pool_type", "map"))
-            ax.plot([ref.gflops(shape_kwargs.get("res", 224))], [dims[DIMENSIONS.index(k)]], marker="sD"[j],
+        paper_setting = (shape_kwargs.get("patch", 14), shape_kwargs.get("res", 224)) == (14, 224)
+        for j, (name, dims) in enumerate(SOVIT_SHAPES.items() if paper_setting else ()):
+            ref = Shape(*dims, num_heads=16, patch=14, pool_type=shape_kwargs.get("pool_type", "map"))
+            ax.plot([ref.gflops(224)], [dims[DIMENSIONS.index(k)]], marker="sD"[j],
                     mfc="none", mec="C3", ls="none", ms=8, label=name)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -493,42 +595,117 @@ def plot_frontier(path, exponents: dict[str, float] = PAPER_EXPONENTS["classific
 # ----------------------------------------------------------------------------------------------------
 # Report.
 
+def _cell(value: float, interval: tuple[float, float] | None) -> str:
+    return f"{value:.4g}" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+
+
 def format_shape_report(fits: dict[str, FitResult], *, intervals: dict[str, dict] | None = None,
                         held_out: dict[str, float] | None = None, recommendations: list[dict] | None = None,
-                        metric: str | None = None, task_kind: str = "classification") -> str:
-    """Markdown: fitted parameters (with 95% intervals), s_k vs the paper's, held-out error, shapes."""
-    intervals, held_out = intervals or {}, held_out or {}
+                        metric: str | None = None, task_kind: str = "classification",
+                        extrapolation: dict[str, float] | None = None) -> str:
+    """Markdown for the CLI: fitted parameters (with 95% intervals), s_k vs the paper's, held-out errors
+    (random 20%, and the 20% of largest compute fitted on the rest), and the recommended shapes (rows of
+    `recommend_shape`, optionally with a `reference` shape to compare with)."""
+    intervals, held_out, extrapolation = intervals or {}, held_out or {}, extrapolation or {}
     paper = PAPER_EXPONENTS.get(task_kind, {})
-    lines = [f"## Scaling-law fit{f' of {metric}' if metric else ''}", ""]
+    lines = []
     if fits:
-        lines += ["| dimension | points | " + " | ".join(PARAM_NAMES) + " | s = c/(a+b) | paper s | "
-                  "train rel. RMSE | held-out rel. RMSE |",
-                  "|---" * (len(PARAM_NAMES) + 6) + "|"]
+        lines += [f"## Scaling-law fit{f' of {metric}' if metric else ''}", ""]
+        header = ["dimension", "points", *PARAM_NAMES, "s = c/(a+b)", "paper s", "train rel. RMSE",
+                  "held-out rel. RMSE", "largest-compute rel. RMSE"]
+        lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for k, fit in fits.items():
             iv = intervals.get(k, {})
-
-            def cell(name, value):
-                lohi = iv.get(name)
-                return f"{value:.4g}" + (f" [{lohi[0]:.3g}, {lohi[1]:.3g}]" if lohi else "")
-
-            p = fit.params
-            cells = [cell(n, getattr(p, n)) for n in PARAM_NAMES]
             ho = held_out.get(k)
-            lines.append(f"| {k} | {fit.n_points} | " + " | ".join(cells) + f" | {cell('s', fit.s)} | "
-                         f"{paper.get(k, float('nan')):.2f} | {fit.train_rel_rmse:.2%} | "
-                         + (f"{ho:.2%}" if ho is not None else "-") + " |")
-        lines += ["", "Intervals: 95% bootstrap percentiles. x*(t) ~ t^s; the paper's s is "
-                  f"{task_kind} (v5)."]
+            row = [k, str(fit.n_points), *(_cell(getattr(fit.params, n), iv.get(n)) for n in PARAM_NAMES),
+                   _cell(fit.s, iv.get("s")), f"{paper[k]:.2f}" if k in paper else "-",
+                   f"{fit.train_rel_rmse:.2%}", f"{ho:.2%}" if ho is not None else "-",
+                   f"{extrapolation[k]:.2%}" if k in extrapolation else "-"]
+            lines.append("| " + " | ".join(row) + " |")
+        lines += ["", f"Intervals: 95% bootstrap percentiles. x*(t) ~ t^s; paper s: {task_kind} (v5). "
+                  "Held-out: relative RMSE on a random 20% of the runs left out of the fit; largest-compute: "
+                  "the 20% of runs with the most training compute, predicted from the others."]
     if recommendations:
-        lines += ["", "## Recommended shapes", "",
-                  "| GFLOPs budget | width | depth | MLP | heads | patch | res | params (M) | GFLOPs | tau | "
-                  "model GFLOPs x | examples x |",
-                  "|---" * 12 + "|"]
+        lines += [""] if lines else []
+        header = ["GFLOPs budget", "width", "depth", "MLP", "heads", "patch", "res", "params (M)", "GFLOPs", "tau",
+                  "model GFLOPs x", "examples x"]
+        with_ref = any(r.get("reference") for r in recommendations)
+        if with_ref:
+            header += ["paper shape", "width / depth / MLP vs paper"]
+        lines += ["## Recommended shapes", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for r in recommendations:
-            lines.append(f"| {r['gflops_budget']:.4g} | {r['width']} | {r['depth']} | {r['mlp_dim']} | "
-                         f"{r['num_heads']} | {r['patch']} | {r['res']} | {r['params_m']:.1f} | {r['gflops']:.1f} | "
-                         f"{r['tau']:.3g} | {r['gflops_ratio']:.3g} | {r['examples_ratio']:.3g} |")
-        lines += ["", "tau: the training-compute factor of the paper's rule (dimension k grows by tau^(s_k/3)) "
-                  "from the start shape; 'model GFLOPs x' is the encoder's own growth, 'examples x' the implied "
-                  "growth of training examples."]
+            row = [f"{r['gflops_budget']:.4g}", *(str(r[k]) for k in ("width", "depth", "mlp_dim", "num_heads",
+                                                                       "patch", "res")),
+                   f"{r['params_m']:.1f}", f"{r['gflops']:.1f}", f"{r['tau']:.3g}", f"{r['gflops_ratio']:.3g}",
+                   f"{r['examples_ratio']:.3g}"]
+            if with_ref:
+                ref = r.get("reference")
+                row += [f"{ref['name']} ({ref['width']}/{ref['depth']}/{ref['mlp_dim']})",
+                        " / ".join(f"{r[k] / ref[k]:.2f}" for k in DIMENSIONS)] if ref else ["-", "-"]
+            lines.append("| " + " | ".join(row) + " |")
+        lines += ["", ("tau: the training-compute factor of the paper's rule (dimension k grows by tau^(s_k/3)) "
+                       "from the start shape; 'model GFLOPs x' is the encoder's own growth, 'examples x' the "
+                       "implied growth of training examples.")]
     return "\n".join(lines) + "\n"
+
+
+def sovit_budgets(*, patch: int = 14, res: int = 224, pool_type: str = "map") -> dict[str, float]:
+    """GFLOPs per image of the paper's SoViTs (16 heads): 71.4 and 220.4 at 224 px, patch 14, MAP head."""
+    return {name: Shape(*dims, num_heads=16, patch=patch, pool_type=pool_type).gflops(res)
+            for name, dims in SOVIT_SHAPES.items()}
+
+
+def _with_reference(row: dict, *, exponents_are_paper: bool) -> dict:
+    """Marks a recommendation made at a SoViT's own compute (paper setting) with that SoViT's shape."""
+    if not exponents_are_paper or (row["num_heads"], row["patch"], row["res"]) != (16, 14, 224):
+        return row
+    for name, gflops in sovit_budgets().items():
+        if abs(row["gflops_budget"] / gflops - 1) < 0.01:
+            w, d, m = SOVIT_SHAPES[name]
+            return {**row, "reference": {"name": name, "width": w, "depth": d, "mlp_dim": m}}
+    return row
+
+
+def shape_report(*, budgets: Iterable[float] = (), kind: str = "classification", records: list[dict] | None = None,
+                 metric: str | None = None, start: tuple[float, float, float] = PAPER_START, num_heads: int = 16,
+                 patch: int = 14, res: int = 224, bootstrap: int = 100, seed: int = 0,
+                 plots_dir: str | Path | None = None) -> str:
+    """Everything `harness shape` prints: the fit of `records` (if given) and shapes for `budgets`
+    (default: the SoViTs' compute), using the fitted exponents or else the paper's for `kind`."""
+    if kind not in PAPER_EXPONENTS:
+        raise HarnessError(f"unknown exponent kind {kind!r}; use one of {', '.join(PAPER_EXPONENTS)}")
+    budgets = [float(b) for b in budgets] or list(sovit_budgets(patch=patch, res=res).values())
+    exponents = dict(PAPER_EXPONENTS[kind])
+    lines = []
+    analysis = None
+    if records is not None:
+        analysis = analyse_sweep(records, metric, bootstrap=bootstrap, seed=seed)
+        exponents.update(exponents_of(analysis.fits))
+        for k, why in analysis.skipped.items():
+            lines.append(f"- {k}: not fitted ({why}); the paper's {kind} s = {PAPER_EXPONENTS[kind][k]:.2f} is used.")
+    source = "fitted" if analysis else f"paper ({kind})"
+    rows = [_with_reference(recommend_shape(b, exponents=exponents, start=start, num_heads=num_heads, patch=patch,
+                                            res=res), exponents_are_paper=analysis is None and tuple(start) == PAPER_START)
+            for b in budgets]
+    text = format_shape_report(analysis.fits if analysis else {},
+                               intervals=analysis.intervals if analysis else None,
+                               held_out=analysis.held_out if analysis else None,
+                               extrapolation=analysis.extrapolation if analysis else None,
+                               recommendations=rows, metric=analysis.metric if analysis else None, task_kind=kind)
+    head = [f"Exponents ({source}): " + ", ".join(f"s_{k} = {exponents[k]:.3f}" for k in DIMENSIONS)
+            + f"; start shape {'/'.join(str(round(v)) for v in start)}, {num_heads} heads, patch {patch}, {res} px.",
+            ""]
+    if plots_dir is not None:
+        plots_dir = Path(plots_dir)
+        written = []
+        if analysis:
+            for k, fit in analysis.fits.items():
+                x, t, f = analysis.points[k]
+                written.append(plot_fit(x, t, f, fit, plots_dir / f"fit_{k}.png", k, metric=analysis.quantity))
+        lo, hi = min(budgets), max(budgets)
+        grid = np.geomspace(min(lo, 10.0) / 2, max(hi, 700.0) * 2, 25)
+        written.append(plot_frontier(plots_dir / "frontier.png", exponents, grid, start=start, num_heads=num_heads,
+                                     patch=patch, res=res))
+        lines += ["", "Plots: " + ", ".join(str(p) for p in written)]
+    return "\n".join(head) + "\n" + text + ("\n".join(lines) + "\n" if lines else "")
+

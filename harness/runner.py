@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +17,6 @@ log = logging.getLogger("harness")
 
 
 def default_cache_dir() -> Path:
-    import os
     return Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "sovit-harness"))
 
 
@@ -43,12 +44,53 @@ def run_task(task_name: str, ckpt: str | None, *, preset: str | None = None, set
             raise HarnessError(f"checkpoint {path}: no such file or folder; check the --ckpt path")
         sha = file_sha256(path) if path.exists() else None
     rec_path = results.record_path(out_dir, task.name, sha or (ckpt or "random").replace("/", "_"), cfg_hash)
-    if rec_path.exists() and not force:
-        try:
-            return json.loads(rec_path.read_text()), rec_path, True
-        except (OSError, json.JSONDecodeError):
-            log.warning("unreadable record %s; recomputing", rec_path)
+    if not force and (done := _finished(rec_path)) is not None:
+        return done, rec_path, True
+    # One writer per record: a second run of the same (task, config, checkpoint) into this folder waits for
+    # the first and then reuses its record instead of computing it twice into the same artefact folder.
+    with _record_lock(rec_path) as waited:
+        if waited and not force and (done := _finished(rec_path)) is not None:
+            return done, rec_path, True
+        return _compute(task, config, cfg, cfg_hash, enc_cfg, ckpt, preset, rec_path, out_dir, data_dir=data_dir,
+                        cache_dir=cache_dir, progress=progress, name=name, encoder=encoder,
+                        encoder_loader=encoder_loader), rec_path, False
 
+
+def _finished(rec_path: Path) -> dict | None:
+    if not rec_path.exists():
+        return None
+    try:
+        return json.loads(rec_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        # Records are written by rename, so this is a foreign or damaged file, not a half-written one.
+        log.warning("unreadable record %s; recomputing", rec_path)
+        return None
+
+
+@contextlib.contextmanager
+def _record_lock(rec_path: Path):
+    """An exclusive flock on `<out>/.locks/<record>.lock`; yields whether it had to wait for another run.
+    The kernel drops the lock when its holder dies, so a killed run never leaves a stale one behind."""
+    import fcntl
+
+    lock_path = rec_path.parent / ".locks" / f"{rec_path.stem}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            waited = False
+        except BlockingIOError:
+            log.warning("another run is computing %s; waiting for it", rec_path.name)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            waited = True
+        yield waited
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _compute(task, config, cfg, cfg_hash, enc_cfg, ckpt, preset, rec_path, out_dir, *, data_dir, cache_dir,
+             progress, name, encoder, encoder_loader) -> dict:
     t0 = time.perf_counter()
     if encoder is None and encoder_loader is not None:
         encoder = encoder_loader(enc_cfg)
@@ -69,7 +111,7 @@ def run_task(task_name: str, ckpt: str | None, *, preset: str | None = None, set
                                  timings={"load_seconds": t_load, "total_seconds": t_total,
                                           **ctx.info.pop("timings", {})})
     results.write_json_atomic(rec_path, record)
-    return record, rec_path, False
+    return record
 
 
 def _hash(obj) -> str:

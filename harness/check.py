@@ -1,0 +1,313 @@
+"""The regression gate: compare result records with a committed baseline (`harness check`).
+
+Baseline file (`reports/baselines/*.json`), written by `make_baseline` / `write_baseline`:
+
+    {"schema": "sovit-harness-baseline/1", "created": "<UTC ISO time>",
+     "checkpoint": {"name", "spec", "sha256", ...},
+     "tasks": {"<task>": {"preset", "config_hash", "version"}},
+     "metrics": {"<metric>": {"value", "higher_is_better", "unit", "tolerance"?: abs, "ci95"?: [lo, hi]}}}
+
+Every baseline metric is checked in every checkpoint row of the run (usually one); the newest record wins
+a cell, as in reports. A metric regresses when it is worse than the baseline by more than the allowed
+amount, which is, first match wins:
+
+1. `--tolerance X` / `--rel-tolerance Y` when given: max(X, Y * |baseline|), for every metric;
+2. the metric's own `tolerance` in the baseline file;
+3. the metric's `ci95` in the baseline file: the run must not fall outside the band on the worse side;
+4. the default for its unit: 1.0 for "%" (points), 0.01 for "raw" (CIDEr 1.0 when printed x100) and for
+   "nats"; else 1% of |baseline|.
+
+Values are compared on the stored scale (CIDEr raw). A baseline metric missing from a row, or with no
+value, fails. Metrics the baseline does not list are not checked. Being better never fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+BASELINE_SCHEMA = "sovit-harness-baseline/1"
+DEFAULT_TOLERANCE = {"%": 1.0, "raw": 0.01, "nats": 0.01}
+DEFAULT_REL_TOLERANCE = 0.01  # units without an entry above
+# Float noise allowed on top of any tolerance, so "exactly at the limit" passes.
+_EPS = 1e-9
+
+
+@dataclasses.dataclass
+class CheckRow:
+    checkpoint: str
+    metric: str
+    unit: str
+    higher_is_better: bool
+    baseline: float
+    value: float | None
+    delta: float | None  # value - baseline
+    allowed: float  # how much worse than the baseline is still a pass
+    rule: str  # where `allowed` came from
+    status: str  # "ok", "better", "REGRESSED", "MISSING"
+
+
+@dataclasses.dataclass
+class Regression:
+    checkpoint: str
+    name: str  # metric
+    baseline: float
+    value: float | None  # None: missing from the run or no value
+    delta: float | None
+    allowed: float
+    reason: str  # "worse" or "missing"
+
+    def describe(self) -> str:
+        if self.value is None:
+            return f"{self.name} (missing in {self.checkpoint})"
+        return (f"{self.name} ({self.checkpoint}: {self.baseline:.4g} -> {self.value:.4g}, "
+                f"delta {self.delta:+.4g}, allowed {self.allowed:.4g})")
+
+
+@dataclasses.dataclass
+class CheckResult:
+    ok: bool
+    rows: list[CheckRow]
+    regressions: list[Regression]
+    baseline_name: str
+    notes: list[str]
+
+    @property
+    def table(self) -> str:
+        """Markdown table of every checked metric with a status column, then notes."""
+        lines = ["| checkpoint | metric | unit | baseline | value | delta | allowed | rule | status |",
+                 "|---|---|---|---:|---:|---:|---:|---|---|"]
+        for r in self.rows:
+            d = 2 if r.unit == "%" else 4
+            value = "-" if r.value is None else f"{r.value:.{d}f}"
+            delta = "-" if r.delta is None else f"{r.delta:+.{d}f}"
+            lines.append(f"| {r.checkpoint} | {r.metric} | {r.unit}{'' if r.higher_is_better else ' (lower better)'}"
+                         f" | {r.baseline:.{d}f} | {value} | {delta} | {r.allowed:.{d}f} | {r.rule} | {r.status} |")
+        lines.append("")
+        lines += [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> str:
+        """One line: the verdict, naming each regressed or missing metric."""
+        n = len(self.rows)
+        if self.ok:
+            return f"check passed: {n} metric(s) within tolerance of baseline {self.baseline_name!r}"
+        return (f"check FAILED: {len(self.regressions)} of {n} metric(s) regressed against baseline "
+                f"{self.baseline_name!r}: " + "; ".join(r.describe() for r in self.regressions))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Baselines
+# ---------------------------------------------------------------------------------------------------
+
+def make_baseline(records: Sequence[dict], *, name: str | None = None, tolerance: float | None = None,
+                  include_seeds: bool = False) -> dict:
+    """A baseline from the records of ONE checkpoint (`name` picks one when there are several).
+
+    Per-seed and std metrics are left out unless `include_seeds`; a metric with per-example scores gets
+    its bootstrap `ci95`; `tolerance` (absolute) is written into every metric when given.
+    """
+    from harness import report
+
+    rows, cells, meta = report.collect(records, with_ci=True)
+    names = [r.name for r in rows]
+    if not names:
+        raise HarnessError("no result records to make a baseline from; run the tasks first")
+    if name is None:
+        if len(names) > 1:
+            raise HarnessError(f"the records hold {len(names)} checkpoints ({', '.join(names)}); a baseline "
+                               "is one checkpoint: pass a folder of one checkpoint's records (or name=...)")
+        name = names[0]
+    elif name not in names:
+        raise HarnessError(f"no checkpoint named {name!r} in the records (have: {', '.join(names)})")
+    row = next(r for r in rows if r.name == name)
+    metrics = {}
+    for metric in sorted(meta, key=report.metric_sort_key):
+        cell = cells.get((name, metric))
+        if cell is None or cell.value is None or (report.is_hidden(metric) and not include_seeds):
+            continue
+        entry = {"value": cell.value, "higher_is_better": meta[metric].higher_is_better, "unit": meta[metric].unit}
+        if tolerance is not None:
+            entry["tolerance"] = float(tolerance)
+        if cell.ci95 is not None:
+            entry["ci95"] = [cell.ci95[0], cell.ci95[1]]
+        metrics[metric] = entry
+    tasks = {}
+    for rec in sorted(records, key=lambda r: str(r.get("created") or "")):
+        if report._row_name(rec) == name and rec.get("task"):
+            t = rec["task"]
+            tasks[t.get("name", "?")] = {"preset": t.get("preset"), "config_hash": t.get("config_hash"),
+                                         "version": t.get("version")}
+    checkpoint = {k: v for k, v in row.checkpoint.items() if k in ("name", "spec", "sha256", "variant", "config",
+                                                                   "params_m", "gflops")}
+    return {"schema": BASELINE_SCHEMA,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "checkpoint": checkpoint, "tasks": tasks, "metrics": metrics}
+
+
+def write_baseline(path: str | Path, baseline: dict) -> Path:
+    """Write a baseline JSON atomically."""
+    from harness.results import write_json_atomic
+
+    validate_baseline(baseline, str(path))
+    return write_json_atomic(path, baseline)
+
+
+def validate_baseline(doc, where: str) -> dict:
+    if not isinstance(doc, dict) or doc.get("schema") != BASELINE_SCHEMA:
+        got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise HarnessError(f"{where}: not a baseline file (schema {got!r}, expected {BASELINE_SCHEMA!r}); "
+                           "make one with harness.check.make_baseline")
+    metrics = doc.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise HarnessError(f"{where}: the baseline lists no metrics; regenerate it from a finished run")
+    for metric, m in metrics.items():
+        if not isinstance(m, dict) or not isinstance(m.get("value"), (int, float)) or isinstance(m["value"], bool):
+            raise HarnessError(f"{where}: metric {metric!r} has no numeric 'value'; fix or regenerate the baseline")
+        if "tolerance" in m and not (isinstance(m["tolerance"], (int, float)) and m["tolerance"] >= 0):
+            raise HarnessError(f"{where}: metric {metric!r} has a bad tolerance {m['tolerance']!r}; use a number >= 0")
+    return doc
+
+
+def load_baseline(spec: str | Path) -> dict:
+    """A baseline from a baseline JSON, or made from a result record / folder of records of one checkpoint."""
+    from harness.results import load_records
+
+    path = Path(spec)
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise HarnessError(f"{path}: unreadable baseline ({e}); regenerate it or pass another --baseline") from None
+        if isinstance(doc, dict) and "schema_version" in doc and "metrics" in doc and "schema" not in doc:
+            return make_baseline(load_records(path))
+        return validate_baseline(doc, str(path))
+    if path.is_dir():
+        from harness.report import load_runs
+
+        records = load_runs([path])
+        if not records:
+            raise HarnessError(f"{path}: no result records to use as a baseline; pass a baseline JSON or a run folder")
+        return make_baseline(records)
+    raise HarnessError(f"{path}: no such baseline file or run folder; pass e.g. --baseline reports/baselines/proxy.json")
+
+
+def baseline_as_record(doc: dict) -> dict:
+    """A baseline as a record-shaped dict for reports; its row is named "<checkpoint> (baseline)"."""
+    ck = dict(doc.get("checkpoint") or {})
+    name = ck.get("name") or ck.get("spec") or "baseline"
+    ck["name"] = name if name.endswith("(baseline)") else f"{name} (baseline)"
+    return {"schema_version": 1, "_kind": "baseline", "created": doc.get("created", ""), "checkpoint": ck,
+            "source": "baseline", "metrics": doc["metrics"], "per_example": {}}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The check
+# ---------------------------------------------------------------------------------------------------
+
+def allowed_drop(entry: dict, *, tolerance: float | None = None,
+                 rel_tolerance: float | None = None) -> tuple[float, str]:
+    """(how much worse than the baseline still passes, which rule said so) for one baseline metric."""
+    base = float(entry["value"])
+    if tolerance is not None or rel_tolerance is not None:
+        parts = []
+        if tolerance is not None:
+            parts.append("--tolerance")
+        if rel_tolerance is not None:
+            parts.append("--rel-tolerance")
+        return max(tolerance or 0.0, (rel_tolerance or 0.0) * abs(base)), " & ".join(parts)
+    if entry.get("tolerance") is not None:
+        return float(entry["tolerance"]), "baseline tolerance"
+    if entry.get("ci95"):
+        lo, hi = (float(x) for x in entry["ci95"])
+        worse_edge = lo if entry.get("higher_is_better", True) else hi
+        return max(0.0, abs(base - worse_edge)), "baseline ci95"
+    unit = entry.get("unit", "%")
+    if unit in DEFAULT_TOLERANCE:
+        return DEFAULT_TOLERANCE[unit], f"default ({unit})"
+    return DEFAULT_REL_TOLERANCE * abs(base), f"default ({DEFAULT_REL_TOLERANCE:.0%} relative)"
+
+
+def check(records: Sequence[dict], baseline: dict, *, tolerance: float | None = None,
+          rel_tolerance: float | None = None) -> CheckResult:
+    """Compare every checkpoint row of `records` with `baseline` (see the module docstring)."""
+    from harness import report
+
+    for flag, v in (("--tolerance", tolerance), ("--rel-tolerance", rel_tolerance)):
+        if v is not None and not v >= 0:
+            raise HarnessError(f"{flag} {v}: must be a number >= 0")
+    validate_baseline(baseline, "baseline")
+    rows, cells, meta = report.collect(records)
+    rows = [r for r in rows if r.kind == "run"]
+    if not rows:
+        raise HarnessError("no result records to check; run the tasks first (e.g. `harness run ... --out runs/`)")
+    base_ck = baseline.get("checkpoint") or {}
+    base_name = str(base_ck.get("name") or base_ck.get("spec") or "baseline")
+    metrics = sorted(baseline["metrics"], key=report.metric_sort_key)
+    out, regressions, notes = [], [], []
+    for row in rows:
+        for metric in metrics:
+            entry = baseline["metrics"][metric]
+            base = float(entry["value"])
+            hib = bool(entry.get("higher_is_better", True))
+            unit = str(entry.get("unit", "%"))
+            allowed, rule = allowed_drop(entry, tolerance=tolerance, rel_tolerance=rel_tolerance)
+            cell = cells.get((row.name, metric))
+            if cell is None or cell.value is None:
+                out.append(CheckRow(row.name, metric, unit, hib, base, None, None, allowed, rule, "MISSING"))
+                regressions.append(Regression(row.name, metric, base, None, None, allowed, "missing"))
+                continue
+            delta = cell.value - base
+            worse_by = -delta if hib else delta
+            if worse_by > allowed + _EPS * max(1.0, abs(base)):
+                status = "REGRESSED"
+                regressions.append(Regression(row.name, metric, base, cell.value, delta, allowed, "worse"))
+            else:
+                status = "better" if -worse_by > allowed else "ok"
+            out.append(CheckRow(row.name, metric, unit, hib, base, cell.value, delta, allowed, rule, status))
+        if base_ck.get("sha256") and row.checkpoint.get("sha256") and base_ck["sha256"] != row.checkpoint["sha256"]:
+            notes.append(f"{row.name}: checkpoint sha256 {row.checkpoint['sha256'][:12]} differs from the "
+                         f"baseline's {base_ck['sha256'][:12]}")
+    # Tell apart "the model changed" from "the protocol changed": a task config that differs is noted.
+    run_tasks = {}
+    for rec in records:
+        if rec.get("task"):
+            run_tasks.setdefault(rec["task"].get("name"), set()).add(rec["task"].get("config_hash"))
+    for task, info in (baseline.get("tasks") or {}).items():
+        hashes = run_tasks.get(task, set())
+        if info.get("config_hash") and hashes and info["config_hash"] not in hashes:
+            notes.append(f"task {task}: config hash {', '.join(sorted(str(h) for h in hashes))} differs from the "
+                         f"baseline's {info['config_hash']} (settings changed)")
+    unchecked = {m for (r, m), c in cells.items() if m not in baseline["metrics"] and not report.is_hidden(m)}
+    if unchecked:
+        notes.append(f"{len(unchecked)} metric(s) of the run are not in the baseline and were not checked")
+    return CheckResult(not regressions, out, regressions, base_name, notes)
+
+
+def check_command(runs: Sequence[str], baseline: str, *, tolerance: float | None = None,
+                  rel_tolerance: float | None = None, echo: Callable[[str], None] = print) -> int:
+    """What `harness check` does: print the table and the verdict; return the exit code (0 ok, 1 regressed)."""
+    from harness.report import load_runs
+
+    doc = load_baseline(baseline)
+    result = check(load_runs(runs), doc, tolerance=tolerance, rel_tolerance=rel_tolerance)
+    echo(result.table)
+    echo(result.summary())
+    return 0 if result.ok else 1
+
+
+def write_baseline_command(runs: Sequence[str], path: str | Path, *, name: str | None = None,
+                           tolerance: float | None = None) -> str:
+    """What `harness check RUNS --write-baseline FILE` does; returns the line to print."""
+    from harness.report import load_runs
+
+    doc = make_baseline(load_runs(runs), name=name, tolerance=tolerance)
+    write_baseline(path, doc)
+    n_ci = sum("ci95" in m for m in doc["metrics"].values())
+    return (f"wrote {path}: {len(doc['metrics'])} metric(s) of {doc['checkpoint'].get('name')!r} from "
+            f"{len(doc['tasks'])} task(s), {n_ci} with a bootstrap 95% band")

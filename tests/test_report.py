@@ -1,0 +1,311 @@
+"""`harness report`: every format rendered from fixed records against committed golden files, deltas and
+bootstrap intervals checked by hand / an independent numpy bootstrap, missing cells, the paper's rows, the
+HTML page opened in headless Chromium.
+
+Regenerate the goldens after an intended change with `UPDATE_GOLDEN=1 pytest tests/test_report.py` and
+review the diff.
+"""
+
+import base64
+import csv
+import html.parser
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from harness import report
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.results import load_records
+
+GOLDEN = Path(__file__).parent / "data" / "report_golden"
+RECORDS = GOLDEN / "records"
+BASELINE = GOLDEN / "baseline.json"
+GENERATED = "2025-01-03 00:00 UTC"
+_PNG = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
+
+
+@pytest.fixture(scope="module")
+def records():
+    return load_records(RECORDS)
+
+
+def _golden(name: str, text: str):
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run with UPDATE_GOLDEN=1 once and commit it"
+    assert text == path.read_text(), f"{name} differs from the golden file (UPDATE_GOLDEN=1 to accept)"
+
+
+def _html_without_pngs(page: str) -> str:
+    # PNG bytes depend on matplotlib/freetype builds; the page around them must match exactly.
+    return _PNG.sub("data:image/png;base64,<png>", page)
+
+
+# ------------------------------------------------------------------------------------------- goldens
+def test_golden_markdown(records):
+    _golden("report.md", report.to_markdown(records))
+
+
+def test_golden_markdown_with_baseline(records):
+    _golden("report_baseline.md", report.to_markdown(records, baseline=str(BASELINE)))
+
+
+def test_golden_csv_with_baseline(records):
+    _golden("report_baseline.csv", report.to_csv(records, baseline=str(BASELINE)))
+
+
+def test_golden_latex_with_paper_and_baseline(records):
+    _golden("report_paper.tex", report.to_latex(records, baseline=str(BASELINE), with_paper=True))
+
+
+def test_golden_html(records):
+    page = report.to_html(records, baseline=str(BASELINE), with_paper=True, generated=GENERATED)
+    _golden("report.html.golden", _html_without_pngs(page))
+    from PIL import Image
+
+    pngs = _PNG.findall(page)
+    # A bar chart per task and unit (captioning: x100 and nats) + the few-shot curves.
+    assert len(pngs) == 9
+    for b64 in pngs:
+        img = Image.open(io.BytesIO(base64.b64decode(b64)))
+        assert img.format == "PNG" and img.width > 300 and img.height > 200
+        pixels = np.asarray(img.convert("L"), dtype=np.float32)
+        assert pixels.std() > 10  # something is drawn
+
+
+# ------------------------------------------------------------------------------------------- values
+def _md_rows(text: str, task: str) -> dict[str, list[str]]:
+    """{row label: cells} of one task's Markdown table."""
+    block = text.split(f"### {task}\n", 1)[1].lstrip("\n").split("\n\n", 1)[0]
+    lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    out = {"": header}
+    for ln in lines[2:]:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        out[cells[0]] = cells
+    return out
+
+
+def test_newest_record_wins_and_values_by_hand(records):
+    t = report.build_table(records)
+    # fewshot_sovit_old (2025-01-01) said 51.0; the newer record (2025-01-02) says mean(61, 62.5, 60.75).
+    assert t.cell("sovit_proxy.npz", "fewshot/proxy_scenes/10shot").value == pytest.approx((61 + 62.5 + 60.75) / 3)
+    rows = _md_rows(report.to_markdown(records), "fewshot")
+    col = rows[""].index("fewshot/proxy_scenes/10shot")
+    assert rows["sovit_proxy.npz"][col] == "61.42"
+    # CIDEr is stored raw and printed x100; log-perplexity in nats with 3 decimals.
+    coco = _md_rows(report.to_markdown(records), "coco_captioning")
+    assert coco[""][1:] == ["coco_captioning/cider (x100)", "coco_captioning/bleu4 (x100)",
+                            "coco_captioning/rouge_l (x100)", "coco_captioning/log_perplexity (nats)"]
+    assert coco["sovit_proxy.npz"][1].startswith("50.65 [")
+    assert coco["sovit_proxy.npz"][4].startswith("2.672 [")
+    # Corpus BLEU-4 is not the mean of its per-example list: no interval for it.
+    assert coco["sovit_proxy.npz"][2] == "18.75"
+
+
+def test_paper_order_of_columns(records):
+    t = report.build_table(records, with_paper=True)
+    tasks = [task for task, _ in t.groups()]
+    assert tasks == ["imagenet_finetune", "linear_probe", "fewshot", "lit_zeroshot", "vqa", "coco_captioning",
+                     "panoptic"]
+    fs = [c.metric for c in t.columns if c.task == "fewshot"]
+    # shot by shot; inside 10 shots Table 3's dataset order, then the proxies
+    ten = [m.split("/")[1] for m in fs if m.endswith("/10shot")]
+    assert ten[:9] == list(report.FEWSHOT_DATASETS) and ten[9:] == ["proxy_digits", "proxy_scenes"]
+    assert fs.index("fewshot/proxy_scenes/5shot") < fs.index("fewshot/imagenet2012/10shot")
+    assert not any(report.is_hidden(m) for m in fs)
+    seeds = report.build_table(records, show_seeds=True)
+    assert "fewshot/proxy_scenes/10shot/seed-2" in [c.metric for c in seeds.columns]
+
+
+def test_deltas_by_hand(records):
+    t = report.build_table(records, baseline=str(BASELINE))
+    base = "sovit_proxy.npz (baseline)"
+    assert t.rows[0].name == base and t.rows[0].kind == "baseline"
+    # fewshot/proxy_scenes/10shot: 61.41667 - 60.0 = +1.41667, better
+    c = t.cell("sovit_proxy.npz", "fewshot/proxy_scenes/10shot")
+    assert c.delta == pytest.approx(61.416666666666664 - 60.0) and c.better is True
+    # vit_b VQA: mean of the 40 cycled scores (100, 0, 0, 60, 100, 30, 90, 0) = 47.5; 47.5 - 60 = -12.5, worse
+    c = t.cell("vit_b_proxy.npz", "vqa/proxy_scenes/accuracy")
+    assert c.value == pytest.approx(380 / 8) and c.delta == pytest.approx(-12.5) and c.better is False
+    # Lower-is-better log-perplexity: 2.672 - 2.75 = -0.078 is an improvement
+    c = t.cell("sovit_proxy.npz", "coco_captioning/log_perplexity")
+    assert c.delta == pytest.approx(2.672 - 2.75) and c.better is True
+    # A metric the baseline lacks gets no delta; an equal value is neither better nor worse.
+    assert t.cell("sovit_proxy.npz", "fewshot/proxy_scenes/1shot").delta is None
+    same = t.cell("sovit_proxy.npz", "vqa/proxy_scenes/accuracy")
+    assert same.delta == 0 and same.better is None
+    md = _md_rows(report.to_markdown(t), "coco_captioning")
+    assert md["sovit_proxy.npz"][1].endswith("(+0.65▲)")  # CIDEr delta printed x100: (0.5065 - 0.5) * 100
+    assert md["sovit_proxy.npz"][4].endswith("(-0.078▲)")
+    rows = list(csv.reader(io.StringIO(report.to_csv(t))))
+    header = rows[0]
+    by_name = {r[0]: r for r in rows[1:]}
+    i = header.index("vqa/proxy_scenes/accuracy delta")
+    assert float(by_name["vit_b_proxy.npz"][i]) == -12.5
+    # A baseline given as the name of a row, and as a folder of one checkpoint's records.
+    t2 = report.build_table(records, baseline="vit_b_proxy.npz")
+    assert t2.cell("sovit_proxy.npz", "vqa/proxy_scenes/accuracy").delta == pytest.approx(12.5)
+
+
+def _numpy_bootstrap(scores, n_resamples=1000, seed=0):
+    """An independent percentile bootstrap: one resample at a time."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(scores, dtype=np.float64)
+    means = np.array([x[rng.integers(0, len(x), len(x))].mean() for _ in range(n_resamples)])
+    return np.percentile(means, 2.5), np.percentile(means, 97.5)
+
+
+def test_bootstrap_intervals(records):
+    t = report.build_table(records)
+    vqa = next(r for r in records if r["task"]["name"] == "vqa" and r["checkpoint"]["name"] == "sovit_proxy.npz")
+    scores = vqa["per_example"]["vqa/proxy_scenes/accuracy"]
+    c = t.cell("sovit_proxy.npz", "vqa/proxy_scenes/accuracy")
+    assert c.ci95 == pytest.approx(_numpy_bootstrap(scores), abs=1e-9)
+    assert c.num_examples == 40
+    lo, hi = c.ci95
+    assert lo < c.value < hi
+    # Normal-approximation sanity check: the half-width is about 1.96 standard errors.
+    se = np.std(scores) / np.sqrt(len(scores))
+    assert (hi - lo) / 2 == pytest.approx(1.96 * se, rel=0.15)
+    # Constant scores: a zero-width interval; scores that do not average to the value: none.
+    assert report.ci95([0.5] * 10, 0.5) == (0.5, 0.5)
+    assert report.ci95([0.0, 1.0], 0.9) is None
+    assert report.ci95([1.0], 1.0) is None
+    assert t.cell("sovit_proxy.npz", "coco_captioning/bleu4").ci95 is None
+
+
+def test_missing_cells_are_missing_not_zero(records):
+    t = report.build_table(records, with_paper=True)
+    md = report.to_markdown(t)
+    lp = _md_rows(md, "linear_probe")
+    assert "sovit_proxy.npz" not in lp  # never ran the task: no row in that table
+    assert lp["vit_b_proxy.npz"][1:7] == ["-"] * 6 and lp["vit_b_proxy.npz"][7] == "91.25"
+    assert lp["ViT-L/16 (paper)"][-1] == "-"
+    rows = {r[0]: r for r in csv.reader(io.StringIO(report.to_csv(t)))}
+    header = rows["checkpoint"]
+    assert rows["vit_b_proxy.npz"][header.index("coco_captioning/cider")] == ""
+    assert "0.00" not in _md_rows(md, "imagenet_finetune")["ViT-L/16 (paper)"]
+    tex = report.to_latex(t)
+    assert r"\text{--}" in tex
+    # A NaN metric value is missing too.
+    rec = json.loads((RECORDS / "linear_probe_vitb.json").read_text())
+    rec["metrics"]["linear_probe/proxy_digits/val"]["value"] = float("nan")
+    assert "| vit_b_proxy.npz |" not in report.to_markdown([rec])
+
+
+def test_paper_rows_match_paper_md():
+    rows = {r["checkpoint"]["name"]: r for r in report.load_paper_rows()}
+    t = report.build_table([], with_paper=True)
+    so = "SoViT-400m/14 (paper)"
+    assert t.cell(so, "imagenet_finetune/518/val").value == 90.3
+    assert t.cell(so, "linear_probe/imagenet2012/a").value == 76.4
+    assert t.cell(so, "fewshot/cars196/10shot").value == 93.6
+    assert t.cell("ViT-g/14 (paper)", "fewshot/uc_merced/10shot").value == 98.2
+    assert t.cell(so, "lit_zeroshot/imagenet2012/top1").value == 82.2
+    cider = t.cell(so, "coco_captioning/cider")
+    assert cider.value == pytest.approx(1.25)
+    assert rows[so]["source"].startswith("arXiv 2305.13035")
+    col = next(c for c in t.columns if c.metric == "coco_captioning/cider")
+    assert report.fmt_value(cider, col) == "125"  # printed x100 with the paper's own precision
+    assert report.fmt_value(t.cell(so, "vqa/vqav2/accuracy"), next(c for c in t.columns
+                                                                 if c.metric == "vqa/vqav2/accuracy")) == "67.7"
+    # ViT-g/14 has no ImageNet-v2 number at 518 in Table 1: missing, never 0.
+    assert t.cell("ViT-g/14 (paper)", "imagenet_finetune/518/v2") is None
+    # A paper row as the baseline.
+    tb = report.build_table([], with_paper=True, baseline=so)
+    assert tb.rows[0].name == so and tb.rows[0].kind == "baseline"
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def test_cli_formats(records, tmp_path):
+    runner = CliRunner()
+    md = runner.invoke(main, ["report", str(RECORDS)])
+    assert md.exit_code == 0 and md.output == report.to_markdown(records)
+    for fmt, marker in (("csv", "checkpoint,imagenet_finetune/224/val,imagenet_finetune/224/val delta,"),
+                        ("latex", r"\begin{tabular}")):
+        r = runner.invoke(main, ["report", str(RECORDS), "--format", fmt, "--baseline", str(BASELINE),
+                                 "--with", "paper"])
+        assert r.exit_code == 0, r.output
+        assert marker in r.output
+    out = tmp_path / "r.html"
+    r = runner.invoke(main, ["report", str(RECORDS), "--format", "html", "-o", str(out), "--with", "paper"])
+    assert r.exit_code == 0 and out.exists() and r.output == f"wrote {out}\n"
+    r = runner.invoke(main, ["report", "--with", "paper"])
+    assert r.exit_code == 0 and "SoViT-400m/14 (paper)" in r.output
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["report", "RECORDS", "--format", "html"], "give -o FILE.html"),
+    (["report"], "no RUNS given"),
+    (["report", "RECORDS", "--baseline", "/no/such/baseline.json"], "no such baseline file"),
+    (["report", "RECORDS", "--baseline", "Nope (paper)"], "no such paper row"),
+])
+def test_cli_errors_one_line(args, msg):
+    r = CliRunner().invoke(main, [str(RECORDS) if a == "RECORDS" else a for a in args])
+    assert r.exit_code == 2, r.output
+    assert msg in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_load_runs_skips_artifacts(tmp_path):
+    shutil.copytree(RECORDS, tmp_path / "runs")
+    art = tmp_path / "runs" / "artifacts" / "vqa__x__y"
+    art.mkdir(parents=True)
+    (art / "predictions.json").write_text('[{"question_id": 1, "ans')  # a half-written artefact
+    (tmp_path / "runs" / ".fewshot.json.tmp.json").write_text("{")
+    assert len(report.load_runs([tmp_path / "runs"])) == 7
+    (tmp_path / "runs" / "broken.json").write_text("{")
+    with pytest.raises(HarnessError, match="broken.json"):
+        report.load_runs([tmp_path / "runs"])
+
+
+# ------------------------------------------------------------------------------------------- Chromium
+class _Dom(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables, self.rows, self.imgs, self.text = 0, 0, 0, []
+
+    def handle_starttag(self, tag, attrs):
+        self.tables += tag == "table"
+        self.rows += tag == "tr"
+        self.imgs += tag == "img" and dict(attrs).get("src", "").startswith("data:image/png;base64,")
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_html_renders_in_headless_chromium(records, tmp_path):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "render_html_check.py"
+    sys.path.insert(0, str(script.parent))
+    try:
+        import render_html_check as rhc
+    finally:
+        sys.path.pop(0)
+    binary = rhc.find_chromium()
+    if binary is None:
+        pytest.skip("chromium not installed (Debian: apt-get install -y chromium)")
+    page = tmp_path / "report.html"
+    report.to_html(records, page, baseline=str(BASELINE), with_paper=True)
+    shot = tmp_path / "report.png"
+    p = subprocess.run([sys.executable, str(script), str(page), "--screenshot", str(shot), "--min-rows", "30",
+                        "--min-images", "9"], capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert shot.stat().st_size > 20_000
+    # The DOM Chromium built (after parsing) holds the tables' numbers and every plot.
+    dom = rhc.run_chromium(binary, ["--dump-dom", page.resolve().as_uri()])
+    d = _Dom()
+    d.feed(dom.stdout)
+    text = " ".join(d.text)
+    assert d.tables == 8 and d.imgs == 9
+    assert "61.42" in text and "+1.42▲" in text and "SoViT-400m/14 (paper)" in text

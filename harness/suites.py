@@ -77,7 +77,13 @@ def load_suite(name_or_path: str) -> tuple[Entry, ...]:
 
 
 def _read_toml(path: Path) -> tuple[tuple[Entry, ...], str | None]:
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the same parser as a package
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise HarnessError("suite files need Python 3.11+ (tomllib) or `pip install tomli`") from None
 
     try:
         spec = tomllib.loads(path.read_text())

@@ -172,3 +172,30 @@ def test_validate_baseline_rejects_bad_values():
     with pytest.raises(HarnessError, match="bad tolerance"):
         chk.validate_baseline(bad, "b.json")
     assert math.isclose(good["metrics"]["coco_captioning/cider"]["value"], 0.5)
+
+
+def test_gate_on_a_real_fewshot_run(tmp_path, monkeypatch):
+    """End to end: a real (cheap) fewshot run, a baseline written from it, a forced identical rerun that
+    passes, and a regression injected into the rerun's record that fails."""
+    from harness.encoder import load_encoder
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    ck = load_encoder("random:0", width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=8, res=16,
+                      pool_type="map").save(str(tmp_path / "tiny.npz"))
+    run = ["run", "--task", "fewshot", "--ckpt", ck, "--preset", "proxy", "--set", "datasets=proxy_digits",
+           "--set", "shots=1,5", "--set", "seeds=0,1", "--out"]
+    r = CliRunner().invoke(main, [*run, str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    base = tmp_path / "proxy.json"
+    assert CliRunner().invoke(main, ["check", str(tmp_path / "a"), "--write-baseline", str(base)]).exit_code == 0
+    assert set(json.loads(base.read_text())["metrics"]) == {"fewshot/proxy_digits/1shot", "fewshot/proxy_digits/5shot"}
+    r = CliRunner().invoke(main, [*run, str(tmp_path / "b"), "--force"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "b"), "--baseline", str(base)])
+    assert r.exit_code == 0, r.output
+    assert "| +0.00 |" in r.output  # the features and the probe are deterministic: no drift at all
+    _edit(tmp_path / "b", "fewshot/proxy_digits/5shot", lambda v: v - 1.01)
+    r = CliRunner().invoke(main, ["check", str(tmp_path / "b"), "--baseline", str(base)])
+    assert r.exit_code == 1
+    assert "fewshot/proxy_digits/5shot" in r.output.splitlines()[-1]
+    assert "fewshot/proxy_digits/1shot" not in r.output.splitlines()[-1]

@@ -138,8 +138,9 @@ def make_baseline(records: Sequence[dict], *, name: str | None = None, tolerance
             entry["ci95"] = [cell.ci95[0], cell.ci95[1]]
         metrics[metric] = entry
     tasks = {}
-    for rec in sorted(records, key=lambda r: str(r.get("created") or "")):
-        if report._row_name(rec) == name and rec.get("task"):
+    records = sorted(records, key=lambda r: str(r.get("created") or ""))
+    for rec, row_name in zip(records, report.row_names(records)):
+        if row_name == name and rec.get("task"):
             t = rec["task"]
             tasks[t.get("name", "?")] = {"preset": t.get("preset"), "config_hash": t.get("config_hash"),
                                          "version": t.get("version")}

@@ -230,6 +230,20 @@ def _row_name(rec: dict) -> str:
     return str(ck.get("name") or ck.get("spec") or "?")
 
 
+def row_names(records: Sequence[dict]) -> list[str]:
+    """The report row of each record: its checkpoint's name, plus the sha256 prefix where one name covers
+    several different checkpoints (two `model.npz` in different folders must not share a row)."""
+    shas: dict[str, set] = {}
+    for rec in records:
+        shas.setdefault(_row_name(rec), set()).add((rec.get("checkpoint") or {}).get("sha256"))
+    out = []
+    for rec in records:
+        name = _row_name(rec)
+        sha = (rec.get("checkpoint") or {}).get("sha256")
+        out.append(name if len(shas[name]) == 1 else f"{name} [{(sha or 'no sha256')[:8]}]")
+    return out
+
+
 def _join_sources(a: str | None, b: str) -> str:
     """"arXiv X, Table 1" + "arXiv X, Table 2" -> "arXiv X, Table 1; Table 2"."""
     if not a:
@@ -262,8 +276,8 @@ def collect(records: Iterable[dict], *, with_ci: bool = False) -> tuple[list[Row
     rows: dict[str, Row] = {}
     cells: dict[tuple[str, str], Cell] = {}
     meta: dict[str, Column] = {}
-    for rec in sorted(records, key=lambda r: str(r.get("created") or "")):
-        name = _row_name(rec)
+    records = sorted(records, key=lambda r: str(r.get("created") or ""))
+    for rec, name in zip(records, row_names(records)):
         kind = rec.get("_kind", "run")
         if name not in rows:
             rows[name] = Row(name, kind, rec.get("source"), dict(rec.get("checkpoint") or {}))
@@ -300,7 +314,7 @@ def build_table(records: Sequence[dict], *, columns: Sequence[str] | None = None
     base_rec = None
     base_name = None
     if baseline is not None:
-        names = {_row_name(r) for r in records}
+        names = set(row_names(records))
         if isinstance(baseline, str) and baseline in names:
             base_name = baseline
         elif isinstance(baseline, str) and not Path(baseline).exists() and baseline.endswith("(paper)"):

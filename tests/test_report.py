@@ -309,3 +309,14 @@ def test_html_renders_in_headless_chromium(records, tmp_path):
     text = " ".join(d.text)
     assert d.tables == 8 and d.imgs == 9
     assert "61.42" in text and "+1.42▲" in text and "SoViT-400m/14 (paper)" in text
+
+
+def test_same_file_name_different_checkpoints_get_separate_rows(records):
+    other = json.loads((RECORDS / "linear_probe_vitb.json").read_text())
+    other["checkpoint"] = {**other["checkpoint"], "sha256": "c9" * 32}
+    other["metrics"]["linear_probe/proxy_digits/val"]["value"] = 50.0
+    t = report.build_table([*records, other])
+    names = [r.name for r in t.rows]
+    assert "vit_b_proxy.npz [b7b7b7b7]" in names and "vit_b_proxy.npz [c9c9c9c9]" in names
+    assert t.cell("vit_b_proxy.npz [b7b7b7b7]", "linear_probe/proxy_digits/val").value == 91.25
+    assert t.cell("vit_b_proxy.npz [c9c9c9c9]", "linear_probe/proxy_digits/val").value == 50.0

@@ -465,3 +465,106 @@ def read_params(spec: str) -> tuple[dict[str, np.ndarray], dict, dict]:
         raise HarnessError(f"checkpoint {path}: contains no arrays")
     flat = fix_old_layout(flat)
     return flat, hints, {"path": str(path), "format": fmt, "subtree": subtree}
+
+
+# ------------------------------------------------------------------------- two-tower text towers
+def hf_text_to_bv(hf: dict[str, np.ndarray], num_heads: int, prefix: str = "text_model.") -> dict:
+    """Renames a Hugging Face SiglipTextModel (torch layout) into big_vision's text_transformer tree.
+
+    HF's `final_layer_norm` is big_vision's `Encoder_0/encoder_norm` and its `head` is big_vision's
+    `head`; both pool at the last position, so the converted tower reproduces HF's pooler_output.
+    """
+    def t(name):
+        if name not in hf:
+            raise HarnessError(f"Hugging Face checkpoint lacks tensor {name!r}; is it a SigLIP text tower?")
+        return np.asarray(hf[name])
+
+    p = prefix
+    out: dict[str, np.ndarray] = {}
+    out["Embed_0/embedding"] = t(p + "embeddings.token_embedding.weight")
+    out["pos_embedding"] = t(p + "embeddings.position_embedding.weight")[None]
+    d = out["Embed_0/embedding"].shape[1]
+    if d % num_heads:
+        raise HarnessError(f"Hugging Face text config: hidden size {d} is not divisible by {num_heads} heads")
+    hd = d // num_heads
+    layers = sorted({int(m.group(1)) for k in hf if (m := re.match(re.escape(p) + r"encoder\.layers\.(\d+)\.", k))})
+    for i in layers:
+        src, dst = f"{p}encoder.layers.{i}", f"Encoder_0/encoderblock_{i}"
+        for ln_dst, ln_src in (("LayerNorm_0", "layer_norm1"), ("LayerNorm_1", "layer_norm2")):
+            out[f"{dst}/{ln_dst}/scale"] = t(f"{src}.{ln_src}.weight")
+            out[f"{dst}/{ln_dst}/bias"] = t(f"{src}.{ln_src}.bias")
+        att = f"{dst}/MultiHeadDotProductAttention_0"
+        for name, proj in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
+            out[f"{att}/{name}/kernel"] = t(f"{src}.self_attn.{proj}.weight").T.reshape(d, num_heads, hd)
+            out[f"{att}/{name}/bias"] = t(f"{src}.self_attn.{proj}.bias").reshape(num_heads, hd)
+        out[f"{att}/out/kernel"] = t(f"{src}.self_attn.out_proj.weight").T.reshape(num_heads, hd, d)
+        out[f"{att}/out/bias"] = t(f"{src}.self_attn.out_proj.bias")
+        for j, fc in enumerate(("fc1", "fc2")):
+            out[f"{dst}/MlpBlock_0/Dense_{j}/kernel"] = t(f"{src}.mlp.{fc}.weight").T
+            out[f"{dst}/MlpBlock_0/Dense_{j}/bias"] = t(f"{src}.mlp.{fc}.bias")
+    out["Encoder_0/encoder_norm/scale"] = t(p + "final_layer_norm.weight")
+    out["Encoder_0/encoder_norm/bias"] = t(p + "final_layer_norm.bias")
+    if p + "head.weight" in hf:
+        out["head/kernel"] = t(p + "head.weight").T
+        out["head/bias"] = t(p + "head.bias")
+    return out
+
+
+def _npz_two_tower(path: Path) -> dict | None:
+    """The `txt/`, `t`, `b` entries of a big_vision two-tower .npz, reading only those arrays."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                return None
+            names = list(z.files)
+            wrapper = next((w for w in ("params/", "opt/target/") if any(n.startswith(w) for n in names)), "")
+            wanted = [n for n in names if n.startswith(wrapper)
+                      and (n[len(wrapper):].startswith("txt/") or n[len(wrapper):] in ("t", "b"))]
+            if not any(n[len(wrapper):].startswith("txt/") for n in wanted):
+                return None
+            flat = {n[len(wrapper):]: _recover_dtype(z[n]) for n in wanted}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise HarnessError(f"checkpoint {path}: not a readable .npz ({type(e).__name__}: {e})") from None
+    return flat
+
+
+def read_text_tower(spec: str) -> dict | None:
+    """The text tower of a two-tower checkpoint: {"txt": flat big_vision tree, "t", "b" (log-temperature,
+    bias; None if absent), "path", "format", "tokenizer" (a sentencepiece file shipped alongside, or None)}.
+    None when the checkpoint holds no text tower. `spec` may name the image sub-tree ("file.npz:img")."""
+    path, _ = parse_spec(spec)
+    fmt = detect_format(path)
+    tokenizer = None
+    if fmt == "npz":
+        flat = _npz_two_tower(path)
+    elif fmt == "tensorstore":
+        flat = unwrap(read_tensorstore(path), None, path=path)
+        flat = {k: v for k, v in flat.items() if k.startswith("txt/") or k in ("t", "b")}
+        if not any(k.startswith("txt/") for k in flat):
+            flat = None
+    elif fmt == "hf":
+        try:
+            cfg = json.loads((path / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise HarnessError(f"checkpoint {path}/config.json: not readable JSON ({e})") from None
+        hf = read_safetensors(path)
+        prefix = "text_model."
+        if not any(k.startswith(prefix) for k in hf):
+            return None
+        tc = cfg.get("text_config", {})
+        act = tc.get("hidden_act", "gelu_pytorch_tanh")
+        if act not in ("gelu_pytorch_tanh", "gelu_new", "gelu_fast"):
+            raise HarnessError(f"Hugging Face text config uses activation {act!r}; only the tanh-approximated "
+                               "GELU of SigLIP is supported")
+        flat = {f"txt/{k}": v for k, v in hf_text_to_bv(hf, int(tc.get("num_attention_heads", 12)), prefix).items()}
+        for src, dst in (("logit_scale", "t"), ("logit_bias", "b")):
+            if src in hf:
+                flat[dst] = np.asarray(hf[src])
+        spm = sorted(path.glob("*.model"))
+        tokenizer = str(spm[0]) if spm else None
+    else:
+        return None
+    if not flat:
+        return None
+    return {"txt": {k[4:]: v for k, v in flat.items() if k.startswith("txt/")}, "t": flat.get("t"),
+            "b": flat.get("b"), "path": str(path), "format": fmt, "tokenizer": tokenizer}

@@ -1,0 +1,476 @@
+"""LiT zero-shot (the paper's Table 4, first column): a text tower for the locked image tower, then
+zero-shot classification and image-text retrieval, with big_vision's evaluator semantics.
+
+1. Text tower. A two-tower checkpoint (SigLIP / LiT `.npz` as `file.npz:img`, or a Hugging Face SigLIP
+   folder) brings its own and is evaluated directly. Otherwise LiT trains a new one: the image tower is
+   locked, so its embeddings of the training images are read once from the feature cache, and only the
+   text tower, the log-temperature `t` and the bias `b` learn, with the sigmoid loss (the paper's choice:
+   t' = 10, b = -10 at init) or the softmax contrastive loss, AdamW and a cosine schedule with 20% warm-up.
+   The result is written as a big_vision two-tower `.npz` (an artefact; reload it as `lit.npz:img`).
+2. Zero-shot classification (big_vision `discriminative_classifier`): class names (CLIP's curated names for
+   ImageNet, else the dataset's label names) and prompt templates are canonicalised (underscores to spaces,
+   punctuation stripped, lower-cased), only a name's first alias is used, every class's template embeddings
+   are L2-normalised, averaged and normalised again; prediction = argmax of the image embedding against
+   them. Multi-label sets (ImageNet ReaL) count a hit if the prediction is any of the labels, and leave out
+   images without labels. Metric `lit_zeroshot/<dataset>/top1` (%).
+3. Retrieval (big_vision `image_text_retrieval`): Recall@1/5/10 in both directions over the test split's
+   images and all their captions; an image query is a hit if ANY of its captions is in the top k. Metrics
+   `lit_zeroshot/<dataset>/i2t_recall@k`, `.../t2i_recall@k` (%).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import re
+import string
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness import checkpoints, data, text
+from harness.api import Metric, RunContext, Task
+from harness.errors import HarnessError
+from harness.features import extract
+
+log = logging.getLogger("harness")
+
+ASSETS = Path(__file__).resolve().parents[1] / "harness" / "assets"
+PROXY_TOKENIZER = ASSETS / "proxy_spm.model"
+# Datasets whose labels are ImageNet-1k's class ids, so CLIP's curated names apply.
+IMAGENET_LABELSETS = ("imagenet2012", "imagenet2012_real", "imagenet_v2")
+TEMPLATE_SETS = {"clip_paper": "clip_paper_templates.txt", "clip_best": "clip_best_templates.txt"}
+RECALL_AT = (1, 5, 10)
+
+
+@dataclasses.dataclass
+class LitZeroShotConfig:
+    # What the text tower is: "auto" = the checkpoint's own if it has one, else train (LiT);
+    # "checkpoint" = the checkpoint's own (an error if it has none); "train" = always a new one.
+    text_tower: str = "auto"
+    # LiT training data: image-text pairs (every caption of every image).
+    train_dataset: str = "coco_captions"
+    train_split: str = ""  # empty: the dataset's "train" role
+    loss: str = "sigmoid"  # "sigmoid" (SigLIP) or "softmax" (CLIP / LiT contrastive)
+    train_steps: int = 20_000  # 0: no training (the checkpoint must bring a text tower)
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_frac: float = 0.2
+    grad_clip_norm: float = 1.0
+    temperature_init: float = 10.0
+    bias_init: float = -10.0
+    # The new text tower: a big_vision variant string, or "" for the image tower's shape; the
+    # text_* numbers override single fields (0: keep).
+    text_variant: str = ""
+    text_width: int = 0
+    text_depth: int = 0
+    text_mlp_dim: int = 0
+    text_num_heads: int = 0
+    vocab_size: int = 0  # 0: the tokenizer's vocabulary size
+    max_len: int = 16  # a checkpoint's text tower fixes its own length
+    # A sentencepiece .model file; empty: one shipped with the checkpoint, else (proxies only) the proxy's.
+    tokenizer: str = ""
+    pad_value: int = -1  # -1: the tokenizer's pad id; SigLIP checkpoints were trained with 1 (EOS)
+    # Evaluation.
+    zeroshot_datasets: tuple[str, ...] = ("imagenet2012", "imagenet2012_real", "imagenet_v2", "cifar100",
+                                          "oxford_iiit_pet")
+    retrieval_datasets: tuple[str, ...] = ("coco_captions",)
+    class_names: str = "clip"  # "clip": CLIP's curated names for ImageNet label sets; "dataset": label names
+    prompt_templates: str = "clip_paper"  # "clip_paper" (80 + bare name), "clip_best" (7 + bare name), "class_name_only"
+    captions_per_image: int = 5  # retrieval texts per image (the standard 5k/25k COCO protocol); 0: all
+    # Empty: big_vision's zero-shot `resize(res)|value_range(-1,1)`.
+    pp: str = ""
+    # Image embedding: empty = the image tower's `logits` if it has a head (two-tower image towers), else
+    # its `pre_logits` (the MAP-pooled embedding of a locked LiT tower).
+    representation: str = ""
+    image_batch_size: int = 64
+    text_batch_size: int = 256
+    # Caps for quick runs (0 = the whole split); the record states the counts used.
+    max_train_examples: int = 0
+    max_eval_examples: int = 0
+    seed: int = 0
+    save_checkpoint: bool = True
+    ckpt_every: int = 1000
+
+
+def default_pp(res: int) -> str:
+    return f"decode|resize({res})|value_range(-1,1)"
+
+
+# ------------------------------------------------------------------------------------ text handling
+def canonicalize_text(text_: str, *, keep: str | None = None) -> str:
+    """big_vision's `canonicalize_text`: "_" -> " ", punctuation removed (except the exact string `keep`),
+    lower-cased, whitespace collapsed."""
+    table = str.maketrans("", "", string.punctuation)
+    text_ = text_.replace("_", " ")
+    if keep:
+        text_ = keep.join(part.translate(table) for part in text_.split(keep))
+    else:
+        text_ = text_.translate(table)
+    return re.sub(r"\s+", " ", text_.lower()).strip()
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [ln.rstrip("\n") for ln in path.read_text(encoding="utf-8").splitlines()
+            if ln.strip() and not ln.startswith("#")]
+
+
+@functools.cache
+def clip_imagenet_class_names() -> tuple[str, ...]:
+    names = tuple(_read_lines(ASSETS / "clip_imagenet_class_names.txt"))
+    if len(names) != 1000:
+        raise HarnessError(f"{ASSETS / 'clip_imagenet_class_names.txt'}: expected 1000 names, found {len(names)}")
+    return names
+
+
+def prompt_templates(name: str) -> list[str]:
+    """Canonicalised templates, each with exactly one "{}"."""
+    if name == "class_name_only":
+        raw = ["{}"]
+    elif name in TEMPLATE_SETS:
+        raw = _read_lines(ASSETS / TEMPLATE_SETS[name])
+    else:
+        raise HarnessError(f"prompt_templates {name!r} is not one of class_name_only, {', '.join(TEMPLATE_SETS)}")
+    return [canonicalize_text(t, keep="{}") for t in raw]
+
+
+def class_texts(dataset: str, source: str, data_dir) -> list[str]:
+    """Canonicalised class names, first alias only (big_vision's `first_class_name_only`)."""
+    if source == "clip" and data._base_name(dataset) in IMAGENET_LABELSETS:
+        names = list(clip_imagenet_class_names())
+    elif source in ("clip", "dataset"):
+        names = data.class_names(dataset, data_dir)
+    else:
+        raise HarnessError(f"class_names {source!r} is not one of clip, dataset")
+    return [canonicalize_text(n, keep=",").split(",")[0] for n in names]
+
+
+def class_embeddings(embed, names: list[str], templates: list[str]) -> np.ndarray:
+    """Per class: the mean of the L2-normalised embeddings of its prompts, L2-normalised again.
+    `embed(texts) -> [N, D]` must return normalised rows."""
+    texts = [t.replace("{}", n, 1) for n in names for t in templates]
+    z = np.asarray(embed(texts), np.float64).reshape(len(names), len(templates), -1)
+    return text.l2_normalize(z.mean(axis=1)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def zeroshot_hits(zimg: np.ndarray, zclass: np.ndarray, labels: list) -> np.ndarray:
+    """1.0 where argmax(zimg . zclass) is the label, or one of the labels for a label set."""
+    pred = np.argmax(zimg @ zclass.T, axis=1)
+    return np.array([float(p in set(np.atleast_1d(y).tolist())) for p, y in zip(pred, labels)])
+
+
+def retrieval_recall(sims: np.ndarray, text_image: np.ndarray, ks=RECALL_AT) -> dict[str, np.ndarray]:
+    """Per-query hits for Recall@k from an [images, texts] similarity matrix.
+
+    `text_image[j]` is the image text j describes. image->text: a hit if any of the image's own texts is
+    among its k most similar texts; text->image: a hit if the text's image is among its k most similar
+    images. Ties go to the lower index (a stable sort), as big_vision's argsort of distances does.
+    """
+    sims = np.asarray(sims)
+    text_image = np.asarray(text_image)
+    n_img, n_txt = sims.shape
+    if text_image.shape != (n_txt,):
+        raise HarnessError(f"retrieval: {n_txt} texts but {text_image.shape} image ids")
+    by_image = np.argsort(-sims, axis=1, kind="stable")  # [images, texts]
+    by_text = np.argsort(-sims, axis=0, kind="stable")  # [images, texts]
+    out = {}
+    for k in ks:
+        out[f"i2t_recall@{k}"] = (text_image[by_image[:, :k]] == np.arange(n_img)[:, None]).any(axis=1) * 1.0
+        out[f"t2i_recall@{k}"] = (by_text[:k] == text_image[None]).any(axis=0) * 1.0
+    return out
+
+
+# ------------------------------------------------------------------------------------- data access
+def _label_is_set(name: str, data_dir) -> bool:
+    """Whether the label feature is a Sequence (ImageNet ReaL's multi-labels)."""
+    import tensorflow_datasets as tfds
+
+    info = data.get_info(name)
+    builder = data._builder(name, data_dir)
+    return isinstance(builder.info.features[info.label_key], tfds.features.Sequence)
+
+
+def _read_field(name: str, split: str, key: str, n: int, data_dir, progress: bool) -> list:
+    """One (possibly variable-length) field of the first n examples, in split order, without the images."""
+    rows = []
+    it = data.iterate(name, split, batch_size=256, pp=f"keep({key!r})", data_dir=data_dir, num_examples=n)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n, desc=f"{key} {name}/{split}", unit="ex", dynamic_ncols=True, leave=False)
+    for batch in it:
+        mask = np.asarray(batch["_mask"], bool)
+        values = np.asarray(batch[key])[mask]
+        rows.extend(list(values))
+        if bar is not None:
+            bar.update(int(mask.sum()))
+    if bar is not None:
+        bar.close()
+    return rows[:n]
+
+
+def _captions(name: str, split: str, n: int, data_dir, per_image: int, progress: bool):
+    """(texts, text_image): the captions of the first n images, flattened, and each caption's image."""
+    info = data.get_info(name)
+    if not info.text_key:
+        raise HarnessError(f"dataset '{name}' has no captions; pick one with captions (coco_captions, proxy_scenes)")
+    texts, owner = [], []
+    for i, row in enumerate(_read_field(name, split, info.text_key, n, data_dir, progress)):
+        caps = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in np.atleast_1d(row)]
+        caps = [c for c in caps if c]  # b"" is the batch padding of shorter caption lists
+        if per_image:
+            caps = caps[:per_image]
+        texts.extend(caps)
+        owner.extend([i] * len(caps))
+    return texts, np.asarray(owner, np.int64)
+
+
+# ----------------------------------------------------------------------------------------- the task
+class LitZeroShot(Task):
+    name = "lit_zeroshot"
+    description = "LiT text tower on a locked image tower; zero-shot top-1 and COCO retrieval (paper Table 4)"
+    Config = LitZeroShotConfig
+    presets = {
+        # LiT on proxy_scenes' train captions against the proxy checkpoint, then zero-shot on its 24
+        # classes and retrieval on its test captions: about a minute on 2 CPU cores.
+        "proxy": dict(train_dataset="proxy_scenes", zeroshot_datasets=("proxy_scenes",),
+                      retrieval_datasets=("proxy_scenes",), train_steps=600, batch_size=128, lr=1e-3,
+                      weight_decay=1e-4, text_width=64, text_depth=2, text_mlp_dim=256, text_num_heads=4,
+                      max_len=24, image_batch_size=100, ckpt_every=0),
+        "imagenet": dict(zeroshot_datasets=("imagenet2012", "imagenet2012_real", "imagenet_v2"),
+                         retrieval_datasets=()),
+    }
+
+    def metrics(self, config: LitZeroShotConfig) -> list[Metric]:
+        out = [Metric(f"lit_zeroshot/{ds}/top1", True, "%", f"zero-shot top-1 accuracy on {ds}")
+               for ds in config.zeroshot_datasets]
+        for ds in config.retrieval_datasets:
+            for direction, what in (("i2t", "image->text"), ("t2i", "text->image")):
+                out += [Metric(f"lit_zeroshot/{ds}/{direction}_recall@{k}", True, "%",
+                               f"{what} Recall@{k} on {ds}") for k in RECALL_AT]
+        out.append(Metric("lit_zeroshot/train/final_loss", False, "raw",
+                          "mean LiT loss of the last 10% of steps (absent when the checkpoint's text tower is used)"))
+        return out
+
+    # ----------------------------------------------------------------------------------------- run
+    def run(self, encoder, ctx: RunContext, config: LitZeroShotConfig) -> dict[str, float]:
+        t_start = time.perf_counter()
+        if config.text_tower not in ("auto", "checkpoint", "train"):
+            raise HarnessError(f"text_tower {config.text_tower!r} is not one of auto, checkpoint, train")
+        if config.loss not in text.LOSSES:
+            raise HarnessError(f"loss {config.loss!r} is not one of {', '.join(text.LOSSES)}")
+        pp = config.pp or default_pp(encoder.res)
+        stats: dict = {}
+        metrics: dict[str, float] = {}
+        timings: dict[str, float] = {}
+
+        tower = None
+        if config.text_tower != "train" and encoder.spec and not str(encoder.spec).startswith("random"):
+            tower = text.load_text_tower(encoder.spec)
+        if tower is None and (config.text_tower == "checkpoint" or config.train_steps <= 0):
+            raise HarnessError(f"checkpoint {encoder.spec} has no text tower and training is off "
+                               f"(text_tower={config.text_tower}, train_steps={config.train_steps}); pass a "
+                               "two-tower checkpoint (SigLIP/LiT .npz as file.npz:img, or a HF SigLIP folder) "
+                               "or let LiT train one (--set train_steps=N)")
+        representation = config.representation or (
+            "logits" if tower is not None and "logits" in encoder.outputs else "pre_logits")
+        tokenizer = self._tokenizer(config, tower)
+        pad_value = None if config.pad_value < 0 else config.pad_value
+
+        if tower is None:
+            t0 = time.perf_counter()
+            tower, loss = self._train(encoder, ctx, config, tokenizer, pad_value, pp, representation, stats)
+            metrics["lit_zeroshot/train/final_loss"] = loss
+            timings["train_seconds"] = time.perf_counter() - t0
+            ctx.info["text_tower"] = {**tower.config, "source": "lit"}
+        else:
+            if tokenizer.vocab_size > tower.config["vocab_size"]:
+                raise HarnessError(f"tokenizer {tokenizer.model_path} has {tokenizer.vocab_size} pieces but the "
+                                   f"checkpoint's text tower only {tower.config['vocab_size']}; pass the "
+                                   "checkpoint's own sentencepiece model with --set tokenizer=PATH")
+            ctx.info["text_tower"] = {**tower.config, "source": "checkpoint"}
+        ctx.info["tokenizer"] = tokenizer.model_path
+        ctx.info["representation"] = representation
+
+        def embed_texts(texts, desc="text"):
+            ids = text.tokenize(tokenizer, texts, tower.max_len, pad_value=pad_value)
+            return tower.embed(ids, batch_size=config.text_batch_size, progress=ctx.progress, desc=desc)
+
+        t0 = time.perf_counter()
+        templates = prompt_templates(config.prompt_templates)
+        for ds in config.zeroshot_datasets:
+            metrics[f"lit_zeroshot/{ds}/top1"] = self._zeroshot(
+                encoder, ctx, config, ds, pp, representation, templates, embed_texts, stats)
+        timings["zeroshot_seconds"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for ds in config.retrieval_datasets:
+            metrics.update(self._retrieval(encoder, ctx, config, ds, pp, representation, embed_texts, stats))
+        timings["retrieval_seconds"] = time.perf_counter() - t0
+        timings["extract_seconds"] = sum(e["seconds"] for e in stats.get("extract", []))
+        timings["task_seconds"] = time.perf_counter() - t_start
+        ctx.info["timings"] = timings
+        ctx.info["feature_extraction"] = stats.get("extract", [])
+        ctx.info["prompt_templates"] = {"name": config.prompt_templates, "count": len(templates)}
+        return metrics
+
+    # ------------------------------------------------------------------------------------- pieces
+    @staticmethod
+    def _tokenizer(config: LitZeroShotConfig, tower):
+        from harness.tokenizer import Tokenizer
+
+        if config.tokenizer:
+            return Tokenizer(config.tokenizer)
+        if tower is not None and tower.config.get("tokenizer"):
+            return Tokenizer(tower.config["tokenizer"])
+        used = set(config.zeroshot_datasets) | set(config.retrieval_datasets)
+        if tower is None:
+            used.add(config.train_dataset)
+        if all(data._base_name(d) in data.GENERATED for d in used):
+            return Tokenizer(PROXY_TOKENIZER)
+        raise HarnessError("no tokenizer: pass a sentencepiece model with --set tokenizer=PATH (the checkpoint's "
+                           "own for a two-tower checkpoint; e.g. a 32k c4_en model for LiT, as in the paper)")
+
+    def _image_embeddings(self, encoder, ctx, config, ds, split, pp, representation, stats, cap, role) -> dict:
+        # The same keys for every use of a split (zero-shot and retrieval share one cache entry).
+        info = data.get_info(ds)
+        keys = (info.label_key,) if info.label_key and not _label_is_set(ds, ctx.data_dir) else ()
+        feats = extract(encoder, ds, split, pp=pp, cache_dir=ctx.cache_dir, data_dir=ctx.data_dir,
+                        representations=(representation,), keys=keys, batch_size=config.image_batch_size,
+                        num_examples=cap or None, progress=ctx.progress, stats=stats)
+        ctx.note_dataset(ds, split, len(feats["index"]), pp, role=role)
+        return feats
+
+    def _train(self, encoder, ctx, config, tokenizer, pad_value, pp, representation, stats):
+        import jax
+        import optax
+
+        from harness.train import cosine_schedule, fit
+        from harness.variants import decode_variant
+
+        ds = config.train_dataset
+        info = data.get_info(ds)
+        split = config.train_split or info.split("train")
+        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation, stats,
+                                       config.max_train_examples, "lit_train")
+        zimg = np.asarray(feats[representation], np.float32)
+        if zimg.ndim != 2:
+            raise HarnessError(f"representation {representation!r} is not a pooled vector (shape {zimg.shape}); "
+                               "use an image tower with a pooling head (pool_type map/gap/tok)")
+        zimg = text.l2_normalize(zimg)
+        n_img = len(zimg)
+        texts, owner = _captions(ds, split, n_img, ctx.data_dir, 0, ctx.progress)
+        if n_img < config.batch_size:
+            raise HarnessError(f"LiT: {ds}/{split} has {n_img} images, fewer than batch_size={config.batch_size}; "
+                               "lower batch_size")
+        tokens = text.tokenize(tokenizer, texts, config.max_len, pad_value=pad_value)
+        # Captions of image i are tokens[starts[i]:starts[i] + counts[i]] (owner is sorted by image).
+        counts = np.bincount(owner, minlength=n_img)
+        if (counts == 0).any():
+            raise HarnessError(f"LiT: {int((counts == 0).sum())} images of {ds}/{split} have no caption")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+        shape = dict(width=encoder.config["width"], depth=encoder.config["depth"],
+                     mlp_dim=encoder.config["mlp_dim"], num_heads=encoder.config["num_heads"])
+        if config.text_variant:
+            v = decode_variant(config.text_variant)
+            shape.update({k: v[k] for k in shape if k in v})
+        for k in shape:
+            if getattr(config, f"text_{k}"):
+                shape[k] = getattr(config, f"text_{k}")
+        if shape["width"] % shape["num_heads"]:
+            raise HarnessError(f"text tower width {shape['width']} is not divisible by {shape['num_heads']} heads")
+        tcfg = dict(shape, vocab_size=config.vocab_size or tokenizer.vocab_size, max_len=config.max_len,
+                    num_classes=zimg.shape[1], pool_type="last", scan=False, dtype_mm="float32")
+        if tcfg["vocab_size"] < tokenizer.vocab_size:
+            raise HarnessError(f"vocab_size {tcfg['vocab_size']} is smaller than the tokenizer's "
+                               f"{tokenizer.vocab_size} pieces")
+        model = text.LiTTextHead(text=text.model_kwargs(tcfg), temperature_init=config.temperature_init,
+                                 bias_init=config.bias_init if config.loss == "sigmoid" else None)
+        params = jax.jit(model.init)(jax.random.PRNGKey(config.seed),
+                                     np.zeros((1, config.max_len), np.int32))["params"]
+
+        steps, bs = config.train_steps, config.batch_size
+        sched = cosine_schedule(config.lr, steps, warmup_steps=int(config.warmup_frac * steps))
+        tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm) if config.grad_clip_norm else
+                         optax.identity(), optax.adamw(sched, weight_decay=config.weight_decay))
+        kind = config.loss
+
+        def loss_fn(params, batch, rng):
+            ztxt, out = model.apply({"params": params}, batch["tokens"])
+            loss = text.contrastive_loss(kind, batch["zimg"], ztxt, out["t"], out.get("b"))
+            return loss, {}
+
+        steps_per_epoch = n_img // bs  # whole batches only: no image twice in a batch
+
+        def batches(start_step: int):
+            # A pure function of (seed, step): a resumed run sees exactly the same batches.
+            for step in range(start_step, steps):
+                epoch, pos = divmod(step, steps_per_epoch)
+                order = np.random.default_rng([config.seed, 0x11A, epoch]).permutation(n_img)
+                images = order[pos * bs:(pos + 1) * bs]
+                pick = np.random.default_rng([config.seed, 0x7E7, step]).integers(0, counts[images])
+                yield {"tokens": tokens[starts[images] + pick], "zimg": zimg[images]}
+
+        result = fit(params=params, tx=tx, loss_fn=loss_fn, batches=batches, total_steps=steps, seed=config.seed,
+                     ckpt_dir=ctx.out_dir / "lit_state" if config.ckpt_every else None,
+                     ckpt_every=config.ckpt_every, progress=ctx.progress, desc=f"LiT {kind}")
+        params = jax.device_get(result.params)
+        tail = result.losses[-max(1, len(result.losses) // 10):] if result.losses else [float("nan")]
+        ctx.info["lit_training"] = {"steps": result.steps, "seconds": result.seconds, "resumed_from": result.resumed_from,
+                                    "first_loss": result.losses[0] if result.losses else None,
+                                    "final_loss": float(np.mean(tail)), "num_images": n_img,
+                                    "num_captions": len(texts), "loss": kind,
+                                    "final_t": float(np.exp(np.asarray(params["t"])[0])),
+                                    "final_b": float(np.asarray(params["b"])[0]) if "b" in params else None}
+        ctx.note_dataset(ds, split, len(texts), None, role="lit_train_captions")
+        tower = text.TextTower(model=text.TextTransformer(**text.model_kwargs(tcfg)), params=params["txt"],
+                               config=tcfg, log_t=float(np.asarray(params["t"])[0]),
+                               b=float(np.asarray(params["b"])[0]) if "b" in params else None)
+        if config.save_checkpoint:
+            path = text.save_two_tower(ctx.out_dir / "lit_two_tower.npz", jax.device_get(encoder.params),
+                                       params["txt"], params["t"], params.get("b"))
+            ctx.note_artifact("lit_checkpoint", path)
+        return tower, float(np.mean(tail))
+
+    def _zeroshot(self, encoder, ctx, config, ds, pp, representation, templates, embed_texts, stats) -> float:
+        info = data.get_info(ds)
+        split = info.split("test")
+        if not info.label_key:
+            raise HarnessError(f"dataset '{ds}' has no class labels; zero-shot classification needs them")
+        multi = _label_is_set(ds, ctx.data_dir)
+        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation, stats,
+                                       config.max_eval_examples, "zeroshot_test")
+        n = len(feats["index"])
+        if multi:
+            labels = [[int(v) for v in np.atleast_1d(row) if v >= 0]
+                      for row in _read_field(ds, split, info.label_key, n, ctx.data_dir, ctx.progress)]
+        else:
+            labels = [int(v) for v in np.asarray(feats[info.label_key])]
+        names = class_texts(ds, config.class_names, ctx.data_dir)
+        zclass = class_embeddings(lambda t: embed_texts(t, desc=f"prompts {ds}"), names, templates)
+        keep = [i for i, y in enumerate(labels) if np.size(y)]  # ReaL: images without labels are left out
+        zimg = text.l2_normalize(np.asarray(feats[representation], np.float32)[keep])
+        hits = zeroshot_hits(zimg, zclass, [labels[i] for i in keep])
+        ctx.note_per_example(f"lit_zeroshot/{ds}/top1", hits * 100)
+        return float(hits.mean() * 100) if len(hits) else float("nan")
+
+    def _retrieval(self, encoder, ctx, config, ds, pp, representation, embed_texts, stats) -> dict[str, float]:
+        info = data.get_info(ds)
+        split = info.split("test")
+        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation, stats,
+                                       config.max_eval_examples, "retrieval_test")
+        n = len(feats["index"])
+        texts, owner = _captions(ds, split, n, ctx.data_dir, config.captions_per_image, ctx.progress)
+        ctx.note_dataset(ds, split, len(texts), None, role="retrieval_captions")
+        zimg = text.l2_normalize(np.asarray(feats[representation], np.float32))
+        ztxt = embed_texts(texts, desc=f"captions {ds}")
+        hits = retrieval_recall(zimg @ ztxt.T, owner)
+        out = {}
+        for key, h in hits.items():
+            out[f"lit_zeroshot/{ds}/{key}"] = float(h.mean() * 100)
+            ctx.note_per_example(f"lit_zeroshot/{ds}/{key}", h * 100)
+        return out

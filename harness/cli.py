@@ -69,12 +69,17 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
     if task_name:
         entries = [(task_name, preset, _parse_sets(sets))]
     else:
-        from harness.suites import default_ckpt, load_suite
+        from harness.suites import default_ckpt, entry_settings, load_suite
 
-        entries = [(e.task, e.preset, {**dict(e.sets), **_parse_sets(sets)}) for e in load_suite(suite)]
+        if preset:
+            raise HarnessError("--preset applies to --task; a suite's entries name their own presets")
+        entries = entry_settings(load_suite(suite), _parse_sets(sets))
         ckpt = ckpt or default_ckpt(suite)
         if ckpt is None:
-            raise HarnessError(f"suite {suite!r} needs --ckpt (a checkpoint to evaluate)")
+            from harness.suites import PROXY_CKPT
+
+            raise HarnessError(f"suite {suite!r} needs --ckpt (a checkpoint to evaluate)"
+                               + (f"; the default {PROXY_CKPT} is missing" if suite == "proxy" else ""))
     _run_entries(entries, ckpt, enc, data_dir=data_dir, out_dir=out_dir, cache_dir=cache_dir, name=name,
                  force=force, verbose=bool(suite))
 
@@ -109,11 +114,12 @@ def _run_entries(entries, ckpt, enc, *, data_dir, out_dir, cache_dir, name, forc
     records, failed = [], []
     encoders: dict = {}  # one loaded encoder per distinct encoder config, shared by the tasks
     for i, (task_name, preset, sets) in enumerate(entries):
-        task = get_task(task_name)
-        task_sets, enc_sets = _split_sets(task, sets, task_name)
         label = task_name + (f"[{preset}]" if preset else "")
         t0 = time.perf_counter()
         try:
+            task = get_task(task_name)
+            task_sets, enc_sets = _split_sets(task, sets, task_name)
+
             def loader(enc_cfg):
                 from harness.encoder import load_encoder
                 key = repr(sorted(enc_cfg.items()))
@@ -126,11 +132,17 @@ def _run_entries(entries, ckpt, enc, *, data_dir, out_dir, cache_dir, name, forc
                                             encoder_config={**enc, **enc_sets}, data_dir=data_dir,
                                             out_dir=out_dir, cache_dir=cache_dir, force=force, name=name,
                                             encoder_loader=loader)
-        except HarnessError as e:
+        except Exception as e:
+            # A suite goes on past a failed entry (a missing dataset, a task module that does not import)
+            # so one problem does not cost the other tasks; the exit code still reports it.
             if not verbose:
                 raise
             failed.append(label)
-            click.echo(f"[{i + 1}/{len(entries)}] {label}: failed: {e}", err=True)
+            if not isinstance(e, HarnessError):
+                import traceback
+                traceback.print_exc()
+            why = e if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
+            click.echo(f"[{i + 1}/{len(entries)}] {label}: failed: {why}", err=True)
             continue
         records.append(record)
         if verbose:
@@ -212,21 +224,44 @@ def ls_datasets(data_dir):
 
 
 @main.command()
-@click.argument("runs", nargs=-1, required=True)
-@click.option("--format", "fmt", type=click.Choice(["md", "csv"]), default="md", show_default=True)
+@click.argument("runs", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "html"]), default="md", show_default=True,
+              help="html: a self-contained page with plots (needs -o).")
 @click.option("-o", "--output", default=None, help="Write to this file instead of stdout.")
-def report(runs, fmt, output):
-    """Comparison table of the result records under RUNS (rows = checkpoints, columns = metrics)."""
-    from harness import report as rep
-    from harness.results import load_records, write_text_atomic
+@click.option("--baseline", default=None, help="Baseline JSON, a run folder or record of one checkpoint, or a row "
+              "name (e.g. 'SoViT-400m/14 (paper)'): its row comes first and every cell gets a delta.")
+@click.option("--with", "with_", multiple=True, type=click.Choice(["paper"]),
+              help="paper: add the paper's published rows (reports/paper.json).")
+@click.option("--show-seeds", is_flag=True, help="Also show per-seed and std-over-seeds columns.")
+def report(runs, fmt, output, baseline, with_, show_seeds):
+    """Comparison tables of the result records under RUNS (rows = checkpoints, columns = metrics by task)."""
+    from harness.report import report_command
 
-    records = [r for folder in runs for r in load_records(folder)]
-    text = rep.to_markdown(records) if fmt == "md" else rep.to_csv(records)
-    if output:
-        write_text_atomic(output, text)
-        click.echo(f"wrote {output}")
-    else:
-        click.echo(text, nl=False)
+    click.echo(report_command(runs, fmt=fmt, output=output, baseline=baseline, with_paper="paper" in with_,
+                              show_seeds=show_seeds), nl=False)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--baseline", default=None, help="Baseline JSON (e.g. reports/baselines/proxy.json) or a run folder.")
+@click.option("--tolerance", type=float, default=None, help="Allowed drop for every metric, in its stored units "
+              "(overrides the baseline's per-metric tolerances and bands).")
+@click.option("--rel-tolerance", type=float, default=None, help="Allowed drop as a fraction of the baseline value.")
+@click.option("--write-baseline", default=None, help="Instead of checking, write a baseline from RUNS to this file.")
+@click.option("--name", default=None, help="With --write-baseline: the checkpoint row to take (when RUNS hold several).")
+def check(runs, baseline, tolerance, rel_tolerance, write_baseline, name):
+    """Regression gate: exit 1 naming each metric of RUNS worse than the baseline by more than allowed."""
+    from harness import check as chk
+
+    if write_baseline:
+        if baseline:
+            raise HarnessError("give --baseline (to check) or --write-baseline (to write one), not both")
+        click.echo(chk.write_baseline_command(runs, write_baseline, name=name, tolerance=tolerance))
+        return
+    if not baseline:
+        raise HarnessError("--baseline FILE is required (or --write-baseline FILE to create one)")
+    code = chk.check_command(runs, baseline, tolerance=tolerance, rel_tolerance=rel_tolerance, echo=click.echo)
+    sys.exit(code)
 
 
 @main.command()
@@ -263,6 +298,64 @@ def pretrain(out, data_dir, sets, ckpt_dir):
     click.echo(f"wrote {summary['out']} (loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}, "
                f"{summary['seconds']:.0f}s)")
     del dataclasses
+
+
+@main.command()
+@click.option("--budget", "budgets", type=float, multiple=True, help="Encoder GFLOPs per image at --res "
+              "(repeatable); default: the SoViTs' compute (71.4 and 220.4 at 224 px, patch 14).")
+@click.option("--kind", type=click.Choice(["classification", "decoding"]), default="classification",
+              show_default=True, help="Which of the paper's exponents to use (and compare a fit with).")
+@click.option("--from", "from_runs", multiple=True, help="Folder of `harness sweep` result records: fit the "
+              "scaling law to them and use the fitted exponents.")
+@click.option("--metric", default=None, help="Metric to fit (default: the sweep's, e.g. fewshot/proxy_scenes/10shot; "
+              "an accuracy in % is fitted as the error 100 - value).")
+@click.option("--start", default="608,10,928", show_default=True, help="Compute-optimal start shape width,depth,mlp.")
+@click.option("--heads", "num_heads", type=int, default=16, show_default=True, help="Heads (fixed; width is a multiple).")
+@click.option("--patch", type=int, default=14, show_default=True, help="Patch size (fixed).")
+@click.option("--res", type=int, default=224, show_default=True, help="Resolution the GFLOPs are counted at.")
+@click.option("--bootstrap", type=int, default=100, show_default=True, help="Bootstrap refits for the intervals (0: none).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--plots", "plots_dir", default=None, help="Write PNG plots (fits per dimension, frontier) here.")
+@click.option("-o", "--output", default=None, help="Also write the markdown report to this file.")
+def shape(budgets, kind, from_runs, metric, start, num_heads, patch, res, bootstrap, seed, plots_dir, output):
+    """Compute-optimal ViT shape for a compute budget (the paper's scaling law), from its exponents or a sweep."""
+    from harness.results import load_records, write_text_atomic
+    from harness.scaling import shape_report
+
+    try:
+        start_shape = tuple(float(v) for v in start.split(","))
+    except ValueError:
+        start_shape = ()
+    if len(start_shape) != 3 or min(start_shape) <= 0:
+        raise HarnessError(f"--start {start!r}: expected width,depth,mlp, e.g. --start 608,10,928")
+    records = [r for folder in from_runs for r in load_records(folder)] if from_runs else None
+    text = shape_report(budgets=budgets, kind=kind, records=records, metric=metric, start=start_shape,
+                        num_heads=num_heads, patch=patch, res=res, bootstrap=bootstrap, seed=seed,
+                        plots_dir=plots_dir)
+    if output:
+        write_text_atomic(output, text)
+    click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--out", "out_dir", default="runs/sweep", show_default=True, help="Sweep folder (models, records).")
+@click.option("--preset", default="proxy", show_default=True, help="proxy (39 runs around 64/6/256) or tiny (smoke test).")
+@click.option("--set", "sets", multiple=True, help="key=value of the sweep (widths=32,96, steps=250,500, batch_size, ...).")
+@click.option("--data-dir", default=None)
+@click.option("--cache-dir", default=None, help="Feature cache (default $HARNESS_CACHE_DIR or ~/.cache/sovit-harness).")
+@click.option("--dry-run", is_flag=True, help="List the runs and their training compute; train nothing.")
+def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
+    """Star sweep: pretrain each shape at several lengths, score it few-shot; `harness shape --from` fits it."""
+    from harness import sweep as sw
+
+    cfg = sw.make_config(preset, _parse_sets(sets))
+    if dry_run:
+        click.echo(sw.describe_plan(cfg), nl=False)
+        return
+    records = sw.run_sweep(cfg, out_dir, data_dir=data_dir, cache_dir=cache_dir,
+                           echo=lambda m: click.echo(m, err=True))
+    click.echo(f"{len(records)} sweep records under {out_dir}/records; fit them with "
+               f"`harness shape --from {out_dir}/records`")
 
 
 @main.command()

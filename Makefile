@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo demo-encoder test test-slow proxy-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The proxy suite: every task on the offline proxies with the committed proxy checkpoint, then the table.
 demo: venv
+	$(BIN)/harness run --suite proxy --out runs/proxy
+	$(BIN)/harness report runs/proxy --with paper
+
+# The foundation demo: a tiny encoder saved as big_vision .npz, reloaded, its features and the model table.
+demo-encoder: venv
 	$(BIN)/harness demo
 
 test: venv
@@ -23,6 +29,12 @@ test: venv
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
+
+# The CI gate: the proxy suite from scratch (fresh records and feature cache), checked against the baseline.
+proxy-check: venv
+	set -e; d="$${PROXY_RUNS:-$$(mktemp -d -t proxy-runs-XXXXXX)}"; \
+	$(BIN)/harness run --suite proxy --out "$$d/runs" --cache-dir "$$d/cache"; \
+	$(BIN)/harness check "$$d/runs" --baseline reports/baselines/proxy.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache

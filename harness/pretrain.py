@@ -42,9 +42,17 @@ class PretrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
 
+    # "flip": every object stays in view, so multi-hot "objects" targets stay true; "inception": the
+    # upstream recipe's crop, which can cut small objects out of the image while their label stays on.
+    augment: str = "flip"
+
     @property
     def pp_train(self) -> str:
-        return f"decode|inception_crop({self.res},area_min=50)|flip_lr|value_range(-1,1)"
+        if self.augment == "inception":
+            return f"decode|inception_crop({self.res},area_min=50)|flip_lr|value_range(-1,1)"
+        if self.augment == "flip":
+            return f"decode|resize({self.res})|flip_lr|value_range(-1,1)"
+        raise HarnessError(f"pretrain augment {self.augment!r}: expected 'flip' or 'inception'")
 
 
 def sigmoid_xent(logits, labels_onehot):

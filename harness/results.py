@@ -113,7 +113,9 @@ def load_records(folder: str | Path) -> list[dict]:
     if folder.is_file():
         files = [folder]
     elif folder.is_dir():
-        files = sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
+        # Artefacts (predictions, fine-tuned checkpoints' JSON) live under artifacts/: not records.
+        files = sorted(p for p in folder.rglob("*.json") if not p.name.startswith(".")
+                       and "artifacts" not in p.relative_to(folder).parts[:-1])
     else:
         raise HarnessError(f"{folder}: no such file or folder of result records")
     records = []

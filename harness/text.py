@@ -314,8 +314,9 @@ def tokenize(tokenizer, texts, max_len: int, *, pad_value: int | None = None) ->
 
 def save_two_tower(path, img_params: dict, txt_params: dict, log_t, b=None) -> str:
     """Writes a big_vision two-tower checkpoint: `params/img/...`, `params/txt/...`, `params/t`, `params/b`."""
-    flat = {f"img/{k}": np.asarray(v) for k, v in checkpoints.flatten(img_params).items()}
-    flat.update({f"txt/{k}": np.asarray(v) for k, v in checkpoints.flatten(txt_params).items()})
+    flatten = (lambda tree: tree if checkpoints._is_flat(tree) else checkpoints.flatten(tree))
+    flat = {f"img/{k}": np.asarray(v) for k, v in flatten(img_params).items()}
+    flat.update({f"txt/{k}": np.asarray(v) for k, v in flatten(txt_params).items()})
     flat["t"] = np.asarray(log_t, np.float32).reshape(1)
     if b is not None:
         flat["b"] = np.asarray(b, np.float32).reshape(1)

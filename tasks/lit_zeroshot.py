@@ -79,7 +79,8 @@ class LitZeroShotConfig:
                                           "oxford_iiit_pet")
     retrieval_datasets: tuple[str, ...] = ("coco_captions",)
     class_names: str = "clip"  # "clip": CLIP's curated names for ImageNet label sets; "dataset": label names
-    prompt_templates: str = "clip_paper"  # "clip_paper" (80 + bare name), "clip_best" (7 + bare name), "class_name_only"
+    # "clip_paper" (CLIP's 80 + the bare name), "clip_best" (7 + the bare name) or "class_name_only".
+    prompt_templates: str = "clip_paper"
     captions_per_image: int = 5  # retrieval texts per image (the standard 5k/25k COCO protocol); 0: all
     # Empty: big_vision's zero-shot `resize(res)|value_range(-1,1)`.
     pp: str = ""
@@ -238,7 +239,7 @@ class LitZeroShot(Task):
         # LiT on proxy_scenes' train captions against the proxy checkpoint, then zero-shot on its 24
         # classes and retrieval on its test captions: about a minute on 2 CPU cores.
         "proxy": dict(train_dataset="proxy_scenes", zeroshot_datasets=("proxy_scenes",),
-                      retrieval_datasets=("proxy_scenes",), train_steps=600, batch_size=128, lr=1e-3,
+                      retrieval_datasets=("proxy_scenes",), train_steps=300, batch_size=128, lr=1e-3,
                       weight_decay=1e-4, text_width=64, text_depth=2, text_mlp_dim=256, text_num_heads=4,
                       max_len=24, image_batch_size=100, ckpt_every=0),
         "imagenet": dict(zeroshot_datasets=("imagenet2012", "imagenet2012_real", "imagenet_v2"),
@@ -276,8 +277,7 @@ class LitZeroShot(Task):
                                f"(text_tower={config.text_tower}, train_steps={config.train_steps}); pass a "
                                "two-tower checkpoint (SigLIP/LiT .npz as file.npz:img, or a HF SigLIP folder) "
                                "or let LiT train one (--set train_steps=N)")
-        representation = config.representation or (
-            "logits" if tower is not None and "logits" in encoder.outputs else "pre_logits")
+        representation = config.representation or self._representation(encoder, tower)
         tokenizer = self._tokenizer(config, tower)
         pad_value = None if config.pad_value < 0 else config.pad_value
 
@@ -318,6 +318,24 @@ class LitZeroShot(Task):
         return metrics
 
     # ------------------------------------------------------------------------------------- pieces
+    @staticmethod
+    def _representation(encoder, tower) -> str:
+        """A LiT tower embeds into the image tower's pre_logits; a two-tower checkpoint's image tower may
+        end in a projection `head` (SigLIP) whose logits are the embedding: the output whose size is the
+        text embedding's, the head first."""
+        if tower is None:
+            return "pre_logits"
+        want = tower.config.get("num_classes") or tower.config["width"]
+        sizes = {"logits": encoder.config.get("num_classes"),
+                 "pre_logits": encoder.config.get("rep_size") or encoder.config["width"]}
+        if encoder.config.get("rep_size") is True:
+            sizes["pre_logits"] = encoder.config["width"]
+        for name in ("logits", "pre_logits"):
+            if name in encoder.outputs and sizes[name] == want:
+                return name
+        raise HarnessError(f"the text tower embeds into {want} dimensions but the image tower's outputs have "
+                           f"{sizes}; pick the right image sub-tree or pass --set representation=...")
+
     @staticmethod
     def _tokenizer(config: LitZeroShotConfig, tower):
         from harness.tokenizer import Tokenizer
@@ -431,8 +449,13 @@ class LitZeroShot(Task):
                                config=tcfg, log_t=float(np.asarray(params["t"])[0]),
                                b=float(np.asarray(params["b"])[0]) if "b" in params else None)
         if config.save_checkpoint:
-            path = text.save_two_tower(ctx.out_dir / "lit_two_tower.npz", jax.device_get(encoder.params),
-                                       params["txt"], params["t"], params.get("b"))
+            img = checkpoints.flatten(jax.device_get(encoder.params))
+            if representation == "pre_logits":
+                # As in big_vision's LiT, the image tower of the pair has no head: its pre_logits ARE the
+                # embedding, and a reload must not mistake a pretraining classifier for a projection.
+                img = {k: v for k, v in img.items() if not k.startswith("head/")}
+            path = text.save_two_tower(ctx.out_dir / "lit_two_tower.npz", img, params["txt"], params["t"],
+                                       params.get("b"))
             ctx.note_artifact("lit_checkpoint", path)
         return tower, float(np.mean(tail))
 

@@ -12,6 +12,7 @@ from harness import checkpoints, text
 from harness.encoder import load_encoder
 from harness.errors import HarnessError
 from harness.runner import run_task
+from harness.suites import PROXY_CKPT
 from tasks import lit_zeroshot as lz
 
 HF = Path(__file__).parent / "data" / "hf_siglip"
@@ -332,13 +333,15 @@ def test_hf_two_tower_runs_the_task_without_training(env, tmp_path):
         run(env, ckpt=str(HF / "two_tower"))
 
 
-@pytest.mark.skipif(not Path(lz.ASSETS / "proxy_sovit.npz").exists(), reason="proxy checkpoint not built yet")
+@pytest.mark.skipif(not PROXY_CKPT.exists(), reason="proxy checkpoint not built yet")
 @pytest.mark.slow
 def test_proxy_preset_learns(tmp_path):
-    """The CI proxy: LiT on proxy_scenes' train captions, zero-shot on its 24 classes, far above chance."""
-    rec, _, _ = run_task("lit_zeroshot", str(lz.ASSETS / "proxy_sovit.npz"), preset="proxy",
-                         out_dir=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False)
+    """The CI proxy: LiT on proxy_scenes' train captions, zero-shot on its 24 classes, far above chance
+    (1/24 = 4.2%; retrieval chance: i2t R@10 ~2%, t2i R@10 = 2%)."""
+    rec, _, _ = run_task("lit_zeroshot", str(PROXY_CKPT), preset="proxy", out_dir=tmp_path / "runs",
+                         cache_dir=tmp_path / "cache", progress=False)
     m = {k: v["value"] for k, v in rec["metrics"].items()}
-    assert m["lit_zeroshot/proxy_scenes/top1"] > 50.0
-    assert m["lit_zeroshot/proxy_scenes/i2t_recall@10"] > 20.0
     print(json.dumps(m, indent=1))
+    assert m["lit_zeroshot/proxy_scenes/top1"] > 3 * 100 / 24
+    assert m["lit_zeroshot/proxy_scenes/i2t_recall@10"] > 20.0 and m["lit_zeroshot/proxy_scenes/t2i_recall@10"] > 20.0
+    assert rec["info"]["lit_training"]["final_loss"] < 0.5 * rec["info"]["lit_training"]["first_loss"]

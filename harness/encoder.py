@@ -228,8 +228,25 @@ class Encoder:
         images = np.asarray(images, np.float32)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise HarnessError(f"images must be [N, H, W, 3], got shape {images.shape}")
+        from harness import sharding
+        if sharding.is_sharded():
+            return {k: v.astype(np.float32) for k, v in self._apply_on_mesh(images, names).items()}
         out = self._apply(self.params, images, names)
         return {k: np.asarray(jax.device_get(v)).astype(np.float32) for k, v in out.items()}
+
+    def _apply_on_mesh(self, images: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The batch split over every device of the run (padded to a multiple of their number), params
+        placed once per params object and strategy (see `harness.sharding`)."""
+        from harness import sharding
+
+        mesh = sharding.default_mesh()
+        placed = self.__dict__.get("_mesh_params")
+        if placed is None or placed[0] is not self.params or placed[1] != sharding.param_strategy():
+            on_mesh = sharding.place(self.params, sharding.param_shardings(self.params, mesh))
+            placed = self.__dict__["_mesh_params"] = (self.params, sharding.param_strategy(), on_mesh)
+        x, n = sharding.pad_rows(images, mesh.size)
+        out = self._apply(placed[2], sharding.global_batch(x, mesh), names)
+        return {k: sharding.to_host(v)[:n] for k, v in out.items()}
 
     def save(self, path: str, fmt: str = "npz") -> str:
         if fmt == "npz":

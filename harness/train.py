@@ -87,25 +87,43 @@ def _restore_state(ckpt_dir: Path, params, opt_state):
 def fit(*, params, tx, loss_fn: Callable, batches: Callable[[int], Iterator[dict]], total_steps: int,
         seed: int = 0, ckpt_dir: str | Path | None = None, ckpt_every: int = 0, progress: bool = True,
         desc: str = "train", diverge_factor: float = 1e3, log_every: int = 50,
-        stop_after: int | None = None) -> FitResult:
+        stop_after: int | None = None, param_sharding: str | None = None,
+        process_local_batches: bool = False) -> FitResult:
     """Minimises `loss_fn(params, batch, rng) -> (loss, aux)` with optax transform `tx`.
 
     `batches(start_step)` returns the batch stream from `start_step` on (so a resumed run sees the same
     data). `stop_after` ends the loop early at that step (used by tests to simulate a kill).
+
+    With more than one device the step runs over `harness.sharding`'s mesh: each batch is split over the
+    `data` axis, params and optimizer state are replicated or FSDP-sharded (`param_sharding`, default
+    `harness.sharding.param_strategy()`); `process_local_batches` says that each process's `batches`
+    yields only its own rows instead of the whole batch. On one device none of this runs.
     """
     import jax
     import optax
 
-    opt_state = tx.init(params)
+    from harness import sharding
+
+    on_mesh = sharding.is_sharded()
+    if on_mesh:
+        mesh = sharding.default_mesh()
+        p_sh = sharding.param_shardings(params, mesh, param_sharding)
+        params = sharding.place(params, p_sh)
+        # Placement is a function of a leaf's shape, so Adam's moments land where their parameter is.
+        o_sh = sharding.param_shardings(jax.eval_shape(tx.init, params), mesh, param_sharding)
+        opt_state = jax.jit(tx.init, out_shardings=o_sh)(params)
+    else:
+        opt_state = tx.init(params)
     start = 0
     ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
     if ckpt_dir is not None:
         restored = _restore_state(ckpt_dir, params, opt_state)
         if restored is not None:
             start, params, opt_state = restored
+            if on_mesh:
+                params, opt_state = sharding.place(params, p_sh), sharding.place(opt_state, o_sh)
             log.info("%s: resumed from step %d (%s)", desc, start, ckpt_dir)
 
-    @jax.jit
     def step_fn(params, opt_state, batch, step):
         rng = jax.random.fold_in(jax.random.PRNGKey(seed), step)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
@@ -113,6 +131,7 @@ def fit(*, params, tx, loss_fn: Callable, batches: Callable[[int], Iterator[dict
         params = optax.apply_updates(params, updates)
         return params, opt_state, loss, aux
 
+    step_fn = jax.jit(step_fn, out_shardings=(p_sh, o_sh, None, None)) if on_mesh else jax.jit(step_fn)
     losses: list[float] = []
     t0 = time.perf_counter()
     bar = _bar(total_steps, start, desc, progress)
@@ -124,6 +143,8 @@ def fit(*, params, tx, loss_fn: Callable, batches: Callable[[int], Iterator[dict
             if stop_after is not None and step >= stop_after:
                 break
             batch = next(it)
+            if on_mesh:
+                batch = sharding.global_batch(batch, mesh, local=process_local_batches)
             params, opt_state, loss, _ = step_fn(params, opt_state, batch, step)
             loss = float(loss)
             losses.append(loss)
@@ -142,7 +163,13 @@ def fit(*, params, tx, loss_fn: Callable, batches: Callable[[int], Iterator[dict
             elif log_every and step % log_every == 0:
                 log.info("%s step %d/%d loss %.4f", desc, step, total_steps, loss)
             if ckpt_dir is not None and ckpt_every and (step + 1) % ckpt_every == 0 and step + 1 < total_steps:
-                _save_state(ckpt_dir, step + 1, params, opt_state)
+                if not on_mesh:
+                    _save_state(ckpt_dir, step + 1, params, opt_state)
+                else:
+                    host = sharding.to_host_tree((params, opt_state))  # a collective: every process
+                    if sharding.is_writer():
+                        _save_state(ckpt_dir, step + 1, *host)
+                    sharding.barrier(f"ckpt-{step + 1}")
         else:
             step = total_steps
     finally:

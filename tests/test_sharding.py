@@ -1,0 +1,300 @@
+"""Sharded execution (harness/sharding.py): 8 CPU devices and 2 processes give the single-device results.
+
+XLA_FLAGS must be set before jax is imported, so the multi-device and multi-process runs are child
+processes of this file (`python tests/test_sharding.py <mode> ...`); the single-device reference is
+computed here, in the pytest process, while they run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_ENC = dict(width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=8, res=32, pool_type="map")
+FEWSHOT_SETS = {"datasets": "proxy_digits", "shots": "1,5", "seeds": "0,1", "batch_size": "24",
+                "max_train_examples": "120", "max_test_examples": "72"}
+# Matmuls split into per-device blocks round differently from one big block (XLA picks the kernel by
+# shape); a forward pass therefore agrees to float32 rounding, not bit for bit.
+FEATURE_ATOL = 2e-5
+
+
+# ------------------------------------------------------------------------------------ shared pieces
+def _images(n=13, res=32):
+    return np.random.default_rng(0).uniform(-1, 1, (n, res, res, 3)).astype(np.float32)
+
+
+def _fit_problem():
+    """Softmax regression on fixed random data: batches are a function of the step, as `fit` requires."""
+    import optax
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 64).astype(np.int32)
+    params = {"w": np.zeros((6, 16), np.float32), "b": np.zeros(16, np.float32),
+              "out": np.full((16, 3), 0.1, np.float32)}
+
+    def loss_fn(p, batch, rng_key):
+        import jax
+        import jax.numpy as jnp
+        h = jnp.tanh(batch["x"] @ p["w"] + p["b"])
+        keep = jax.random.bernoulli(rng_key, 0.9, h.shape)  # dropout: the rng must agree across layouts
+        logits = (h * keep) @ p["out"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), {}
+
+    def batches(start):
+        step = start
+        while True:
+            i = (step * 16) % 64
+            yield {"x": x[i:i + 16], "y": y[i:i + 16]}
+            step += 1
+
+    return params, loss_fn, batches
+
+
+def _run_fit(tmp: Path, **kw):
+    import optax
+    from harness.sharding import to_host_tree
+    from harness.train import fit
+
+    params, loss_fn, batches = _fit_problem()
+    res = fit(params=params, tx=optax.adam(0.05), loss_fn=loss_fn, batches=batches, total_steps=12,
+              progress=False, **kw)
+    return res.losses, {k: np.asarray(v) for k, v in to_host_tree(res.params).items()}
+
+
+def _fewshot_metrics(record: dict) -> dict[str, float]:
+    return {k: v["value"] for k, v in record["metrics"].items()}
+
+
+def _per_process_sums(enc, process_index: int, process_count: int) -> dict[str, float]:
+    """Each process reads only its part of the test split and encodes it on its own devices; the sums and
+    counts are then combined (the issue's metric reduction)."""
+    import jax
+    from harness import data, sharding
+    from tasks.fewshot import default_pp
+
+    sums = {"count": 0.0, "label_sum": 0.0, "feature_sum": 0.0}
+    mesh = sharding.default_mesh()
+    for batch in data.iterate("proxy_digits", "test", batch_size=8, pp=default_pp(enc.res), num_examples=50,
+                              process_index=process_index, process_count=process_count):
+        mask = np.asarray(batch["_mask"], bool)
+        if sharding.is_sharded():
+            local = sharding.global_batch(np.asarray(batch["image"], np.float32), mesh,
+                                          local=jax.process_count() > 1)
+            params = sharding.place(enc.params, sharding.param_shardings(enc.params, mesh))
+            feats = sharding.local_rows(enc._apply(params, local, ("pre_logits",))["pre_logits"])
+        else:
+            feats = enc.features(batch["image"], ["pre_logits"])["pre_logits"]
+        sums["count"] += float(mask.sum())
+        sums["label_sum"] += float(np.asarray(batch["label"])[mask].sum())
+        sums["feature_sum"] += float(np.asarray(feats, np.float64)[mask].sum())
+    return {k: float(v) for k, v in sharding.reduce_sums(sums).items()}
+
+
+# ---------------------------------------------------------------------------------- child programs
+def child_devices(out: Path, ckpt: str):
+    """8 CPU devices in one process."""
+    import jax
+    from harness.encoder import load_encoder
+    from harness.runner import run_task
+
+    assert jax.device_count() == 8, jax.devices()
+    enc = load_encoder(ckpt)
+    np.savez(out / "features.npz", **enc.features(_images(), ["pre_logits", "encoded"]))
+    result = {}
+    for strategy in ("replicate", "fsdp"):
+        losses, params = _run_fit(out, param_sharding=strategy)
+        np.savez(out / f"fit_{strategy}.npz", **params)
+        result[f"fit_{strategy}_losses"] = losses
+    # fsdp really shards: the (16, 3) leaf splits on its 16-row axis over the 8 devices.
+    from harness import sharding
+    spec = sharding.leaf_spec((16, 3), 8, "fsdp", min_size=1)
+    result["fsdp_spec"] = list(spec)
+    rec, _, _ = run_task("fewshot", ckpt, sets=FEWSHOT_SETS, out_dir=out / "runs", cache_dir=out / "cache",
+                         progress=False, force=True)
+    result["fewshot"] = _fewshot_metrics(rec)
+    result["sums"] = _per_process_sums(enc, 0, 1)
+    (out / "result.json").write_text(json.dumps(result))
+
+
+def child_process(out: Path, ckpt: str, port: int, pid: int, mode: str):
+    """One of two processes (one CPU device each) of a jax.distributed run on localhost."""
+    from harness import sharding
+
+    sharding.initialize(f"localhost:{port}", 2, pid, heartbeat_timeout_s=10, init_timeout_s=60)
+    import jax
+    assert jax.process_count() == 2 and jax.device_count() == 2
+    if mode == "fail":
+        with sharding.guard():
+            if pid == 1:
+                time.sleep(1.0)
+                from harness.errors import HarnessError
+                raise HarnessError("the data of shard 1 is missing")
+            sharding.barrier("never-reached", timeout_s=120)  # process 0 waits for a peer that died
+        return
+    from harness.encoder import load_encoder
+    with sharding.guard():
+        enc = load_encoder(ckpt)
+        feats = enc.features(_images(), ["pre_logits"])["pre_logits"]
+        losses, params = _run_fit(out)
+        sums = _per_process_sums(enc, pid, 2)
+        rec, path = sharding.run_task_distributed("fewshot", ckpt, out_dir=str(out / "runs"), sets=FEWSHOT_SETS)
+        np.savez(out / f"p{pid}.npz", features=feats, **params)
+        (out / f"p{pid}.json").write_text(json.dumps({"losses": losses, "sums": sums, "record": str(path),
+                                                      "fewshot": _fewshot_metrics(rec)}))
+
+
+# ------------------------------------------------------------------------------------------- tests
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", **extra)
+    return env
+
+
+def _spawn(args, **env):
+    return subprocess.Popen([sys.executable, __file__, *map(str, args)], cwd=ROOT, env=_env(**env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(proc, timeout):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"child process hung for {timeout}s; stderr tail:\n{err[-3000:]}")
+    return proc.returncode, out, err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from harness.encoder import load_encoder
+    path = tmp_path_factory.mktemp("shard_ckpt") / "tiny.npz"
+    return load_encoder("random:0", **TINY_ENC).save(str(path))
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt, tmp_path_factory):
+    """Single-device results, computed in this process."""
+    from harness.encoder import load_encoder
+    from harness.runner import run_task
+
+    tmp = tmp_path_factory.mktemp("shard_ref")
+    enc = load_encoder(ckpt)
+    feats = enc.features(_images(), ["pre_logits", "encoded"])
+    losses, params = _run_fit(tmp)
+    rec, _, _ = run_task("fewshot", ckpt, sets=FEWSHOT_SETS, out_dir=tmp / "runs", cache_dir=tmp / "cache",
+                         progress=False)
+    return dict(features=feats, losses=losses, params=params, fewshot=_fewshot_metrics(rec),
+                sums=_per_process_sums(enc, 0, 1), record=rec)
+
+
+def test_units_on_one_device():
+    from jax.sharding import PartitionSpec as P
+
+    from harness import sharding
+    from harness.errors import HarnessError
+
+    assert not sharding.is_sharded()
+    # FSDP picks the largest evenly divisible axis; small or indivisible leaves stay replicated.
+    assert sharding.leaf_spec((1152, 4304), 8, "fsdp", min_size=1) == P(None, "data")
+    assert sharding.leaf_spec((1152, 4300), 8, "fsdp", min_size=1) == P("data")
+    assert sharding.leaf_spec((27, 1152, 16, 72), 8, "fsdp", min_size=1) == P(None, "data")
+    assert sharding.leaf_spec((7, 9), 8, "fsdp", min_size=1) == P()
+    assert sharding.leaf_spec((1152,), 8, "fsdp") == P()  # below FSDP_MIN_SIZE
+    assert sharding.leaf_spec((1152, 4304), 8, "replicate") == P()
+    padded, n = sharding.pad_rows(np.ones((13, 2)), 8)
+    assert n == 13 and padded.shape == (16, 2) and padded[13:].sum() == 0
+    with pytest.raises(HarnessError, match="not one of"):
+        sharding.set_param_strategy("zero3")
+    assert sharding.reduce_sums({"a": 3, "b": [1.5, 2]})["b"].tolist() == [1.5, 2.0]
+    assert sharding.initialize() is False  # nothing asks for more processes
+    with pytest.raises(HarnessError, match="give all of"):
+        sharding.initialize("localhost:1", None, None)
+    with pytest.raises(HarnessError, match="not in"):
+        sharding.initialize("localhost:1", 2, 5)
+
+
+def test_eight_devices_match_one(ckpt, reference, tmp_path):
+    child = _spawn(["devices", tmp_path, ckpt], XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    ref = reference
+    code, _, err = _wait(child, 240)
+    assert code == 0, err[-3000:]
+    got = json.loads((tmp_path / "result.json").read_text())
+    feats = np.load(tmp_path / "features.npz")
+    for k in ("pre_logits", "encoded"):
+        assert feats[k].shape == ref["features"][k].shape
+        np.testing.assert_allclose(feats[k], ref["features"][k], atol=FEATURE_ATOL, rtol=0)
+    for strategy in ("replicate", "fsdp"):
+        np.testing.assert_allclose(got[f"fit_{strategy}_losses"], ref["losses"], rtol=1e-5, atol=1e-6)
+        params = np.load(tmp_path / f"fit_{strategy}.npz")
+        for k, v in ref["params"].items():
+            np.testing.assert_allclose(params[k], v, rtol=1e-4, atol=1e-5)
+    assert ref["losses"][-1] < ref["losses"][0]  # the problem does learn
+    assert got["fsdp_spec"] == ["data"]
+    assert got["fewshot"] == ref["fewshot"]  # accuracies: exactly equal
+    assert got["sums"]["count"] == ref["sums"]["count"] == 50
+    assert got["sums"]["label_sum"] == ref["sums"]["label_sum"]
+    assert got["sums"]["feature_sum"] == pytest.approx(ref["sums"]["feature_sum"], rel=1e-5)
+
+
+def test_two_processes_match_one(ckpt, reference, tmp_path):
+    port = _free_port()
+    procs = [_spawn(["process", tmp_path, ckpt, port, pid, "run"]) for pid in (0, 1)]
+    results = [_wait(p, 240) for p in procs]
+    for pid, (code, _, err) in enumerate(results):
+        assert code == 0, f"process {pid}: {err[-3000:]}"
+    ref = reference
+    for pid in (0, 1):
+        got = json.loads((tmp_path / f"p{pid}.json").read_text())
+        arrays = np.load(tmp_path / f"p{pid}.npz")
+        np.testing.assert_allclose(arrays["features"], ref["features"]["pre_logits"], atol=FEATURE_ATOL, rtol=0)
+        np.testing.assert_allclose(got["losses"], ref["losses"], rtol=1e-5, atol=1e-6)
+        for k, v in ref["params"].items():
+            np.testing.assert_allclose(arrays[k], v, rtol=1e-4, atol=1e-5)
+        assert got["sums"]["count"] == 50 and got["sums"]["label_sum"] == ref["sums"]["label_sum"]
+        assert got["sums"]["feature_sum"] == pytest.approx(ref["sums"]["feature_sum"], rel=1e-5)
+        assert got["fewshot"] == ref["fewshot"]
+    # Written once, by process 0, into the shared output folder; it equals the one-process record.
+    records = list((tmp_path / "runs").glob("fewshot__*.json"))
+    assert len(records) == 1
+    rec = json.loads(records[0].read_text())
+    assert _fewshot_metrics(rec) == ref["fewshot"]
+    assert rec["info"]["distributed"] == {"process_count": 2, "device_count": 2}
+    assert rec["task"]["config_hash"] == ref["record"]["task"]["config_hash"]
+
+
+def test_a_failing_process_stops_the_run(ckpt, tmp_path):
+    port = _free_port()
+    t0 = time.perf_counter()
+    procs = [_spawn(["process", tmp_path, ckpt, port, pid, "fail"]) for pid in (0, 1)]
+    results = [_wait(p, 90) for p in procs]
+    seconds = time.perf_counter() - t0
+    (code0, _, err0), (code1, _, err1) = results
+    assert code1 == 2 and "process 1 failed: HarnessError: the data of shard 1 is missing" in err1
+    assert code0 != 0 and "process 1 failed" in err0, err0[-2000:]
+    assert seconds < 60  # not the 120 s barrier timeout: the watchdog ended process 0
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    sys.path.insert(0, str(ROOT))
+    if mode == "devices":
+        child_devices(out, sys.argv[3])
+    else:
+        child_process(out, sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])

@@ -1,0 +1,208 @@
+"""Visual question answering through a small autoregressive decoder on the patch tokens (paper Table 4).
+
+Per dataset, a 2-layer decoder (`harness.decoder`) reads the frozen encoder's `encoded` tokens and is
+trained to generate the answer after the question, which it gets as a prefix (loss only on the answer
+tokens); then it answers the eval split's questions. Scoring:
+- VQAv2 (and the proxy's VQA questions, same format): the official VQAv2 accuracy (10 annotators,
+  `harness.metrics.vqa_scores`), overall and per answer type;
+- GQA and OCR-VQA: exact match after the same answer normalisation. They have no builder in this
+  project; when one is prepared as a TFDS dataset with the features named in `DATASET_SPECS`, it is
+  evaluated, otherwise skipped with one line saying so.
+The decoder trains on the annotators' most common answer (`multiple_choice_answer`) for VQAv2-style
+data. Log-perplexity (nats per answer token) is reported beside the accuracy.
+
+Metric names: `vqa/<dataset>/accuracy` (%), `.../accuracy/<answer type>`, `.../log_perplexity`.
+Predictions are exported in the official results format `[{"question_id": int, "answer": str}]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from harness import data, metrics
+from harness.api import Metric, RunContext, Task
+from harness.decoder import DecoderSettings, TextTable, as_text, train_and_decode
+from harness.errors import HarnessError
+from harness.results import write_json_atomic
+
+log = logging.getLogger("harness")
+
+
+@dataclasses.dataclass(frozen=True)
+class VqaSpec:
+    """Where a VQA dataset keeps its text. `per_image`: questions are a sequence inside one image
+    example (proxy_scenes); otherwise one example per question (VQAv2)."""
+
+    question: str
+    question_id: str
+    answer: str  # the training target: one string per question
+    answers: str = ""  # the 10 annotator answers (VQAv2 scoring); empty: exact match against `answer`
+    answer_type: str = ""
+    train_split: str = "train"
+    eval_split: str = "validation"
+    metric_name: str = ""  # short name in metric names
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(k for k in (self.question, self.question_id, self.answer, self.answers, self.answer_type) if k)
+
+
+DATASET_SPECS: dict[str, VqaSpec] = {
+    "vqav2": VqaSpec("question", "question_id", "multiple_choice_answer", "answers", "answer_type",
+                     train_split="train", eval_split="validation", metric_name="vqav2"),
+    "proxy_scenes": VqaSpec("questions/question", "questions/question_id", "questions/multiple_choice_answer",
+                            "questions/answers", "questions/answer_type", train_split="train",
+                            eval_split="test", metric_name="proxy_scenes"),
+    # Assumed layouts (no builder in this project): one example per question with its answer.
+    "gqa": VqaSpec("question", "question_id", "answer", train_split="train_balanced", eval_split="testdev",
+                   metric_name="gqa"),
+    "ocrvqa": VqaSpec("question", "question_id", "answer", train_split="train", eval_split="test",
+                      metric_name="ocrvqa"),
+}
+ANSWER_TYPE_NAMES = {"yes/no": "yes_no", "number": "number", "other": "other"}
+
+
+@dataclasses.dataclass
+class VQAConfig(DecoderSettings):
+    datasets: tuple[str, ...] = ("vqav2", "gqa", "ocrvqa")
+    # Empty: each dataset's own (see DATASET_SPECS); otherwise TFDS split strings for every dataset.
+    train_split: str = ""
+    eval_split: str = ""
+    prefix_len: int = 32
+    target_len: int = 8
+
+
+def spec_of(dataset: str) -> VqaSpec:
+    base = data.get_info(dataset).name
+    spec = DATASET_SPECS.get(base) or DATASET_SPECS.get(dataset.split("/")[0].split(":")[0])
+    if spec is None:
+        raise HarnessError(f"vqa: no question/answer layout known for dataset {dataset!r}; known: "
+                           f"{', '.join(DATASET_SPECS)}")
+    return spec
+
+
+def _metric_base(dataset: str) -> str:
+    spec = spec_of(dataset)
+    suffix = dataset[len(dataset.split("/")[0]):] if "/" in dataset else ""  # "proxy_scenes/tiny"
+    return f"vqa/{spec.metric_name}{suffix}"
+
+
+def _read_text(spec: VqaSpec, dataset: str):
+    def read(batch: dict) -> TextTable:
+        missing = [k for k in spec.keys if k not in batch]
+        if missing:
+            raise HarnessError(f"dataset {dataset!r} has no feature {missing[0]!r}; it has "
+                               f"{', '.join(k for k in batch if not k.startswith('_'))}")
+        q = np.asarray(batch[spec.question])
+        per_image = q.ndim == 2
+        rows, ids, prefixes, targets, extra = [], [], [], [], []
+        for r in range(len(q)):
+            for j in (range(q.shape[1]) if per_image else [None]):
+                def get(key):
+                    v = np.asarray(batch[key])[r]
+                    return v if j is None else v[j]
+                question = as_text(get(spec.question))
+                if not question:
+                    continue  # padding of a shorter question list
+                item = {"answers": [as_text(a) for a in get(spec.answers)] if spec.answers else None,
+                        "answer": as_text(get(spec.answer))}
+                if spec.answer_type:
+                    item["answer_type"] = as_text(get(spec.answer_type))
+                rows.append(r)
+                ids.append(int(get(spec.question_id)))
+                prefixes.append(question)
+                targets.append([item["answer"]])
+                extra.append(item)
+        return TextTable(rows=np.array(rows, np.int64), ids=ids, prefixes=prefixes, targets=targets, extra=extra)
+
+    return read
+
+
+class VQA(Task):
+    name = "vqa"
+    description = "VQA with a 2-layer decoder on frozen patch tokens: VQAv2 accuracy, GQA, OCR-VQA (Table 4)"
+    Config = VQAConfig
+    presets = {
+        "proxy": dict(datasets=("proxy_scenes",), tokenizer="proxy", decoder_width=96, decoder_mlp_dim=384,
+                      decoder_heads=4, optimizer="adam", lr=1e-3, total_steps=800, batch_size=64,
+                      prefix_len=12, target_len=4, eval_batch_size=500, feature_dtype="float32"),
+    }
+
+    def metrics(self, config: VQAConfig) -> list[Metric]:
+        out = []
+        for ds in config.datasets:
+            base = _metric_base(ds)
+            spec = spec_of(ds)
+            if spec.answers:
+                out.append(Metric(f"{base}/accuracy", True, "%", f"official VQAv2 accuracy on {ds}"))
+                out += [Metric(f"{base}/accuracy/{n}", True, "%", f"VQAv2 accuracy, answer type {t}")
+                        for t, n in ANSWER_TYPE_NAMES.items()]
+            else:
+                out.append(Metric(f"{base}/accuracy", True, "%", f"exact match (VQA-normalised) on {ds}"))
+            out.append(Metric(f"{base}/log_perplexity", False, "nats", "decoder NLL per answer token"))
+        return out
+
+    def run(self, encoder, ctx: RunContext, config: VQAConfig) -> dict[str, float]:
+        results: dict[str, float] = {}
+        skipped = []
+        for ds in config.datasets:
+            spec = spec_of(ds)
+            if data.get_info(ds).name not in data.GENERATED and not data.is_prepared(ds, ctx.data_dir):
+                info = data.get_info(ds)
+                skipped.append(ds)
+                log.warning("vqa: %s is not prepared under %s (%s); skipped", ds, data.default_data_dir(ctx.data_dir),
+                            info.prepare_command(ctx.data_dir))
+                continue
+            results.update(self._run_one(encoder, ctx, config, ds, spec))
+        ctx.info["skipped_datasets"] = skipped
+        if not results:
+            first = config.datasets[0] if config.datasets else "vqav2"
+            data.require_prepared(first, ctx.data_dir)  # raises with the preparation command
+            raise HarnessError("vqa: no dataset to evaluate; pass --set datasets=vqav2,...")
+        return results
+
+    def _run_one(self, encoder, ctx: RunContext, config: VQAConfig, ds: str, spec: VqaSpec) -> dict[str, float]:
+        train_split = config.train_split or spec.train_split
+        eval_split = config.eval_split or spec.eval_split
+        out = train_and_decode(encoder, ctx, config, dataset=ds, train_split=train_split, eval_split=eval_split,
+                               text_keys=spec.keys, read_text=_read_text(spec, ds), desc=f"vqa {ds}")
+        table: TextTable = out["eval_table"]
+        predictions = out["predictions"]
+        if len(set(table.ids)) != len(table.ids):
+            raise HarnessError(f"dataset {ds!r}: question ids in {spec.question_id!r} are not unique in {eval_split}")
+        base = _metric_base(ds)
+        values: dict[str, float] = {}
+        if spec.answers:
+            questions = {}
+            for qid, item in zip(table.ids, table.extra):
+                questions[qid] = {"answers": item["answers"], **({"answer_type": item["answer_type"]}
+                                                                 if "answer_type" in item else {})}
+            scores = metrics.vqa_scores(predictions, questions)
+            values[f"{base}/accuracy"] = scores["overall"]
+            for t, v in scores["per_answer_type"].items():
+                values[f"{base}/accuracy/{ANSWER_TYPE_NAMES.get(t, t.replace('/', '_'))}"] = v
+            ctx.note_per_example(f"{base}/accuracy", [scores["per_question"][q] for q in table.ids])
+        else:
+            gt = {qid: item["answer"] for qid, item in zip(table.ids, table.extra)}
+            per = metrics.exact_match_per_example(predictions, gt)
+            values[f"{base}/accuracy"] = 100.0 * float(np.mean([per[q] for q in table.ids]))
+            ctx.note_per_example(f"{base}/accuracy", [100.0 * per[q] for q in table.ids])
+        values[f"{base}/log_perplexity"] = out["log_perplexity"]
+
+        pred_path = ctx.out_dir / f"vqa_{ds.replace('/', '_')}_{eval_split.replace('/', '_')}_predictions.json"
+        write_json_atomic(pred_path, [{"question_id": int(q), "answer": predictions[q]} for q in table.ids])
+        ctx.note_artifact(f"predictions/{ds}", pred_path)
+        ctx.info.setdefault("decoder", {})[ds] = {
+            k: out[k] for k in ("steps", "train_loss_first", "train_loss_last", "num_train_text_examples",
+                                "num_eval_text_examples")}
+        ctx.info.setdefault("feature_extraction", []).extend(out["feature_extraction"])
+        ctx.info.setdefault("examples", {})[ds] = [
+            {"question_id": int(q), "question": p, "answer": predictions[q], "gt": e.get("answers") or e["answer"]}
+            for q, p, e in list(zip(table.ids, table.prefixes, table.extra))[:3]]
+        timings = ctx.info.setdefault("timings", {})
+        for k, v in out["timings"].items():
+            timings[k] = timings.get(k, 0.0) + v
+        return values

@@ -293,6 +293,8 @@ class LitZeroShot(Task):
                                    f"checkpoint's text tower only {tower.config['vocab_size']}; pass the "
                                    "checkpoint's own sentencepiece model with --set tokenizer=PATH")
             ctx.info["text_tower"] = {**tower.config, "source": "checkpoint"}
+            log.info("lit_zeroshot: the checkpoint's own text tower (%s), no LiT training",
+                     tower.config["checkpoint"]["path"])
         ctx.info["tokenizer"] = tokenizer.model_path
         ctx.info["representation"] = representation
 

@@ -230,6 +230,25 @@ def test_two_tower_npz_round_trip(two_tower, tmp_path):
     np.testing.assert_allclose(text.load_text_tower(str(spath), scan=False).embed(tokens), swant, atol=1e-5)
 
 
+def test_two_tower_tensorstore_folder(two_tower, tmp_path):
+    """big_vision's tensorstore layout (one zarr array per leaf, "/" as "~") with the same arrays."""
+    import tensorstore as ts
+
+    _, model, params, path = two_tower
+    folder = tmp_path / "checkpoint.bv-000000007"
+    folder.mkdir()
+    with np.load(path) as z:
+        for k in z.files:
+            v = z[k]
+            spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(folder / k.replace("/", "~"))}}
+            ts.open(spec, create=True, dtype=v.dtype.name, shape=v.shape).result().write(v).result()
+    tokens = np.random.default_rng(4).integers(0, 600, (3, 12)).astype(np.int32)
+    want = np.asarray(text.l2_normalize(model.apply({"params": params}, tokens)[0]))
+    tower = text.load_text_tower(f"{folder}:img")
+    assert tower.log_t == pytest.approx(math.log(7.0)) and tower.config["checkpoint"]["format"] == "tensorstore"
+    np.testing.assert_allclose(tower.embed(tokens), want, atol=1e-6)
+
+
 def test_image_only_checkpoint_has_no_text_tower(env):
     path = env["ckpt"]
     assert checkpoints.read_text_tower(path) is None
@@ -242,6 +261,22 @@ def test_wrong_tokens_are_a_user_error(two_tower):
         tower.embed(np.zeros((2, 5), np.int32))
     with pytest.raises(HarnessError, match="tokenizer"):
         tower.embed(np.full((2, 12), 600, np.int32))
+
+
+def test_read_field_variable_length_labels_in_split_order(env):
+    """The multi-label (ReaL-style) path: a variable-length int field, batch-padded with -1, read in split
+    order. proxy_scenes' per-object colours are such a field; the generator says what they must be."""
+    from harness import data
+    from harness.datasets import proxy_scenes
+
+    data.require_prepared("proxy_scenes/tiny", env["data_dir"])
+    ids = lz._read_field("proxy_scenes/tiny", "test", "id", 24, env["data_dir"], False)
+    rows = lz._read_field("proxy_scenes/tiny", "test", "objects/colour", 24, env["data_dir"], False)
+    assert len(rows) == 24 and min(len(np.atleast_1d(r)) for r in rows) == 3  # padded to the batch's longest
+    for i, row in zip(ids, rows):
+        want = [proxy_scenes.COLOURS.index(o["colour"])
+                for o in proxy_scenes.make_example(0, "test", int(i), with_image=False)["objects"]]
+        assert [int(v) for v in np.atleast_1d(row) if v >= 0] == want
 
 
 # ------------------------------------------------------------------------------ the task end to end

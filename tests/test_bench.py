@@ -1,0 +1,146 @@
+"""`harness bench` (harness/bench.py) on tiny models: the arithmetic of every reported figure, the FLOP
+count against XLA's own, the child-process RSS, the HF model's shape, and the suite-cost summary."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from harness import bench
+from harness.errors import HarnessError
+
+TINY = dict(width=64, depth=2, mlp_dim=256, num_heads=4, patch_size=8)
+
+
+def test_matmul_peak_is_flops_over_seconds():
+    p = bench.matmul_peak("float32", n=128, min_seconds=0.01)
+    assert p["gflops_per_s"] == pytest.approx(2 * 128**3 / p["seconds"] / 1e9)
+    assert p["gflops_per_s"] > 0.1
+
+
+def test_analytic_flops_match_xla_cost_analysis():
+    """Shape.gflops counts matmuls (2 x multiply-adds); XLA's count of the unrolled forward adds only the
+    elementwise work (LayerNorm, softmax, GELU), a few percent at these sizes."""
+    import jax
+    import jax.numpy as jnp
+
+    cfg = bench.encoder_config("Ti/16", 64, "float32", scan=False, **{**TINY, "width": 128, "mlp_dim": 512})
+    model, params = bench.random_params(cfg)
+    compiled = jax.jit(lambda p, x: model.apply({"params": p}, x)[1]["pre_logits"]).lower(
+        params, jnp.zeros((2, 64, 64, 3))).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    from harness.variants import Shape
+    analytic = Shape(128, 2, 512, 4, 8, "map").gflops(64) * 1e9 * 2
+    assert 1.0 <= cost["flops"] / analytic <= 1.05
+
+
+def test_random_params_have_the_model_shapes():
+    from harness import checkpoints
+    from harness.encoder import abstract_params
+
+    cfg = bench.encoder_config("Ti/16", 32, "bfloat16", scan=True, **TINY)
+    model, params = bench.random_params(cfg)
+    flat = checkpoints.flatten(params)
+    target = abstract_params(model, 32)
+    assert set(flat) == set(target)
+    for k, t in target.items():
+        assert flat[k].shape == t.shape and flat[k].dtype == t.dtype
+    w = np.asarray(flat["Transformer/encoderblock/MlpBlock_0/Dense_0/kernel"], np.float32)
+    assert w.shape[0] == 2 and 0.015 < w.std() < 0.025  # scanned: leading depth axis; N(0, 0.02)
+
+
+def test_encoder_rows_are_consistent():
+    rows = bench.measure_encoder("Ti/16", 32, [1, 2], "float32", min_seconds=0.02, overrides=TINY)
+    assert [r["batch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["images_per_s"] == pytest.approx(r["batch"] / r["seconds_per_batch"])
+        assert r["achieved_gflops_per_s"] == pytest.approx(r["gflops_per_image"] * r["images_per_s"])
+        assert r["compile_seconds"] > 0 and r["scan"] is True
+        assert r["params_m"] == pytest.approx(
+            __import__("harness.variants", fromlist=["Shape"]).Shape(64, 2, 256, 4, 8, "map").num_params(32) / 1e6)
+
+
+def test_run_bench_in_children_with_peak_rss(tmp_path):
+    out = tmp_path / "bench.json"
+    res = bench.bench_command(variants=["Ti/16"], res=32, batches=[1, 8], dtypes=["float32"], min_seconds=0.02,
+                              peak_n=128, out=str(out), overrides=TINY, echo=lambda s: None, note=lambda s: None)
+    saved = json.loads(out.read_text())
+    assert saved["schema"] == "sovit-harness-bench/1" and len(saved["rows"]) == 2
+    peak = res["matmul_peak"]["float32"]["gflops_per_s"]
+    for r in res["rows"]:
+        assert 0.05 < r["peak_rss_gb"] < 3.0  # the child's own ru_maxrss: jax + a tiny model
+        assert r["pct_of_float32_peak"] == pytest.approx(100 * r["achieved_gflops_per_s"] / peak)
+    # Full-size default widths would never run here: the overrides reached the child.
+    assert res["rows"][0]["params_m"] < 1.0
+    targets = {t["target"] for t in res["targets"]}
+    assert targets == {"pct_of_float32_peak"}  # batch 8 float32 only; no So400m row, no HF row
+    text = bench.format_report(res)
+    assert "| harness (jax) | Ti/16 | 32 | 8 | float32 |" in text
+
+
+def test_check_targets_met_and_missed():
+    rows = [
+        dict(impl="harness (jax)", variant="So400m/14", batch=8, dtype="float32", scan=True, compile_seconds=4.0,
+             pct_of_float32_peak=91.0, speedup_vs_hf=1.1, peak_rss_gb=2.7),
+        dict(impl="harness (jax)", variant="So400m/14", batch=1, dtype="float32", scan=True, compile_seconds=6.0,
+             pct_of_float32_peak=50.0, peak_rss_gb=2.7),
+    ]
+    got = {(t["target"], t["batch"]): t["met"] for t in bench.check_targets(rows)}
+    assert got == {("pct_of_float32_peak", 8): True, ("speedup_vs_hf", 8): False,
+                   ("compile_seconds", 8): True, ("compile_seconds", 1): False, ("peak_rss_gb", 8): False}
+
+
+def test_bad_arguments_are_one_line_errors():
+    with pytest.raises(HarnessError, match="unknown variant"):
+        bench.run_bench(["So401m/14"], progress=lambda s: None)
+    with pytest.raises(HarnessError, match="not one of"):
+        bench.run_bench(["Ti/16"], dtypes=["float16"], progress=lambda s: None)
+    with pytest.raises(HarnessError, match="only 'hf'"):
+        bench.run_bench(["Ti/16"], compare="onnx", progress=lambda s: None)
+    with pytest.raises(HarnessError, match="nothing to measure"):
+        bench.bench_command(variants=[], res=32, batches=[1], dtypes=["float32"], encoder=False)
+
+
+def test_hf_model_has_the_same_shape():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from harness.variants import Shape
+
+    cfg = bench.encoder_config("Ti/16", 32, "float32", **TINY)
+    model = bench.hf_vision_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) == Shape(64, 2, 256, 4, 8, "map").num_params(32)
+    rows = bench.measure_hf("Ti/16", 32, [2], "float32", min_seconds=0.02, overrides=TINY)
+    assert rows[0]["images_per_s"] == pytest.approx(2 / rows[0]["seconds_per_batch"])
+
+
+def test_suite_costs_from_real_records(tmp_path):
+    """Two fewshot runs on one encoder and data: the second is served by the feature cache."""
+    from harness.encoder import load_encoder
+    from harness.runner import run_task
+
+    ckpt = load_encoder("random:0", **TINY, res=32, pool_type="map").save(str(tmp_path / "tiny.npz"))
+    sets = {"datasets": "proxy_digits", "shots": "1", "seeds": "0", "batch_size": "32",
+            "max_train_examples": "64", "max_test_examples": "32"}
+    kw = dict(out_dir=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False)
+    cold, _, _ = run_task("fewshot", ckpt, sets=sets, **kw)
+    warm, _, _ = run_task("fewshot", ckpt, sets={**sets, "l2_reg": "16.0"}, **kw)
+    s = bench.suite_costs(tmp_path / "runs")
+    assert [t["images_encoded"] for t in s["tasks"]] == [96, 0]
+    assert [t["images_from_cache"] for t in s["tasks"]] == [0, 96]
+    assert s["cache_hits"] == 2 and s["cache_hits_with_cold_record"] == 2
+    cold_s = sum(e["seconds"] for e in cold["info"]["feature_extraction"])
+    warm_s = sum(e["seconds"] for e in warm["info"]["feature_extraction"])
+    assert s["cache_saved_seconds"] == pytest.approx(cold_s - warm_s)
+    assert s["suite_total_seconds"] == pytest.approx(cold["timings"]["total_seconds"]
+                                                     + warm["timings"]["total_seconds"])
+    from click.testing import CliRunner
+    from harness.cli import main
+    r = CliRunner().invoke(main, ["bench", "--no-encoder", "--runs", str(tmp_path / "runs")])
+    assert r.exit_code == 0, r.output
+    assert "| fewshot | - |" in r.output and "2 hits" in r.output
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(main, ["bench", "--no-encoder", "--runs", str(tmp_path / "empty")])
+    assert r.exit_code == 2 and "no result records" in r.output

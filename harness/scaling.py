@@ -433,7 +433,7 @@ def analyse_sweep(records: list[dict], metric: str | None = None, *, bootstrap: 
         raise HarnessError(f"no arm of the sweep could be fitted for {metric!r} ({', '.join(skipped)}); "
                            f"first: {first}")
     m = next((r["metrics"][metric] for r in records if metric in (r.get("metrics") or {})), {})
-    quantity = f"100 - {metric} (error, %)" if m.get("higher_is_better", True) else metric
+    quantity = f"error (%) = 100 - {metric}" if m.get("higher_is_better", True) else metric
     return SweepAnalysis(metric, points, fits, intervals, held_out, extrapolation, skipped, quantity)
 
 
@@ -547,11 +547,11 @@ def plot_fit(x, t, f, fit: FitResult, path, dimension: str, *, metric: str | Non
     ax.scatter(x, f, c=[colour(v) for v in t], edgecolors="k", zorder=3, s=28)
     ax.set_xscale("log")
     ax.set_xlabel(dimension)
-    ax.set_ylabel(f"{metric or 'loss'} (lower is better)")
+    ax.set_ylabel(metric or "loss (lower is better)", fontsize=8)
     kind = "compute budgets" if discrete else "compute levels (points coloured by their t)"
     ax.set_title(f"{dimension}: s = {fit.s:.3f}, rel. RMSE {fit.train_rel_rmse:.3%}; curves at {kind}",
                  fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, title="training compute t", title_fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -636,7 +636,7 @@ def format_shape_report(fits: dict[str, FitResult], *, intervals: dict[str, dict
         for r in recommendations:
             row = [f"{r['gflops_budget']:.4g}", *(str(r[k]) for k in ("width", "depth", "mlp_dim", "num_heads",
                                                                        "patch", "res")),
-                   f"{r['params_m']:.1f}", f"{r['gflops']:.1f}", f"{r['tau']:.3g}", f"{r['gflops_ratio']:.3g}",
+                   f"{r['params_m']:.4g}", f"{r['gflops']:.4g}", f"{r['tau']:.3g}", f"{r['gflops_ratio']:.3g}",
                    f"{r['examples_ratio']:.3g}"]
             if with_ref:
                 ref = r.get("reference")

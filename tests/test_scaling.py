@@ -377,7 +377,7 @@ def test_analyse_sweep_recovers_every_exponent_from_records():
     records, truths = _synthetic_sweep()
     a = scaling.analyse_sweep(records, bootstrap=20, seed=0)
     assert a.metric == "fewshot/proxy_scenes/10shot" and not a.skipped
-    assert a.quantity.startswith("100 - fewshot/proxy_scenes/10shot")
+    assert a.quantity == "error (%) = 100 - fewshot/proxy_scenes/10shot"
     for k, p in truths.items():
         fit = a.fits[k]
         assert fit.n_points == 18
@@ -415,7 +415,7 @@ def test_cli_shape_with_the_paper_exponents():
     text = out.output
     assert "s_width = 0.220, s_depth = 0.450, s_mlp_dim = 0.600" in text and "Scaling-law fit" not in text
     # The two SoViT budgets, each next to the paper's shape (ratios width / depth / MLP).
-    assert "| 848 | 19 | 2256 | 16 | 14 | 224 |" in text and "SoViT-150m/14 (880/18/2320) | 0.96 / 1.06 / 0.97 |" in text
+    assert "| 848 | 19 | 2256 | 16 | 14 | 224 | 135 |" in text and "SoViT-150m/14 (880/18/2320) | 0.96 / 1.06 / 0.97 |" in text
     assert "| 1056 | 31 | 4184 | 16 | 14 | 224 |" in text and "SoViT-400m/14 (1152/27/4304) | 0.92 / 1.15 / 0.97 |" in text
     params = _table_column(text, "Recommended shapes", "params (M)")
     assert float(params["71.4"]) == pytest.approx(Shape(848, 19, 2256, 16, 14).num_params(224) / 1e6, abs=0.06)

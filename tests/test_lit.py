@@ -363,9 +363,26 @@ def test_task_user_errors(env):
 
 
 def test_hf_two_tower_runs_the_task_without_training(env, tmp_path):
-    """A HF SigLIP folder evaluates directly; its 64-piece vocabulary cannot take the proxy tokenizer."""
+    """A HF SigLIP folder evaluates directly with the sentencepiece model shipped in it; a tokenizer larger
+    than its 64-piece vocabulary is refused."""
+    import shutil
+
+    import sentencepiece as spm
+
     with pytest.raises(HarnessError, match="pieces"):
-        run(env, ckpt=str(HF / "two_tower"))
+        run(env, ckpt=str(HF / "two_tower"), tokenizer=str(lz.PROXY_TOKENIZER))
+    folder = tmp_path / "siglip"
+    shutil.copytree(HF / "two_tower", folder)
+    from harness.datasets.proxy_scenes import CLASS_NAMES
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(list(CLASS_NAMES) * 4 + ["a photo of the large"] * 4),
+                                   model_prefix=str(folder / "spiece"), vocab_size=18, model_type="word",
+                                   minloglevel=2)
+    rec, _, _ = run(env, ckpt=str(folder), retrieval_datasets="", prompt_templates="class_name_only")
+    assert rec["info"]["text_tower"]["source"] == "checkpoint" and "lit_training" not in rec["info"]
+    assert rec["info"]["tokenizer"] == str(folder / "spiece.model")
+    assert rec["info"]["representation"] == "pre_logits"  # HF's vision pooler output, the MAP head's
+    top1 = rec["metrics"]["lit_zeroshot/proxy_scenes/tiny/top1"]["value"]
+    assert 0 <= top1 <= 100 and len(rec["per_example"]["lit_zeroshot/proxy_scenes/tiny/top1"]) == 24
 
 
 @pytest.mark.skipif(not PROXY_CKPT.exists(), reason="proxy checkpoint not built yet")

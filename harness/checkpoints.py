@@ -463,6 +463,9 @@ def read_params(spec: str) -> tuple[dict[str, np.ndarray], dict, dict]:
         flat, hints = read_hf(path)
     if not flat:
         raise HarnessError(f"checkpoint {path}: contains no arrays")
+    if subtree is None and {"img", "txt"} <= {k.split("/")[0] for k in flat}:
+        # A two-tower (SigLIP / LiT) checkpoint without ':img': its image tower is the encoder.
+        flat, subtree = unwrap(flat, "img", path=path), "img"
     flat = fix_old_layout(flat)
     return flat, hints, {"path": str(path), "format": fmt, "subtree": subtree}
 

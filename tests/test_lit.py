@@ -397,3 +397,10 @@ def test_proxy_preset_learns(tmp_path):
     assert m["lit_zeroshot/proxy_scenes/top1"] > 3 * 100 / 24
     assert m["lit_zeroshot/proxy_scenes/i2t_recall@10"] > 20.0 and m["lit_zeroshot/proxy_scenes/t2i_recall@10"] > 20.0
     assert rec["info"]["lit_training"]["final_loss"] < 0.5 * rec["info"]["lit_training"]["first_loss"]
+
+
+def test_bare_two_tower_npz_loads_its_image_tower(two_tower):
+    enc, _, _, path = two_tower
+    img = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(load_encoder(str(path)).features(img, ["pre_logits"])["pre_logits"],
+                               enc.features(img, ["pre_logits"])["pre_logits"], atol=1e-6)

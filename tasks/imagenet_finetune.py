@@ -101,13 +101,13 @@ class ImageNetFinetune(Task):
     description = "full fine-tuning with a new head; val / ReaL / v2 top-1 and minival (paper Table 1)"
     Config = FinetuneConfig
     presets = {
-        # proxy_scenes at the proxy checkpoint's 64 px: 1000 train images (train), minival = val (250),
-        # test (500). 300 steps at batch 64 = ~19 epochs. Milder crops than ImageNet's 8%-100%: the label
-        # is the largest object, which a small crop of a 64 px scene often cuts away.
-        "proxy": dict(dataset="proxy_scenes", real_dataset="", v2_dataset="", batch_size=64, train_steps=300,
-                      lr=0.03, warmup_steps=30, layer_decay=1.0, mixup=0.0, ckpt_every=100,
-                      eval_batch_size=250,
-                      pp_train="decode|inception_crop(64, area_min=50)|flip_lr|value_range(-1,1)"),
+        # proxy_scenes at the proxy checkpoint's 64 px: train on train (1000 images), minival = val (250),
+        # test (500); 150 steps at batch 64 (~10 epochs, about a minute on 2 CPU cores). Chosen on minival
+        # among lr {0.03, 0.1, 0.2, 0.3} and crop/eval pp variants: no crop (a crop of a 64 px scene often
+        # cuts away the largest object, which is the label) and the whole image at eval.
+        "proxy": dict(dataset="proxy_scenes", real_dataset="", v2_dataset="", batch_size=64, train_steps=150,
+                      lr=0.2, warmup_steps=30, layer_decay=1.0, mixup=0.0, ckpt_every=50, eval_batch_size=250,
+                      pp_train="decode|flip_lr|value_range(-1,1)", pp_eval="decode|resize(64)|value_range(-1,1)"),
         # The paper's three resolutions (set layer decay and mixup as the paper did at each).
         "imagenet_224": dict(res=224),
         "imagenet_384": dict(res=384),

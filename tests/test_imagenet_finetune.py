@@ -347,20 +347,20 @@ def test_proxy_preset_beats_chance_and_a_frozen_probe(tmp_path):
     ctx = api.RunContext(data_dir=None, cache_dir=tmp_path / "cache", out_dir=tmp_path / "ft", progress=False)
     metrics = task.run(enc, ctx, api.make_config(task, "proxy"))
     base = metric_base("proxy_scenes", enc.res)
-    probe = _frozen_probe_accuracy(enc, tmp_path)
+    probe = _frozen_probe_accuracy(enc, tmp_path, task.presets["proxy"]["pp_eval"])
+    print(f"proxy fine-tune {metrics}; frozen probe test {probe:.1f}; {ctx.info['timings']}")
     assert metrics[f"{base}/test"] > 100 / 24 * 3
     assert metrics[f"{base}/test"] > probe, (metrics, probe)
 
 
-def _frozen_probe_accuracy(enc, tmp_path) -> float:
+def _frozen_probe_accuracy(enc, tmp_path, pp: str) -> float:
     """A logistic-regression probe on frozen pre_logits (the best C on val), scored on test."""
     from sklearn.linear_model import LogisticRegression
 
     from harness.features import extract
-    from tasks.imagenet_finetune import default_pp_eval
 
-    feats = {s: extract(enc, "proxy_scenes", s, pp=default_pp_eval(enc.res), cache_dir=tmp_path / "cache",
-                        progress=False) for s in ("train", "val", "test")}
+    feats = {s: extract(enc, "proxy_scenes", s, pp=pp, cache_dir=tmp_path / "cache", progress=False)
+             for s in ("train", "val", "test")}
     mean, std = feats["train"]["pre_logits"].mean(0), feats["train"]["pre_logits"].std(0) + 1e-6
     x = {s: (np.asarray(f["pre_logits"]) - mean) / std for s, f in feats.items()}
     best = max((LogisticRegression(C=c, max_iter=2000).fit(x["train"], feats["train"]["label"]) for c in

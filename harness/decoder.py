@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -550,7 +549,6 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
     (nats per target token over every eval target), and training facts (`train_loss_first/last`,
     `steps`, `train_seconds`, `eval_seconds`).
     """
-    import jax
     import jax.numpy as jnp
 
     from harness import data
@@ -585,6 +583,10 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
     dec_params = init_params(model, enc_width, num_tokens, seed=cfg.seed)
     tx = make_optimizer(cfg.optimizer, cfg.lr, cfg.total_steps, cfg.warmup_fraction, cfg.grad_clip_norm,
                         cfg.weight_decay)
+
+    if any(not t for t in train_text.targets):
+        raise HarnessError(f"{desc}: {dataset} {train_split} has examples without a target text; "
+                           "train on a split with answers/captions")
 
     def sample_examples(rng: np.random.Generator, js: np.ndarray, table: TextTable) -> dict:
         targets = [table.targets[j][int(rng.integers(len(table.targets[j])))] for j in js]
@@ -656,7 +658,6 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
             return decoder_loss(p["decoder"], batch, out["encoded"], rng), {}
 
         extract_seconds = 0.0
-    ctx.info.setdefault("timings", {})
     result = fit(params=params, tx=tx, loss_fn=loss_fn, batches=batches, total_steps=cfg.total_steps,
                  seed=cfg.seed, ckpt_dir=(Path(ctx.out_dir) / "train_state") if cfg.ckpt_every else None,
                  ckpt_every=cfg.ckpt_every, progress=ctx.progress, desc=f"{desc} decoder")
@@ -753,6 +754,8 @@ def _log_perplexity(model, params, feats, table: TextTable, tokenizer, layout, c
     import jax.numpy as jnp
 
     pairs = [(j, t) for j in range(len(table)) for t in table.targets[j]]
+    if not pairs:
+        return float("nan")
 
     @jax.jit
     def nll(params, batch, encoded):
@@ -769,7 +772,7 @@ def _log_perplexity(model, params, feats, table: TextTable, tokenizer, layout, c
         s, c = nll(params, batch, _feature_rows(feats, table.rows[js]))
         total += float(s)
         count += int(c)
-    return total / max(count, 1)
+    return total / count if count else float("nan")  # NaN: the split has no targets (e.g. a test split)
 
 
 __all__ = ["DecoderSettings", "Layout", "TextTable", "beam_search", "encode_examples", "encode_prompts",

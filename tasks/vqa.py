@@ -107,14 +107,15 @@ def _read_text(spec: VqaSpec, dataset: str):
                 question = as_text(get(spec.question))
                 if not question:
                     continue  # padding of a shorter question list
-                item = {"answers": [as_text(a) for a in get(spec.answers)] if spec.answers else None,
+                # b"" entries are batch padding of shorter answer lists (test splits have none).
+                item = {"answers": [as_text(a) for a in get(spec.answers) if a] if spec.answers else None,
                         "answer": as_text(get(spec.answer))}
                 if spec.answer_type:
                     item["answer_type"] = as_text(get(spec.answer_type))
                 rows.append(r)
                 ids.append(int(get(spec.question_id)))
                 prefixes.append(question)
-                targets.append([item["answer"]])
+                targets.append([item["answer"]] if item["answer"] else [])
                 extra.append(item)
         return TextTable(rows=np.array(rows, np.int64), ids=ids, prefixes=prefixes, targets=targets, extra=extra)
 
@@ -158,7 +159,7 @@ class VQA(Task):
                 continue
             results.update(self._run_one(encoder, ctx, config, ds, spec))
         ctx.info["skipped_datasets"] = skipped
-        if not results:
+        if len(skipped) == len(config.datasets):
             first = config.datasets[0] if config.datasets else "vqav2"
             data.require_prepared(first, ctx.data_dir)  # raises with the preparation command
             raise HarnessError("vqa: no dataset to evaluate; pass --set datasets=vqav2,...")
@@ -175,7 +176,11 @@ class VQA(Task):
             raise HarnessError(f"dataset {ds!r}: question ids in {spec.question_id!r} are not unique in {eval_split}")
         base = _metric_base(ds)
         values: dict[str, float] = {}
-        if spec.answers:
+        scored = any(item["answers"] if spec.answers else item["answer"] for item in table.extra)
+        if not scored:
+            # A split without ground truth (VQAv2 test-dev): only the export for the official server.
+            log.warning("vqa: %s %s has no answers; predictions exported, not scored", ds, eval_split)
+        elif spec.answers:
             questions = {}
             for qid, item in zip(table.ids, table.extra):
                 questions[qid] = {"answers": item["answers"], **({"answer_type": item["answer_type"]}
@@ -190,7 +195,8 @@ class VQA(Task):
             per = metrics.exact_match_per_example(predictions, gt)
             values[f"{base}/accuracy"] = 100.0 * float(np.mean([per[q] for q in table.ids]))
             ctx.note_per_example(f"{base}/accuracy", [100.0 * per[q] for q in table.ids])
-        values[f"{base}/log_perplexity"] = out["log_perplexity"]
+        if scored:
+            values[f"{base}/log_perplexity"] = out["log_perplexity"]
 
         pred_path = ctx.out_dir / f"vqa_{ds.replace('/', '_')}_{eval_split.replace('/', '_')}_predictions.json"
         write_json_atomic(pred_path, [{"question_id": int(q), "answer": predictions[q]} for q in table.ids])

@@ -115,8 +115,10 @@ def test_vqa_skips_unprepared_datasets_in_one_line(env, caplog):
 
 
 def test_beam_decoding_and_finetuned_encoder_run(env):
-    rec, _, _ = run(env, "coco_captioning", decode="beam", beam_size="2", total_steps="4")
+    rec, _, _ = run(env, "coco_captioning", decode="beam", beam_size="2", total_steps="4",
+                    feature_dtype="bfloat16")
     assert math.isfinite(rec["metrics"]["coco_captioning/proxy_scenes/tiny/cider"]["value"])
+    assert rec["info"]["feature_extraction"][0]["computed_images"] > 0  # a new (16-bit) cache entry
     rec, _, _ = run(env, "vqa", finetune_encoder="true", total_steps="4")
     assert rec["task"]["config"]["finetune_encoder"] is True
     assert math.isfinite(rec["metrics"]["vqa/proxy_scenes/tiny/log_perplexity"]["value"])

@@ -232,6 +232,27 @@ def test_finetune_at_a_higher_resolution_learns_saves_and_reevaluates(finetuned,
     assert again == pytest.approx(metrics)
 
 
+def test_a_finished_fine_tune_is_reused_when_only_the_evaluation_died(finetuned, data_dir, ckpt16):
+    metrics, _, root = finetuned
+    again, ctx = _run(load_encoder(ckpt16, res=32), root, data_dir, **FINETUNE)  # same artefact folder
+    assert ctx.info["finetune"]["reused_finished_model"] is True and "steps" not in ctx.info["finetune"]
+    assert again == metrics
+
+
+def test_defaults_are_the_paper_recipe():
+    from tasks.imagenet_finetune import FinetuneConfig, default_pp_eval, default_pp_train, paper_layer_decay, paper_mixup
+
+    c = FinetuneConfig()
+    assert (c.dataset, c.real_dataset, c.v2_dataset) == ("imagenet2012", "imagenet2012_real", "imagenet_v2")
+    assert (c.lr, c.momentum, c.warmup_steps, c.train_steps, c.batch_size) == (0.03, 0.9, 500, 50_000, 512)
+    assert (c.grad_clip_norm, c.weight_decay, c.head_bias_init) == (1.0, 0.0, -6.9)
+    assert [paper_layer_decay(r) for r in (224, 384, 518)] == [0.85, 0.9, 0.9]
+    assert [paper_mixup(r) for r in (224, 384, 518)] == [0.0, 0.2, 0.2]
+    assert default_pp_train(224) == "decode|inception_crop(224)|flip_lr|value_range(-1,1)"
+    assert default_pp_eval(224) == "decode|resize_small(256)|central_crop(224)|value_range(-1,1)"
+    assert data.DATASETS["imagenet2012"].split("minival") == "train[99%:]"
+
+
 def test_train_steps_zero_scores_like_an_independent_computation(tmp_path, data_dir, tiny32):
     flat = tiny32.params_numpy()
     flat["head/kernel"] = np.random.default_rng(0).normal(0, 1, (16, 3)).astype(np.float32)

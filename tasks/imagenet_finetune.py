@@ -135,8 +135,6 @@ class ImageNetFinetune(Task):
 
     # --------------------------------------------------------------------------------------------- run
     def run(self, encoder, ctx: RunContext, config: FinetuneConfig) -> dict[str, float]:
-        import jax
-
         _check_config(config)
         res = encoder.res
         if config.res and config.res != res:
@@ -163,11 +161,11 @@ class ImageNetFinetune(Task):
                           "mixup": mixup_alpha, "randaug": None, "splits": splits}
 
         if config.train_steps == 0:
-            model, params, ft_config = _headed_checkpoint(encoder, num_classes)
+            model, params, _ = _headed_checkpoint(encoder, num_classes)
             run_info["trained"] = False
         else:
             t0 = time.perf_counter()
-            model, params, ft_config = self._finetune(
+            model, params, _ = self._finetune(
                 encoder, ctx, config, out_dir=out_dir, num_classes=num_classes, label_key=label_key,
                 train_split=splits["train"], pp_train=pp_train, layer_decay=layer_decay,
                 mixup_alpha=mixup_alpha, run_info=run_info)
@@ -189,11 +187,9 @@ class ImageNetFinetune(Task):
             name = f"{base}/{leaf}"
             metrics[name] = float(100.0 * scores.mean()) if scores.size else float("nan")
             ctx.note_per_example(name, 100.0 * scores)
-        jax.block_until_ready(params)
         timings["eval_seconds"] = time.perf_counter() - t0
         ctx.info["timings"] = timings
         ctx.info["finetune"] = run_info
-        del ft_config
         return metrics
 
     def _finetune(self, encoder, ctx: RunContext, config: FinetuneConfig, *, out_dir: Path, num_classes: int,

@@ -56,7 +56,7 @@ class CocoCaptioning(Task):
     presets = {
         "proxy": dict(dataset="proxy_scenes", train_split="train", eval_split="test", tokenizer="proxy",
                       decoder_width=96, decoder_mlp_dim=384, decoder_heads=4, optimizer="adam", lr=1e-3,
-                      total_steps=1000, batch_size=32, target_len=24, eval_batch_size=250,
+                      total_steps=1500, batch_size=32, target_len=24, eval_batch_size=250,
                       feature_dtype="float32"),
     }
 

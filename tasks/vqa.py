@@ -128,7 +128,7 @@ class VQA(Task):
     Config = VQAConfig
     presets = {
         "proxy": dict(datasets=("proxy_scenes",), tokenizer="proxy", decoder_width=96, decoder_mlp_dim=384,
-                      decoder_heads=4, optimizer="adam", lr=1e-3, total_steps=800, batch_size=64,
+                      decoder_heads=4, optimizer="adam", lr=1e-3, total_steps=1500, batch_size=32,
                       prefix_len=12, target_len=4, eval_batch_size=500, feature_dtype="float32"),
     }
 

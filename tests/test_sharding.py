@@ -60,12 +60,16 @@ def _fit_problem():
     return params, loss_fn, batches
 
 
-def _run_fit(tmp: Path, **kw):
+def _run_fit(tmp: Path, rows: slice | None = None, **kw):
+    """`rows`: this process's rows of every batch (with process_local_batches=True)."""
     import optax
     from harness.sharding import to_host_tree
     from harness.train import fit
 
     params, loss_fn, batches = _fit_problem()
+    if rows is not None:
+        whole = batches
+        batches = lambda start: ({k: v[rows] for k, v in b.items()} for b in whole(start))  # noqa: E731
     res = fit(params=params, tx=optax.adam(0.05), loss_fn=loss_fn, batches=batches, total_steps=12,
               progress=False, **kw)
     return res.losses, {k: np.asarray(v) for k, v in to_host_tree(res.params).items()}
@@ -115,6 +119,11 @@ def child_devices(out: Path, ckpt: str):
         losses, params = _run_fit(out, param_sharding=strategy)
         np.savez(out / f"fit_{strategy}.npz", **params)
         result[f"fit_{strategy}_losses"] = losses
+    # Killed after 6 steps with a checkpoint at 4, then resumed: ends as the uninterrupted run.
+    _run_fit(out, ckpt_dir=out / "ckpt", ckpt_every=4, stop_after=6, param_sharding="fsdp")
+    losses, params = _run_fit(out, ckpt_dir=out / "ckpt", ckpt_every=4, param_sharding="fsdp")
+    result["resumed_losses"] = losses
+    np.savez(out / "fit_resumed.npz", **params)
     # fsdp really shards: the (16, 3) leaf splits on its 16-row axis over the 8 devices.
     from harness import sharding
     spec = sharding.leaf_spec((16, 3), 8, "fsdp", min_size=1)
@@ -146,10 +155,12 @@ def child_process(out: Path, ckpt: str, port: int, pid: int, mode: str):
         enc = load_encoder(ckpt)
         feats = enc.features(_images(), ["pre_logits"])["pre_logits"]
         losses, params = _run_fit(out)
+        local_losses, _ = _run_fit(out, rows=slice(8 * pid, 8 * pid + 8), process_local_batches=True)
         sums = _per_process_sums(enc, pid, 2)
         rec, path = sharding.run_task_distributed("fewshot", ckpt, out_dir=str(out / "runs"), sets=FEWSHOT_SETS)
         np.savez(out / f"p{pid}.npz", features=feats, **params)
-        (out / f"p{pid}.json").write_text(json.dumps({"losses": losses, "sums": sums, "record": str(path),
+        (out / f"p{pid}.json").write_text(json.dumps({"losses": losses, "local_losses": local_losses,
+                                                      "sums": sums, "record": str(path),
                                                       "fewshot": _fewshot_metrics(rec)}))
 
 
@@ -189,7 +200,21 @@ def ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(ckpt, tmp_path_factory):
+def launched(ckpt, tmp_path_factory):
+    """The 8-device child and the two processes start first and run while `reference` computes here."""
+    dev_dir, mp_dir = tmp_path_factory.mktemp("shard_dev8"), tmp_path_factory.mktemp("shard_mp")
+    port = _free_port()
+    procs = {"devices": _spawn(["devices", dev_dir, ckpt], XLA_FLAGS="--xla_force_host_platform_device_count=8"),
+             "processes": [_spawn(["process", mp_dir, ckpt, port, pid, "run"]) for pid in (0, 1)]}
+    yield {"devices": dev_dir, "processes": mp_dir, **{f"proc_{k}": v for k, v in procs.items()}}
+    for p in [procs["devices"], *procs["processes"]]:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt, launched, tmp_path_factory):
     """Single-device results, computed in this process."""
     from harness.encoder import load_encoder
     from harness.runner import run_task
@@ -230,10 +255,9 @@ def test_units_on_one_device():
         sharding.initialize("localhost:1", 2, 5)
 
 
-def test_eight_devices_match_one(ckpt, reference, tmp_path):
-    child = _spawn(["devices", tmp_path, ckpt], XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    ref = reference
-    code, _, err = _wait(child, 240)
+def test_eight_devices_match_one(launched, reference):
+    ref, tmp_path = reference, launched["devices"]
+    code, _, err = _wait(launched["proc_devices"], 240)
     assert code == 0, err[-3000:]
     got = json.loads((tmp_path / "result.json").read_text())
     feats = np.load(tmp_path / "features.npz")
@@ -246,6 +270,11 @@ def test_eight_devices_match_one(ckpt, reference, tmp_path):
         for k, v in ref["params"].items():
             np.testing.assert_allclose(params[k], v, rtol=1e-4, atol=1e-5)
     assert ref["losses"][-1] < ref["losses"][0]  # the problem does learn
+    # The resumed run logs steps 4..11 only (4, 5 were recomputed after the kill at 6).
+    np.testing.assert_allclose(got["resumed_losses"], ref["losses"][4:], rtol=1e-5, atol=1e-6)
+    resumed = np.load(tmp_path / "fit_resumed.npz")
+    for k, v in ref["params"].items():
+        np.testing.assert_allclose(resumed[k], v, rtol=1e-4, atol=1e-5)
     assert got["fsdp_spec"] == ["data"]
     assert got["fewshot"] == ref["fewshot"]  # accuracies: exactly equal
     assert got["sums"]["count"] == ref["sums"]["count"] == 50
@@ -253,10 +282,9 @@ def test_eight_devices_match_one(ckpt, reference, tmp_path):
     assert got["sums"]["feature_sum"] == pytest.approx(ref["sums"]["feature_sum"], rel=1e-5)
 
 
-def test_two_processes_match_one(ckpt, reference, tmp_path):
-    port = _free_port()
-    procs = [_spawn(["process", tmp_path, ckpt, port, pid, "run"]) for pid in (0, 1)]
-    results = [_wait(p, 240) for p in procs]
+def test_two_processes_match_one(launched, reference):
+    tmp_path = launched["processes"]
+    results = [_wait(p, 240) for p in launched["proc_processes"]]
     for pid, (code, _, err) in enumerate(results):
         assert code == 0, f"process {pid}: {err[-3000:]}"
     ref = reference
@@ -265,6 +293,7 @@ def test_two_processes_match_one(ckpt, reference, tmp_path):
         arrays = np.load(tmp_path / f"p{pid}.npz")
         np.testing.assert_allclose(arrays["features"], ref["features"]["pre_logits"], atol=FEATURE_ATOL, rtol=0)
         np.testing.assert_allclose(got["losses"], ref["losses"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got["local_losses"], ref["losses"], rtol=1e-5, atol=1e-6)
         for k, v in ref["params"].items():
             np.testing.assert_allclose(arrays[k], v, rtol=1e-4, atol=1e-5)
         assert got["sums"]["count"] == 50 and got["sums"]["label_sum"] == ref["sums"]["label_sum"]

@@ -253,6 +253,9 @@ def test_units_on_one_device():
         sharding.initialize("localhost:1", None, None)
     with pytest.raises(HarnessError, match="not in"):
         sharding.initialize("localhost:1", 2, 5)
+    # The launcher turns the same mistakes into one line and exit code 2.
+    assert sharding.main(["run", "--task", "fewshot", "--num-processes", "2"]) == 2
+    assert sharding.main(["run", "--task", "fewshot", "--set", "shots"]) == 2
 
 
 def test_eight_devices_match_one(launched, reference):

@@ -203,11 +203,12 @@ def param_strategy() -> str:
     return _state["param_strategy"]
 
 
-def leaf_spec(shape: tuple[int, ...], num_shards: int, strategy: str, min_size: int = FSDP_MIN_SIZE):
+def leaf_spec(shape: tuple[int, ...], num_shards: int, strategy: str, min_size: int | None = None):
     """FSDP: split the largest dimension that divides evenly (the model's width or MLP axis in practice);
     a function of the shape alone, so Adam's moments get the same placement as their parameter."""
     from jax.sharding import PartitionSpec as P
 
+    min_size = FSDP_MIN_SIZE if min_size is None else min_size
     if strategy == "replicate" or num_shards <= 1 or math.prod(shape) < min_size:
         return P()
     if strategy != "fsdp":
@@ -221,7 +222,7 @@ def leaf_spec(shape: tuple[int, ...], num_shards: int, strategy: str, min_size: 
     return P(*([None] * best + [DATA_AXIS]))
 
 
-def param_shardings(tree, mesh=None, strategy: str | None = None, min_size: int = FSDP_MIN_SIZE):
+def param_shardings(tree, mesh=None, strategy: str | None = None, min_size: int | None = None):
     """A tree of `NamedSharding`s for `tree` (arrays or `ShapeDtypeStruct`s)."""
     import jax
     from jax.sharding import NamedSharding

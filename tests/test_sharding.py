@@ -114,6 +114,13 @@ def child_devices(out: Path, ckpt: str):
     assert jax.device_count() == 8, jax.devices()
     enc = load_encoder(ckpt)
     np.savez(out / "features.npz", **enc.features(_images(), ["pre_logits", "encoded"]))
+    from harness import sharding
+    sharding.FSDP_MIN_SIZE = 16  # so that the tiny models' leaves really are split
+    sharding.set_param_strategy("fsdp")  # the same pass with the weights split over the devices
+    split = sharding.param_shardings(enc.params)["embedding"]["kernel"].spec
+    assert tuple(split) == (None, None, None, "data"), split
+    np.savez(out / "features_fsdp.npz", **enc.features(_images(), ["pre_logits"]))
+    sharding.set_param_strategy("replicate")
     result = {}
     for strategy in ("replicate", "fsdp"):
         losses, params = _run_fit(out, param_sharding=strategy)
@@ -124,9 +131,8 @@ def child_devices(out: Path, ckpt: str):
     losses, params = _run_fit(out, ckpt_dir=out / "ckpt", ckpt_every=4, param_sharding="fsdp")
     result["resumed_losses"] = losses
     np.savez(out / "fit_resumed.npz", **params)
-    # fsdp really shards: the (16, 3) leaf splits on its 16-row axis over the 8 devices.
-    from harness import sharding
-    spec = sharding.leaf_spec((16, 3), 8, "fsdp", min_size=1)
+    # fsdp really shards the fit: the (16, 3) leaf splits on its 16-row axis over the 8 devices.
+    spec = sharding.param_shardings(_fit_problem()[0], strategy="fsdp")["out"].spec
     result["fsdp_spec"] = list(spec)
     rec, _, _ = run_task("fewshot", ckpt, sets=FEWSHOT_SETS, out_dir=out / "runs", cache_dir=out / "cache",
                          progress=False, force=True)
@@ -267,6 +273,8 @@ def test_eight_devices_match_one(launched, reference):
     for k in ("pre_logits", "encoded"):
         assert feats[k].shape == ref["features"][k].shape
         np.testing.assert_allclose(feats[k], ref["features"][k], atol=FEATURE_ATOL, rtol=0)
+    np.testing.assert_allclose(np.load(tmp_path / "features_fsdp.npz")["pre_logits"], ref["features"]["pre_logits"],
+                               atol=FEATURE_ATOL, rtol=0)
     for strategy in ("replicate", "fsdp"):
         np.testing.assert_allclose(got[f"fit_{strategy}_losses"], ref["losses"], rtol=1e-5, atol=1e-6)
         params = np.load(tmp_path / f"fit_{strategy}.npz")

@@ -308,6 +308,12 @@ def test_unknown_op_suggests_the_closest():
     ("onehot(10, key=3)", "key must be a string"),
     ("resize(224, key=1)", "key must be a string"),
     ("resize(224, method='magic')", "method must be one of"),
+    ("randaug(-1)", "num_layers must be an int >= 0"),
+    ("randaug(1.5)", "num_layers must be an int >= 0"),
+    ("randaug(2, 31)", "magnitude must be in [0, 30]"),
+    ("randaug(2, 'x')", "magnitude must be a number"),
+    ("randaug(2, 10, prob=2)", "prob must be in [0, 1]"),
+    ("randaug(2, 10, layers=2)", "unexpected keyword argument 'layers'"),
 ])
 def test_bad_arguments_name_the_op_and_signature(spec, fragment):
     op = spec.split("(")[0]
@@ -333,3 +339,207 @@ def test_string_arguments_may_contain_separators():
 def test_preprocess_numpy_rejects_non_uint8():
     with pytest.raises(HarnessError, match="uint8"):
         preprocess_numpy("resize(2)", np.zeros((1, 4, 4, 3), np.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# RandAugment: each op against numpy (or PIL, which defines several of them), then the randaug op
+
+from harness import preprocess as P  # noqa: E402
+
+SEED = tf.constant([3, 4], tf.int64)
+
+
+def _ra(name, image, magnitude, seed=SEED):
+    return P.RANDAUG_OPS[name](tf.constant(image), float(magnitude), seed).numpy()
+
+
+def _ra_image(h=12, w=10, lo=40, hi=181, seed=0):
+    return np.random.default_rng(seed).integers(lo, hi, (h, w, 3), dtype=np.uint8)
+
+
+def _blend_numpy(degenerate, image, factor):
+    """The reference's blend in float32: truncate when interpolating, clip first when extrapolating."""
+    a = degenerate.astype(np.float32)
+    mixed = a + np.float32(factor) * (image.astype(np.float32) - a)
+    return np.clip(mixed, 0, 255).astype(np.uint8)
+
+
+def _pil(fn, image, *args):
+    from PIL import Image
+
+    return np.asarray(fn(Image.fromarray(image), *args))
+
+
+def test_randaug_has_the_reference_ops():
+    assert list(P.RANDAUG_OPS) == [
+        "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
+        "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd"]
+
+
+def test_randaug_pixel_ops_match_numpy_and_pil():
+    from PIL import ImageOps
+
+    image = _ra_image(lo=0, hi=256)
+    np.testing.assert_array_equal(_ra("Invert", image, 10), 255 - image)
+    np.testing.assert_array_equal(_ra("Invert", image, 10), _pil(ImageOps.invert, image))
+    # Posterize keeps int(M / 10 * 4) bits: 4 at M=10, 2 at M=5.
+    np.testing.assert_array_equal(_ra("Posterize", image, 10), image & 0xF0)
+    np.testing.assert_array_equal(_ra("Posterize", image, 5), image & 0xC0)
+    np.testing.assert_array_equal(_ra("Posterize", image, 5), _pil(ImageOps.posterize, image, 2))
+    # Solarize: threshold int(M / 10 * 256) as a uint8, so M=10 wraps to 0 and inverts everything.
+    np.testing.assert_array_equal(_ra("Solarize", image, 5), np.where(image < 128, image, 255 - image))
+    np.testing.assert_array_equal(_ra("Solarize", image, 5), _pil(ImageOps.solarize, image, 128))
+    np.testing.assert_array_equal(_ra("Solarize", image, 3), np.where(image < 76, image, 255 - image))
+    np.testing.assert_array_equal(_ra("Solarize", image, 10), 255 - image)
+    # SolarizeAdd adds int(M / 10 * 110) below 128.
+    expected = np.where(image < 128, np.minimum(image.astype(int) + 110, 255), image).astype(np.uint8)
+    np.testing.assert_array_equal(_ra("SolarizeAdd", image, 10), expected)
+    np.testing.assert_array_equal(_ra("SolarizeAdd", image, 0), image)
+
+
+def test_randaug_autocontrast_and_equalize_match_numpy_and_pil():
+    from PIL import ImageOps
+
+    image = _ra_image()  # values 40..180: a real stretch
+    image[..., 2] = 77  # a flat channel stays as it is
+    out = _ra("AutoContrast", image, 10)
+    expected = image.copy()
+    for c in range(2):
+        ch = image[..., c].astype(np.float32)
+        lo, hi = ch.min(), ch.max()
+        scale = np.float32(255) / (hi - lo)
+        expected[..., c] = np.clip(ch * scale - lo * scale, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(out, expected)
+    assert out[..., :2].min() == 0 and out[..., :2].max() == 255
+    assert np.abs(out.astype(int) - _pil(ImageOps.autocontrast, image)).max() <= 1
+
+    skewed = (np.random.default_rng(1).beta(2, 8, (16, 12, 3)) * 255).astype(np.uint8)
+    skewed[0, 0] = 255
+    np.testing.assert_array_equal(_ra("Equalize", skewed, 10), _pil(ImageOps.equalize, skewed))
+    flat = np.full((4, 4, 3), 9, np.uint8)
+    np.testing.assert_array_equal(_ra("Equalize", flat, 10), flat)  # step 0: unchanged
+
+
+def test_randaug_blends_match_numpy():
+    image = _ra_image(lo=0, hi=256)
+    for m in (10, 2):  # factor 1.9 (extrapolate, clipped) and 0.46 (interpolate, truncated)
+        factor = m / 10 * 1.8 + 0.1
+        np.testing.assert_array_equal(_ra("Brightness", image, m),
+                                      _blend_numpy(np.zeros_like(image), image, factor))
+        grey = (image.astype(np.float32) * np.float32(1 / 255)) @ np.array([0.2989, 0.5870, 0.1140],
+                                                                           np.float32)
+        grey = np.repeat((grey * np.float32(255.5)).astype(np.uint8)[..., None], 3, -1)
+        np.testing.assert_array_equal(_ra("Color", image, m), _blend_numpy(grey, image, factor))
+        # The reference's "mean" is pixels / 256: 120 / 256 -> 0 here, and a 64x64 image blends with 16.
+        np.testing.assert_array_equal(_ra("Contrast", image, m),
+                                      _blend_numpy(np.zeros_like(image), image, factor))
+        big = _ra_image(64, 64, lo=0, hi=256)
+        np.testing.assert_array_equal(_ra("Contrast", big, m),
+                                      _blend_numpy(np.full_like(big, 16), big, factor))
+    np.testing.assert_array_equal(_ra("Brightness", image, 5), image)  # factor exactly 1
+
+
+def test_randaug_sharpness_matches_numpy():
+    image = _ra_image(lo=0, hi=256)
+    kernel = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float64) / 13
+    h, w = image.shape[:2]
+    smooth = image.copy()
+    inner = sum(kernel[i, j] * image[i:h - 2 + i, j:w - 2 + j].astype(np.float64)
+                for i in range(3) for j in range(3))
+    smooth[1:-1, 1:-1] = np.clip(inner, 0, 255).astype(np.uint8)
+    out = _ra("Sharpness", image, 10)
+    expected = _blend_numpy(smooth, image, 1.9)
+    # float32 vs float64 sums may truncate a whole-number mean one apart; the border is exact.
+    assert np.abs(out.astype(int) - expected).max() <= 2
+    assert np.mean(out == expected) > 0.97
+    np.testing.assert_array_equal(out[0], image[0])
+    np.testing.assert_array_equal(out[:, -1], image[:, -1])
+
+
+def test_randaug_geometry_against_numpy():
+    image = _coords_image(6, 6)
+    np.testing.assert_array_equal(P._rotate(tf.constant(image), 90.0).numpy(), np.rot90(image))
+    grey = np.full_like(image, 128)
+    expected = grey.copy()
+    expected[:, :3] = image[:, 3:]  # column x shows column x + 3
+    np.testing.assert_array_equal(P._translate_x(tf.constant(image), 3.0).numpy(), expected)
+    expected = grey.copy()
+    expected[2:] = image[:-2]
+    np.testing.assert_array_equal(P._translate_y(tf.constant(image), -2.0).numpy(), expected)
+    sx, sy = grey.copy(), grey.copy()
+    for r in range(6):
+        for c in range(6):
+            if c + r < 6:
+                sx[r, c] = image[r, c + r]
+                sy[r, c] = image[r + c, c]
+    np.testing.assert_array_equal(P._shear_x(tf.constant(image), 1.0).numpy(), sx)
+    np.testing.assert_array_equal(P._shear_y(tf.constant(image), 1.0).numpy(), sy)
+    expected = image.copy()
+    expected[0:3, 3:6] = 128  # rows 1-2..1+2, columns 5-2..5+2, clipped
+    np.testing.assert_array_equal(P._cutout(tf.constant(image), 2, 1, 5).numpy(), expected)
+
+
+def test_randaug_magnitude_zero_geometric_ops_are_identity_and_scale_with_magnitude():
+    image = _ra_image(20, 24, lo=0, hi=256)
+    for name in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout"):
+        for i in range(3):
+            np.testing.assert_array_equal(_ra(name, image, 0, example_seed(0, i)), image, err_msg=name)
+    # Magnitude 10 moves 100 px (whatever the size): a 24 px wide image is all grey.
+    np.testing.assert_array_equal(_ra("TranslateX", image, 10), np.full_like(image, 128))
+    # Magnitude 1 shifts 10 px, to one side or the other depending on the seed; rotation likewise +-3 deg.
+    shifts = set()
+    for i in range(12):
+        out = _ra("TranslateX", image, 1, example_seed(0, i))
+        for pixels in (10.0, -10.0):
+            if np.array_equal(out, P._translate_x(tf.constant(image), pixels).numpy()):
+                shifts.add(pixels)
+        rot = _ra("Rotate", image, 1, example_seed(0, i))
+        assert any(np.array_equal(rot, P._rotate(tf.constant(image), d).numpy()) for d in (3.0, -3.0))
+    assert shifts == {10.0, -10.0}
+    # Cutout at M=10: one grey square of side 80, clipped to the image, somewhere.
+    zeros = np.zeros((100, 100, 3), np.uint8)
+    for i in range(4):
+        grey = _ra("Cutout", zeros, 10, example_seed(0, i))[..., 0] == 128
+        rows, cols = np.nonzero(grey.any(1))[0], np.nonzero(grey.any(0))[0]
+        assert grey[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all() and grey.sum() > 0
+        assert rows.max() - rows.min() < 80 and cols.max() - cols.min() < 80
+
+
+def test_randaug_op_is_seeded_shape_preserving_and_picks_one_op_per_layer():
+    image = _ra_image(16, 16, lo=0, hi=256)
+    pp = "randaug(2, 10)"
+    outs = [_run(pp, image, seed=example_seed(0, i)) for i in range(24)]
+    for out in outs:
+        assert out.dtype == np.uint8 and out.shape == image.shape
+    np.testing.assert_array_equal(_run(pp, image, seed=example_seed(0, 5)), outs[5])  # deterministic
+    assert len({o.tobytes() for o in outs}) >= 12  # seeds differ -> results differ
+    np.testing.assert_array_equal(_run("randaug(0, 10)", image, seed=SEED), image)
+    np.testing.assert_array_equal(_run("randaug(3, 10, prob=0)", image, seed=SEED), image)
+    # One layer: about 10/16 of the draws are one of the 10 seed-free ops (distinct outputs here).
+    image = _ra_image(16, 16, lo=20, hi=231)
+    fixed = {name: _ra(name, image, 7) for name in ("AutoContrast", "Equalize", "Invert", "Posterize",
+                                                    "Solarize", "Color", "Contrast", "Brightness",
+                                                    "Sharpness", "SolarizeAdd")}
+    assert len({v.tobytes() for v in fixed.values()}) == len(fixed)
+    hits = []
+    for i in range(48):
+        out = _run("randaug(1, 7)", image, seed=example_seed(1, i))
+        hits += [name for name, ref in fixed.items() if np.array_equal(out, ref)]
+    assert 18 <= len(hits) <= 42 and len(set(hits)) >= 6, hits
+
+
+def test_randaug_in_a_tf_data_pipeline_with_unknown_sizes():
+    images = [_ra_image(20 + i, 18, lo=0, hi=256, seed=i) for i in range(4)]
+    pp = Preprocess("decode|inception_crop(16)|flip_lr|randaug(2, 10)|value_range(-1, 1)")
+    assert pp.is_random
+    ds = tf.data.Dataset.from_tensor_slices([tf.io.encode_png(im).numpy() for im in images])
+    ds = ds.enumerate().map(lambda i, png: pp({"image": png}, seed=example_seed(0, i)))
+    assert ds.element_spec["image"].shape == (16, 16, 3)
+    out = np.stack([d["image"].numpy() for d in ds])
+    assert out.dtype == np.float32 and out.shape == (4, 16, 16, 3) and -1 <= out.min() <= out.max() <= 1
+    np.testing.assert_array_equal(out, preprocess_numpy(pp, images))  # graph == eager, same seeds
+
+
+def test_randaug_needs_uint8_pixels():
+    with pytest.raises(HarnessError, match="randaug works on uint8.*before value_range"):
+        _run("value_range(-1, 1)|randaug", np.zeros((4, 4, 3), np.uint8), seed=SEED)

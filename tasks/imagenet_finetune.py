@@ -4,8 +4,9 @@ The whole encoder is trained together with a NEW classifier head (kernel 0, bias
 checkpoint is dropped) through the shared loop `harness.train.fit`, with the paper's recipe as defaults:
 SGD momentum 0.9, lr 0.03, cosine schedule with 500 warm-up steps, 50k steps at batch 512, global-norm
 clipping 1.0, no weight decay, sigmoid cross-entropy, inception crop + flip; layer-wise lr decay and
-mixup as the paper chose them per resolution (0.85 and none at 224 px; 0.9 and mixup 0.2 at 384/518).
-RandAugment, which the paper also used at 384/518, is not implemented (see the README).
+mixup and RandAugment as the paper chose them per resolution (0.85 and neither at 224 px; 0.9, mixup 0.2
+and RandAug(2, 10) at 384/518). RandAugment is the `randaug` pp op (harness/preprocess.py, big_vision's
+semantics), placed in the train pp after the crop and flip, before `value_range`.
 
 Splits follow big_vision: train on minitrain = train[:99%], report minival = train[99%:] (for choosing
 hyper-parameters; never the validation set), then validation, ReaL (`imagenet2012_real`, images without
@@ -64,6 +65,9 @@ class FinetuneConfig:
     layer_decay: float | None = None
     # Beta(alpha, alpha) mixup; None: the paper's choice (off up to 224 px, 0.2 above); 0 switches it off.
     mixup: float | None = None
+    # RandAugment: "N,M" = num_layers, magnitude (or a full "randaug(...)" pp op); "off" switches it off;
+    # None: the paper's choice (off up to 224 px, "2,10" above). Inserted into pp_train before value_range.
+    randaug: str | None = None
     head_bias_init: float = finetune.HEAD_BIAS_INIT
     # Empty: inception crop + flip for training; resize_small(res*256/224)|central_crop(res) for eval.
     pp_train: str = ""
@@ -82,6 +86,46 @@ def paper_layer_decay(res: int) -> float:
 
 def paper_mixup(res: int) -> float:
     return 0.0 if res <= 224 else 0.2
+
+
+def paper_randaug(res: int) -> tuple[int, int] | None:
+    """(num_layers, magnitude) of the paper's RandAugment at `res`, or None where it used none."""
+    return None if res <= 224 else (2, 10)
+
+
+def randaug_op(setting: str | None, res: int) -> str:
+    """The `randaug(...)` pp op of a `randaug` setting (see FinetuneConfig), or "" for none."""
+    if setting is None:
+        layers_magnitude = paper_randaug(res)
+        return "" if layers_magnitude is None else "randaug({},{})".format(*layers_magnitude)
+    text = setting.strip()
+    if text.lower() in ("", "off", "0", "false"):
+        return ""
+    if not text.startswith("randaug"):
+        parts = [p.strip() for p in text.strip("()").split(",")]
+        if len(parts) != 2:
+            raise HarnessError(f"imagenet_finetune: randaug={setting!r}: write num_layers,magnitude "
+                               "(e.g. 2,10), a pp op randaug(2, 10), or off")
+        text = f"randaug({parts[0]},{parts[1]})"
+    from harness.preprocess import Preprocess
+
+    ops = Preprocess(text).ops  # validates the arguments (a one-line error for bad ones)
+    if len(ops) != 1 or ops[0].name != "randaug":
+        raise HarnessError(f"imagenet_finetune: randaug={setting!r} is not one randaug(...) op")
+    return text
+
+
+def pp_with_randaug(pp: str, op: str) -> str:
+    """`pp` with the RandAugment op `op` inserted before its first value_range (RandAugment works on uint8
+    pixels), or appended if there is none; unchanged for an empty `op`."""
+    from harness.preprocess import Preprocess
+
+    if not op:
+        return pp
+    calls = Preprocess(pp).ops
+    texts = [call.text for call in calls]
+    at = next((i for i, call in enumerate(calls) if call.name == "value_range"), len(calls))
+    return "|".join(texts[:at] + [op] + texts[at:])
 
 
 def default_pp_train(res: int) -> str:
@@ -153,13 +197,14 @@ class ImageNetFinetune(Task):
         num_classes = info.num_classes or data.num_classes(config.dataset, ctx.data_dir)
         layer_decay = paper_layer_decay(res) if config.layer_decay is None else float(config.layer_decay)
         mixup_alpha = paper_mixup(res) if config.mixup is None else float(config.mixup)
-        pp_train = (config.pp_train or default_pp_train(res)) + f'|keep("image", "{label_key}")'
+        pp_train, randaug = _train_pp(config, res)
+        pp_train += f'|keep("image", "{label_key}")'
         pp_eval = config.pp_eval or default_pp_eval(res)
         base = metric_base(config.dataset, res)
         out_dir = Path(ctx.out_dir)
         timings: dict[str, float] = {}
         run_info: dict = {"res": res, "num_classes": num_classes, "layer_decay": layer_decay,
-                          "mixup": mixup_alpha, "randaug": None, "splits": splits}
+                          "mixup": mixup_alpha, "randaug": randaug or None, "splits": splits}
 
         if config.train_steps == 0:
             model, params, _ = _headed_checkpoint(encoder, num_classes)
@@ -284,6 +329,23 @@ def _check_config(config: FinetuneConfig):
         bad(f"mixup (the Beta distribution's alpha) must be >= 0 (0 = off); got {config.mixup}")
     if config.res and config.res < 0:
         bad(f"res must be > 0 (or 0 for the encoder's); got {config.res}")
+    randaug_op(config.randaug, 384)  # a bad setting fails here, whatever the resolution
+
+
+def _train_pp(config: FinetuneConfig, res: int) -> tuple[str, str]:
+    """The train pp and the RandAugment op in it ("" for none). A pp_train that already has a randaug op
+    keeps it, unless a `randaug` setting asks for another one too."""
+    from harness.preprocess import Preprocess
+
+    pp = config.pp_train or default_pp_train(res)
+    own = [call.text for call in Preprocess(pp).ops if call.name == "randaug"]
+    if own:
+        if config.randaug is not None and randaug_op(config.randaug, res):
+            raise HarnessError(f"imagenet_finetune: pp_train already has {own[0]} and randaug={config.randaug!r} "
+                               "asks for another; drop one of them (randaug=off keeps the pp's)")
+        return pp, own[0]
+    op = randaug_op(config.randaug, res)
+    return pp_with_randaug(pp, op), op
 
 
 def _role_split(info, roles: tuple[str, ...], fallback: str) -> str:

@@ -253,6 +253,41 @@ def test_defaults_are_the_paper_recipe():
     assert data.DATASETS["imagenet2012"].split("minival") == "train[99%:]"
 
 
+def test_randaug_is_the_papers_per_resolution_choice_and_goes_before_value_range():
+    from tasks.imagenet_finetune import (FinetuneConfig, _check_config, _train_pp, default_pp_train,
+                                         paper_randaug, pp_with_randaug, randaug_op)
+
+    assert [paper_randaug(r) for r in (224, 384, 518)] == [None, (2, 10), (2, 10)]
+    assert _train_pp(FinetuneConfig(), 224) == (default_pp_train(224), "")
+    # big_vision's order: crop, flip, RandAugment on uint8 pixels, then value_range.
+    assert _train_pp(FinetuneConfig(), 384) == (
+        "decode|inception_crop(384)|flip_lr|randaug(2,10)|value_range(-1,1)", "randaug(2,10)")
+    assert _train_pp(FinetuneConfig(randaug="off"), 518) == (default_pp_train(518), "")
+    assert _train_pp(FinetuneConfig(randaug="1,5"), 224)[1] == "randaug(1,5)"
+    assert randaug_op("randaug(2, 15, prob=0.5)", 224) == "randaug(2, 15, prob=0.5)"
+    assert pp_with_randaug("decode|resize(32)", "randaug(2,10)") == "decode|resize(32)|randaug(2,10)"
+    own = "decode|randaug(3, 5)|value_range(-1,1)"
+    assert _train_pp(FinetuneConfig(pp_train=own), 384) == (own, "randaug(3, 5)")  # the pp's own wins
+    for bad in ("2", "2,50", "a,b"):
+        with pytest.raises(HarnessError, match="randaug"):
+            randaug_op(bad, 384)
+    with pytest.raises(HarnessError, match="already has randaug"):
+        _train_pp(FinetuneConfig(pp_train=own, randaug="2,10"), 384)
+    with pytest.raises(HarnessError, match="magnitude must be in"):  # checked before any data is read
+        _check_config(api.make_config(ImageNetFinetune(), None, {"randaug": "2,40"}))
+
+
+def test_randaug_runs_in_the_train_stream_and_is_recorded(finetuned, tmp_path, data_dir, tiny32):
+    _, plain, _ = finetuned
+    assert plain.info["finetune"]["randaug"] is None  # 32 px: the paper used none
+    metrics, ctx = _run(tiny32, tmp_path, data_dir, train_steps=4, randaug="2,10", real_dataset="",
+                        v2_dataset="")
+    assert ctx.info["finetune"]["randaug"] == "randaug(2,10)" and ctx.info["finetune"]["steps"] == 4
+    (train_pp,) = [d["pp"] for d in ctx.datasets if d["role"] == "train"]
+    assert "|flip_lr|randaug(2,10)|value_range(-1,1)|" in train_pp
+    assert all(np.isfinite(v) for v in metrics.values())
+
+
 def test_train_steps_zero_scores_like_an_independent_computation(tmp_path, data_dir, tiny32):
     flat = tiny32.params_numpy()
     flat["head/kernel"] = np.random.default_rng(0).normal(0, 1, (16, 3)).astype(np.float32)

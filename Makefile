@@ -30,10 +30,10 @@ test: venv
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
 
-# The CI gate: the proxy suite from scratch (fresh records and feature cache), checked against the baseline.
+# The CI gate: the proxy suite from scratch (fresh proxy data, records and feature cache) against the baseline.
 proxy-check: venv
 	set -e; d="$${PROXY_RUNS:-$$(mktemp -d -t proxy-runs-XXXXXX)}"; \
-	$(BIN)/harness run --suite proxy --out "$$d/runs" --cache-dir "$$d/cache"; \
+	$(BIN)/harness run --suite proxy --out "$$d/runs" --cache-dir "$$d/cache" --data-dir "$$d/tfds"; \
 	$(BIN)/harness check "$$d/runs" --baseline reports/baselines/proxy.json
 
 clean:

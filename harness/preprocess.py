@@ -13,9 +13,9 @@ published numbers were produced with them:
 - `central_crop` offsets are `(side - crop) // 2`.
 - `value_range(vmin, vmax)` maps [in_min, in_max] linearly to [vmin, vmax] in float32.
 
-One deliberate difference: random ops (`random_crop`, `inception_crop`, `flip_lr`, `randaug`) use stateless
-tf.random ops seeded per example (see `example_seed`), so a training stream is reproducible and
-resumable; big_vision uses stateful ops. The distributions are the same.
+One deliberate difference: random ops (`random_crop`, `inception_crop`, `flip_lr`, `randaug`) use
+stateless tf.random ops seeded per example (see `example_seed`), so a training stream is reproducible
+and resumable; big_vision uses stateful ops. The distributions are the same.
 
 Image ops read and write key "image" unless told otherwise (big_vision's `key=` / `inkey=` /
 `outkey=` convention); `onehot` uses `key=` / `key_result=`.

@@ -198,7 +198,10 @@ def _popen_wait4(args, env, timeout_s):
     """Popen + wait4 on the child itself (ru_maxrss of that one process, not RUSAGE_CHILDREN)."""
     import threading
 
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # The child's working directory is the one holding this `harness` package: `python -m` puts its cwd
+    # first on sys.path, and the child must measure the same code as its parent.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=Path(__file__).resolve().parents[1])
     chunks = {"out": [], "err": []}
 
     def pump(stream, key):

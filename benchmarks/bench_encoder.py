@@ -35,9 +35,10 @@ def _side(pythonpath: str, args, out_json: Path, forward_npy: Path, variant: str
     env = {**os.environ, "PYTHONPATH": pythonpath, "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, "-c", "from harness.cli import main; main()", "bench", "--variants", variant,
            "--res", str(args.res), "--batches", args.batches, "--dtypes", dtype, "--seconds", str(args.seconds), "--out", str(out_json)]
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    # cwd = that side's root: `python -c` puts the cwd first on sys.path, ahead of PYTHONPATH.
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, cwd=pythonpath)
     subprocess.run([sys.executable, "-c", FORWARD, variant, str(args.res), dtype, str(forward_npy)], env=env,
-                   check=True)
+                   check=True, cwd=pythonpath)
     return json.loads(out_json.read_text())
 
 

@@ -359,6 +359,28 @@ def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
 
 
 @main.command()
+@click.option("--variants", default="So400m/14,So150m/14", show_default=True, help="Comma-separated variants.")
+@click.option("--res", type=int, default=224, show_default=True)
+@click.option("--batches", default="1,8", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--dtypes", default="float32,bfloat16", show_default=True, help="Matmul dtypes (float32, bfloat16).")
+@click.option("--compare", default=None, type=click.Choice(["hf"]), help="Also time HF SiglipVisionModel (torch).")
+@click.option("--no-scan", is_flag=True, help="Unrolled layers instead of scanned ones (slower to compile).")
+@click.option("--seconds", "min_seconds", type=float, default=2.0, show_default=True, help="Per timed round.")
+@click.option("--runs", default=None, help="Result-record folder: per-task cost and feature-cache savings.")
+@click.option("--no-encoder", is_flag=True, help="Only the --runs summary, no encoder measurements.")
+@click.option("--out", default=None, help="Also write the figures as JSON here.")
+def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out):
+    """Encoder images/s, GFLOP/s and % of this machine's matmul peak, compile time, peak RSS (vs HF torch)."""
+    from harness.bench import bench_command
+
+    bench_command(variants=[v.strip() for v in variants.split(",") if v.strip()], res=res,
+                  batches=[int(b) for b in batches.split(",") if b.strip()],
+                  dtypes=[d.strip() for d in dtypes.split(",") if d.strip()], compare=compare, scan=not no_scan,
+                  min_seconds=min_seconds, runs=runs, out=out, encoder=not no_encoder, echo=click.echo,
+                  note=lambda m: click.echo(m, err=True))
+
+
+@main.command()
 @click.option("--out", "out_dir", default="runs/demo", show_default=True)
 def demo(out_dir):
     """Build a tiny SoViT-shaped encoder, save it as big_vision .npz, reload it, print features and models."""

@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
 
+    import numpy as np
+
     from harness import data
     from harness.encoder import load_encoder
     from harness.features import extract
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
     enc = load_encoder(ckpt)
     info = data.get_info(args.dataset)
     pp = default_pp(args.res)
-    enc.features(__import__("numpy").zeros((args.batch_size, args.res, args.res, 3)), ["pre_logits"])  # compile
+    enc.features(np.zeros((args.batch_size, args.res, args.res, 3)), ["pre_logits"])  # compile
 
     t0 = time.perf_counter()
     n = 0

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from harness import data
+from harness import data, finetune
 from harness.api import Metric, RunContext, Task
 from harness.errors import HarnessError
 from harness.features import extract
@@ -62,16 +62,13 @@ def real_pp(base: str, num_classes: int) -> str:
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-example 0/1 correctness of the argmax."""
-    return (np.argmax(logits, -1) == np.asarray(labels)).astype(np.float64)
+    return finetune.top1_correct(np.argmax(logits, -1), labels)
 
 
 def real_correct(logits: np.ndarray, multihot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ReaL: a prediction is correct if it is in the image's label set; images with no label are left out.
-    Returns (per-example 0/1 over the kept images, mask of kept images)."""
-    multihot = np.asarray(multihot) > 0
-    keep = multihot.any(-1)
-    pred = np.argmax(logits, -1)
-    return multihot[np.arange(len(pred)), pred][keep].astype(np.float64), keep
+    """ReaL scoring of the argmax (`harness.finetune.real_correct`): (per-example 0/1 over the images that
+    have a label, mask of those images)."""
+    return finetune.real_correct(np.argmax(logits, -1), multihot)
 
 
 def _epoch_fn():

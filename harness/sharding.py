@@ -27,6 +27,7 @@ is caught by the coordination service's heartbeat timeout.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import logging
@@ -48,6 +49,7 @@ PARAM_STRATEGIES = ("replicate", "fsdp")
 # Leaves smaller than this stay replicated under FSDP: gathering a bias costs more than storing it.
 FSDP_MIN_SIZE = 2**14
 ERROR_KEY = "harness/failed"
+WATCHDOG_POLL_S = 0.5  # how often each process looks for a peer's failure
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
@@ -125,22 +127,32 @@ def barrier(name: str, timeout_s: float = 600) -> None:
         _client().wait_at_barrier(f"harness/{name}", int(timeout_s * 1000))
 
 
-def _start_watchdog(poll_s: float = 0.5) -> None:
+def _start_watchdog() -> None:
     if _state["watchdog"] is not None:
         return
     client = _client()
+    stop = threading.Event()
 
     def watch():
-        while True:
-            time.sleep(poll_s)
+        while not stop.wait(WATCHDOG_POLL_S):
             try:
                 msg = client.key_value_try_get(ERROR_KEY)
             except Exception:  # NOT_FOUND while every process is healthy; any error once shut down
                 continue
             _die(f"error: stopping process {process_index()} because {msg}")
 
+    def stop_watchdog():
+        # A daemon thread still inside a C++ call (the key-value lookup releases the GIL) when the
+        # interpreter finalizes is ended by pthread_exit, and that unwind through C++ frames aborts the
+        # process ("FATAL: exception not rethrown") after all its work is done. So stop it first: atexit
+        # handlers run before finalization, and this one, registered after jax.distributed.initialize,
+        # runs before jax's own shutdown.
+        stop.set()
+        t.join(timeout=10)
+
     t = threading.Thread(target=watch, name="harness-distributed-watchdog", daemon=True)
     t.start()
+    atexit.register(stop_watchdog)
     _state["watchdog"] = t
 
 

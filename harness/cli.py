@@ -57,10 +57,23 @@ def main():
 @click.option("--set", "sets", multiple=True, help="key=value: a task setting or an encoder config key.")
 @click.option("--name", default=None, help="Row name of this checkpoint in reports (default: file name).")
 @click.option("--force", is_flag=True, help="Recompute even if an identical finished record exists.")
-def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_dir, sets, name, force):
+@click.option("--coordinator", default=None, help="Multi-process run: host:port of process 0 "
+              "(or $JAX_COORDINATOR_ADDRESS); with --num-processes and --process-id.")
+@click.option("--num-processes", type=int, default=None, help="Multi-process run: number of processes "
+              "(or $JAX_NUM_PROCESSES).")
+@click.option("--process-id", type=int, default=None, help="Multi-process run: this process, from 0 "
+              "(or $JAX_PROCESS_ID). Process 0 writes the records.")
+@click.option("--params", "param_sharding", type=click.Choice(["replicate", "fsdp"]), default="replicate",
+              show_default=True, help="With several devices: parameters replicated or FSDP-sharded.")
+def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_dir, sets, name, force,
+        coordinator, num_processes, process_id, param_sharding):
     """Run one task (or a suite of tasks) on one checkpoint and write result records."""
     if bool(task_name) == bool(suite):
         raise HarnessError("give exactly one of --task NAME or --suite NAME")
+    from harness import sharding
+
+    distributed = sharding.initialize(coordinator, num_processes, process_id)
+    sharding.set_param_strategy(param_sharding)
     enc = {}
     if variant:
         enc["variant"] = variant
@@ -81,7 +94,7 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
             raise HarnessError(f"suite {suite!r} needs --ckpt (a checkpoint to evaluate)"
                                + (f"; the default {PROXY_CKPT} is missing" if suite == "proxy" else ""))
     _run_entries(entries, ckpt, enc, data_dir=data_dir, out_dir=out_dir, cache_dir=cache_dir, name=name,
-                 force=force, verbose=bool(suite))
+                 force=force, verbose=bool(suite), distributed=distributed)
 
 
 def _split_sets(task, sets: dict[str, str], task_name: str) -> tuple[dict, dict]:
@@ -104,9 +117,10 @@ def _split_sets(task, sets: dict[str, str], task_name: str) -> tuple[dict, dict]
     return task_sets, enc
 
 
-def _run_entries(entries, ckpt, enc, *, data_dir, out_dir, cache_dir, name, force, verbose):
+def _run_entries(entries, ckpt, enc, *, data_dir, out_dir, cache_dir, name, force, verbose, distributed=False):
     import time
 
+    from harness import sharding
     from harness.registry import get_task
     from harness.report import to_markdown
     from harness.runner import run_task
@@ -128,10 +142,16 @@ def _run_entries(entries, ckpt, enc, *, data_dir, out_dir, cache_dir, name, forc
                     encoders[key] = load_encoder(ckpt, **enc_cfg)
                 return encoders[key]
 
-            record, path, reused = run_task(task_name, ckpt, preset=preset, sets=task_sets,
-                                            encoder_config={**enc, **enc_sets}, data_dir=data_dir,
-                                            out_dir=out_dir, cache_dir=cache_dir, force=force, name=name,
-                                            encoder_loader=loader)
+            if distributed:  # every process computes, process 0 writes; a failure stops every process
+                record, path = sharding.run_task_distributed(
+                    task_name, ckpt, preset=preset, sets=task_sets, encoder_config={**enc, **enc_sets},
+                    data_dir=data_dir, out_dir=out_dir, name=name, encoder_loader=loader)
+                reused = False
+            else:
+                record, path, reused = run_task(task_name, ckpt, preset=preset, sets=task_sets,
+                                                encoder_config={**enc, **enc_sets}, data_dir=data_dir,
+                                                out_dir=out_dir, cache_dir=cache_dir, force=force, name=name,
+                                                encoder_loader=loader)
         except Exception as e:
             # A suite goes on past a failed entry (a missing dataset, a task module that does not import)
             # so one problem does not cost the other tasks; the exit code still reports it.
@@ -145,12 +165,15 @@ def _run_entries(entries, ckpt, enc, *, data_dir, out_dir, cache_dir, name, forc
             click.echo(f"[{i + 1}/{len(entries)}] {label}: failed: {why}", err=True)
             continue
         records.append(record)
+        if not sharding.is_writer():
+            continue
         if verbose:
             state = "reused" if reused else f"done in {time.perf_counter() - t0:.0f}s"
             click.echo(f"[{i + 1}/{len(entries)}] {label}: {state} -> {path}", err=True)
         else:
             click.echo(f"{'reused' if reused else 'wrote'} {path}", err=True)
-    click.echo(to_markdown(records))
+    if sharding.is_writer():
+        click.echo(to_markdown(records))
     if failed:
         raise HarnessError(f"{len(failed)} of {len(entries)} suite entries failed: {', '.join(failed)}; "
                            "the others' records are written, and a rerun resumes")

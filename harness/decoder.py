@@ -701,7 +701,7 @@ def _encode_split(encoder, enc_params, dataset, split, pp, ctx, cfg, cap, folder
     """The fine-tuned encoder's tokens for a split, in a temporary memory-mapped file."""
     import jax
 
-    from harness import data
+    from harness import data, sharding
 
     n = data.num_examples(dataset, split, ctx.data_dir)
     n = min(n, cap) if cap else n
@@ -710,7 +710,7 @@ def _encode_split(encoder, enc_params, dataset, split, pp, ctx, cfg, cap, folder
     for batch in data.iterate(dataset, split, batch_size=cfg.eval_batch_size, pp=pp, data_dir=ctx.data_dir,
                               num_examples=cap):
         mask = np.asarray(batch["_mask"], bool)
-        enc = np.asarray(apply(enc_params, np.asarray(batch["image"], np.float32)))
+        enc = sharding.apply_to_batch(apply, enc_params, np.asarray(batch["image"], np.float32))
         out[batch["_index"][mask]] = enc[mask]
     out.flush()
     return out

@@ -70,6 +70,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
     if not auto and (num_processes or 1) <= 1 and coordinator_address is None:
         return False
+    if _client() is not None:  # already joined (a program that called this before the CLI did)
+        return True
     if not auto and None in (coordinator_address, num_processes, process_id):
         raise HarnessError("multi-process run: give all of --coordinator host:port, --num-processes and "
                            f"--process-id (or ${ENV_COORDINATOR}, ${ENV_NUM_PROCESSES}, ${ENV_PROCESS_ID})")
@@ -318,6 +320,24 @@ def to_host(x) -> np.ndarray:
 def to_host_tree(tree):
     import jax
     return jax.tree.map(to_host, tree)
+
+
+def apply_to_batch(fn, params, *arrays):
+    """`fn(params, *arrays)` with the arrays' rows split over the mesh (zero-padded to a multiple of the
+    device count, the padding dropped from the outputs) and `params` placed by the current strategy (once
+    per params object); numpy outputs. On one device: `fn` as is. For a task's own jitted passes (a
+    fine-tuned model's predictions, a decoder's encoder tokens), as `Encoder.features` does for its own."""
+    import jax
+
+    if not is_sharded():
+        return jax.tree.map(np.asarray, jax.device_get(fn(params, *arrays)))
+    mesh = default_mesh()
+    placed = _state.get("placed")
+    if placed is None or placed[0] is not params or placed[1] != param_strategy():
+        placed = _state["placed"] = (params, param_strategy(), place(params, param_shardings(params, mesh)))
+    n = len(arrays[0])
+    out = fn(placed[2], *(global_batch(pad_rows(np.asarray(a), mesh.size)[0], mesh) for a in arrays))
+    return jax.tree.map(lambda v: to_host(v)[:n], out)
 
 
 def local_rows(x) -> np.ndarray:

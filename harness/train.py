@@ -44,29 +44,40 @@ def cosine_schedule(lr: float, total_steps: int, warmup_steps: int = 0, end_lr: 
 
 def _save_state(ckpt_dir: Path, step: int, params, opt_state, extra: dict | None = None):
     """Writes `state-<step>` next to the previous one, then moves the `LATEST` pointer: a crash at any
-    point leaves a complete older checkpoint."""
+    point leaves a complete older checkpoint.
+
+    In a multi-process run every process calls this with the same host tree: orbax's save is itself a
+    collective (it synchronises all processes and writes from process 0), and process 0 alone moves the
+    folders and the pointer, between two barriers."""
     import jax
     import orbax.checkpoint as ocp
 
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    from harness import sharding
+
     final = (ckpt_dir / f"state-{step:09d}").absolute()
     tmp = (ckpt_dir / f".state-{step:09d}.tmp").absolute()
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    writer = sharding.is_writer()
+    if writer:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    sharding.barrier(f"ckpt-{step}-begin")
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(tmp / "state", {"params": jax.device_get(params), "opt_state": jax.device_get(opt_state)})
     ckptr.wait_until_finished()
-    (tmp / "meta.json").write_text(json.dumps({"step": step, **(extra or {})}))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    pointer = ckpt_dir / "LATEST"
-    ptmp = ckpt_dir / ".LATEST.tmp"
-    ptmp.write_text(final.name)
-    os.replace(ptmp, pointer)
-    for old in ckpt_dir.glob("state-*"):
-        if old.name != final.name:
-            shutil.rmtree(old, ignore_errors=True)
+    if writer:
+        (tmp / "meta.json").write_text(json.dumps({"step": step, **(extra or {})}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        pointer = ckpt_dir / "LATEST"
+        ptmp = ckpt_dir / ".LATEST.tmp"
+        ptmp.write_text(final.name)
+        os.replace(ptmp, pointer)
+        for old in ckpt_dir.glob("state-*"):
+            if old.name != final.name:
+                shutil.rmtree(old, ignore_errors=True)
+    sharding.barrier(f"ckpt-{step}-end")
 
 
 def _restore_state(ckpt_dir: Path, params, opt_state):
@@ -167,9 +178,7 @@ def fit(*, params, tx, loss_fn: Callable, batches: Callable[[int], Iterator[dict
                     _save_state(ckpt_dir, step + 1, params, opt_state)
                 else:
                     host = sharding.to_host_tree((params, opt_state))  # a collective: every process
-                    if sharding.is_writer():
-                        _save_state(ckpt_dir, step + 1, *host)
-                    sharding.barrier(f"ckpt-{step + 1}")
+                    _save_state(ckpt_dir, step + 1, *host)
         else:
             step = total_steps
     finally:

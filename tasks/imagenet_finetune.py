@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import checkpoints, data, finetune, train
+from harness import checkpoints, data, finetune, sharding, train
 from harness.api import Metric, RunContext, Task
 from harness.errors import HarnessError
 
@@ -406,7 +406,6 @@ def _predictor(model):
 def _evaluate(predict, params, dataset: str, split: str, *, key: str, multi_label: bool, num_classes: int,
               pp: str, batch_size: int, ctx: RunContext, num_examples: int | None, role: str) -> np.ndarray:
     """Per-example 0/1 scores (ReaL: of the images that have a label) on one split."""
-    import jax
 
     full_pp = f'{pp}|keep("image", "{key}")'
     total = data.eval_num_batches(dataset, split, batch_size=batch_size, data_dir=ctx.data_dir,
@@ -421,7 +420,7 @@ def _evaluate(predict, params, dataset: str, split: str, *, key: str, multi_labe
         for batch in data.iterate(dataset, split, batch_size=batch_size, pp=full_pp, data_dir=ctx.data_dir,
                                   num_examples=num_examples):
             mask = np.asarray(batch["_mask"], bool)
-            pred = np.asarray(jax.device_get(predict(params, batch["image"])))
+            pred = sharding.apply_to_batch(predict, params, np.asarray(batch["image"]))
             preds.append(pred[mask])
             labels.append(np.asarray(batch[key])[mask])
             if bar is not None:

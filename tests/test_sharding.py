@@ -22,6 +22,25 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_ENC = dict(width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=8, res=32, pool_type="map")
 FEWSHOT_SETS = {"datasets": "proxy_digits", "shots": "1,5", "seeds": "0,1", "batch_size": "24",
                 "max_train_examples": "120", "max_test_examples": "72"}
+# Every other task, tiny, on proxy_scenes/tiny: run on 8 devices in a child and on 1 here.
+TINY_DS = "proxy_scenes/tiny"
+TINY_DEC = {"decoder_width": "32", "decoder_mlp_dim": "64", "decoder_heads": "2", "total_steps": "8",
+            "batch_size": "8", "eval_batch_size": "32", "tokenizer": "proxy", "optimizer": "adam", "lr": "3e-3"}
+TASK_RUNS = {
+    "linear_probe": (None, {"dataset": TINY_DS, "train_split": "train", "minival_split": "validation",
+                            "eval_datasets": "", "lrs": "0.3,0.01", "epochs": "2", "weight_decays": "0",
+                            "batch_size": "16", "extract_batch_size": "16"}),
+    "imagenet_finetune": (None, {"res": "32", "lr": "0.01", "warmup_steps": "2", "train_steps": "6",
+                                 "dataset": TINY_DS, "train_split": "train", "minival_split": "val",
+                                 "test_split": "test", "real_dataset": "", "v2_dataset": "", "batch_size": "8",
+                                 "eval_batch_size": "32", "ckpt_every": "0"}),
+    "coco_captioning": ("proxy", {**TINY_DEC, "dataset": TINY_DS, "target_len": "24"}),
+    "vqa": ("proxy", {**TINY_DEC, "datasets": TINY_DS, "prefix_len": "12", "target_len": "4"}),
+    "lit_zeroshot": (None, {"train_dataset": TINY_DS, "zeroshot_datasets": TINY_DS, "retrieval_datasets": TINY_DS,
+                            "train_steps": "8", "batch_size": "16", "text_width": "32", "text_depth": "1",
+                            "text_mlp_dim": "64", "text_num_heads": "4", "max_len": "24",
+                            "prompt_templates": "clip_best", "image_batch_size": "24", "ckpt_every": "0"}),
+}
 # Matmuls split into per-device blocks round differently from one big block (XLA picks the kernel by
 # shape); a forward pass therefore agrees to float32 rounding, not bit for bit.
 FEATURE_ATOL = 2e-5
@@ -141,6 +160,40 @@ def child_devices(out: Path, ckpt: str):
     (out / "result.json").write_text(json.dumps(result))
 
 
+def run_every_task(ckpt: str, out: Path) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Each task's metrics, and how many batches each put on the mesh (encoder passes, training steps)."""
+    from harness import sharding
+    from harness.runner import run_task
+
+    metrics, on_mesh = {}, {}
+    placed = [0]
+    real_global_batch = sharding.global_batch
+
+    def counting(*args, **kw):
+        placed[0] += 1
+        return real_global_batch(*args, **kw)
+
+    sharding.global_batch = counting
+    try:
+        for task, (preset, sets) in TASK_RUNS.items():
+            placed[0] = 0
+            rec, _, _ = run_task(task, ckpt, preset=preset, sets=sets, data_dir=str(out / "tfds"),
+                                 out_dir=out / "runs", cache_dir=out / "cache", progress=False)
+            metrics[task], on_mesh[task] = _fewshot_metrics(rec), placed[0]
+    finally:
+        sharding.global_batch = real_global_batch
+    return metrics, on_mesh
+
+
+def child_tasks(out: Path, ckpt: str):
+    """Every task's tiny run on 8 CPU devices in one process."""
+    import jax
+
+    assert jax.device_count() == 8, jax.devices()
+    metrics, on_mesh = run_every_task(ckpt, out)
+    (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "on_mesh": on_mesh}))
+
+
 def child_process(out: Path, ckpt: str, port: int, pid: int, mode: str):
     """One of two processes (one CPU device each) of a jax.distributed run on localhost."""
     from harness import sharding
@@ -167,12 +220,20 @@ def child_process(out: Path, ckpt: str, port: int, pid: int, mode: str):
         feats = enc.features(_images(), ["pre_logits"])["pre_logits"]
         losses, params = _run_fit(out)
         local_losses, _ = _run_fit(out, rows=slice(8 * pid, 8 * pid + 8), process_local_batches=True)
+        # Killed after 6 steps with a checkpoint at 4 (orbax, written by both processes together), resumed.
+        _run_fit(out, ckpt_dir=out / "ckpt", ckpt_every=4, stop_after=6)
+        resumed_losses, resumed = _run_fit(out, ckpt_dir=out / "ckpt", ckpt_every=4)
         sums = _per_process_sums(enc, pid, 2)
-        rec, path = sharding.run_task_distributed("fewshot", ckpt, out_dir=str(out / "runs"), sets=FEWSHOT_SETS)
-        np.savez(out / f"p{pid}.npz", features=feats, **params)
-        (out / f"p{pid}.json").write_text(json.dumps({"losses": losses, "local_losses": local_losses,
-                                                      "sums": sums, "record": str(path),
-                                                      "fewshot": _fewshot_metrics(rec)}))
+    # The fewshot record through the CLI, as a user runs it (it joins the run started above).
+    from harness.cli import main
+    cli_args = ["run", "--task", "fewshot", "--ckpt", ckpt, "--out", str(out / "runs"),
+                "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(pid)]
+    main([*cli_args, *(a for k, v in FEWSHOT_SETS.items() for a in ("--set", f"{k}={v}"))], standalone_mode=False)
+    rec = json.loads(next((out / "runs").glob("fewshot__*.json")).read_text()) if pid == 0 else None
+    np.savez(out / f"p{pid}.npz", features=feats, **params, **{f"resumed/{k}": v for k, v in resumed.items()})
+    (out / f"p{pid}.json").write_text(json.dumps({"losses": losses, "local_losses": local_losses,
+                                                  "resumed_losses": resumed_losses, "sums": sums,
+                                                  "fewshot": rec and _fewshot_metrics(rec)}))
 
 
 # ------------------------------------------------------------------------------------------- tests
@@ -310,11 +371,13 @@ def test_two_processes_match_one(launched, reference):
         np.testing.assert_allclose(arrays["features"], ref["features"]["pre_logits"], atol=FEATURE_ATOL, rtol=0)
         np.testing.assert_allclose(got["losses"], ref["losses"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got["local_losses"], ref["losses"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got["resumed_losses"], ref["losses"][4:], rtol=1e-5, atol=1e-6)
         for k, v in ref["params"].items():
             np.testing.assert_allclose(arrays[k], v, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(arrays[f"resumed/{k}"], v, rtol=1e-4, atol=1e-5)
         assert got["sums"]["count"] == 50 and got["sums"]["label_sum"] == ref["sums"]["label_sum"]
         assert got["sums"]["feature_sum"] == pytest.approx(ref["sums"]["feature_sum"], rel=1e-5)
-        assert got["fewshot"] == ref["fewshot"]
+    assert json.loads((tmp_path / "p0.json").read_text())["fewshot"] == ref["fewshot"]
     # Written once, by process 0, into the shared output folder; it equals the one-process record.
     records = list((tmp_path / "runs").glob("fewshot__*.json"))
     assert len(records) == 1
@@ -322,6 +385,27 @@ def test_two_processes_match_one(launched, reference):
     assert _fewshot_metrics(rec) == ref["fewshot"]
     assert rec["info"]["distributed"] == {"process_count": 2, "device_count": 2}
     assert rec["task"]["config_hash"] == ref["record"]["task"]["config_hash"]
+
+
+def test_every_task_on_eight_devices_matches_one(ckpt, tmp_path):
+    # Each task reads its tiny proxy data (built in each process's own data dir), trains through
+    # `train.fit` and encodes through `Encoder.features`, i.e. over the 8-device mesh in the child.
+    (tmp_path / "8").mkdir()
+    child = _spawn(["tasks", tmp_path / "8", ckpt], XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    one, one_on_mesh = run_every_task(ckpt, tmp_path / "1")
+    code, _, err = _wait(child, 400)
+    assert code == 0, err[-3000:]
+    got = json.loads((tmp_path / "8" / "metrics.json").read_text())
+    eight = got["metrics"]
+    assert set(eight) == set(one) == set(TASK_RUNS)
+    # On one device nothing goes through the mesh; on 8, every task's passes and steps do.
+    assert set(one_on_mesh.values()) == {0}
+    assert all(got["on_mesh"][task] > 0 for task in TASK_RUNS), got["on_mesh"]
+    for task in TASK_RUNS:
+        assert set(eight[task]) == set(one[task]) and one[task], task
+        for name, value in one[task].items():
+            # Accuracies, CIDEr, recalls: equal; losses and perplexities: to float32 rounding.
+            assert eight[task][name] == pytest.approx(value, rel=1e-4, abs=1e-5), (task, name)
 
 
 def test_processes_exit_cleanly_while_the_watchdog_polls(tmp_path):
@@ -352,5 +436,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     if mode == "devices":
         child_devices(out, sys.argv[3])
+    elif mode == "tasks":
+        child_tasks(out, sys.argv[3])
     else:
         child_process(out, sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])

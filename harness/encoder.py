@@ -291,5 +291,8 @@ def load_encoder(spec: str | None = None, **config) -> Encoder:
     params = checkpoints.unflatten(params)
     sha = checkpoints.file_sha256(checkpoints.parse_spec(spec)[0])
     jax.block_until_ready(params)
+    # After loading (whose big temporaries go back to the OS at once), before the forward passes.
+    from harness.runtime import tune_malloc
+    tune_malloc()
     return Encoder(model=model, params=params, config=cfg, spec=str(spec), sha256=sha,
                    load_seconds=time.perf_counter() - t0)

@@ -32,6 +32,51 @@ def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0, 
     return jnp.asarray(pe, dtype)[None, :, :]
 
 
+def dot_general_f32_accumulate(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
+    """`lax.dot_general` that accumulates in float32 and returns the operands' dtype.
+
+    For bfloat16 matmuls: XLA:CPU runs a bfloat16 x bfloat16 -> float32 dot on its AMX / oneDNN kernels but
+    a bfloat16 -> bfloat16 one on a generic loop (~3x slower here); the float32 accumulation is what the
+    hardware does anyway, so only the last rounding to bfloat16 moves."""
+    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32, **kw)
+    return out.astype(preferred_element_type or jnp.result_type(lhs, rhs))
+
+
+def _dot_general(dtype_mm: str):
+    return None if jnp.dtype(dtype_mm) == jnp.float32 else dot_general_f32_accumulate
+
+
+def attention(query, key, value, bias=None, mask=None, broadcast_dropout: bool = True, dropout_rng=None,
+              dropout_rate: float = 0.0, deterministic: bool = False, dtype=None, precision=None,
+              force_fp32_for_softmax: bool = False):
+    """flax's `dot_product_attention` with the heads moved in front of the tokens before the two matmuls.
+
+    The same operations in the same dtypes (scaled scores, softmax, weighted sum). On XLA:CPU flax's
+    `...qhd,...khd->...hqk` einsum on token-major operands runs far below the machine's matmul rate (a
+    So150m/14 block, head dim 55, spent half of its time there: 70 ms vs 29 ms for the attention of a
+    batch of 8); [..., heads, tokens, dim] operands get its fast matmul kernels. Other backends, masks,
+    biases and attention dropout go to flax's own function unchanged."""
+    if bias is not None or mask is not None or (dropout_rate > 0 and not deterministic) or \
+            jax.default_backend() != "cpu":
+        return nn.dot_product_attention(query, key, value, bias, mask, broadcast_dropout, dropout_rng,
+                                        dropout_rate, deterministic, dtype, precision,
+                                        force_fp32_for_softmax=force_fp32_for_softmax)
+    from flax.linen.dtypes import promote_dtype
+
+    query, key, value = promote_dtype(query, key, value, dtype=dtype)
+    dtype = query.dtype
+    query = query / jnp.sqrt(query.shape[-1]).astype(dtype)
+    q, k, v = (x.swapaxes(-3, -2) for x in (query, key, value))  # [..., heads, tokens, dim]
+    acc = jnp.float32 if dtype != jnp.float32 else None
+    w = jnp.matmul(q, k.swapaxes(-1, -2), precision=precision, preferred_element_type=acc)
+    if force_fp32_for_softmax and dtype != jnp.float32:
+        w = jax.nn.softmax(w.astype(jnp.float32))
+    else:
+        w = jax.nn.softmax(w.astype(dtype)).astype(dtype)
+    out = jnp.matmul(w.astype(dtype), v, precision=precision, preferred_element_type=acc).astype(dtype)
+    return out.swapaxes(-3, -2)
+
+
 class MlpBlock(nn.Module):
     """Dense -> GELU (tanh approximation) -> Dense."""
 
@@ -42,7 +87,7 @@ class MlpBlock(nn.Module):
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
         inits = dict(kernel_init=nn.initializers.xavier_uniform(),
-                     bias_init=nn.initializers.normal(stddev=1e-6))
+                     bias_init=nn.initializers.normal(stddev=1e-6), dot_general=_dot_general(self.dtype_mm))
         d = x.shape[-1]
         x = nn.Dense(self.mlp_dim or 4 * d, dtype=self.dtype_mm, **inits)(x)
         x = nn.gelu(x, approximate=True)
@@ -63,7 +108,8 @@ class Encoder1DBlock(nn.Module):
         y = nn.LayerNorm(epsilon=1e-6)(x)
         y = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform(),
-            deterministic=deterministic, dtype=self.dtype_mm)(y, y)
+            deterministic=deterministic, dtype=self.dtype_mm, attention_fn=attention,
+            qkv_dot_general=_dot_general(self.dtype_mm), out_dot_general=_dot_general(self.dtype_mm))(y, y)
         y = nn.Dropout(rate=self.dropout)(y, deterministic)
         x = x + y
         y = nn.LayerNorm(epsilon=1e-6)(x)

@@ -114,3 +114,23 @@ def test_param_count_formula_matches_model(kw):
     s = type(s)(**{**s.__dict__, "patch": 4})
     assert s.num_params(16) == n
     del jax
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cpu_attention_equals_flax(dtype):
+    # harness.vit.attention reorders the operands for XLA:CPU's matmul kernels; the values are flax's.
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from harness.vit import attention
+
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, 9, 3, 55)), dtype) for _ in range(3))
+    ours, ref = attention(q, k, v, deterministic=True), nn.dot_product_attention(q, k, v, deterministic=True)
+    assert ours.shape == ref.shape == (2, 9, 3, 55) and ours.dtype == ref.dtype == jnp.dtype(dtype)
+    tol = 1e-6 if dtype == "float32" else 2e-2  # bf16: one rounding of the f32-accumulated scores moves
+    np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(ref, np.float32), atol=tol, rtol=0)
+    mask = jnp.asarray(rng.integers(0, 2, (2, 1, 9, 9)).astype(bool)).at[..., 0].set(True)
+    np.testing.assert_array_equal(np.asarray(attention(q, k, v, mask=mask, deterministic=True), np.float32),
+                                  np.asarray(nn.dot_product_attention(q, k, v, mask=mask, deterministic=True),
+                                             np.float32))  # masks take flax's own path

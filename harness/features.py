@@ -19,7 +19,7 @@ from harness.cache import FeatureCache, cache_key
 
 log = logging.getLogger("harness")
 
-FEATURES_VERSION = 1  # bump when what is stored for a key changes
+FEATURES_VERSION = 2  # bump when what is stored for a key changes (2: the CPU attention layout of harness.vit)
 
 
 def extract(encoder, dataset: str, split: str, *, pp: str, cache_dir: str | Path,

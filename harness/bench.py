@@ -106,7 +106,7 @@ def random_params(cfg: dict, seed: int = 0):
 
 
 def measure_encoder(variant: str, res: int, batches, dtype: str, *, scan: bool = True, min_seconds: float = 2.0,
-                    overrides: dict | None = None, tune: bool = True) -> list[dict]:
+                    overrides: dict | None = None) -> list[dict]:
     """Compile seconds and images/s of the forward pass (`pre_logits`) for each batch size."""
     import jax
     import jax.numpy as jnp
@@ -118,8 +118,7 @@ def measure_encoder(variant: str, res: int, batches, dtype: str, *, scan: bool =
     model, params = random_params(cfg)
     jax.block_until_ready(params)
     build_s = time.perf_counter() - t0
-    if tune:  # as `load_encoder` does after loading
-        tune_malloc()
+    tune_malloc()  # as `load_encoder` does after loading
     enc = Encoder(model=model, params=params, config=cfg, spec="random", sha256=None)
     gflops = enc.shape.gflops(res)
     apply = jax.jit(lambda p, x: model.apply({"params": p}, x)[1]["pre_logits"])
@@ -152,7 +151,7 @@ def hf_vision_model(cfg: dict):
 
 
 def measure_hf(variant: str, res: int, batches, dtype: str, *, min_seconds: float = 2.0,
-               overrides: dict | None = None, tune: bool = True) -> list[dict]:
+               overrides: dict | None = None) -> list[dict]:
     import torch
 
     cfg = encoder_config(variant, res, "float32", True, **(overrides or {}))
@@ -163,8 +162,7 @@ def measure_hf(variant: str, res: int, batches, dtype: str, *, min_seconds: floa
     if dtype == "bfloat16":
         model = model.to(torch.bfloat16)
     build_s = time.perf_counter() - t0
-    if tune:  # the same process setting on both sides: torch's CPU allocator also maps and unmaps
-        tune_malloc(backend="cpu")
+    tune_malloc(backend="cpu")  # the same process setting on both sides: torch's CPU allocator maps too
     num_params = sum(p.numel() for p in model.parameters())
     from harness.variants import Shape
     shape = Shape(width=cfg["width"], depth=cfg["depth"], mlp_dim=cfg["mlp_dim"], num_heads=cfg["num_heads"],
@@ -191,7 +189,7 @@ def measure_hf(variant: str, res: int, batches, dtype: str, *, min_seconds: floa
 # ----------------------------------------------------------------------------------- orchestration
 def _child_main(spec_json: str) -> None:
     spec = json.loads(spec_json)
-    kw = dict(min_seconds=spec["min_seconds"], overrides=spec.get("overrides"), tune=spec.get("tune_malloc", True))
+    kw = dict(min_seconds=spec["min_seconds"], overrides=spec.get("overrides"))
     if spec["impl"] == "hf":
         rows = measure_hf(spec["variant"], spec["res"], spec["batches"], spec["dtype"], **kw)
     else:

@@ -235,18 +235,9 @@ class Encoder:
         return {k: np.asarray(jax.device_get(v)).astype(np.float32) for k, v in out.items()}
 
     def _apply_on_mesh(self, images: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """The batch split over every device of the run (padded to a multiple of their number), params
-        placed once per params object and strategy (see `harness.sharding`)."""
+        """The batch split over every device of the run, params placed once (see `harness.sharding`)."""
         from harness import sharding
-
-        mesh = sharding.default_mesh()
-        placed = self.__dict__.get("_mesh_params")
-        if placed is None or placed[0] is not self.params or placed[1] != sharding.param_strategy():
-            on_mesh = sharding.place(self.params, sharding.param_shardings(self.params, mesh))
-            placed = self.__dict__["_mesh_params"] = (self.params, sharding.param_strategy(), on_mesh)
-        x, n = sharding.pad_rows(images, mesh.size)
-        out = self._apply(placed[2], sharding.global_batch(x, mesh), names)
-        return {k: sharding.to_host(v)[:n] for k, v in out.items()}
+        return sharding.apply_to_batch(lambda p, x: self._apply(p, x, names), self.params, images)
 
     def save(self, path: str, fmt: str = "npz") -> str:
         if fmt == "npz":

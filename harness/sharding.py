@@ -326,7 +326,7 @@ def apply_to_batch(fn, params, *arrays):
     """`fn(params, *arrays)` with the arrays' rows split over the mesh (zero-padded to a multiple of the
     device count, the padding dropped from the outputs) and `params` placed by the current strategy (once
     per params object); numpy outputs. On one device: `fn` as is. For a task's own jitted passes (a
-    fine-tuned model's predictions, a decoder's encoder tokens), as `Encoder.features` does for its own."""
+    fine-tuned model's predictions, a decoder's encoder tokens) and for `Encoder.features`."""
     import jax
 
     if not is_sharded():

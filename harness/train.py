@@ -174,11 +174,9 @@ def fit(*, params, tx, loss_fn: Callable, batches: Callable[[int], Iterator[dict
             elif log_every and step % log_every == 0:
                 log.info("%s step %d/%d loss %.4f", desc, step, total_steps, loss)
             if ckpt_dir is not None and ckpt_every and (step + 1) % ckpt_every == 0 and step + 1 < total_steps:
-                if not on_mesh:
-                    _save_state(ckpt_dir, step + 1, params, opt_state)
-                else:
-                    host = sharding.to_host_tree((params, opt_state))  # a collective: every process
-                    _save_state(ckpt_dir, step + 1, *host)
+                # On the mesh, gathering the state to the host is a collective: every process takes part.
+                state = sharding.to_host_tree((params, opt_state)) if on_mesh else (params, opt_state)
+                _save_state(ckpt_dir, step + 1, *state)
         else:
             step = total_steps
     finally:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from harness import sharding
 from harness.errors import HarnessError
 
 log = logging.getLogger("harness")
@@ -701,7 +702,7 @@ def _encode_split(encoder, enc_params, dataset, split, pp, ctx, cfg, cap, folder
     """The fine-tuned encoder's tokens for a split, in a temporary memory-mapped file."""
     import jax
 
-    from harness import data, sharding
+    from harness import data
 
     n = data.num_examples(dataset, split, ctx.data_dir)
     n = min(n, cap) if cap else n
@@ -737,7 +738,7 @@ def _decode_table(model, params, feats, table: TextTable, tokenizer, layout, cfg
     for idx, real in _padded_chunks(len(table), size):
         prompt, valid = encode_prompts(tokenizer, [table.prefixes[j] for j in idx], layout)
         encoded = _feature_rows(feats, table.rows[idx])
-        tokens, _ = generate(params, encoded, prompt, valid)
+        tokens, _ = sharding.apply_to_batch(generate, params, encoded, prompt, valid)
         texts = tokenizer.decode(np.asarray(tokens)[:real])
         for j, text in zip(idx[:real], texts):
             out[table.ids[j]] = text
@@ -769,7 +770,8 @@ def _log_perplexity(model, params, feats, table: TextTable, tokenizer, layout, c
         js = np.array([pairs[i][0] for i in idx])
         batch = encode_examples(tokenizer, [table.prefixes[j] for j in js], [pairs[i][1] for i in idx], layout)
         batch["label_mask"][real:] = False
-        s, c = nll(params, batch, _feature_rows(feats, table.rows[js]))
+        # Padding rows (and the mesh's zero rows) carry no label mask: they add nothing to the sums.
+        s, c = sharding.apply_to_batch(nll, params, batch, _feature_rows(feats, table.rows[js]))
         total += float(s)
         count += int(c)
     return total / count if count else float("nan")  # NaN: the split has no targets (e.g. a test split)

@@ -48,6 +48,8 @@ DATA_AXIS = "data"
 PARAM_STRATEGIES = ("replicate", "fsdp")
 # Leaves smaller than this stay replicated under FSDP: gathering a bias costs more than storing it.
 FSDP_MIN_SIZE = 2**14
+# How many params trees `placed_params` keeps on the mesh (an image and a text tower); older ones are dropped.
+PLACED_MAX = 2
 ERROR_KEY = "harness/failed"
 WATCHDOG_POLL_S = 0.5  # how often each process looks for a peer's failure
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
@@ -323,21 +325,34 @@ def to_host_tree(tree):
 
 
 def apply_to_batch(fn, params, *arrays):
-    """`fn(params, *arrays)` with the arrays' rows split over the mesh (zero-padded to a multiple of the
+    """`fn(params, *arrays)` with the arrays' (or array trees') rows split over the mesh (zero-padded to a multiple of the
     device count, the padding dropped from the outputs) and `params` placed by the current strategy (once
-    per params object); numpy outputs. On one device: `fn` as is. For a task's own jitted passes (a
-    fine-tuned model's predictions, a decoder's encoder tokens) and for `Encoder.features`."""
+    per params object); numpy outputs. A 0-d output (a sum over the batch) comes back as is: `fn` must
+    mask the zero rows out of it. On one device: `fn` as is. For a task's own jitted passes (a fine-tuned
+    model's predictions, a decoder's encoder tokens and generation, a text tower's embeddings) and for
+    `Encoder.features`."""
     import jax
 
     if not is_sharded():
         return jax.tree.map(np.asarray, jax.device_get(fn(params, *arrays)))
     mesh = default_mesh()
-    placed = _state.get("placed")
-    if placed is None or placed[0] is not params or placed[1] != param_strategy():
-        placed = _state["placed"] = (params, param_strategy(), place(params, param_shardings(params, mesh)))
-    n = len(arrays[0])
-    out = fn(placed[2], *(global_batch(pad_rows(np.asarray(a), mesh.size)[0], mesh) for a in arrays))
-    return jax.tree.map(lambda v: to_host(v)[:n], out)
+    n = len(jax.tree.leaves(arrays)[0])
+    padded = jax.tree.map(lambda a: pad_rows(np.asarray(a), mesh.size)[0], arrays)
+    out = fn(placed_params(params), *global_batch(padded, mesh))
+    return jax.tree.map(lambda v: to_host(v)[:n] if np.ndim(v) else to_host(v), out)
+
+
+def placed_params(params):
+    """`params` on the default mesh by the current strategy, placed once per params object: a task that
+    alternates between two models (an image and a text tower) keeps both placed."""
+    cache = _state.setdefault("placed", {})
+    key = (id(params), param_strategy())
+    hit = cache.get(key)
+    if hit is None or hit[0] is not params:
+        if len(cache) >= PLACED_MAX:
+            cache.pop(next(iter(cache)))
+        hit = cache[key] = (params, place(params, param_shardings(params, default_mesh())))
+    return hit[1]
 
 
 def local_rows(x) -> np.ndarray:

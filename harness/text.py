@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness import checkpoints
+from harness import checkpoints, sharding
 from harness.errors import HarnessError
 from harness.vit import Encoder
 
@@ -242,7 +242,8 @@ class TextTower:
 
     def embed(self, tokens: np.ndarray, batch_size: int = 256, progress: bool = False,
               desc: str = "text") -> np.ndarray:
-        """tokens int [N, max_len] -> float32 [N, D], L2-normalised. One compiled batch shape."""
+        """tokens int [N, max_len] -> float32 [N, D], L2-normalised. One compiled batch shape; with more than
+        one device each batch is split over the mesh (`harness.sharding.apply_to_batch`)."""
         tokens = np.asarray(tokens, np.int32)
         if tokens.ndim != 2 or tokens.shape[1] != self.max_len:
             raise HarnessError(f"text tower takes tokens [N, {self.max_len}], got {tokens.shape}")
@@ -261,7 +262,7 @@ class TextTower:
             real = len(part)
             if real < bs:  # pad the last batch: one compilation for the whole loop
                 part = np.concatenate([part, np.repeat(part[-1:], bs - real, axis=0)])
-            chunks.append(np.asarray(jax.device_get(self._apply(self.params, part)))[:real])
+            chunks.append(sharding.apply_to_batch(self._apply, self.params, part)[:real])
             if bar is not None:
                 bar.update(real)
         if bar is not None:

@@ -176,9 +176,11 @@ def _caller_outside_sharding() -> str:
     return frame.f_code.co_name if frame is not None else "?"
 
 
-def run_every_task(ckpt: str, out: Path) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+def run_every_task(ckpt: str, out: Path, data_dir: Path | None = None, distributed: bool = False
+                   ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
     """Each task's metrics, and per task the functions that put arrays on the mesh (encoder passes,
-    training steps, probe epochs, decoding, text embedding) with how many times each did."""
+    training steps, probe epochs, decoding, text embedding) with how many times each did.
+    `distributed`: through `run_task_distributed`, as `harness run --coordinator ...` runs a task."""
     from harness import sharding
     from harness.runner import run_task
 
@@ -198,8 +200,11 @@ def run_every_task(ckpt: str, out: Path) -> tuple[dict[str, dict[str, float]], d
     try:
         for task, (preset, sets) in TASK_RUNS.items():
             sites.clear()
-            rec, _, _ = run_task(task, ckpt, preset=preset, sets=sets, data_dir=str(out / "tfds"),
-                                 out_dir=out / "runs", cache_dir=out / "cache", progress=False)
+            where = dict(preset=preset, sets=sets, data_dir=str(data_dir or out / "tfds"), out_dir=out / "runs")
+            if distributed:
+                rec, _ = sharding.run_task_distributed(task, ckpt, **where)
+            else:
+                rec, _, _ = run_task(task, ckpt, **where, cache_dir=out / "cache", progress=False)
             metrics[task], on_mesh[task] = _fewshot_metrics(rec), dict(sites)
     finally:
         for name, fn in real.items():
@@ -227,6 +232,10 @@ def child_process(out: Path, ckpt: str, port: int, pid: int, mode: str):
     assert jax.process_count() == 2 and jax.device_count() == 2
     if mode == "exit":
         time.sleep(0.3 * pid)
+        return
+    if mode == "tasks":  # every task into one shared records/cache folder; the data is prepared already
+        metrics, on_mesh = run_every_task(ckpt, out, data_dir=out.parent / "tfds", distributed=True)
+        (out / f"p{pid}_metrics.json").write_text(json.dumps({"metrics": metrics, "on_mesh": on_mesh}))
         return
     if mode == "fail":
         with sharding.guard():
@@ -409,14 +418,31 @@ def test_two_processes_match_one(launched, reference):
     assert rec["task"]["config_hash"] == ref["record"]["task"]["config_hash"]
 
 
-def test_every_task_on_eight_devices_matches_one(ckpt, tmp_path):
-    # Each task reads its tiny proxy data (built in each process's own data dir), trains through
-    # `train.fit` and encodes through `Encoder.features`, i.e. over the 8-device mesh in the child.
+def test_every_task_on_eight_devices_and_two_processes_matches_one(ckpt, tmp_path):
+    # Each task reads its tiny proxy data, trains through `train.fit` and encodes through
+    # `Encoder.features`, i.e. over the 8-device mesh in one child, and over two processes (one CPU
+    # device each, jax.distributed on localhost) writing one shared records folder in two others.
+    from harness import data
+
+    data.prepare(TINY_DS, tmp_path / "tfds")
     (tmp_path / "8").mkdir()
+    (tmp_path / "2").mkdir()
     child = _spawn(["tasks", tmp_path / "8", ckpt], XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    one, one_on_mesh = run_every_task(ckpt, tmp_path / "1")
-    code, _, err = _wait(child, 400)
-    assert code == 0, err[-3000:]
+    port = _free_port()
+    pair = [_spawn(["process", tmp_path / "2", ckpt, port, pid, "tasks"]) for pid in (0, 1)]
+    one, one_on_mesh = run_every_task(ckpt, tmp_path / "1", data_dir=tmp_path / "tfds")
+    for proc in (child, *pair):
+        code, _, err = _wait(proc, 500)
+        assert code == 0, err[-3000:]
+    two = json.loads((tmp_path / "2" / "p0_metrics.json").read_text())
+    assert two["metrics"] == json.loads((tmp_path / "2" / "p1_metrics.json").read_text())["metrics"]
+    assert set(two["metrics"]) == set(TASK_RUNS)
+    for task in TASK_RUNS:
+        assert MESH_SITES[task] <= set(two["on_mesh"][task]), (task, two["on_mesh"][task])
+        for name, value in one[task].items():
+            assert two["metrics"][task][name] == pytest.approx(value, rel=1e-4, abs=1e-5), (task, name)
+    # Written once, by process 0: one record per task in the shared folder.
+    assert sorted(p.name.split("__")[0] for p in (tmp_path / "2" / "runs").glob("*.json")) == sorted(TASK_RUNS)
     got = json.loads((tmp_path / "8" / "metrics.json").read_text())
     eight = got["metrics"]
     assert set(eight) == set(one) == set(TASK_RUNS)

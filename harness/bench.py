@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.runtime import tune_malloc
+from harness.runtime import tune_malloc, use_cpu_devices
 
 DEFAULT_VARIANTS = ("So400m/14", "So150m/14")
 DEFAULT_BATCHES = (1, 8)
@@ -113,6 +113,8 @@ def measure_encoder(variant: str, res: int, batches, dtype: str, *, scan: bool =
 
     from harness.encoder import Encoder
 
+    from harness import sharding
+
     cfg = encoder_config(variant, res, dtype, scan, **(overrides or {}))
     t0 = time.perf_counter()
     model, params = random_params(cfg)
@@ -122,15 +124,22 @@ def measure_encoder(variant: str, res: int, batches, dtype: str, *, scan: bool =
     enc = Encoder(model=model, params=params, config=cfg, spec="random", sha256=None)
     gflops = enc.shape.gflops(res)
     apply = jax.jit(lambda p, x: model.apply({"params": p}, x)[1]["pre_logits"])
+    devices = jax.device_count()
+    if devices > 1:  # as `Encoder.features` runs on a mesh: batch split, params replicated
+        params = sharding.place(params, sharding.param_shardings(params, strategy="replicate"))
     rows = []
     for b in batches:
-        x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (b, res, res, 3)).astype(np.float32))
+        if b % devices:
+            continue  # a batch that does not split over the devices is not measured (the table shows none)
+        x = np.random.default_rng(1).uniform(-1, 1, (b, res, res, 3)).astype(np.float32)
+        x = sharding.global_batch(x) if devices > 1 else jnp.asarray(x)
         t0 = time.perf_counter()
         compiled = apply.lower(params, x).compile()
         compile_s = time.perf_counter() - t0
         compiled(params, x).block_until_ready()
         sec = _timed(lambda: compiled(params, x).block_until_ready(), min_seconds=min_seconds)
-        rows.append({"impl": "harness (jax)", "variant": variant, "res": res, "batch": b, "dtype": dtype,
+        rows.append({"impl": "harness (jax)" if devices == 1 else f"harness (jax, {devices} CPU devices)",
+                     "cpu_devices": devices, "variant": variant, "res": res, "batch": b, "dtype": dtype,
                      "scan": scan, "params_m": enc.shape.num_params(res) / 1e6, "gflops_per_image": gflops,
                      "build_seconds": build_s, "compile_seconds": compile_s, "seconds_per_batch": sec,
                      "images_per_s": b / sec, "achieved_gflops_per_s": gflops * b / sec})
@@ -189,6 +198,8 @@ def measure_hf(variant: str, res: int, batches, dtype: str, *, min_seconds: floa
 # ----------------------------------------------------------------------------------- orchestration
 def _child_main(spec_json: str) -> None:
     spec = json.loads(spec_json)
+    if spec["impl"] != "hf":
+        use_cpu_devices(spec.get("cpu_devices", 1))  # before jax starts
     kw = dict(min_seconds=spec["min_seconds"], overrides=spec.get("overrides"))
     if spec["impl"] == "hf":
         rows = measure_hf(spec["variant"], spec["res"], spec["batches"], spec["dtype"], **kw)
@@ -252,7 +263,7 @@ def run_child(spec: dict, timeout_s: float = 1800) -> list[dict]:
 
 def run_bench(variants=DEFAULT_VARIANTS, res: int = 224, batches=DEFAULT_BATCHES, dtypes=DEFAULT_DTYPES, *,
               compare: str | None = None, scan: bool = True, min_seconds: float = 2.0, peak_n: int = 2048,
-              overrides: dict | None = None, progress=print) -> dict:
+              overrides: dict | None = None, cpu_devices=(1,), progress=print) -> dict:
     """Every measurement of the issue, as one JSON-able dict (see the module docstring)."""
     if compare not in (None, "hf"):
         raise HarnessError(f"--compare {compare!r}: only 'hf' (Hugging Face SiglipVisionModel) is known")
@@ -280,8 +291,10 @@ def run_bench(variants=DEFAULT_VARIANTS, res: int = 224, batches=DEFAULT_BATCHES
         for d in dtypes:
             base = dict(variant=v, res=res, batches=list(batches), dtype=d, scan=scan, min_seconds=min_seconds,
                         overrides=overrides)
-            progress(f"{v} {d}: harness ...")
-            ours = run_child({**base, "impl": "harness"})
+            ours = []
+            for n in cpu_devices:
+                progress(f"{v} {d}: harness" + (f" on {n} CPU devices" if n > 1 else "") + " ...")
+                ours += run_child({**base, "impl": "harness", "cpu_devices": n})
             theirs = []
             if compare == "hf":
                 progress(f"{v} {d}: hf ...")
@@ -437,13 +450,14 @@ def format_report(result: dict) -> str:
 
 
 def bench_command(*, variants, res, batches, dtypes, compare=None, scan=True, min_seconds=2.0, runs=None,
-                  out=None, peak_n=2048, encoder=True, overrides=None, echo=print, note=print) -> dict:
+                  out=None, peak_n=2048, encoder=True, overrides=None, cpu_devices=(1,), echo=print,
+                  note=print) -> dict:
     """What `harness bench` does: encoder measurements (unless `encoder=False`), suite costs from `runs`,
     a printed report, and the JSON at `out`."""
     result: dict[str, Any] = {}
     if encoder:
         result = run_bench(variants, res, batches, dtypes, compare=compare, scan=scan, min_seconds=min_seconds,
-                           peak_n=peak_n, overrides=overrides, progress=note)
+                           peak_n=peak_n, overrides=overrides, cpu_devices=cpu_devices, progress=note)
     if runs:
         result["suite"] = suite_costs(runs)
     if not result:

@@ -65,11 +65,17 @@ def main():
               "(or $JAX_PROCESS_ID). Process 0 writes the records.")
 @click.option("--params", "param_sharding", type=click.Choice(["replicate", "fsdp"]), default="replicate",
               show_default=True, help="With several devices: parameters replicated or FSDP-sharded.")
+@click.option("--cpu-devices", default=None, envvar="HARNESS_CPU_DEVICES",
+              help="Split the host CPU into N XLA devices (or 'auto': one per core) so that the mesh runs "
+                   "over the cores ($HARNESS_CPU_DEVICES).")
 def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_dir, sets, name, force,
-        coordinator, num_processes, process_id, param_sharding):
+        coordinator, num_processes, process_id, param_sharding, cpu_devices):
     """Run one task (or a suite of tasks) on one checkpoint and write result records."""
     if bool(task_name) == bool(suite):
         raise HarnessError("give exactly one of --task NAME or --suite NAME")
+    if cpu_devices:
+        from harness.runtime import use_cpu_devices
+        use_cpu_devices(cpu_devices)
     from harness import sharding
 
     distributed = sharding.initialize(coordinator, num_processes, process_id)
@@ -392,11 +398,16 @@ def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
 @click.option("--runs", default=None, help="Result-record folder: per-task cost and feature-cache savings.")
 @click.option("--no-encoder", is_flag=True, help="Only the --runs summary, no encoder measurements.")
 @click.option("--out", default=None, help="Also write the figures as JSON here.")
-def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out):
+@click.option("--cpu-devices", default="1", show_default=True,
+              help="Comma-separated XLA CPU device counts to time the encoder with ('auto': one per core); "
+                   "with N > 1 each batch is split over the N devices.")
+def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out, cpu_devices):
     """Encoder images/s, GFLOP/s and % of this machine's matmul peak, compile time, peak RSS (vs HF torch)."""
     from harness.bench import bench_command
+    from harness.runtime import parse_cpu_devices
 
     bench_command(variants=[v.strip() for v in variants.split(",") if v.strip()], res=res,
+                  cpu_devices=[parse_cpu_devices(n) for n in cpu_devices.split(",") if n.strip()],
                   batches=[int(b) for b in batches.split(",") if b.strip()],
                   dtypes=[d.strip() for d in dtypes.split(",") if d.strip()], compare=compare, scan=not no_scan,
                   min_seconds=min_seconds, runs=runs, out=out, encoder=not no_encoder, echo=click.echo,

@@ -61,3 +61,58 @@ def tune_malloc(backend: str | None = None) -> bool:
         log.debug("glibc malloc: mmap threshold 32 MB, trim threshold 2 GiB, one arena")
     _done["malloc"] = ok
     return ok
+
+
+# ------------------------------------------------------------------------------- CPU devices
+ENV_CPU_DEVICES = "HARNESS_CPU_DEVICES"
+_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def cpu_core_count() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parse_cpu_devices(value) -> int:
+    """`value`: a positive integer or "auto" (one device per core of this process)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return cpu_core_count()
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        from harness.errors import HarnessError
+        raise HarnessError(f"CPU devices {value!r}: give a positive integer or 'auto' (one per core)")
+    return n
+
+
+def use_cpu_devices(value) -> int:
+    """Splits the host CPU into `value` XLA devices (an integer or "auto"); returns the count.
+
+    XLA:CPU runs a batched matmul (attention's scores and weighted sum) and many fusions on one thread;
+    one device per core puts the harness's batch-split mesh (`harness.sharding`) over the cores, so those
+    run side by side (`harness bench --cpu-devices 1,2` measures it). It sets `XLA_FLAGS` and therefore
+    must come before jax starts its backends; accelerators are unaffected (the flag is the host
+    platform's). Batches must then split over the devices (training batch sizes: multiples of it)."""
+    from harness.errors import HarnessError
+
+    n = parse_cpu_devices(value)
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_DEVICE_COUNT_FLAG + "=")]
+    if n > 1:
+        flags.append(f"{_DEVICE_COUNT_FLAG}={n}")
+    if "jax" in sys.modules:
+        from jax._src import xla_bridge
+        if xla_bridge.backends_are_initialized():
+            import jax
+            have = len(jax.devices("cpu"))
+            if have != n:
+                raise HarnessError(f"jax is already running with {have} CPU device(s); set {ENV_CPU_DEVICES}={n} "
+                                   "(or XLA_FLAGS) before the harness starts")
+            return n
+    os.environ["XLA_FLAGS"] = " ".join(flags)
+    return n

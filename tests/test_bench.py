@@ -4,6 +4,10 @@ count against XLA's own, the child-process RSS, the HF model's shape, and the su
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,7 @@ import pytest
 from harness import bench
 from harness.errors import HarnessError
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(width=64, depth=2, mlp_dim=256, num_heads=4, patch_size=8)
 
 
@@ -66,9 +71,12 @@ def test_encoder_rows_are_consistent():
 def test_run_bench_in_children_with_peak_rss(tmp_path):
     out = tmp_path / "bench.json"
     res = bench.bench_command(variants=["Ti/16"], res=32, batches=[1, 8], dtypes=["float32"], min_seconds=0.02,
-                              peak_n=128, out=str(out), overrides=TINY, echo=lambda s: None, note=lambda s: None)
+                              peak_n=128, out=str(out), overrides=TINY, cpu_devices=(1, 2), echo=lambda s: None,
+                              note=lambda s: None)
     saved = json.loads(out.read_text())
-    assert saved["schema"] == "sovit-harness-bench/1" and len(saved["rows"]) == 2
+    assert saved["schema"] == "sovit-harness-bench/1" and len(saved["rows"]) == 3
+    # The second child really ran on two CPU devices (its own jax.device_count()); batch 1 does not split.
+    assert [(r["cpu_devices"], r["batch"]) for r in saved["rows"]] == [(1, 1), (1, 8), (2, 8)]
     peak = max(res["matmul_peak"]["float32"]["gflops_per_s"], res["matmul_peak_after"]["float32"]["gflops_per_s"])
     assert res["peak_gflops_per_s"]["float32"] == peak
     for r in res["rows"]:
@@ -80,6 +88,8 @@ def test_run_bench_in_children_with_peak_rss(tmp_path):
     assert targets == {"pct_of_float32_peak"}  # batch 8 float32 only; no So400m row, no HF row
     text = bench.format_report(res)
     assert "| harness (jax) | Ti/16 | 32 | 8 | float32 |" in text
+    assert "| harness (jax, 2 CPU devices) | Ti/16 | 32 | 8 | float32 |" in text
+    assert len([t for t in res["targets"] if t["target"] == "pct_of_float32_peak"]) == 2
 
 
 def test_check_targets_met_and_missed():
@@ -184,3 +194,23 @@ def test_tune_malloc_in_a_fresh_process():
     (grown_default, _), (grown_tuned, faults_tuned) = measure(HARNESS_MALLOC="system"), measure()
     assert grown_default < 25 <= grown_tuned, (grown_default, grown_tuned)
     assert faults_tuned < 10, faults_tuned
+
+
+def test_use_cpu_devices_before_and_after_jax_starts(tmp_path):
+    from harness import runtime
+
+    code = ("from harness.runtime import use_cpu_devices; n = use_cpu_devices('3'); import jax; "
+            "print(n, jax.device_count(), jax.devices()[0].platform)")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=5"}  # replaced, not added to
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["3", "3", "cpu"]
+    import jax
+    jax.devices()  # this process's backend has started, with one CPU device
+    assert runtime.use_cpu_devices(1) == 1
+    with pytest.raises(HarnessError, match="already running with 1 CPU device"):
+        runtime.use_cpu_devices(2)
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(HarnessError, match="positive integer or 'auto'"):
+            runtime.parse_cpu_devices(bad)
+    assert runtime.parse_cpu_devices("auto") == runtime.cpu_core_count() >= 1

@@ -418,6 +418,23 @@ def test_two_processes_match_one(launched, reference):
     assert rec["task"]["config_hash"] == ref["record"]["task"]["config_hash"]
 
 
+def test_run_with_cpu_devices_matches_one_device(ckpt, reference, tmp_path):
+    # `harness run --cpu-devices 2`: one process, the host CPU split into two XLA devices, the mesh over
+    # them; the same fewshot metrics as the one-device reference, and the record names both devices.
+    args = [sys.executable, "-m", "harness.cli", "run", "--task", "fewshot", "--ckpt", ckpt, "--cpu-devices", "2",
+            "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+            *(a for k, v in FEWSHOT_SETS.items() for a in ("--set", f"{k}={v}"))]
+    out = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rec = json.loads(next((tmp_path / "runs").glob("fewshot__*.json")).read_text())
+    assert rec["environment"]["devices"] == ["cpu:cpu"] * 2
+    assert _fewshot_metrics(rec) == pytest.approx(reference["fewshot"], rel=1e-6)
+    bad = subprocess.run([*args[:8], "--cpu-devices", "none"], cwd=ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: CPU devices 'none': give a positive integer or 'auto' (one per core)"]
+
+
 def test_every_task_on_eight_devices_and_two_processes_matches_one(ckpt, tmp_path):
     # Each task reads its tiny proxy data, trains through `train.fit` and encodes through
     # `Encoder.features`, i.e. over the 8-device mesh in one child, and over two processes (one CPU

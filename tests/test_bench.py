@@ -20,9 +20,23 @@ TINY = dict(width=64, depth=2, mlp_dim=256, num_heads=4, patch_size=8)
 
 
 def test_matmul_peak_is_flops_over_seconds():
-    p = bench.matmul_peak("float32", n=128, min_seconds=0.01)
-    assert p["gflops_per_s"] == pytest.approx(2 * 128**3 / p["seconds"] / 1e9)
-    assert p["gflops_per_s"] > 0.1
+    impls = ["xla", "numpy"]
+    try:
+        import torch  # noqa: F401
+        impls.append("torch")
+    except ImportError:
+        pass
+    for impl in impls:
+        p = bench.matmul_peak("float32", n=128, min_seconds=0.01, impl=impl)
+        assert p["impl"] == impl and p["gflops_per_s"] == pytest.approx(2 * 128**3 / p["seconds"] / 1e9)
+        assert p["gflops_per_s"] > 0.1
+    with pytest.raises(HarnessError, match="float32 only"):
+        bench.matmul_peak("bfloat16", n=128, impl="numpy")
+    # The peak is the best library's: every one measured is listed, the best is the one reported.
+    peaks = bench._peaks(64, 0.01)
+    assert set(peaks["float32"]["by_impl"]) == {"xla", "numpy"} and set(peaks["bfloat16"]["by_impl"]) == {"xla"}
+    for v in peaks.values():
+        assert v["gflops_per_s"] == max(v["by_impl"].values()) and v["by_impl"][v["impl"]] == v["gflops_per_s"]
 
 
 def test_analytic_flops_match_xla_cost_analysis():

@@ -401,13 +401,15 @@ def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
 @click.option("--cpu-devices", default="1", show_default=True,
               help="Comma-separated XLA CPU device counts to time the encoder with ('auto': one per core); "
                    "with N > 1 each batch is split over the N devices.")
-def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out, cpu_devices):
+@click.option("--repeats", type=int, default=1, show_default=True,
+              help="Run every measurement N times, ours and HF's interleaved; report the fastest.")
+def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out, cpu_devices, repeats):
     """Encoder images/s, GFLOP/s and % of this machine's matmul peak, compile time, peak RSS (vs HF torch)."""
     from harness.bench import bench_command
     from harness.runtime import parse_cpu_devices
 
     bench_command(variants=[v.strip() for v in variants.split(",") if v.strip()], res=res,
-                  cpu_devices=[parse_cpu_devices(n) for n in cpu_devices.split(",") if n.strip()],
+                  cpu_devices=[parse_cpu_devices(n) for n in cpu_devices.split(",") if n.strip()], repeats=repeats,
                   batches=[int(b) for b in batches.split(",") if b.strip()],
                   dtypes=[d.strip() for d in dtypes.split(",") if d.strip()], compare=compare, scan=not no_scan,
                   min_seconds=min_seconds, runs=runs, out=out, encoder=not no_encoder, echo=click.echo,

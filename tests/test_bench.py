@@ -118,7 +118,20 @@ def test_check_targets_met_and_missed():
                    ("compile_seconds", 8): True, ("compile_seconds", 1): False, ("peak_rss_gb", 8): False}
 
 
+def test_repeats_keep_the_fastest_run_and_the_largest_rss():
+    row = dict(impl="harness (jax)", variant="Ti/16", batch=8, dtype="float32", cpu_devices=1)
+    rows = [dict(row, images_per_s=2.0, peak_rss_gb=1.0, compile_seconds=0.5),
+            dict(row, images_per_s=3.0, peak_rss_gb=0.9, compile_seconds=0.7),
+            dict(row, cpu_devices=2, images_per_s=4.0, peak_rss_gb=1.5)]
+    got = bench._best_of_repeats(rows)
+    assert [(r["cpu_devices"], r["images_per_s"], r["peak_rss_gb"], r["repeats"]) for r in got] == [
+        (1, 3.0, 1.0, 2), (2, 4.0, 1.5, 1)]
+    assert got[0]["compile_seconds"] == 0.7 and got[0]["images_per_s_repeats"] == [2.0, 3.0]
+
+
 def test_bad_arguments_are_one_line_errors():
+    with pytest.raises(HarnessError, match="--repeats 0"):
+        bench.run_bench(["Ti/16"], repeats=0, progress=lambda s: None)
     with pytest.raises(HarnessError, match="unknown variant"):
         bench.run_bench(["So401m/14"], progress=lambda s: None)
     with pytest.raises(HarnessError, match="not one of"):

@@ -393,7 +393,8 @@ def check_targets(rows: list[dict]) -> list[dict]:
                 continue
             ok = v >= bound if op == ">=" else v <= bound
             out.append({"target": name, "about": about, "variant": r["variant"], "batch": r["batch"],
-                        "dtype": r["dtype"], "value": v, "bound": f"{op} {bound}", "met": bool(ok)})
+                        "dtype": r["dtype"], "cpu_devices": r.get("cpu_devices", 1), "value": v,
+                        "bound": f"{op} {bound}", "met": bool(ok)})
 
     b8 = [r for r in ours if r["batch"] == 8 and r["dtype"] == "float32"]
     add("pct_of_float32_peak", b8, "pct_of_float32_peak")
@@ -401,9 +402,10 @@ def check_targets(rows: list[dict]) -> list[dict]:
     so400 = [r for r in ours if r["variant"].startswith("So400m")]
     add("compile_seconds", [r for r in so400 if r.get("scan")], "compile_seconds")
     seen = set()
-    for r in so400:  # one RSS per child: (variant, dtype)
-        if (r["variant"], r["dtype"]) not in seen:
-            seen.add((r["variant"], r["dtype"]))
+    for r in so400:  # one RSS per child: (variant, dtype, CPU devices)
+        key = (r["variant"], r["dtype"], r.get("cpu_devices", 1))
+        if key not in seen:
+            seen.add(key)
             add("peak_rss_gb", [r], "peak_rss_gb")
     return out
 
@@ -485,8 +487,9 @@ def format_report(result: dict) -> str:
             lines.append("")
             for t in result["targets"]:
                 v = t["value"]
+                devices = f", {t['cpu_devices']} CPU devices" if t.get("cpu_devices", 1) > 1 else ""
                 lines.append(f"{'met ' if t['met'] else 'MISS'}  {t['target']} ({t['about']}; {t['variant']} "
-                             f"b{t['batch']} {t['dtype']}): {v:.3g} {t['bound']}")
+                             f"b{t['batch']} {t['dtype']}{devices}): {v:.3g} {t['bound']}")
     if "suite" in result:
         s = result["suite"]
         lines.append("")

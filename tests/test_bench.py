@@ -116,6 +116,11 @@ def test_check_targets_met_and_missed():
     got = {(t["target"], t["batch"]): t["met"] for t in bench.check_targets(rows)}
     assert got == {("pct_of_float32_peak", 8): True, ("speedup_vs_hf", 8): False,
                    ("compile_seconds", 8): True, ("compile_seconds", 1): False, ("peak_rss_gb", 8): False}
+    # Each CPU-device count's child has its own RSS check (replicated params: one copy per device).
+    two = dict(rows[0], impl="harness (jax, 2 CPU devices)", cpu_devices=2, peak_rss_gb=2.5)
+    rss = [(t["cpu_devices"], t["met"]) for t in bench.check_targets([dict(rows[0], peak_rss_gb=2.0), two])
+           if t["target"] == "peak_rss_gb"]
+    assert rss == [(1, True), (2, True)]
 
 
 def test_repeats_keep_the_fastest_run_and_the_largest_rss():

@@ -3,8 +3,9 @@
 - The float32 (and bfloat16) matmul peak is measured in the same run: the best sustained rate over a few
   timed rounds of a square matmul by every library on hand (a jitted `jnp.dot`, numpy's BLAS, and with
   `--compare hf` `torch.mm`): XLA's own dot runs below what a BLAS gets from the same cores, and a peak
-  from it alone would flatter both the encoder and the torch model (which then ran "above peak"). Achieved GFLOP/s of the encoder are the analytic FLOPs of
-  `harness.variants.Shape.gflops` (2 x multiply-adds) times images/s, and are quoted as % of that peak.
+  from it alone would flatter both the encoder and the torch model (which then ran "above peak").
+  Achieved GFLOP/s of the encoder are the analytic FLOPs of `harness.variants.Shape.gflops`
+  (2 x multiply-adds) times images/s, and are quoted as % of that peak.
 - Every (variant, dtype) runs in a fresh child process, so its peak RSS (the kernel's `ru_maxrss` of that
   child, via wait4) is the cost of that model alone: parameters are built with `jax.eval_shape` and filled
   leaf by leaf from numpy (a jitted init of So400m would peak at 4.6 GB), layers are scanned, and compile
@@ -140,9 +141,8 @@ def measure_encoder(variant: str, res: int, batches, dtype: str, *, scan: bool =
     import jax
     import jax.numpy as jnp
 
-    from harness.encoder import Encoder
-
     from harness import sharding
+    from harness.encoder import Encoder
 
     cfg = encoder_config(variant, res, dtype, scan, **(overrides or {}))
     t0 = time.perf_counter()
@@ -466,12 +466,12 @@ def format_report(result: dict) -> str:
         m = result["machine"]
         lines.append(f"machine: {m['cpu']} ({m['cores']} cores), load average at start "
                      f"{', '.join(f'{x:.1f}' for x in m['load_average'] or [])}")
-        def by(v):
-            return "/".join(f"{i} {g:.0f}" for i, g in v.get("by_impl", {}).items())
+        def peak_text(peaks, unit=""):
+            return ", ".join(f"{d} {v['gflops_per_s']:.1f}{unit} ("
+                             + "/".join(f"{i} {g:.0f}" for i, g in v.get("by_impl", {}).items()) + ")"
+                             for d, v in peaks.items())
 
-        lines.append("matmul peak: " + ", ".join(f"{d} {v['gflops_per_s']:.1f} GFLOP/s ({by(v)})" for d, v in p.items())
-                     + "; after: " + ", ".join(f"{d} {v['gflops_per_s']:.1f} ({by(v)})"
-                                              for d, v in result["matmul_peak_after"].items()))
+        lines.append(f"matmul peak: {peak_text(p, ' GFLOP/s')}; after: {peak_text(result['matmul_peak_after'])}")
         lines.append("")
         lines.append("| impl | variant | res | batch | dtype | images/s | GFLOP/s | % fp32 peak | % dtype peak | "
                      "compile s | peak RSS GB | vs HF |")

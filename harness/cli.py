@@ -9,6 +9,7 @@ import sys
 import click
 
 from harness.errors import HarnessError
+from harness.runtime import ENV_CPU_DEVICES, parse_cpu_devices, use_cpu_devices
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter is not for our users
 
@@ -65,7 +66,7 @@ def main():
               "(or $JAX_PROCESS_ID). Process 0 writes the records.")
 @click.option("--params", "param_sharding", type=click.Choice(["replicate", "fsdp"]), default="replicate",
               show_default=True, help="With several devices: parameters replicated or FSDP-sharded.")
-@click.option("--cpu-devices", default=None, envvar="HARNESS_CPU_DEVICES",
+@click.option("--cpu-devices", default=None, envvar=ENV_CPU_DEVICES,
               help="Split the host CPU into N XLA devices (or 'auto': one per core) so that the mesh runs "
                    "over the cores ($HARNESS_CPU_DEVICES).")
 def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_dir, sets, name, force,
@@ -74,7 +75,6 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
     if bool(task_name) == bool(suite):
         raise HarnessError("give exactly one of --task NAME or --suite NAME")
     if cpu_devices:
-        from harness.runtime import use_cpu_devices
         use_cpu_devices(cpu_devices)
     from harness import sharding
 
@@ -403,10 +403,10 @@ def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
                    "with N > 1 each batch is split over the N devices.")
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Run every measurement N times, ours and HF's interleaved; report the fastest.")
-def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out, cpu_devices, repeats):
+def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out, cpu_devices,
+          repeats):
     """Encoder images/s, GFLOP/s and % of this machine's matmul peak, compile time, peak RSS (vs HF torch)."""
     from harness.bench import bench_command
-    from harness.runtime import parse_cpu_devices
 
     bench_command(variants=[v.strip() for v in variants.split(",") if v.strip()], res=res,
                   cpu_devices=[parse_cpu_devices(n) for n in cpu_devices.split(",") if n.strip()], repeats=repeats,

@@ -325,9 +325,9 @@ def to_host_tree(tree):
 
 
 def apply_to_batch(fn, params, *arrays):
-    """`fn(params, *arrays)` with the arrays' (or array trees') rows split over the mesh (zero-padded to a multiple of the
-    device count, the padding dropped from the outputs) and `params` placed by the current strategy (once
-    per params object); numpy outputs. A 0-d output (a sum over the batch) comes back as is: `fn` must
+    """`fn(params, *arrays)` with the arrays' (or array trees') rows split over the mesh (zero-padded to a
+    multiple of the device count, the padding dropped from the outputs) and `params` placed by the current
+    strategy (`placed_params`); numpy outputs. A 0-d output (a sum over the batch) comes back as is: `fn` must
     mask the zero rows out of it. On one device: `fn` as is. For a task's own jitted passes (a fine-tuned
     model's predictions, a decoder's encoder tokens and generation, a text tower's embeddings) and for
     `Encoder.features`."""
@@ -346,13 +346,12 @@ def placed_params(params):
     """`params` on the default mesh by the current strategy, placed once per params object: a task that
     alternates between two models (an image and a text tower) keeps both placed."""
     cache = _state.setdefault("placed", {})
-    key = (id(params), param_strategy())
-    hit = cache.get(key)
-    if hit is None or hit[0] is not params:
+    key = (id(params), param_strategy())  # the entry holds `params` itself, so its id is not reused meanwhile
+    if key not in cache:
         if len(cache) >= PLACED_MAX:
             cache.pop(next(iter(cache)))
-        hit = cache[key] = (params, place(params, param_shardings(params, default_mesh())))
-    return hit[1]
+        cache[key] = (params, place(params, param_shardings(params, default_mesh())))
+    return cache[key][1]
 
 
 def local_rows(x) -> np.ndarray:

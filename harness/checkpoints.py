@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -293,14 +294,15 @@ def fix_old_layout(flat: dict) -> dict:
         if old in flat:
             flat["pos_embedding"] = flat.pop(old)
     pe = flat.get("pos_embedding")
-    if pe is not None and pe.ndim == 3:
-        n = pe.shape[1]
-        g = int(round(np.sqrt(n - 1)))
-        if n > 1 and g * g + 1 == n and int(round(np.sqrt(n))) ** 2 != n:
-            # The old model prepended cls before adding posemb: fold the cls row into the cls token.
+    if pe is not None and pe.ndim == 3 and "cls" in flat:
+        n = int(pe.shape[1])
+        if n > 1 and math.isqrt(n) ** 2 + 1 == n:
+            # The old model prepended cls before adding posemb: fold the cls row into the cls token
+            # (big_vision `vit.fix_old_checkpoints`, same token-count test). big_vision also drops such a
+            # row from a tree WITHOUT a cls token; only cls models ever had the layout, so there the
+            # count is refused instead (`encoder.check_posemb`): a corrupt posemb must not load.
             flat["pos_embedding"] = pe[:, 1:]
-            if "cls" in flat:
-                flat["cls"] = flat["cls"] + pe[:, :1].astype(flat["cls"].dtype)
+            flat["cls"] = flat["cls"] + pe[:, :1].astype(flat["cls"].dtype)
     if "probe" in flat:  # MAP head inlined at top level (ViT-G era).
         for top in ("probe", "MlpBlock_0", "MultiHeadDotProductAttention_0", "LayerNorm_0"):
             for k in [k for k in flat if k == top or k.startswith(top + "/")]:
@@ -330,6 +332,11 @@ def unrolled_to_scan(flat: dict) -> dict:
         depth = max(per_layer) + 1
         if sorted(per_layer) != list(range(depth)):
             raise HarnessError(f"checkpoint: encoder blocks are not numbered 0..{depth - 1} for {leaf}")
+        shapes = [np.shape(per_layer[i]) for i in range(depth)]
+        common = max(set(shapes), key=shapes.count)
+        if (odd := next((i for i, sh in enumerate(shapes) if sh != common), None)) is not None:
+            raise HarnessError(f"checkpoint: wrong shape at Transformer/encoderblock_{odd}/{leaf}: "
+                               f"{shapes[odd]}, the other layers have {common}; the leaf is corrupt")
         out[f"Transformer/encoderblock/{leaf}"] = np.stack([per_layer[i] for i in range(depth)])
     return out
 

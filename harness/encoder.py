@@ -8,8 +8,10 @@ variant string override and are checked against the tree. Parameters are built a
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import math
 import re
 import time
 from typing import Any
@@ -18,7 +20,7 @@ import numpy as np
 
 from harness import checkpoints
 from harness.errors import HarnessError
-from harness.variants import Shape, decode_variant
+from harness.variants import Shape, decode_variant, rep_width
 
 CONFIG_KEYS = ("variant", "width", "depth", "mlp_dim", "num_heads", "patch_size", "pool_type", "posemb",
                "rep_size", "num_classes", "scan", "dtype_mm", "res")
@@ -28,32 +30,80 @@ DEFAULTS = dict(pool_type="gap", posemb="learn", rep_size=False, num_classes=Non
                 dtype_mm="float32")
 
 
+# Which axis of which leaf states which dimension (D = width, M = MLP, H = heads), in big_vision's tree
+# (reference.md). Suffixes are matched after a block prefix (`Transformer/encoderblock_{i}/`, the scanned
+# `Transformer/encoderblock/`, or `MAPHead_0/`), whose MLP and heads are the encoder's own.
+_BLOCK_DIMS: tuple[tuple[str, dict[str, int]], ...] = (
+    (r"LayerNorm_\d+/(scale|bias)", {"width": -1}),
+    (r"MultiHeadDotProductAttention_0/(query|key|value)/kernel", {"width": 0, "num_heads": 1}),
+    (r"MultiHeadDotProductAttention_0/(query|key|value)/bias", {"num_heads": 0}),
+    (r"MultiHeadDotProductAttention_0/out/kernel", {"num_heads": 0, "width": 2}),
+    (r"MultiHeadDotProductAttention_0/out/bias", {"width": 0}),
+    (r"MlpBlock_0/Dense_0/kernel", {"width": 0, "mlp_dim": 1}),
+    (r"MlpBlock_0/Dense_0/bias", {"mlp_dim": 0}),
+    (r"MlpBlock_0/Dense_1/kernel", {"mlp_dim": 0, "width": 1}),
+    (r"MlpBlock_0/Dense_1/bias", {"width": 0}),
+)
+_TOP_DIMS: dict[str, dict[str, int]] = {
+    "embedding/kernel": {"width": 3}, "embedding/bias": {"width": 0}, "pos_embedding": {"width": 2},
+    "cls": {"width": 2}, "Transformer/encoder_norm/scale": {"width": 0},
+    "Transformer/encoder_norm/bias": {"width": 0}, "MAPHead_0/probe": {"width": 2},
+    "pre_logits/kernel": {"width": 0},
+}
+
+
+def _dimension_votes(flat: dict[str, np.ndarray]) -> dict[str, list[tuple[int, str]]]:
+    """Every (value, leaf) that states the width, MLP size, heads or (scanned) depth of a tree."""
+    votes: dict[str, list[tuple[int, str]]] = {"width": [], "mlp_dim": [], "num_heads": [], "depth": []}
+
+    def add(key: str, arr, dims: dict[str, int], lead: int):
+        shape = np.shape(arr)
+        for dim, axis in dims.items():
+            ax = axis if axis < 0 else axis + lead
+            if -len(shape) <= ax < len(shape):
+                votes[dim].append((int(shape[ax]), key))
+        if lead:
+            votes["depth"].append((int(shape[0]), key))
+
+    for key, arr in flat.items():
+        if key in _TOP_DIMS:
+            add(key, arr, _TOP_DIMS[key], 0)
+            continue
+        m = re.match(r"^(Transformer/encoderblock_\d+/|Transformer/encoderblock/|MAPHead_0/)(.+)$", key)
+        if m:
+            for pattern, dims in _BLOCK_DIMS:
+                if re.fullmatch(pattern, m.group(2)):
+                    add(key, arr, dims, 1 if m.group(1) == "Transformer/encoderblock/" else 0)
+                    break
+    return votes
+
+
+def _majority(votes: list[tuple[int, str]]) -> int | None:
+    # The value most leaves agree on: one corrupt leaf then disagrees with the model built from the rest
+    # and is reported by name (`fit_params`), instead of moving every other leaf's expected shape.
+    if not votes:
+        return None
+    return collections.Counter(v for v, _ in votes).most_common(1)[0][0]
+
+
 def infer_config(flat: dict[str, np.ndarray]) -> dict:
     """What the parameter tree says about the model (a partial config)."""
     cfg: dict[str, Any] = {}
+    votes = _dimension_votes(flat)
+    for dim in ("width", "mlp_dim", "num_heads"):
+        if (value := _majority(votes[dim])) is not None:
+            cfg[dim] = value
     if "embedding/kernel" in flat:
         k = flat["embedding/kernel"]
         cfg["patch_size"] = (int(k.shape[0]), int(k.shape[1]))
-        cfg["width"] = int(k.shape[-1])
     scanned = checkpoints.is_scanned(flat)
     if scanned:
-        ln = flat.get("Transformer/encoderblock/LayerNorm_0/scale")
-        if ln is not None:
-            cfg["depth"] = int(ln.shape[0])
-        prefix = "Transformer/encoderblock/"
-        lead = 1
+        if (depth := _majority(votes["depth"])) is not None:
+            cfg["depth"] = depth
     else:
         idx = {int(m.group(1)) for k in flat if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))}
         if idx:
             cfg["depth"] = max(idx) + 1
-        prefix = "Transformer/encoderblock_0/"
-        lead = 0
-    mlp = flat.get(prefix + "MlpBlock_0/Dense_0/kernel")
-    if mlp is not None:
-        cfg["mlp_dim"] = int(mlp.shape[lead + 1])
-    q = flat.get(prefix + "MultiHeadDotProductAttention_0/query/kernel")
-    if q is not None:
-        cfg["num_heads"] = int(q.shape[lead + 1])
     cfg["scan"] = scanned
     if "MAPHead_0/probe" in flat:
         cfg["pool_type"] = "map"
@@ -61,11 +111,30 @@ def infer_config(flat: dict[str, np.ndarray]) -> dict:
         cfg["pool_type"] = "tok"
     cfg["posemb"] = "learn" if "pos_embedding" in flat else "sincos2d"
     if "pos_embedding" in flat and "patch_size" in cfg:
-        g = int(round(np.sqrt(flat["pos_embedding"].shape[1])))
-        cfg["res"] = g * cfg["patch_size"][0]
+        n = int(flat["pos_embedding"].shape[1])
+        # A count that is not a square is refused by `check_posemb`, against the nearest grid below it.
+        cfg["res"] = max(1, math.isqrt(n)) * cfg["patch_size"][0]
     cfg["rep_size"] = int(flat["pre_logits/kernel"].shape[1]) if "pre_logits/kernel" in flat else False
     cfg["num_classes"] = int(flat["head/kernel"].shape[1]) if "head/kernel" in flat else None
     return cfg
+
+
+def check_posemb(flat: dict[str, np.ndarray], cfg: dict, *, path: str = "checkpoint") -> None:
+    """A learned posemb must be a square grid of tokens (`checkpoints.fix_old_layout` has already folded
+    big_vision's old cls row, where the tree has a cls token to fold it into)."""
+    pe = flat.get("pos_embedding")
+    if pe is None or cfg.get("posemb") != "learn":
+        return
+    n = int(pe.shape[1]) if pe.ndim == 3 else -1
+    if pe.ndim == 3 and math.isqrt(n) ** 2 == n:
+        return
+    grid = cfg["res"] // cfg["patch_size"][0]
+    want = (1, grid * grid, cfg["width"])
+    why = (f"{n} tokens is not a square grid" + ("" if "cls" in flat else
+           " (the tree has no cls token, so it is not big_vision's old cls+posemb layout either)")
+           if pe.ndim == 3 else "it is not (1, tokens, width)")
+    raise HarnessError(f"checkpoint {path}: pos_embedding has shape {tuple(pe.shape)}: {why}; a {cfg['res']} px "
+                       f"model wants {want}. The file is corrupt or not a ViT posemb: re-export it")
 
 
 def _norm_patch(p):
@@ -95,9 +164,14 @@ def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "chec
     cfg.pop("variant", None)
     if "patch_size" in cfg:
         cfg["patch_size"] = _norm_patch(cfg["patch_size"])
+    width = explicit.get("width", cfg.get("width"))
     for k, v in explicit.items():
-        if k in TREE_KEYS and k in tree_cfg and tree_cfg[k] != v and not (k == "rep_size" and not v and not tree_cfg[k]):
-            raise HarnessError(f"{path}: {k}={v} was asked for but the checkpoint has {k}={tree_cfg[k]}; "
+        have = tree_cfg.get(k)
+        if k == "rep_size" and width is not None:
+            # `rep_size=True` is a pre_logits layer as wide as the encoder: the same as the tree's int.
+            v, have = rep_width(v, width) or False, rep_width(have, width) or False
+        if k in TREE_KEYS and k in tree_cfg and have != v:
+            raise HarnessError(f"{path}: {k}={v} was asked for but the checkpoint has {k}={have}; "
                                f"drop the flag or pick the matching checkpoint")
         cfg[k] = v
     missing = [k for k in ("width", "depth", "mlp_dim", "num_heads", "patch_size") if k not in cfg]
@@ -116,6 +190,7 @@ def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "chec
     if cfg["res"] % cfg["patch_size"][0]:
         raise HarnessError(f"resolution {cfg['res']} is not a multiple of the patch size {cfg['patch_size'][0]}")
     cfg["scan"] = bool(cfg["scan"])
+    cfg["rep_size"] = rep_width(cfg.get("rep_size"), cfg["width"]) or False  # one spelling in records and keys
     return cfg
 
 
@@ -140,8 +215,46 @@ def abstract_params(model, res: int) -> dict[str, Any]:
     return checkpoints.flatten(shapes["params"])
 
 
+def _layer_shapes(target: dict) -> dict[str, tuple]:
+    """`Transformer/encoderblock_{i}/leaf` -> the per-layer shape the model wants, in either layout."""
+    out = {}
+    for k, t in target.items():
+        if m := re.match(r"^Transformer/encoderblock/(.+)$", k):
+            for i in range(t.shape[0]):
+                out[f"Transformer/encoderblock_{i}/{m.group(1)}"] = tuple(t.shape[1:])
+        else:
+            out[k] = tuple(t.shape)
+    return out
+
+
+def _wrong_shape(path, key: str, have: tuple, want: tuple) -> HarnessError:
+    return HarnessError(f"checkpoint {path}: wrong shape at {key}: checkpoint {have} vs model {want}; the "
+                        "leaf is corrupt, or the variant flags do not fit this checkpoint")
+
+
+def check_finite(key: str, array: np.ndarray, *, path="checkpoint") -> None:
+    """Refuses a leaf holding NaN or Inf: every later number would be garbage (or a solver's traceback)."""
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise HarnessError(f"checkpoint {path}: {key} holds {bad} non-finite value{'s' * (bad > 1)} (NaN or Inf) "
+                           "of " + f"{array.size}; the file is corrupt or saved from a diverged run: use a healthy one")
+
+
 def fit_params(flat: dict, target: dict, *, path: str = "checkpoint") -> dict:
-    """Converts layouts, resamples the posemb, and checks every key and shape against the model."""
+    """Checks every key and shape against the model (each block leaf in the checkpoint's own layout, so a
+    wrong leaf is named as the file names it), converts layouts, resamples the posemb, and refuses
+    non-finite values."""
+    layer_shapes = _layer_shapes(target)
+    for k, a in flat.items():
+        if k == "pos_embedding":  # resampled below
+            continue
+        if m := re.match(r"^Transformer/encoderblock/(.+)$", k):
+            want_layers = [layer_shapes.get(f"Transformer/encoderblock_{i}/{m.group(1)}")
+                           for i in range(np.shape(a)[0])]
+            if want_layers and None not in want_layers and tuple(np.shape(a)[1:]) != want_layers[0]:
+                raise _wrong_shape(path, k, tuple(np.shape(a)), (len(want_layers), *want_layers[0]))
+        elif k in layer_shapes and tuple(np.shape(a)) != layer_shapes[k]:
+            raise _wrong_shape(path, k, tuple(np.shape(a)), layer_shapes[k])
     if checkpoints.is_scanned(target) and not checkpoints.is_scanned(flat):
         flat = checkpoints.unrolled_to_scan(flat)
     elif not checkpoints.is_scanned(target) and checkpoints.is_scanned(flat):
@@ -162,11 +275,11 @@ def fit_params(flat: dict, target: dict, *, path: str = "checkpoint") -> dict:
     for k, t in target.items():
         a = np.asarray(flat.pop(k))  # pop: never hold two full copies of a large model
         if tuple(a.shape) != tuple(t.shape):
-            raise HarnessError(f"checkpoint {path}: wrong shape at {k}: checkpoint {tuple(a.shape)} vs model "
-                               f"{tuple(t.shape)}; check the variant flags")
+            raise _wrong_shape(path, k, tuple(a.shape), tuple(t.shape))
         if not np.issubdtype(a.dtype, np.floating) and a.dtype.name != "bfloat16":
             raise HarnessError(f"checkpoint {path}: {k} has non-float dtype {a.dtype}")
         out[k] = a.astype(t.dtype, copy=False)
+        check_finite(k, out[k], path=path)
     return out
 
 
@@ -190,7 +303,7 @@ class Encoder:
         c = self.config
         return Shape(width=c["width"], depth=c["depth"], mlp_dim=c["mlp_dim"], num_heads=c["num_heads"],
                      patch=c["patch_size"][0], pool_type=c["pool_type"], posemb=c["posemb"],
-                     rep_size=int(c["rep_size"] or 0), num_classes=int(c["num_classes"] or 0))
+                     rep_size=rep_width(c["rep_size"], c["width"]), num_classes=int(c["num_classes"] or 0))
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -273,6 +386,7 @@ def load_encoder(spec: str | None = None, **config) -> Encoder:
     t0 = time.perf_counter()
     flat, hints, info = checkpoints.read_params(spec)
     cfg = resolve_config(infer_config(flat), hints, config, path=info["path"])
+    check_posemb(flat, cfg, path=info["path"])
     model = build_model(cfg)
     target = abstract_params(model, cfg["res"])
     flat = fit_params(flat, target, path=info["path"])

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.variants import Shape
+from harness.variants import Shape, rep_width
 
 log = logging.getLogger("harness")
 
@@ -355,7 +355,7 @@ def _record_gflops(ckpt: dict) -> float | None:
         patch = int(patch[0] if isinstance(patch, list | tuple) else patch)
         return Shape(int(cfg["width"]), int(cfg["depth"]), int(cfg["mlp_dim"]), int(cfg["num_heads"]), patch,
                      pool_type=cfg.get("pool_type", "map"), posemb=cfg.get("posemb", "learn"),
-                     rep_size=int(cfg.get("rep_size") or 0),
+                     rep_size=rep_width(cfg.get("rep_size"), int(cfg["width"])),
                      num_classes=int(cfg.get("num_classes") or 0)).gflops(int(cfg["res"]))
     except (KeyError, TypeError, ValueError):
         return float(ckpt["gflops"]) if ckpt.get("gflops") is not None else None

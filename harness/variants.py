@@ -48,6 +48,14 @@ def decode_variant(variant: str) -> dict:
     return out
 
 
+def rep_width(rep_size: int | bool | None, width: int) -> int:
+    """The width of the `pre_logits` layer: big_vision's `rep_size=True` is one as wide as the encoder,
+    an int is that size, False / 0 / None is none (0) (`models/vit.py`, `_Model.rep_size`)."""
+    if rep_size is True:
+        return int(width)
+    return int(rep_size or 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Shape:
     """Everything that determines the parameter count and FLOPs of an encoder."""
@@ -59,8 +67,11 @@ class Shape:
     patch: int
     pool_type: str = "map"
     posemb: str = "learn"
-    rep_size: int = 0
+    rep_size: int = 0  # True (big_vision: as wide as the encoder) is stored as the width
     num_classes: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "rep_size", rep_width(self.rep_size, self.width))
 
     def tokens(self, res: int) -> int:
         return (res // self.patch) ** 2

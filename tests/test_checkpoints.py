@@ -1,6 +1,7 @@
 """Checkpoint formats, layout conversions, posemb resampling and every kind of bad input."""
 
 import json
+import re
 import zipfile
 
 import ml_dtypes
@@ -102,7 +103,8 @@ def test_scan_and_unrolled_convert_both_ways(enc):
 
 
 def test_old_public_layout(tmp_path, enc, x):
-    """Pre-Linen numbering, posembed_input with a cls row, inline MAP head -> same outputs."""
+    """Pre-Linen numbering, the posemb under Transformer/posembed_input, inline MAP head -> same outputs.
+    (A MAP model never had a cls row in its posemb: see test_cls_row_without_cls_token_is_refused.)"""
     flat = enc.params_numpy()
     old = {}
     rename = {"LayerNorm_0": "LayerNorm_0", "MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1",
@@ -114,10 +116,74 @@ def test_old_public_layout(tmp_path, enc, x):
         if parts[0] == "MAPHead_0":
             parts = parts[1:]  # inline MAP head
         old["/".join(parts)] = v
-    pe = old.pop("pos_embedding")
-    old["Transformer/posembed_input/pos_embedding"] = np.concatenate([np.ones((1, 1, 32), np.float32), pe], 1)
+    old["Transformer/posembed_input/pos_embedding"] = old.pop("pos_embedding")
     path = checkpoints.save_npz(tmp_path / "old.npz", old)
     same(load_encoder(str(path)).features(x), enc.features(x))
+
+
+@pytest.mark.parametrize("where", ["pos_embedding", "Transformer/posembed_input/pos_embedding"])
+def test_cls_row_without_cls_token_is_refused(tmp_path, enc, where):
+    """g*g+1 posemb tokens in a tree with no cls token (MAP here) is not big_vision's old cls+posemb layout
+    (only cls models had it): refused with the leaf and both shapes, never loaded at a smaller grid."""
+    flat = enc.params_numpy()
+    pe = flat.pop("pos_embedding")  # (1, 16, 32): a 4x4 grid
+    flat[where] = np.concatenate([np.ones((1, 1, 32), np.float32), pe], 1)
+    path = checkpoints.save_npz(tmp_path / "bad.npz", flat)
+    with pytest.raises(HarnessError, match=r"pos_embedding has shape \(1, 17, 32\).*not a square grid.*"
+                                           r"no cls token.*wants \(1, 16, 32\)"):
+        load_encoder(str(path))
+    with pytest.raises(HarnessError, match=r"wants \(1, 64, 32\)"):  # at an explicit res: that model's shape
+        load_encoder(str(path), res=32)
+
+
+@pytest.mark.parametrize("tokens", [15, 18, 20])
+def test_non_square_posemb_is_refused(tmp_path, enc, tokens):
+    flat = enc.params_numpy()
+    flat["pos_embedding"] = np.resize(flat["pos_embedding"], (1, tokens, 32))
+    path = checkpoints.save_npz(tmp_path / "bad.npz", flat)
+    with pytest.raises(HarnessError, match=rf"pos_embedding has shape \(1, {tokens}, 32\).*not a square grid"):
+        load_encoder(str(path))
+
+
+@pytest.mark.parametrize("scan_model", [False, True])
+@pytest.mark.parametrize("leaf", ["Transformer/encoderblock_1/MlpBlock_0/Dense_0/kernel",
+                                  "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel",
+                                  "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel",
+                                  "embedding/kernel", "MAPHead_0/MlpBlock_0/Dense_1/kernel"])
+def test_wrong_kernel_shape_is_reported_at_that_kernel(tmp_path, enc, leaf, scan_model):
+    """One corrupt leaf is named itself (the config is read off the majority of leaves, so the bad leaf
+    does not move every other leaf's expected shape), in either model layout."""
+    flat = enc.params_numpy()
+    k = flat[leaf]
+    flat[leaf] = np.zeros(k.shape[:-1] + (k.shape[-1] - 1,), k.dtype)
+    path = checkpoints.save_npz(tmp_path / "bad.npz", flat)
+    with pytest.raises(HarnessError, match=rf"wrong shape at {re.escape(leaf)}: checkpoint"):
+        load_encoder(str(path), scan=scan_model)
+
+
+def test_wrong_kernel_shape_in_a_scanned_checkpoint(tmp_path, enc):
+    flat = checkpoints.unrolled_to_scan(enc.params_numpy())
+    leaf = "Transformer/encoderblock/MlpBlock_0/Dense_1/kernel"
+    flat[leaf] = flat[leaf][:, :-1]
+    path = checkpoints.save_npz(tmp_path / "bad.npz", flat)
+    for scan in (False, True):
+        with pytest.raises(HarnessError, match=rf"wrong shape at {re.escape(leaf)}: checkpoint \(2, 63, 32\)"):
+            load_encoder(str(path), scan=scan)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_are_refused_naming_the_leaf(tmp_path, enc, value):
+    flat = enc.params_numpy()
+    leaf = "Transformer/encoderblock_1/MlpBlock_0/Dense_0/kernel"
+    flat[leaf] = flat[leaf].copy()
+    flat[leaf][3, 5] = value
+    path = checkpoints.save_npz(tmp_path / "bad.npz", flat)
+    with pytest.raises(HarnessError, match=rf"{re.escape(leaf)} holds 1 non-finite value \(NaN or Inf\)"):
+        load_encoder(str(path))
+    bf16 = {k: v.astype(ml_dtypes.bfloat16) for k, v in flat.items()}  # bfloat16 leaves are checked too
+    path = checkpoints.save_npz(tmp_path / "bad_bf16.npz", bf16)
+    with pytest.raises(HarnessError, match=re.escape(leaf)):
+        load_encoder(str(path))
 
 
 def test_old_cls_row_folds_into_cls(tmp_path, x):

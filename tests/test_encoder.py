@@ -101,7 +101,8 @@ def test_variants_decode_and_paper_numbers():
         decode_variant("So40m/14")
 
 
-@pytest.mark.parametrize("kw", [dict(pool_type="map", num_classes=4, rep_size=8), dict(pool_type="tok")])
+@pytest.mark.parametrize("kw", [dict(pool_type="map", num_classes=4, rep_size=8), dict(pool_type="tok"),
+                                dict(pool_type="map", num_classes=4, rep_size=True), dict(pool_type="gap", rep_size=True)])
 def test_param_count_formula_matches_model(kw):
     import jax
     from harness.encoder import abstract_params, build_model, resolve_config
@@ -113,7 +114,31 @@ def test_param_count_formula_matches_model(kw):
                  pool_type=kw["pool_type"], rep_size=kw.get("rep_size", 0), num_classes=kw.get("num_classes", 0))
     s = type(s)(**{**s.__dict__, "patch": 4})
     assert s.num_params(16) == n
+    # The encoder's own shape (what records carry) counts a `rep_size=True` pre_logits as `width` wide.
+    enc = load_encoder("random:0", **{**TINY, **kw})
+    assert enc.shape.num_params(16) == n == sum(int(np.prod(v.shape)) for v in enc.params_numpy().values())
+    assert enc.describe()["params_m"] == round(n / 1e6, 3)
     del jax
+
+
+def test_rep_size_true_is_the_width(tmp_path):
+    """big_vision's rep_size=True is a pre_logits Dense of size `width`: asking for it on a checkpoint whose
+    pre_logits is `width` wide agrees with the tree (and its FLOPs count a width x width layer)."""
+    enc = load_encoder("random:0", **TINY, pool_type="map", rep_size=True, num_classes=3)
+    assert enc.config["rep_size"] == 32 and enc.shape.rep_size == 32
+    path = enc.save(str(tmp_path / "e.npz"))
+    again = load_encoder(path, rep_size=True)
+    assert again.config["rep_size"] == 32
+    assert load_encoder(path, rep_size=32).config == again.config
+    with pytest.raises(HarnessError, match="rep_size=16 was asked for but the checkpoint has rep_size=32"):
+        load_encoder(path, rep_size=16)
+    with pytest.raises(HarnessError, match="rep_size=False was asked for but the checkpoint has rep_size=32"):
+        load_encoder(path, rep_size=False)
+    no_rep = load_encoder("random:0", **TINY, pool_type="map", num_classes=3)
+    d, t = 32, 16
+    assert enc.shape.gflops(16) - no_rep.shape.gflops(16) == pytest.approx(2 * d * d / 1e9)
+    assert enc.shape.num_params(16) - no_rep.shape.num_params(16) == d * d + d
+    del t
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

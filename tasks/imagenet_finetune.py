@@ -69,7 +69,7 @@ class FinetuneConfig:
     # None: the paper's choice (off up to 224 px, "2,10" above). Inserted into pp_train before value_range.
     randaug: str | None = None
     head_bias_init: float = finetune.HEAD_BIAS_INIT
-    # Empty: inception crop + flip for training; resize_small(res*256/224)|central_crop(res) for eval.
+    # Empty: inception crop + flip for training; resize_small(eval_resize(res))|central_crop(res) for eval.
     pp_train: str = ""
     pp_eval: str = ""
     eval_batch_size: int = 256
@@ -132,8 +132,17 @@ def default_pp_train(res: int) -> str:
     return f"decode|inception_crop({res})|flip_lr|value_range(-1,1)"
 
 
+def eval_resize(res: int) -> int:
+    """The short side an eval image is resized to before the central crop of `res` (big_vision's h_res).
+
+    big_vision evaluates 224 px models at resize_small(256) (`configs/vit_i1k.py`) and fine-tunes to high
+    resolution with `configs/transfer.py`'s h_res=448 for l_res=384. It has no config for other sizes; they
+    keep the ratio of the nearer of the two (256/224 up to 224 px, 448/384 above: 518 px -> 604)."""
+    return round(res * 256 / 224) if res <= 224 else round(res * 448 / 384)
+
+
 def default_pp_eval(res: int) -> str:
-    return f"decode|resize_small({round(res * 256 / 224)})|central_crop({res})|value_range(-1,1)"
+    return f"decode|resize_small({eval_resize(res)})|central_crop({res})|value_range(-1,1)"
 
 
 def metric_base(dataset: str, res: int) -> str:

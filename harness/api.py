@@ -67,6 +67,9 @@ class Task:
     description: ClassVar[str] = ""
     Config: ClassVar[type] = object
     presets: ClassVar[dict[str, dict]] = {}
+    # Settings that choose what is computed or how fast (dataset lists, an extraction batch size), never a
+    # metric's value: `harness report` / `check` ignore them when they compare protocols (harness.protocol).
+    neutral_settings: ClassVar[tuple[str, ...]] = ()
 
     def metrics(self, config) -> list[Metric]:
         raise NotImplementedError

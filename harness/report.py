@@ -66,6 +66,7 @@ _FEWSHOT = re.compile(r"^fewshot/([^/]+)/(\d+)shot(?:/(.+))?$")
 
 CI_RESAMPLES = 1000
 CI_SEED = 0
+PROTOCOL_MARK = "‡"  # a cell made under another protocol than its column's others (harness.protocol)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -128,6 +129,7 @@ class Cell:
     better: bool | None = None  # delta is an improvement (None: no baseline value, or no change)
     decimals: int | None = None  # printed precision when the source fixed it (the paper's rows)
     note: str | None = None
+    protocol: str | None = None  # how this cell's record was made differently from the column's others
 
 
 @dataclasses.dataclass
@@ -272,10 +274,12 @@ def ci95(per_example: Sequence[float] | None, value: float | None) -> tuple[floa
 
 def collect(records: Iterable[dict], *, with_ci: bool = False) -> tuple[list[Row], dict[tuple[str, str], Cell],
                                                                         dict[str, Column]]:
-    """(rows in order of first appearance, cells, column metadata by metric); the newest record wins."""
+    """(rows in order of first appearance, cells, column metadata by metric); the newest record wins.
+    Cells whose record was made under another protocol than the column's others get `Cell.protocol`."""
     rows: dict[str, Row] = {}
     cells: dict[tuple[str, str], Cell] = {}
     meta: dict[str, Column] = {}
+    sources: dict[tuple[str, str], dict] = {}  # the record behind each run cell
     records = sorted(records, key=lambda r: str(r.get("created") or ""))
     for rec, name in zip(records, row_names(records)):
         kind = rec.get("_kind", "run")
@@ -295,7 +299,31 @@ def collect(records: Iterable[dict], *, with_ci: bool = False) -> tuple[list[Row
                 cell.ci95 = ci95(per_example[metric], value)
                 cell.num_examples = len(per_example[metric])
             cells[(name, metric)] = cell
+            if kind == "run" and rec.get("task"):
+                sources[(name, metric)] = rec
+    mark_protocol_differences(cells, sources)
     return list(rows.values()), cells, meta
+
+
+def mark_protocol_differences(cells: dict[tuple[str, str], Cell], sources: dict[tuple[str, str], dict]) -> None:
+    """Sets `Cell.protocol` where a cell's record differs from the other records of its column in a setting
+    that moves the number (`harness.protocol.settings`), or was made by an older version of its task."""
+    from harness import protocol
+
+    by_metric: dict[str, list[tuple[str, str]]] = {}
+    for key in sources:
+        if cells[key].value is not None:
+            by_metric.setdefault(key[1], []).append(key)
+    for metric, keys in by_metric.items():
+        found = {key: protocol.settings(sources[key], metric) for key in keys}
+        for key in keys:
+            notes = []
+            if (old := protocol.outdated(sources[key])) is not None:
+                notes.append(old)
+            others = [found[k] for k in keys if k != key]
+            if others and (diffs := protocol.differences(found[key], others)):
+                notes.append("other protocol than the column's other cells: " + protocol.describe(diffs))
+            cells[key].protocol = "; ".join(notes) or None
 
 
 def build_table(records: Sequence[dict], *, columns: Sequence[str] | None = None, baseline: Any = None,
@@ -481,6 +509,9 @@ def _notes(table: Table, cols: Sequence[Column], arrows: tuple[str, str] = ("▲
             by_note.setdefault((metric, cell.note), []).append(row)
     for (metric, note), rows in by_note.items():
         notes.append(f"† {metric} ({', '.join(rows)}): {note}")
+    for (row, metric), cell in table.cells.items():
+        if cell.protocol and metric in visible and cell.value is not None:
+            notes.append(f"{PROTOCOL_MARK} {metric} ({row}): {cell.protocol}; not comparable as it stands.")
     return notes
 
 
@@ -499,6 +530,8 @@ def _md_cell(table: Table, row: Row, col: Column) -> str:
     text = fmt_value(cell, col)
     if cell.note:
         text += "†"
+    if cell.protocol:
+        text += PROTOCOL_MARK
     if cell.ci95:
         text += " " + fmt_ci(cell, col)
     if cell.delta is not None:
@@ -532,9 +565,12 @@ def to_csv(records_or_table, **build_kwargs) -> str:
     table = _as_table(records_or_table, build_kwargs)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    # A `<metric> protocol` column follows a metric with a cell made under another protocol (empty: same).
+    flagged = {m for (_, m), cell in table.cells.items() if cell.protocol and cell.value is not None}
     header = ["checkpoint"]
     for c in table.columns:
         header += [c.metric] + ([f"{c.metric} delta"] if table.baseline is not None else [])
+        header += [f"{c.metric} protocol"] if c.metric in flagged else []
     w.writerow(header)
     for r in table.rows:
         line = [r.label]
@@ -543,6 +579,8 @@ def to_csv(records_or_table, **build_kwargs) -> str:
             line.append("" if cell is None else repr(cell.value))
             if table.baseline is not None:
                 line.append("" if cell is None or cell.delta is None else repr(cell.delta))
+            if c.metric in flagged:
+                line.append((cell.protocol or "") if cell is not None else "")
         w.writerow(line)
     return buf.getvalue()
 
@@ -575,6 +613,8 @@ def _latex_cell(table: Table, row: Row, col: Column, best: set[str]) -> str:
         text = rf"\textbf{{{text}}}"
     if cell.note:
         text += r"$^\dagger$"
+    if cell.protocol:
+        text += r"$^\ddagger$"
     if cell.ci95:
         text += r" {\scriptsize " + fmt_ci(cell, col) + "}"
     if cell.delta is not None:
@@ -683,6 +723,8 @@ def _html_cell(table: Table, row: Row, col: Column, best: set[str]) -> str:
     text = _h(fmt_value(cell, col))
     if cell.note:
         text += f'<sup title="{_h(cell.note)}">†</sup>'
+    if cell.protocol:
+        text += f'<sup class="protocol" title="{_h(cell.protocol)}">{PROTOCOL_MARK}</sup>'
     if cell.ci95:
         text += f'<span class="ci">{_h(fmt_ci(cell, col))}</span>'
     if cell.delta is not None:

@@ -43,6 +43,7 @@ class FewShot(Task):
     name = "fewshot"
     description = "closed-form ridge probes, 1/5/10/25 shots x 3 seeds (paper Table 3)"
     Config = FewShotConfig
+    neutral_settings = ("datasets", "shots", "batch_size")  # k-shot sets are nested: shots move no number
     presets = {
         "proxy": dict(datasets=("proxy_scenes", "proxy_digits"), shots=(1, 5, 10, 25), batch_size=50),
         "imagenet": dict(datasets=("imagenet2012",)),

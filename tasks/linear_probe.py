@@ -157,6 +157,7 @@ class LinearProbe(Task):
     name = "linear_probe"
     description = "softmax probe on frozen pre_logits, SGD grid chosen on minival (paper Table 2)"
     Config = LinearProbeConfig
+    neutral_settings = ("eval_datasets", "extract_batch_size")
     presets = {
         # 1000 proxy train images: a smaller batch gives the probe enough steps; the grid is scaled to it.
         "proxy": dict(dataset="proxy_scenes", train_split="train", minival_split="validation",

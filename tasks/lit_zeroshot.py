@@ -235,6 +235,7 @@ class LitZeroShot(Task):
     name = "lit_zeroshot"
     description = "LiT text tower on a locked image tower; zero-shot top-1 and COCO retrieval (paper Table 4)"
     Config = LitZeroShotConfig
+    neutral_settings = ("zeroshot_datasets", "retrieval_datasets")
     presets = {
         # LiT on proxy_scenes' train captions against the proxy checkpoint, then zero-shot on its 24
         # classes and retrieval on its test captions: about a minute on 2 CPU cores.

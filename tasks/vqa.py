@@ -126,6 +126,7 @@ class VQA(Task):
     name = "vqa"
     description = "VQA with a 2-layer decoder on frozen patch tokens: VQAv2 accuracy, GQA, OCR-VQA (Table 4)"
     Config = VQAConfig
+    neutral_settings = ("datasets",)  # one decoder per dataset
     presets = {
         "proxy": dict(datasets=("proxy_scenes",), tokenizer="proxy", decoder_width=96, decoder_mlp_dim=384,
                       decoder_heads=4, optimizer="adam", lr=1e-3, total_steps=1500, batch_size=32,

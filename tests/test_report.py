@@ -320,3 +320,78 @@ def test_same_file_name_different_checkpoints_get_separate_rows(records):
     assert "vit_b_proxy.npz [b7b7b7b7]" in names and "vit_b_proxy.npz [c9c9c9c9]" in names
     assert t.cell("vit_b_proxy.npz [b7b7b7b7]", "linear_probe/proxy_digits/val").value == 91.25
     assert t.cell("vit_b_proxy.npz [c9c9c9c9]", "linear_probe/proxy_digits/val").value == 50.0
+
+
+# --------------------------------------------------------------------------------- protocol differences
+def _record(name: str, *, config: dict, version: str = "1", pp: str = "decode|resize(73)|central_crop(64)",
+            value: float = 50.0, res: int = 64, created: str = "2025-01-02T00:00:00+00:00") -> dict:
+    return {"schema_version": 1, "created": created,
+            "task": {"name": "fewshot", "version": version, "preset": "proxy", "config": config,
+                     "config_hash": "x"},
+            "checkpoint": {"name": name, "sha256": name * 8, "config": {"res": res, "dtype_mm": "float32"}},
+            "datasets": [{"name": "proxy_digits", "split": "test", "num_examples": 797, "pp": pp,
+                          "role": "fewshot_test"}],
+            "metrics": {"fewshot/proxy_digits/10shot": {"value": value, "higher_is_better": True, "unit": "%"}},
+            "info": {}}
+
+
+BASE = dict(l2_reg=1024.0, seeds=[0, 1, 2], shots=[1, 10], datasets=["proxy_digits"], batch_size=50,
+            solve_dtype="float64")
+
+
+def test_a_cell_made_under_another_protocol_is_marked_with_the_setting_and_both_values():
+    from tasks.fewshot import FewShot
+
+    recs = [_record("a", config=BASE), _record("b", config=BASE),
+            _record("c", config={**BASE, "solve_dtype": "float32"}, pp="decode|resize(80)|central_crop(64)")]
+    version = FewShot.version
+    for r in recs:
+        r["task"]["version"] = version
+    table = report.build_table(recs)
+    metric = "fewshot/proxy_digits/10shot"
+    assert table.cell("a", metric).protocol is None and table.cell("b", metric).protocol is None
+    note = table.cell("c", metric).protocol
+    assert "--set solve_dtype `float32` vs `float64`" in note
+    assert "proxy_digits/test (fewshot_test) pp `decode|resize(80)|central_crop(64)` vs " \
+           "`decode|resize(73)|central_crop(64)`" in note
+    md = report.to_markdown(table)
+    assert "| c | 50.00‡ |" in md and "| a | 50.00 |" in md
+    assert f"‡ {metric} (c): other protocol than the column's other cells" in md
+    rows = list(csv.reader(io.StringIO(report.to_csv(table))))
+    assert rows[0][-1] == f"{metric} protocol" and rows[3][-1] == note and rows[1][-1] == ""
+    assert "$^\\ddagger$" in report.to_latex(table)
+    assert 'class="protocol"' in report.to_html(table, generated=GENERATED)
+
+
+def test_two_cells_that_disagree_are_both_marked_and_neutral_settings_are_not_protocol():
+    from tasks.fewshot import FewShot
+
+    a = _record("a", config=BASE)
+    # Another dataset list, shot list and extraction batch size: what is computed, not how.
+    b = _record("b", config={**BASE, "datasets": ["proxy_digits", "proxy_scenes"], "shots": [10],
+                             "batch_size": 7})
+    for r in (a, b):
+        r["task"]["version"] = FewShot.version
+    table = report.build_table([a, b])
+    assert table.cell("a", "fewshot/proxy_digits/10shot").protocol is None
+    assert table.cell("b", "fewshot/proxy_digits/10shot").protocol is None
+    c = _record("c", config={**BASE, "l2_reg": 1.0})
+    c["task"]["version"] = FewShot.version
+    d = _record("d", config=BASE, res=96)
+    d["task"]["version"] = FewShot.version
+    table = report.build_table([c, d])
+    assert "--set l2_reg `1.0` vs `1024.0`" in table.cell("c", "fewshot/proxy_digits/10shot").protocol
+    assert "--set l2_reg `1024.0` vs `1.0`" in table.cell("d", "fewshot/proxy_digits/10shot").protocol
+    assert "encoder res `96` vs `64`" in table.cell("d", "fewshot/proxy_digits/10shot").protocol
+
+
+def test_records_of_an_older_task_version_are_flagged_even_alone():
+    from tasks.fewshot import FewShot
+
+    old = _record("old", config=BASE, version="0")
+    table = report.build_table([old])
+    note = table.cell("old", "fewshot/proxy_digits/10shot").protocol
+    assert note == f"made by fewshot version 0; the installed task is version {FewShot.version}"
+    new = _record("new", config=BASE, version=FewShot.version)
+    note = report.build_table([old, new]).cell("old", "fewshot/proxy_digits/10shot").protocol
+    assert note.startswith("made by fewshot version 0") and f"task version `0` vs `{FewShot.version}`" in note

@@ -23,11 +23,13 @@ from harness.errors import HarnessError
 from harness.variants import Shape, decode_variant, rep_width
 
 CONFIG_KEYS = ("variant", "width", "depth", "mlp_dim", "num_heads", "patch_size", "pool_type", "posemb",
-               "rep_size", "num_classes", "scan", "dtype_mm", "res")
+               "rep_size", "num_classes", "scan", "dtype_mm", "gelu", "res")
 # Keys the checkpoint tree can disagree with (the others are free choices of the user).
 TREE_KEYS = ("width", "depth", "mlp_dim", "num_heads", "patch_size", "rep_size", "num_classes", "posemb")
+# gelu: big_vision's tanh approximation; a checkpoint whose architecture uses the exact GELU (timm's SigLIP v1 /
+# augreg ViTs, `harness.torch_formats`) states gelu="exact" as a hint.
 DEFAULTS = dict(pool_type="gap", posemb="learn", rep_size=False, num_classes=None, scan=False,
-                dtype_mm="float32")
+                dtype_mm="float32", gelu="tanh")
 
 
 # Which axis of which leaf states which dimension (D = width, M = MLP, H = heads), in big_vision's tree
@@ -173,6 +175,9 @@ def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "chec
         if k in TREE_KEYS and k in tree_cfg and have != v:
             raise HarnessError(f"{path}: {k}={v} was asked for but the checkpoint has {k}={have}; "
                                f"drop the flag or pick the matching checkpoint")
+        if k == "gelu" and hints.get("gelu", v) != v:  # the file's architecture states it, as the tree would
+            raise HarnessError(f"{path}: gelu={v} was asked for but the checkpoint's architecture uses "
+                               f"gelu={hints['gelu']}; drop the flag")
         cfg[k] = v
     missing = [k for k in ("width", "depth", "mlp_dim", "num_heads", "patch_size") if k not in cfg]
     if missing:
@@ -182,6 +187,8 @@ def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "chec
         raise HarnessError(f"pool_type {cfg.get('pool_type')!r} is not one of gap, map, tok, 0, none")
     if cfg.get("posemb") not in ("learn", "sincos2d"):
         raise HarnessError(f"posemb {cfg.get('posemb')!r} is not one of learn, sincos2d")
+    if cfg.get("gelu") not in ("tanh", "exact"):
+        raise HarnessError(f"gelu {cfg.get('gelu')!r} is not one of tanh (big_vision), exact")
     if cfg.get("dtype_mm") not in ("float32", "bfloat16"):
         raise HarnessError(f"dtype_mm {cfg.get('dtype_mm')!r} is not one of float32, bfloat16")
     if cfg["width"] % cfg["num_heads"]:
@@ -198,7 +205,7 @@ def build_model(cfg: dict):
     from harness.vit import ViT
 
     kw = {k: cfg[k] for k in ("width", "depth", "mlp_dim", "num_heads", "pool_type", "posemb", "rep_size",
-                              "num_classes", "scan", "dtype_mm") if k in cfg}
+                              "num_classes", "scan", "dtype_mm", "gelu") if k in cfg}
     kw["patch_size"] = tuple(cfg["patch_size"])
     for k in ("head_zeroinit", "dropout", "remat_policy"):
         if k in cfg:

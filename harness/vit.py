@@ -17,6 +17,9 @@ import numpy as np
 
 POOL_TYPES = ("gap", "map", "tok", "0", "none")
 POSEMB_TYPES = ("learn", "sincos2d")
+# The MLP activation: big_vision uses the tanh approximation of GELU; timm's v1 SigLIP and augreg ViTs use
+# the exact erf form (torch `nn.GELU()`), and the two differ by ~1e-4 relative, enough to miss a 1e-4 parity.
+GELU_TYPES = ("tanh", "exact")
 
 
 def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0, dtype=jnp.float32):
@@ -78,11 +81,12 @@ def attention(query, key, value, bias=None, mask=None, broadcast_dropout: bool =
 
 
 class MlpBlock(nn.Module):
-    """Dense -> GELU (tanh approximation) -> Dense."""
+    """Dense -> GELU (tanh approximation, or exact with `gelu="exact"`) -> Dense."""
 
     mlp_dim: int | None = None
     dropout: float = 0.0
     dtype_mm: str = "float32"
+    gelu: str = "tanh"
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
@@ -90,7 +94,9 @@ class MlpBlock(nn.Module):
                      bias_init=nn.initializers.normal(stddev=1e-6), dot_general=_dot_general(self.dtype_mm))
         d = x.shape[-1]
         x = nn.Dense(self.mlp_dim or 4 * d, dtype=self.dtype_mm, **inits)(x)
-        x = nn.gelu(x, approximate=True)
+        if self.gelu not in GELU_TYPES:
+            raise ValueError(f"unknown gelu {self.gelu!r}; expected one of {GELU_TYPES}")
+        x = nn.gelu(x, approximate=self.gelu == "tanh")
         x = nn.Dropout(rate=self.dropout)(x, deterministic)
         return nn.Dense(d, dtype=self.dtype_mm, **inits)(x)
 
@@ -102,6 +108,7 @@ class Encoder1DBlock(nn.Module):
     num_heads: int = 12
     dropout: float = 0.0
     dtype_mm: str = "float32"
+    gelu: str = "tanh"
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
@@ -113,7 +120,8 @@ class Encoder1DBlock(nn.Module):
         y = nn.Dropout(rate=self.dropout)(y, deterministic)
         x = x + y
         y = nn.LayerNorm(epsilon=1e-6)(x)
-        y = MlpBlock(mlp_dim=self.mlp_dim, dropout=self.dropout, dtype_mm=self.dtype_mm)(y, deterministic)
+        y = MlpBlock(mlp_dim=self.mlp_dim, dropout=self.dropout, dtype_mm=self.dtype_mm,
+                     gelu=self.gelu)(y, deterministic)
         y = nn.Dropout(rate=self.dropout)(y, deterministic)
         return x + y
 
@@ -136,10 +144,12 @@ class Encoder(nn.Module):
     scan: bool = False
     remat_policy: str = "nothing_saveable"
     dtype_mm: str = "float32"
+    gelu: str = "tanh"
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
-        kw = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout=self.dropout, dtype_mm=self.dtype_mm)
+        kw = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout=self.dropout, dtype_mm=self.dtype_mm,
+                  gelu=self.gelu)
         if self.scan:
             # Remat keeps activation memory flat in depth when fine-tuning large variants;
             # it changes nothing in the forward values or the parameter tree.
@@ -158,6 +168,7 @@ class MAPHead(nn.Module):
 
     mlp_dim: int | None = None
     num_heads: int = 12
+    gelu: str = "tanh"  # the encoder's own activation (timm's attn_pool uses the blocks' act_layer)
 
     @nn.compact
     def __call__(self, x):
@@ -167,7 +178,7 @@ class MAPHead(nn.Module):
         x = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform())(probe, x)
         y = nn.LayerNorm(epsilon=1e-6)(x)
-        x = x + MlpBlock(mlp_dim=self.mlp_dim)(y)
+        x = x + MlpBlock(mlp_dim=self.mlp_dim, gelu=self.gelu)(y)
         return x[:, 0]
 
 
@@ -192,6 +203,7 @@ class ViT(nn.Module):
     scan: bool = False
     remat_policy: str = "nothing_saveable"
     dtype_mm: str = "float32"
+    gelu: str = "tanh"
 
     @nn.compact
     def __call__(self, image, *, train: bool = False):
@@ -217,12 +229,12 @@ class ViT(nn.Module):
 
         x = nn.Dropout(rate=self.dropout)(x, not train)
         x = Encoder(depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout=self.dropout,
-                    scan=self.scan, remat_policy=self.remat_policy, dtype_mm=self.dtype_mm,
+                    scan=self.scan, remat_policy=self.remat_policy, dtype_mm=self.dtype_mm, gelu=self.gelu,
                     name="Transformer")(x, deterministic=not train)
         encoded = out["encoded"] = x
 
         if self.pool_type == "map":
-            x = MAPHead(num_heads=self.num_heads, mlp_dim=self.mlp_dim)(x)
+            x = MAPHead(num_heads=self.num_heads, mlp_dim=self.mlp_dim, gelu=self.gelu)(x)
         elif self.pool_type == "gap":
             x = jnp.mean(x, axis=1)
         elif self.pool_type == "0":

@@ -48,6 +48,7 @@ class TextTransformer(nn.Module):
     scan: bool = False
     remat_policy: str = "nothing_saveable"
     dtype_mm: str = "float32"
+    gelu: str = "tanh"  # big_vision's; open_clip's SigLIP v1 text towers use the exact GELU
 
     @nn.compact
     def __call__(self, text, *, train: bool = False):
@@ -58,7 +59,8 @@ class TextTransformer(nn.Module):
                            x.dtype)
         x = out["encoded"] = Encoder(depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
                                      dropout=self.dropout, scan=self.scan, remat_policy=self.remat_policy,
-                                     dtype_mm=self.dtype_mm, name="Encoder_0")(x, deterministic=not train)
+                                     dtype_mm=self.dtype_mm, gelu=self.gelu,
+                                     name="Encoder_0")(x, deterministic=not train)
         if self.pool_type == "last":
             x = x[:, -1]
         elif self.pool_type == "first":
@@ -185,7 +187,7 @@ def text_config_from_tree(flat: dict[str, np.ndarray]) -> dict:
 def model_kwargs(cfg: dict) -> dict:
     """TextTransformer keyword arguments from a text config (drops `max_len`, which the input sets)."""
     keys = ("num_classes", "width", "depth", "mlp_dim", "num_heads", "vocab_size", "pool_type", "dropout",
-            "scan", "remat_policy", "dtype_mm")
+            "scan", "remat_policy", "dtype_mm", "gelu")
     return {k: cfg[k] for k in keys if k in cfg}
 
 
@@ -275,10 +277,11 @@ class TextTower:
 
 
 def text_tower_from_tree(flat: dict[str, np.ndarray], *, log_t=None, b=None, path: str = "checkpoint",
-                         pool_type: str = "last", scan: bool | None = None, dtype_mm: str = "float32") -> TextTower:
+                         pool_type: str = "last", scan: bool | None = None, dtype_mm: str = "float32",
+                         gelu: str = "tanh") -> TextTower:
     """Builds the tower a checkpoint's `txt` tree describes and fills it leaf by leaf."""
     cfg = text_config_from_tree(flat)
-    cfg.update(pool_type=pool_type, dtype_mm=dtype_mm)
+    cfg.update(pool_type=pool_type, dtype_mm=dtype_mm, gelu=gelu)
     if scan is not None:
         cfg["scan"] = bool(scan)
     model = TextTransformer(**model_kwargs(cfg))
@@ -294,6 +297,8 @@ def load_text_tower(spec: str, **kw) -> TextTower | None:
     tt = checkpoints.read_text_tower(spec)
     if tt is None:
         return None
+    # What the tree does not show but the checkpoint's config does (open_clip: GELU form, pooled position).
+    kw = {**{k: tt[k] for k in ("gelu", "pool_type") if tt.get(k)}, **kw}
     tower = text_tower_from_tree(tt["txt"], log_t=tt.get("t"), b=tt.get("b"), path=tt["path"], **kw)
     tower.config["checkpoint"] = {k: tt[k] for k in ("path", "format")}
     if tt.get("tokenizer"):

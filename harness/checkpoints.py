@@ -8,7 +8,8 @@ Formats read (see shared/docs/reference.md):
   and bfloat16 stored as 2-byte void;
 - big_vision tensorstore folders `checkpoint.bv-<step>` (one zarr array per leaf, "/" written as "~");
 - the harness's own folders (orbax arrays + `harness.json` with the encoder config);
-- Hugging Face SigLIP folders (`config.json` + `model.safetensors`), converted by name.
+- Hugging Face SigLIP folders (`config.json` + `model.safetensors`), converted by name;
+- timm and open_clip safetensors checkpoints, converted by name in `harness.torch_formats`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import torch_formats
 from harness.errors import HarnessError
 
 HARNESS_META = "harness.json"
@@ -40,6 +42,8 @@ def parse_spec(spec: str) -> tuple[Path, str | None]:
 
 
 def detect_format(path: Path) -> str:
+    if (fmt := torch_formats.detect(path)) is not None:  # timm / open_clip (also refuses pickled torch files)
+        return fmt
     if path.is_file():
         return "npz"
     if path.is_dir():
@@ -464,6 +468,8 @@ def read_params(spec: str) -> tuple[dict[str, np.ndarray], dict, dict]:
         flat, meta = read_harness(path)
         flat = unwrap(flat, subtree, path=path)
         hints = dict(meta.get("config", {}))
+    elif fmt in torch_formats.FORMATS:
+        flat, hints = torch_formats.read_image_tower(path, fmt, subtree)
     else:
         if subtree not in (None, "img", "vision_model"):
             raise HarnessError(f"checkpoint {path}: a Hugging Face folder has no sub-tree {subtree!r}; use ':img'")
@@ -552,6 +558,8 @@ def read_text_tower(spec: str) -> dict | None:
         flat = {k: v for k, v in flat.items() if k.startswith("txt/") or k in ("t", "b")}
         if not any(k.startswith("txt/") for k in flat):
             flat = None
+    elif fmt in torch_formats.FORMATS:
+        return torch_formats.read_text_tower(path, fmt)
     elif fmt == "hf":
         try:
             cfg = json.loads((path / "config.json").read_text())

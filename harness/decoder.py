@@ -11,9 +11,11 @@
 - `greedy_search` / `beam_search`: jitted, over any `step_fn(tokens, state, t) -> (logits, state)`, so
   they are tested on an analytic model whose best sequence is known.
 - `train_and_decode`: the whole protocol for a task: tokens read from the feature cache (encoder frozen,
-  the default) or images through the encoder each step (`finetune_encoder`), training with optax through
-  `harness.train.fit` (label smoothing, cosine schedule with warm-up, AdaFactor or Adam), then decoding
-  of the eval split and its log-perplexity (nats per target token, without label smoothing).
+  the default) or images through the encoder each step (`finetune_encoder`), training through
+  `harness.train.fit` with big_vision's loss (`weighted_softmax_xent`, normalised per sequence, label
+  smoothing) and optimiser chain (`harness.optim`: AdaFactor or Adam, cosine schedule with warm-up), then
+  decoding of the eval split and its log-perplexity (big_vision's cappa perplexity evaluator: nats per
+  target sequence, without label smoothing).
 """
 
 from __future__ import annotations
@@ -257,16 +259,24 @@ def encode_examples(tokenizer, prefixes: Sequence[str], targets: Sequence[str], 
 
 
 # ------------------------------------------------------------------------------------------- loss
-def token_losses(logits, labels, label_mask, label_smoothing: float = 0.0):
-    """Per-token cross-entropy [B, T] (0 where masked) with uniform label smoothing."""
+def weighted_softmax_xent(logits, labels, weights, *, label_smoothing: float = 0.0, normalize: bool = True,
+                          reduction: bool = True):
+    """big_vision's `utils.weighted_softmax_xent`: cross-entropy against soft targets `1 - ls` on the label
+    and `ls / (V - 1)` on every other token, times `weights` [B, T], summed over each sequence, divided by
+    that sequence's weight sum if `normalize` (clipped at 2e-38: a row without targets is 0), then the
+    batch mean if `reduction` (rows without targets count in it), else per sequence [B]."""
     import jax
     import jax.numpy as jnp
 
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
-    if label_smoothing:
-        nll = (1.0 - label_smoothing) * nll - label_smoothing * logp.mean(axis=-1)
-    return jnp.where(label_mask, nll, 0.0)
+    vocab = logits.shape[-1]
+    off = label_smoothing / (vocab - 1)
+    targets = jax.nn.one_hot(labels, vocab) * (1.0 - label_smoothing - off) + off
+    loss = -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), axis=-1)
+    weights = jnp.asarray(weights, jnp.float32)
+    loss = (loss * weights).sum(axis=1)
+    if normalize:
+        loss = loss / jnp.clip(weights.sum(axis=1), 2e-38)
+    return loss.mean() if reduction else loss
 
 
 def target_logits(model, params, batch, encoded, layout: Layout, *, deterministic=True, rngs=None):
@@ -274,6 +284,20 @@ def target_logits(model, params, batch, encoded, layout: Layout, *, deterministi
     logits = model.apply({"params": params}, batch["inputs"], batch["valid"], encoded,
                          deterministic=deterministic, rngs=rngs)
     return logits[:, layout.prompt_len - 1:]
+
+
+def choose_target(targets: Sequence[str], how: str, *, rng: np.random.Generator, seed: int, example: int,
+                  visit: int | None) -> str:
+    """The target an example trains on at one visit: `choice` draws one at random (big_vision's `choice`
+    op, cappa's COCO pp); `choice_no_replacement` (big_vision's op of that name, its VQAv2 transfer pp)
+    goes through all of them once per cycle, in a fresh random order per cycle (a function of `seed`,
+    `example` and the cycle), `visit` being how often the example was seen before; without a visit count
+    (the image stream of `finetune_encoder`) it draws at random."""
+    n = len(targets)
+    if how == "choice_no_replacement" and visit is not None:
+        cycle, k = divmod(visit, n)
+        return targets[int(np.random.default_rng([seed, example, cycle, 2]).permutation(n)[k])]
+    return targets[int(rng.integers(n))]
 
 
 # -------------------------------------------------------------------------------------- decoding
@@ -407,28 +431,6 @@ def make_generate(model, layout: Layout, *, eos_id: int, pad_id: int, beam_size:
     return generate
 
 
-# ------------------------------------------------------------------------------------- optimizer
-def make_optimizer(name: str, lr: float, total_steps: int, warmup_fraction: float = 0.1,
-                   grad_clip_norm: float = 1.0, weight_decay: float = 0.0):
-    """AdaFactor (the paper's) or Adam, cosine schedule with linear warm-up over `warmup_fraction`."""
-    import optax
-
-    from harness.train import cosine_schedule
-
-    schedule = cosine_schedule(lr, total_steps, int(round(warmup_fraction * total_steps)))
-    if name == "adafactor":
-        # Factored second moments, no parameter-scale multiplier: `lr` is an absolute step size, as in
-        # big_vision's adafactor; update clipping at 1.0 is AdaFactor's own.
-        opt = optax.adafactor(schedule, multiply_by_parameter_scale=False, clipping_threshold=1.0,
-                              weight_decay_rate=weight_decay or None)
-    elif name == "adam":
-        opt = optax.adamw(schedule, weight_decay=weight_decay)
-    else:
-        raise HarnessError(f"optimizer {name!r} is not one of adafactor, adam")
-    parts = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm else []
-    return optax.chain(*parts, opt)
-
-
 # ------------------------------------------------------------------------------ the task protocol
 @dataclasses.dataclass
 class DecoderSettings:
@@ -439,13 +441,19 @@ class DecoderSettings:
     decoder_width: int = 768
     decoder_mlp_dim: int = 3072
     decoder_heads: int = 12
+    # The paper's (Table 4 text); big_vision's cappa config (configs/proj/cappa/pretrain.py) has 0.0.
     dropout: float = 0.1
+    # The paper's; cappa's `config.label_smoothing` is 0.0. Smoothed as big_vision's weighted_softmax_xent.
     label_smoothing: float = 0.1
-    optimizer: str = "adafactor"  # or "adam"
-    lr: float = 3e-4
+    # big_vision.scale_by_adafactor as configs/proj/cappa/pretrain.py `optax_name` (the paper: AdaFactor);
+    # "adam" = scale_by_adam (configs/proj/paligemma/transfers/*), "sgd_momentum", "sgd" (harness.optim).
+    optimizer: str = "adafactor"
+    lr: float = 3e-4  # the paper's; cappa's `config.lr` is 1e-3
+    # The paper gives none; cappa warms up 10k of 366.5k steps (2.7%), PaliGemma transfers 5%. 10% kept.
     warmup_fraction: float = 0.1
-    weight_decay: float = 0.0
-    grad_clip_norm: float = 1.0
+    # big_vision's `wd` (harness.optim: wd * param on kernels, after the lr): cappa's `config.wd`.
+    weight_decay: float = 1e-4
+    grad_clip_norm: float = 1.0  # configs/proj/cappa/pretrain.py `config.grad_clip_norm`
     total_steps: int = 10_000
     batch_size: int = 256
     # A sentencepiece .model; "proxy" = the project's small proxy vocabulary (the paper used 32k).
@@ -456,6 +464,9 @@ class DecoderSettings:
     beam_size: int = 4
     length_penalty: float = 0.0
     eval_batch_size: int = 256
+    # log_perplexity per target SEQUENCE (False) or per token of it (True): the `normalize_by_seqlen`
+    # of big_vision's evaluators/proj/cappa/perplexity.py, whose default (False) cappa's config keeps.
+    perplexity_normalize_by_seqlen: bool = False
     # Empty: `decode|resize(res)|value_range(-1,1)` at the encoder's resolution.
     pp: str = ""
     train_pp: str = ""  # for finetune_encoder; empty = `pp`
@@ -543,17 +554,19 @@ def _encoded_dim(encoder) -> tuple[int, int]:
 
 
 def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_split: str, eval_split: str,
-                     text_keys: Sequence[str], read_text: ReadText, desc: str) -> dict[str, Any]:
-    """Trains a decoder on `train_split` and decodes `eval_split`.
+                     text_keys: Sequence[str], read_text: ReadText, desc: str,
+                     target_choice: str = "choice") -> dict[str, Any]:
+    """Trains a decoder on `train_split` and decodes `eval_split`. `target_choice` says how an example
+    with several targets (captions, annotator answers) picks the one it trains on per visit (big_vision's
+    pp op names): `choice` (at random) or `choice_no_replacement` (every target once per cycle).
 
     Returns `predictions` ({id: text}, one per eval text example), `eval_table`, `log_perplexity`
-    (nats per target token over every eval target), and training facts (`train_loss_first/last`,
-    `steps`, `train_seconds`, `eval_seconds`).
+    (`_log_perplexity`: nats per target sequence, mean over eval examples), and training facts
+    (`train_loss_first/last`, `steps`, `train_seconds`, `eval_seconds`).
     """
-    import jax.numpy as jnp
-
     from harness import data
     from harness.features import extract
+    from harness.optim import cosine_schedule, make_optimizer
     from harness.train import fit
 
     if cfg.decode not in ("greedy", "beam"):
@@ -582,23 +595,29 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
                          mlp_dim=cfg.decoder_mlp_dim, num_heads=cfg.decoder_heads, dropout=cfg.dropout)
     num_tokens, enc_width = _encoded_dim(encoder)
     dec_params = init_params(model, enc_width, num_tokens, seed=cfg.seed)
-    tx = make_optimizer(cfg.optimizer, cfg.lr, cfg.total_steps, cfg.warmup_fraction, cfg.grad_clip_norm,
-                        cfg.weight_decay)
+    tx = make_optimizer(cfg.optimizer, lr=cfg.lr, wd=cfg.weight_decay, grad_clip_norm=cfg.grad_clip_norm,
+                        schedule=cosine_schedule(cfg.total_steps, int(round(cfg.warmup_fraction * cfg.total_steps))))
 
     if any(not t for t in train_text.targets):
         raise HarnessError(f"{desc}: {dataset} {train_split} has examples without a target text; "
                            "train on a split with answers/captions")
 
-    def sample_examples(rng: np.random.Generator, js: np.ndarray, table: TextTable) -> dict:
-        targets = [table.targets[j][int(rng.integers(len(table.targets[j])))] for j in js]
+    if target_choice not in ("choice", "choice_no_replacement"):
+        raise HarnessError(f"target_choice={target_choice!r} is not one of choice, choice_no_replacement")
+
+    def sample_examples(rng: np.random.Generator, js: np.ndarray, table: TextTable,
+                        visits: np.ndarray | None = None) -> dict:
+        targets = [choose_target(table.targets[j], target_choice, rng=rng, seed=cfg.seed, example=int(j),
+                                 visit=None if visits is None else int(visits[i])) for i, j in enumerate(js)]
         return encode_examples(tokenizer, [table.prefixes[j] for j in js], targets, layout)
 
     def decoder_loss(dparams, batch, encoded, rng):
         logits = target_logits(model, dparams, batch, encoded, layout, deterministic=False,
                                rngs={"dropout": rng})
-        losses = token_losses(logits, batch["labels"], batch["label_mask"], cfg.label_smoothing)
-        count = jnp.maximum(batch["label_mask"].sum(), 1)
-        return losses.sum() / count
+        # big_vision trainers/proj/cappa/generative.py: weighted_softmax_xent(..., normalize=True): each
+        # sequence's loss is its mean over its target tokens, then the batch mean.
+        return weighted_softmax_xent(logits, batch["labels"], batch["label_mask"],
+                                     label_smoothing=cfg.label_smoothing, normalize=True)
 
     if not cfg.finetune_encoder:
         feats = {}
@@ -620,9 +639,13 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
                 order = np.random.default_rng([cfg.seed, epoch]).permutation(n_items)
                 if n_items < cfg.batch_size:
                     order = np.resize(order, cfg.batch_size * per_epoch)
-                js = order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+                where = np.arange(pos * cfg.batch_size, (pos + 1) * cfg.batch_size)
+                js = order[where]
                 rng = np.random.default_rng([cfg.seed, epoch, pos, 1])
-                batch = sample_examples(rng, js, train_text)
+                # An example is in an epoch once (copies times when the epoch repeats the data to fill a
+                # batch): its earlier visits are counted from the epoch and its copy.
+                copies = -(-len(order) // n_items)
+                batch = sample_examples(rng, js, train_text, visits=epoch * copies + where // n_items)
                 batch["encoded"] = _feature_rows(feats["train"], train_text.rows[js])
                 yield batch
                 step += 1
@@ -750,32 +773,35 @@ def _decode_table(model, params, feats, table: TextTable, tokenizer, layout, cfg
 
 
 def _log_perplexity(model, params, feats, table: TextTable, tokenizer, layout, cfg) -> float:
-    """Mean negative log-likelihood per target token (nats), over every target of every eval example."""
+    """big_vision's cappa perplexity evaluator (`evaluators/proj/cappa/perplexity.py`): per example the
+    target's NLL without label smoothing, summed over its tokens (EOS included; divided by their count
+    if `perplexity_normalize_by_seqlen`), then the mean over eval examples. big_vision scores one target
+    per example, drawn by the eval pp (`choice`); here every target is scored and an example's value is
+    the mean over its targets: the expectation of big_vision's number over that draw, without its noise."""
     import jax
-    import jax.numpy as jnp
 
     pairs = [(j, t) for j in range(len(table)) for t in table.targets[j]]
     if not pairs:
-        return float("nan")
+        return float("nan")  # the split has no targets (e.g. a test split)
 
     @jax.jit
     def nll(params, batch, encoded):
         logits = target_logits(model, params, batch, encoded, layout)
-        losses = token_losses(logits, batch["labels"], batch["label_mask"])
-        return losses.sum(), batch["label_mask"].sum()
+        return weighted_softmax_xent(logits, batch["labels"], batch["label_mask"], label_smoothing=0.0,
+                                     normalize=cfg.perplexity_normalize_by_seqlen, reduction=False)
 
-    total, count = 0.0, 0
+    per_pair = np.zeros(len(pairs), np.float64)
     size = min(cfg.eval_batch_size, max(len(pairs), 1))
     for idx, real in _padded_chunks(len(pairs), size):
         js = np.array([pairs[i][0] for i in idx])
         batch = encode_examples(tokenizer, [table.prefixes[j] for j in js], [pairs[i][1] for i in idx], layout)
-        batch["label_mask"][real:] = False
-        # Padding rows (and the mesh's zero rows) carry no label mask: they add nothing to the sums.
-        s, c = sharding.apply_to_batch(nll, params, batch, _feature_rows(feats, table.rows[js]))
-        total += float(s)
-        count += int(c)
-    return total / count if count else float("nan")  # NaN: the split has no targets (e.g. a test split)
+        losses = sharding.apply_to_batch(nll, params, batch, _feature_rows(feats, table.rows[js]))
+        per_pair[idx[:real]] = np.asarray(losses, np.float64)[:real]
+    owner = np.array([j for j, _ in pairs])
+    counts = np.bincount(owner, minlength=len(table))
+    keep = counts > 0
+    return float((np.bincount(owner, per_pair, minlength=len(table))[keep] / counts[keep]).mean())
 
 
-__all__ = ["DecoderSettings", "Layout", "TextTable", "beam_search", "encode_examples", "encode_prompts",
-           "greedy_search", "make_decoder", "make_generate", "make_optimizer", "train_and_decode"]
+__all__ = ["DecoderSettings", "Layout", "TextTable", "beam_search", "choose_target", "encode_examples",
+           "encode_prompts", "greedy_search", "make_decoder", "make_generate", "train_and_decode", "weighted_softmax_xent"]

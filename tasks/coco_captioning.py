@@ -4,8 +4,9 @@ A 2-layer decoder (`harness.decoder`) is trained on the Karpathy train split (tr
 the image's 5 captions per visit) over the frozen encoder's `encoded` tokens (feature cache), then
 captions the eval split (greedy or beam search). Scores are pycocoevalcap's on PTB-tokenised text:
 CIDEr (CIDEr-D, raw scale: the paper prints x100), BLEU-4 and ROUGE-L, plus the decoder's
-log-perplexity on the eval captions (nats per token). CIDEr's IDF comes from the references of the
-evaluated set, so the record names that set (`info.cider_computed_on`); a capped run is not comparable
+log-perplexity on the eval captions (big_vision's cappa perplexity: nats per caption, summed over its
+tokens, the mean over an image's captions, then over images). CIDEr's IDF comes from the references of
+the evaluated set, so the record names that set (`info.cider_computed_on`); a capped run is not comparable
 with a full one.
 
 Metric names: `coco_captioning/<metric>` on COCO, `coco_captioning/<dataset>/<metric>` on another
@@ -66,7 +67,8 @@ class CocoCaptioning(Task):
             Metric(f"{base}/cider", True, "raw", "CIDEr-D (pycocoevalcap, PTB-tokenised); papers print x100"),
             Metric(f"{base}/bleu4", True, "raw", "corpus BLEU-4 (pycocoevalcap)"),
             Metric(f"{base}/rouge_l", True, "raw", "ROUGE-L (pycocoevalcap)"),
-            Metric(f"{base}/log_perplexity", False, "nats", "decoder NLL per caption token on the eval split"),
+            Metric(f"{base}/log_perplexity", False, "nats",
+                   "decoder NLL per caption (summed over its tokens) on the eval split, mean over images"),
         ]
 
     def run(self, encoder, ctx: RunContext, config: CocoCaptioningConfig) -> dict[str, float]:

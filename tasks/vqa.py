@@ -8,8 +8,11 @@ tokens); then it answers the eval split's questions. Scoring:
 - GQA and OCR-VQA: exact match after the same answer normalisation. They have no builder in this
   project; when one is prepared as a TFDS dataset with the features named in `DATASET_SPECS`, it is
   evaluated, otherwise skipped with one line saying so.
-The decoder trains on the annotators' most common answer (`multiple_choice_answer`) for VQAv2-style
-data. Log-perplexity (nats per answer token) is reported beside the accuracy.
+For VQAv2-style data the decoder trains on the 10 annotators' answers, each question going through all
+of them, one per visit, in a fresh random order per cycle (big_vision's VQAv2 transfer,
+`configs/proj/paligemma/transfers/vqav2.py`: `choice_no_replacement(inkey="answers")`); GQA / OCR-VQA
+on their one answer. Log-perplexity (nats per answer, the mean over a question's annotator answers) is
+reported beside the accuracy.
 
 Metric names: `vqa/<dataset>/accuracy` (%), `.../accuracy/<answer type>`, `.../log_perplexity`.
 Predictions are exported in the official results format `[{"question_id": int, "answer": str}]`.
@@ -38,8 +41,8 @@ class VqaSpec:
 
     question: str
     question_id: str
-    answer: str  # the training target: one string per question
-    answers: str = ""  # the 10 annotator answers (VQAv2 scoring); empty: exact match against `answer`
+    answer: str  # one string per question: the training target where there is no `answers`
+    answers: str = ""  # the 10 annotator answers (VQAv2 scoring and training); empty: exact match on `answer`
     answer_type: str = ""
     train_split: str = "train"
     eval_split: str = "validation"
@@ -115,7 +118,12 @@ def _read_text(spec: VqaSpec, dataset: str):
                 rows.append(r)
                 ids.append(int(get(spec.question_id)))
                 prefixes.append(question)
-                targets.append([item["answer"]] if item["answer"] else [])
+                # big_vision's VQAv2 transfer trains on the annotators' answers as written, not the
+                # most common one (`multiple_choice_answer`).
+                if spec.answers:
+                    targets.append(list(item["answers"]))
+                else:
+                    targets.append([item["answer"]] if item["answer"] else [])
                 extra.append(item)
         return TextTable(rows=np.array(rows, np.int64), ids=ids, prefixes=prefixes, targets=targets, extra=extra)
 
@@ -144,7 +152,8 @@ class VQA(Task):
                         for t, n in ANSWER_TYPE_NAMES.items()]
             else:
                 out.append(Metric(f"{base}/accuracy", True, "%", f"exact match (VQA-normalised) on {ds}"))
-            out.append(Metric(f"{base}/log_perplexity", False, "nats", "decoder NLL per answer token"))
+            out.append(Metric(f"{base}/log_perplexity", False, "nats",
+                              "decoder NLL per answer (summed over its tokens), mean over questions"))
         return out
 
     def run(self, encoder, ctx: RunContext, config: VQAConfig) -> dict[str, float]:
@@ -170,7 +179,8 @@ class VQA(Task):
         train_split = config.train_split or spec.train_split
         eval_split = config.eval_split or spec.eval_split
         out = train_and_decode(encoder, ctx, config, dataset=ds, train_split=train_split, eval_split=eval_split,
-                               text_keys=spec.keys, read_text=_read_text(spec, ds), desc=f"vqa {ds}")
+                               text_keys=spec.keys, read_text=_read_text(spec, ds), desc=f"vqa {ds}",
+                               target_choice="choice_no_replacement")  # paligemma/transfers/vqav2.py
         table: TextTable = out["eval_table"]
         predictions = out["predictions"]
         if len(set(table.ids)) != len(table.ids):

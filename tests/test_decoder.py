@@ -2,6 +2,7 @@
 decoder and on an analytic Markov model whose best sequence is known), layout, loss and optimizer."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,31 +174,99 @@ def test_layout_left_pads_prefix_and_masks_only_the_target():
     assert batch["labels"][1, -1] == tok.eos_id and batch["label_mask"][1].all()
 
 
-def test_token_losses_match_numpy_label_smoothing():
-    rng = np.random.default_rng(4)
-    logits = rng.normal(size=(2, 3, 7)).astype(np.float32)
-    labels = rng.integers(0, 7, (2, 3))
-    mask = np.array([[1, 1, 0], [1, 0, 0]], bool)
-    got = np.asarray(D.token_losses(logits, labels, mask, label_smoothing=0.1))
-    x = logits.astype(np.float64)
-    logp = x - np.log(np.exp(x).sum(-1, keepdims=True))
-    target = np.full((2, 3, 7), 0.1 / 7)
-    target[np.arange(2)[:, None], np.arange(3)[None], labels] += 0.9
-    want = np.where(mask, -(target * logp).sum(-1), 0.0)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+XENT = Path(__file__).parent / "data" / "bv_optax" / "xent.npz"
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("reduction", [True, False])
+def test_loss_is_big_visions_weighted_softmax_xent(normalize, label_smoothing, reduction):
+    """Against big_vision's own `utils.weighted_softmax_xent` (tests/data/bv_optax/xent.npz): rows with 6,
+    2 and 0 target tokens, label smoothing as big_vision's (1 - ls on the label, ls / (V - 1) elsewhere)."""
+    with np.load(XENT) as z:
+        f = dict(z)
+    got = D.weighted_softmax_xent(f["logits"], f["labels"], f["weights"], label_smoothing=label_smoothing,
+                                  normalize=normalize, reduction=reduction)
+    want = f[f"loss_normalize{int(normalize)}_ls{label_smoothing}_reduction{int(reduction)}"]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
+
+
+def test_per_sequence_normalisation_is_not_the_token_mean():
+    """The training loss (normalize=True) weighs a short and a long target equally; the old token mean
+    over the batch weighed the long one by its length, and the old smoothing ((1 - ls) * nll - ls *
+    mean(logp), i.e. ls / V on every token) is not big_vision's: both fail the fixture."""
+    import jax
+    import jax.numpy as jnp
+
+    with np.load(XENT) as z:
+        f = dict(z)
+    logits, labels, w = f["logits"][:2], f["labels"][:2], f["weights"][:2]  # 6 and 2 target tokens
+    want = f["loss_normalize1_ls0.1_reduction0"][:2].mean()  # big_vision's batch mean of these two rows
+    got = float(D.weighted_softmax_xent(logits, labels, w, label_smoothing=0.1))
+    assert got == pytest.approx(want, rel=1e-6)
+    logp = jax.nn.log_softmax(jnp.asarray(logits), axis=-1)
+    nll = -jnp.take_along_axis(logp, jnp.asarray(labels)[..., None], axis=-1)[..., 0]
+    old_smoothed = (0.9 * nll - 0.1 * logp.mean(-1)) * w
+    old_token_mean = float(old_smoothed.sum() / w.sum())
+    assert abs(old_token_mean - want) > 1e-2 * want
+    # The old smoothing alone: small at V = 11 (7e-4 relative here), but 700x the 1e-6 the fixture
+    # test allows; with a 32k vocabulary its label weight is 1 - ls + ls / V instead of 1 - ls.
+    old_per_sequence = float((old_smoothed.sum(1) / w.sum(1)).mean())
+    assert abs(old_per_sequence - want) > 1e-4 * want
+    # Unsmoothed, per sequence vs per token: equal only if every row had the same length.
+    per_seq = f["loss_normalize1_ls0.0_reduction0"][:2]
+    per_token = float((f["loss_normalize0_ls0.0_reduction0"][:2]).sum() / w.sum())
+    assert abs(per_seq.mean() - per_token) > 1e-2 * per_token
+
+
+def test_log_perplexity_is_the_cappa_evaluators():
+    """Per target: its summed NLL (normalize_by_seqlen=False, big_vision's default) or its token mean;
+    per example the mean over its targets; then the mean over examples (not over all targets)."""
+    tok = D.load_tokenizer("proxy")
+    layout = D.Layout(prefix_len=0, target_len=10)
+    model = D.make_decoder(tok.vocab_size, layout.seq_len, width=32, depth=1, mlp_dim=64, num_heads=4)
+    params = D.init_params(model, ENC_WIDTH, ENC_TOKENS, seed=1)
+    feats = np.random.default_rng(2).normal(size=(2, ENC_TOKENS, ENC_WIDTH)).astype(np.float32)
+    table = D.TextTable(rows=np.array([0, 1]), ids=[10, 11], prefixes=["", ""],
+                        targets=[["a red circle on a blue background", "a circle", "red"], ["blue"]])
+    pairs = [(0, t) for t in table.targets[0]] + [(1, "blue")]
+    batch = D.encode_examples(tok, [""] * 4, [t for _, t in pairs], layout)
+    logits = D.target_logits(model, params, batch, feats[[j for j, _ in pairs]], layout)
+    for per_token in (False, True):
+        per_pair = np.asarray(D.weighted_softmax_xent(logits, batch["labels"], batch["label_mask"],
+                                                      normalize=per_token, reduction=False))
+        want = (per_pair[:3].mean() + per_pair[3]) / 2
+        cfg = D.DecoderSettings(eval_batch_size=3, perplexity_normalize_by_seqlen=per_token)
+        got = D._log_perplexity(model, params, feats, table, tok, layout, cfg)
+        assert got == pytest.approx(float(want), rel=1e-5)
+        assert abs(got - per_pair.mean()) > 1e-3  # not the mean over all targets
+
+
+def test_choice_no_replacement_cycles_through_every_target():
+    """big_vision's `choice_no_replacement` (its VQAv2 transfer's answer pick): n visits use each of the n
+    answers once, the next n visits again each once, in another order."""
+    answers = ["yes", "yes", "no", "maybe", "yeah"]
+    rng = np.random.default_rng(0)
+    picks = [D.choose_target(answers, "choice_no_replacement", rng=rng, seed=0, example=7, visit=v) for v in range(10)]
+    assert sorted(picks[:5]) == sorted(answers) and sorted(picks[5:]) == sorted(answers)
+    orders = [[D.choose_target(list("abcde"), "choice_no_replacement", rng=rng, seed=0, example=7, visit=v)
+               for v in range(c * 5, c * 5 + 5)] for c in range(3)]
+    assert len({tuple(o) for o in orders}) > 1
+    drawn = {D.choose_target(list("abc"), "choice", rng=rng, seed=0, example=0, visit=v) for v in range(30)}
+    assert drawn == set("abc")
 
 
 def test_optimizers_and_errors():
     import jax
     import jax.numpy as jnp
 
+    from harness import optim
+
     for name in ("adafactor", "adam"):
-        tx = D.make_optimizer(name, 3e-4, 100)
-        params = {"w": jnp.ones((4, 3)), "b": jnp.zeros((3,))}
+        tx = optim.make_optimizer(name, lr=3e-4, wd=1e-4, schedule=optim.cosine_schedule(100, 10))
+        params = {"w": {"kernel": jnp.ones((4, 3))}, "b": jnp.zeros((3,))}
         updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
         assert all(np.isfinite(np.asarray(u)).all() for u in jax.tree.leaves(updates))
-    with pytest.raises(HarnessError, match="adafactor, adam"):
-        D.make_optimizer("sgd", 1e-3, 10)
     with pytest.raises(HarnessError, match="tokenizer="):
         D.load_tokenizer("")
     with pytest.raises(HarnessError, match="divisible"):

@@ -46,16 +46,19 @@ def _refuse(path, what: str, reason: str) -> HarnessError:
 
 
 # ------------------------------------------------------------------------------------------ files
-def load_safetensors(file: Path) -> dict[str, np.ndarray]:
-    """Every tensor of a `.safetensors` file as numpy. bfloat16 (which numpy lacks, so the package's numpy
-    loader refuses it) is read from the file's documented layout: an 8-byte little-endian header size, a
-    JSON header of {name: {dtype, shape, data_offsets}}, then the raw bytes."""
+def load_safetensors(file: Path, keep=None) -> dict[str, np.ndarray]:
+    """The tensors of a `.safetensors` file (those whose name `keep` accepts) as numpy, each read once.
+    bfloat16 (which numpy lacks, so the package's numpy loader refuses it) is read from the file's
+    documented layout: an 8-byte little-endian header size, a JSON header of {name: {dtype, shape,
+    data_offsets}}, then the raw bytes."""
     from safetensors import SafetensorError, safe_open
 
     out, bf16 = {}, []
     try:
         with safe_open(str(file), framework="numpy") as f:
             for k in f.keys():
+                if keep is not None and not keep(k):
+                    continue
                 if f.get_slice(k).get_dtype() == "BF16":
                     bf16.append(k)
                 else:
@@ -103,16 +106,12 @@ def _is_timm_config(file: Path) -> bool:
 
 
 def _weights(folder: Path, name: str) -> Path:
+    # The hub's own file name only: another .safetensors in the folder may be another library's layout.
     if (folder / name).is_file():
         return folder / name
-    found = sorted(folder.glob("*.safetensors"))
-    if len(found) == 1:
-        return found[0]
     pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pth", ".pt"))
-    if not found:
-        raise HarnessError(f"checkpoint {folder}: no {name}" + (f" (only pickled {', '.join(pickled)}, which are "
-                           "never loaded)" if pickled else "") + "; save the weights with safetensors")
-    raise HarnessError(f"checkpoint {folder}: several .safetensors files and no {name}; keep only the model's")
+    raise HarnessError(f"checkpoint {folder}: no {name}" + (f" (only pickled {', '.join(pickled)}, which are "
+                       "never loaded)" if pickled else "") + "; save the weights with safetensors under that name")
 
 
 def detect(path: Path) -> str | None:
@@ -467,9 +466,7 @@ def read_open_clip_image(path: Path) -> tuple[dict, dict]:
     weights, cfg = _open_clip_sources(path)
     mc = _model_cfg(cfg, path)
     facts, proj = open_clip_vision_facts(mc["vision_cfg"], path)
-    sd = load_safetensors(weights)
-    for k in [k for k in sd if not k.startswith("visual.")]:
-        del sd[k]  # the text tower: read by `read_open_clip_text`
+    sd = load_safetensors(weights, keep=lambda k: k.startswith("visual."))  # the text tower: read_open_clip_text
     what = f"open_clip image trunk {mc['vision_cfg']['timm_model_name']}"
     head = {}
     if proj == "linear":
@@ -579,11 +576,9 @@ def read_open_clip_text(path: Path) -> dict:
     weights, cfg = _open_clip_sources(path)
     mc = _model_cfg(cfg, path)
     facts = open_clip_text_facts(mc, path)
-    sd = load_safetensors(weights)
+    sd = load_safetensors(weights, keep=lambda k: not k.startswith("visual."))
     scale, bias = sd.pop("logit_scale", None), sd.pop("logit_bias", None)
-    text_sd = {k: v for k, v in sd.items() if not k.startswith("visual.")}
-    del sd
-    txt = open_clip_text_to_bv(text_sd, facts, path=path)
+    txt = open_clip_text_to_bv(sd, facts, path=path)
     folder = path if path.is_dir() else path.parent
     # open_clip tokenizes SigLIP text with a Hugging Face tokenizer over a sentencepiece model; where the
     # folder ships that model (`spiece.model`, `tokenizer.model`), it is the tokenizer.

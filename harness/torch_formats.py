@@ -226,16 +226,20 @@ class _Tensors:
         return sorted(self.names)
 
 
+def _feature(name: str) -> str | None:
+    return next((feature for pattern, feature in _UNSUPPORTED_TENSORS if re.search(pattern, name)), None)
+
+
 def _unsupported(path, what: str, names: list[str]) -> HarnessError:
+    """The refusal for tensors no rule took: the feature the first known one implements, else its name."""
     for name in names:
-        for pattern, feature in _UNSUPPORTED_TENSORS:
-            if re.search(pattern, name):
-                return _refuse(path, what, f"{feature} (tensor {name})")
+        if feature := _feature(name):
+            return _refuse(path, what, f"{feature} (tensor {name})")
     return _refuse(path, what, f"tensor {names[0]} with no big_vision counterpart"
                    + (f" (+{len(names) - 1} more)" if len(names) > 1 else ""))
 
 
-def _linear(t: _Tensors, name: str, bias_size: int | None = None):
+def _linear(t: _Tensors, name: str):
     """A torch Linear (out, in) as a flax kernel (in, out) and its bias (zeros where it has none: the same
     function, e.g. timm's qkv_bias=False)."""
     w = t.take(f"{name}.weight")
@@ -287,10 +291,9 @@ def timm_to_bv(sd: dict, facts: dict, *, prefix: str = "", path="checkpoint", wh
     """
     t = _Tensors(sd, prefix, path)
     heads, pool = facts["num_heads"], facts["pool"]
-    for name in t.left():
-        for pattern, feature in _UNSUPPORTED_TENSORS:
-            if re.search(pattern, name):
-                raise _refuse(path, what, f"{feature} (tensor {prefix}{name})")
+    # A known unsupported feature first, before any shape or layout check could fail on its account.
+    if known := [prefix + k for k in t.left() if _feature(k)]:
+        raise _unsupported(path, what, known)
     out: dict[str, np.ndarray] = {}
     w = t.take("patch_embed.proj.weight")  # (D, 3, p, p)
     d = int(w.shape[0])
@@ -416,7 +419,9 @@ def read_timm(path: Path) -> tuple[dict, dict]:
     sd = load_safetensors(weights)
     what = f"timm model {str(cfg['architecture']).split('.')[0]}"
     flat = timm_to_bv(sd, facts, path=path, what=what)
-    flat = fold_normalisation(flat, *_norm_of(cfg.get("pretrained_cfg"), TIMM_DEFAULT_NORM))
+    # Older hub configs are one flat dict (timm `_hub.py::_parse_model_cfg`, "legacy single-dict"): mean/std
+    # at the top level.
+    flat = fold_normalisation(flat, *_norm_of(cfg.get("pretrained_cfg", cfg), TIMM_DEFAULT_NORM))
     return flat, _hints(facts)
 
 

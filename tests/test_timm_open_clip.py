@@ -149,6 +149,15 @@ def test_timm_augreg_family_matches_timm(tmp_path):
     x = _images(32, seed=1)
     _check_timm(enc, model, x, "timm augreg")
 
+    # An older hub config.json: one flat dict, mean/std at the top level (timm reads it so too).
+    import shutil
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tmp_path / "augreg", legacy)
+    (legacy / "config.json").write_text(json.dumps({"architecture": "vit_base_patch16_224", "num_classes": 5,
+                                                    "input_size": [3, 32, 32], **IMAGENET_NORM}))
+    _check_timm(load_encoder(str(legacy)), model, x, "timm augreg", **IMAGENET_NORM)
+
     # A bare file named after its architecture (and tag) loads the same.
     bare = tmp_path / "vit_base_patch16_224.augreg_in21k.safetensors"
     safetensors.torch.save_file(model.state_dict(), str(bare))
@@ -234,7 +243,7 @@ def test_harness_run_ckpt_on_a_timm_folder(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------- open_clip
-def _small_open_clip(name: str, monkeypatch, seed: int):
+def _small_open_clip(name: str, monkeypatch, seed: int, vision: dict | None = None):
     """open_clip's own config for `name`, with the text tower shrunk and the timm trunk built small: the
     trunk's entry point gets small sizes (its heads, GELU, pooling stay the architecture's), as open_clip's
     `TimmModel` passes no sizes of its own."""
@@ -244,7 +253,7 @@ def _small_open_clip(name: str, monkeypatch, seed: int):
     arch = cfg["vision_cfg"]["timm_model_name"]
     monkeypatch.setitem(_registry._model_entrypoints, arch, functools.partial(
         _registry._model_entrypoints[arch], img_size=32, patch_size=8, embed_dim=48, depth=2))
-    cfg = {**cfg, "embed_dim": 48, "vision_cfg": {**cfg["vision_cfg"], "image_size": 32},
+    cfg = {**cfg, "embed_dim": 48, "vision_cfg": {**cfg["vision_cfg"], "image_size": 32, **(vision or {})},
            "text_cfg": {**cfg["text_cfg"], "context_length": 8, "vocab_size": 100, "width": 36, "heads": 6,
                         "layers": 2}}
     torch.manual_seed(seed)
@@ -286,6 +295,19 @@ def test_open_clip_siglip_matches_open_clip(name, text_gelu, tmp_path, monkeypat
     assert tower.log_t == pytest.approx(model.logit_scale.item(), rel=1e-6)
     assert tower.b == pytest.approx(model.logit_bias.item(), rel=1e-6)
     _close("open_clip logits", zimg @ tower.embed(ids).T * tower.scale + tower.b, logits)
+
+
+@pytest.mark.parametrize("proj", [dict(timm_proj="linear", timm_proj_bias=True), dict(timm_proj="")])
+def test_open_clip_image_projections(proj, tmp_path, monkeypatch):
+    """open_clip's TimmModel with a projection after the trunk: `timm_proj='linear'` adds visual.head.proj,
+    '' keeps timm's own classifier as the projection; either is the harness's `head` (its `logits`)."""
+    model, cfg = _small_open_clip("ViT-B-16-SigLIP", monkeypatch, seed=9, vision=proj)
+    enc = load_encoder(str(_save_open_clip(model, cfg, tmp_path / "oc")))
+    assert enc.config["num_classes"] == 48
+    x = _images(32, seed=4)
+    with torch.no_grad():
+        want = model.encode_image(_torch_input(x), normalize=True).numpy()
+    _close("open_clip encode_image", text.l2_normalize(enc.features(x, ["logits"])["logits"]), want)
 
 
 def test_open_clip_pair_runs_lit_zeroshot_without_training(tmp_path, monkeypatch):

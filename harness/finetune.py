@@ -1,5 +1,5 @@
-"""Fine-tuning machinery: sigmoid cross-entropy, mixup, a fresh classifier head, the SGD recipe with
-layer-wise lr decay, and ReaL scoring.
+"""Fine-tuning machinery: sigmoid cross-entropy, mixup, a fresh classifier head, layer-wise lr decay
+multipliers (the optimiser itself is big_vision's chain, `harness.optim`), and ReaL scoring.
 
 The paper's Table 1 recipe (shared/docs/paper.md) is SGD with momentum, a cosine schedule, global-norm
 clipping, no weight decay, and a *sigmoid* cross-entropy loss on a head initialised to kernel 0 and bias
@@ -100,32 +100,6 @@ def layer_decay_multipliers(params: dict, depth: int, decay: float) -> dict:
             mult = np.asarray(1.0, np.float32)
         out[key] = mult
     return checkpoints.unflatten(out)
-
-
-def sgd_momentum(*, schedule, momentum: float = 0.9, grad_clip_norm: float = 1.0, weight_decay: float = 0.0,
-                 lr_multipliers: dict | None = None):
-    """The paper's optimizer: clip the global gradient norm, heavy-ball momentum, step by the schedule.
-
-    Layer-wise multipliers scale the final update; for SGD that is exactly a per-layer learning rate
-    (momentum is linear in the gradients and the clip is global, computed before)."""
-    import jax
-    import optax
-
-    parts = []
-    if grad_clip_norm and grad_clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(grad_clip_norm))
-    if weight_decay:
-        parts.append(optax.add_decayed_weights(weight_decay))
-    parts += [optax.trace(decay=momentum, nesterov=False), optax.scale_by_learning_rate(schedule)]
-    if lr_multipliers is not None:
-        mults = jax.tree.map(np.asarray, lr_multipliers)
-
-        def scale(updates, state, params=None):
-            del params
-            return jax.tree.map(lambda u, m: u * m.astype(u.dtype), updates, mults), state
-
-        parts.append(optax.GradientTransformation(lambda params: optax.EmptyState(), scale))
-    return optax.chain(*parts)
 
 
 # ------------------------------------------------------------------------------------------------ scoring

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import checkpoints, data, finetune, sharding, train
+from harness import checkpoints, data, finetune, optim, sharding, train
 from harness.api import Metric, RunContext, Task
 from harness.errors import HarnessError
 
@@ -56,11 +56,11 @@ class FinetuneConfig:
     res: int = 0
     batch_size: int = 512
     train_steps: int = 50_000
-    lr: float = 0.03
-    momentum: float = 0.9
-    warmup_steps: int = 500
-    grad_clip_norm: float = 1.0
-    weight_decay: float = 0.0
+    lr: float = 0.03  # the paper's (configs/transfer.py `config.lr` is 0.01)
+    momentum: float = 0.9  # big_vision/optax.py::momentum_hp default (configs/transfer.py's optimiser)
+    warmup_steps: int = 500  # the paper's
+    grad_clip_norm: float = 1.0  # configs/transfer.py `config.grad_clip_norm`
+    weight_decay: float = 0.0  # big_vision's `wd` (after the lr, kernels only); configs/transfer.py: None
     # None: the paper's per-resolution choice (0.85 up to 224 px, 0.9 above); 1.0 switches it off.
     layer_decay: float | None = None
     # Beta(alpha, alpha) mixup; None: the paper's choice (off up to 224 px, 0.2 above); 0 switches it off.
@@ -278,10 +278,11 @@ class ImageNetFinetune(Task):
         mults = None
         if layer_decay != 1.0:
             mults = finetune.layer_decay_multipliers(params, int(encoder.config["depth"]), layer_decay)
-        schedule = train.cosine_schedule(config.lr, config.train_steps, config.warmup_steps)
-        tx = finetune.sgd_momentum(schedule=schedule, momentum=config.momentum,
-                                   grad_clip_norm=config.grad_clip_norm, weight_decay=config.weight_decay,
-                                   lr_multipliers=mults)
+        # big_vision's chain (configs/transfer.py: `optax_name` big_vision.momentum_hp, a bfloat16
+        # momentum accumulator); layer decay as its `lr_mults`, which scale the update, not the decay.
+        tx = optim.make_optimizer("sgd_momentum", lr=config.lr, wd=config.weight_decay,
+                                  grad_clip_norm=config.grad_clip_norm, lr_mults=mults, momentum=config.momentum,
+                                  schedule=optim.cosine_schedule(config.train_steps, config.warmup_steps))
         loss_fn = _loss_fn(model, num_classes, mixup_alpha)
 
         def batches(start_step: int):

@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -95,21 +94,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[Any]:
-    """Yields a binary file object; on success it is fsynced and renamed to `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def _atomic_file(path: Path):
+    """A binary file renamed into place on success (results.atomic_file: fsync, the umask's permissions,
+    a full disk as one line naming the cache)."""
+    from harness.results import atomic_file
+
+    return atomic_file(path, "wb", what="the feature cache")
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -425,19 +415,24 @@ class FeatureCache:
         """Concatenate the chunks into a finished entry; False if a chunk was unreadable (deleted)."""
         staging = partial / "assembly"
         self._discard(staging)
-        staging.mkdir()
         writers: dict[str, tuple[Any, _HashingWriter]] = {}
         spec: dict[str, dict[str, Any]] = {}
+        bad: list[int] = []
         try:
+            staging.mkdir()
             for i in range(num_chunks):
                 size = min(chunk_size, num_examples - i * chunk_size)
                 try:
-                    with np.load(partial / _chunk_name(i), allow_pickle=False) as npz:
-                        chunk = {name: npz[name] for name in npz.files}
-                except (OSError, ValueError, EOFError) as e:
-                    log.warning("feature cache %s: chunk %d unreadable (%s); recomputing it", key, i, e)
-                    self._discard(partial / _chunk_name(i))
-                    return False
+                    chunk = _read_chunk(partial / _chunk_name(i))
+                except Exception as e:  # noqa: BLE001 - zipfile, numpy and OS errors alike mean "damaged"
+                    # Drop it and go on checking the others, so one rebuild recomputes every damaged chunk.
+                    log.warning("feature cache %s: chunk %d unreadable (%s: %s); recomputing it", key, i,
+                                type(e).__name__, e)
+                    (partial / _chunk_name(i)).unlink(missing_ok=True)
+                    bad.append(i)
+                    continue
+                if bad:
+                    continue
                 if i == 0:
                     spec = _open_outputs(staging, chunk, num_examples, writers)
                 _check_chunk(key, i, chunk, size, spec)
@@ -446,9 +441,25 @@ class FeatureCache:
             for f, _ in writers.values():
                 f.flush()
                 os.fsync(f.fileno())
+        except OSError as e:
+            from harness.results import os_error
+
+            mapped = os_error(e, self.root, "the feature cache")
+            if mapped is None:
+                raise
+            # The committed chunks stay: a rerun after freeing space only assembles them.
+            for f, _ in writers.values():
+                with contextlib.suppress(OSError):  # closing flushes, which fails the same way
+                    f.close()
+            writers.clear()
+            self._discard(staging)
+            raise mapped from None
         finally:
             for f, _ in writers.values():
                 f.close()
+        if bad:
+            self._discard(staging)
+            return False
         arrays_meta = {
             name: {**spec[name], "sha256": hashing.sha256.hexdigest(), "file_bytes": hashing.nbytes}
             for name, (_, hashing) in writers.items()
@@ -584,9 +595,35 @@ def _commit_chunk(
         # Keep the logical dtype beside the bits so bfloat16 survives the uint16 detour.
         stored[f"{name}.dtype"] = np.array(_dtype_name(joined.dtype))
         rest[name] = [joined[size:]]
+    # The chunk carries the sha256 of its own arrays, so a chunk damaged on disk is found (and recomputed)
+    # before it is assembled into an entry; a name with a dot cannot clash with an array's.
+    stored[_CHUNK_DIGEST] = np.array(_chunk_digest(stored))
     with _atomic_file(partial / _chunk_name(index)) as f:
         np.savez(f, **stored)
     return rest, len(next(iter(rest.values()))[0])
+
+
+_CHUNK_DIGEST = "chunk.sha256"
+
+
+def _chunk_digest(chunk: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(n for n in chunk if n != _CHUNK_DIGEST):
+        array = np.ascontiguousarray(chunk[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def _read_chunk(path: Path) -> dict[str, np.ndarray]:
+    """A committed chunk's arrays; raises (any exception) if it is unreadable or fails its sha256."""
+    with np.load(path, allow_pickle=False) as npz:
+        chunk = {name: npz[name] for name in npz.files}
+    if _CHUNK_DIGEST not in chunk:
+        raise ValueError("no sha256 (written by an older harness)")
+    if str(chunk.pop(_CHUNK_DIGEST)) != _chunk_digest(chunk):
+        raise ValueError("fails its sha256 check")
+    return chunk
 
 
 def _split_chunk(chunk: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, str]]:

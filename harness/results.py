@@ -6,7 +6,9 @@ finished run can be found (and skipped) on rerun, and two runs writing to one fo
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import json
 import os
 import platform
@@ -89,22 +91,71 @@ def _ckpt_name(spec: str | None) -> str:
     return f"{base}:{sub}" if sub else base
 
 
-def write_json_atomic(path: str | Path, obj) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def current_umask() -> int:
+    """The process's umask, read without changing it where /proc allows (os.umask can only swap it)."""
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, allow_nan=True)
-            f.write("\n")
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def os_error(e: OSError, path: str | Path, what: str = "") -> HarnessError | None:
+    """The one-line HarnessError for an OSError a user can fix (full disk, read-only or forbidden folder,
+    a file where a folder should be), naming `path`; None for any other error (a bug: keep its traceback)."""
+    where = f"{what} {path}" if what else str(path)
+    if e.errno in _DISK_FULL:
+        return HarnessError(f"no space left on the device of {where}; free space there (or use another folder) "
+                            "and rerun: finished work is kept and the run resumes")
+    if e.errno == errno.EROFS:
+        return HarnessError(f"{where} is on a read-only file system; pass a writable folder")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return HarnessError(f"{where}: permission denied ({e.filename or path}); pass a folder you can write to")
+    if e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return HarnessError(f"{where}: {e.strerror} ({e.filename or path}); pass a path whose folders are folders")
+    return None
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w", *, what: str = ""):
+    """Yields a file object for `path`; on success it is fsynced and renamed into place, so readers see the
+    old file or the complete new one, never a part. The file gets the permissions a plain `open` would
+    (0666 less the umask): mkstemp's 0600 survives the rename and would hide a shared runs folder or cache
+    from everyone else. A full disk or unwritable folder is a one-line HarnessError naming the path (`what`
+    says whose path it is, e.g. "--out"); nothing is left behind."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~current_umask())
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and (mapped := os_error(e, path, what)) is not None:
+            raise mapped from None
         raise
-    return path
+
+
+def write_json_atomic(path: str | Path, obj, *, what: str = "") -> Path:
+    with atomic_file(path, "w", what=what) as f:
+        json.dump(obj, f, indent=2, sort_keys=False, allow_nan=True)
+        f.write("\n")
+    return Path(path)
 
 
 def load_records(folder: str | Path) -> list[dict]:
@@ -133,16 +184,7 @@ def load_records(folder: str | Path) -> list[dict]:
     return records
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+def write_text_atomic(path: str | Path, text: str, *, what: str = "") -> Path:
+    with atomic_file(path, "w", what=what) as f:
+        f.write(text)
+    return Path(path)

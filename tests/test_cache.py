@@ -200,6 +200,70 @@ def test_truncated_or_incomplete_entry_is_rejected_without_verify(tmp_path):
     assert cache.get("k", verify=False) is None
 
 
+
+def _partial_with_chunks(tmp_path, num_examples=40, chunk=8, committed=32):
+    """A crashed build: the first committed/chunk chunks are in the partial."""
+    cache = FeatureCache(tmp_path)
+    with pytest.raises(RuntimeError):
+        cache.build("k", num_examples, Producer(batch=4, crash_after_rows=committed), chunk_size=chunk)
+    return cache, tmp_path / "k.partial"
+
+
+def test_damaged_chunks_of_a_partial_build_are_recomputed(tmp_path, caplog):
+    """A flipped byte, a truncated file and a chunk that reads back but fails its sha256: each one is
+    dropped and recomputed in the same rebuild (no traceback, no wedged cache); the others are reused."""
+    cache, partial = _partial_with_chunks(tmp_path)
+    flipped = bytearray((partial / "chunk_000000.npz").read_bytes())
+    at = bytes(flipped).index(_expected(8)["pre_logits"].tobytes())  # inside the array data
+    flipped[at + 5] ^= 0x10
+    (partial / "chunk_000000.npz").write_bytes(bytes(flipped))
+    truncated = partial / "chunk_000002.npz"
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    # A valid .npz whose data changed under its recorded sha256 (a silent bit flip the zip would miss).
+    with np.load(partial / "chunk_000003.npz") as npz:
+        arrays = {n: npz[n] for n in npz.files}
+    arrays["pre_logits"] = arrays["pre_logits"] + 1
+    with open(partial / "chunk_000003.npz", "wb") as f:
+        np.savez(f, **arrays)
+    resumed = Producer(batch=3)
+    with caplog.at_level(logging.WARNING, logger="harness.cache"):
+        out = cache.get_or_build("k", 40, resumed, chunk_size=8)
+    assert "chunk 0 unreadable" in caplog.text and "chunk 2 unreadable" in caplog.text
+    assert "chunk 3 unreadable (ValueError: fails its sha256 check)" in caplog.text
+    # First the never-written chunk 4, then the three damaged ones in one pass; chunk 1 is reused.
+    assert resumed.calls == [(32, 40), (0, 8), (16, 32)]
+    for name, want in _expected(40).items():
+        np.testing.assert_array_equal(out[name], want)
+    assert not partial.exists()
+
+
+def test_a_chunk_without_a_checksum_is_recomputed(tmp_path):
+    """Chunks written before chunks carried their sha256 cannot be trusted: recomputed, not assembled."""
+    cache, partial = _partial_with_chunks(tmp_path, committed=16)
+    with np.load(partial / "chunk_000001.npz") as npz:
+        arrays = {n: npz[n] for n in npz.files if n != "chunk.sha256"}
+    with open(partial / "chunk_000001.npz", "wb") as f:
+        np.savez(f, **arrays)
+    resumed = Producer()
+    out = cache.get_or_build("k", 40, resumed, chunk_size=8)
+    assert resumed.calls == [(16, 40), (8, 16)]
+    np.testing.assert_array_equal(out["pre_logits"], _expected(40)["pre_logits"])
+
+
+def test_cache_files_respect_the_umask(tmp_path):
+    """mkstemp makes 0600 files and the mode survives the rename: every cache file must get the umask's."""
+    old = os.umask(0o027)
+    try:
+        cache = FeatureCache(tmp_path)
+        with pytest.raises(RuntimeError):
+            cache.build("k", 20, Producer(crash_after_rows=8), chunk_size=8)
+        assert (tmp_path / "k.partial" / "chunk_000000.npz").stat().st_mode & 0o777 == 0o640
+        cache.build("k", 20, Producer(), chunk_size=8)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "k").iterdir()}
+    finally:
+        os.umask(old)
+    assert modes == {"meta.json": 0o640, "pre_logits.npy": 0o640, "label.npy": 0o640}
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_low_precision_round_trip(tmp_path, dtype):
     cache = FeatureCache(tmp_path)

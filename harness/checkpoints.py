@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -215,15 +214,10 @@ def save_npz(path: str | Path, params, *, wrap: str | None = None) -> Path:
     flat = {k: np.asarray(v) for k, v in (params.items() if _is_flat(params) else flatten(params).items())}
     if wrap:
         flat = {f"{wrap.rstrip('/')}/{k}": v for k, v in flat.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **dict(sorted(flat.items())))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from harness.results import atomic_file  # fsync, rename, the umask's permissions, full disk as one line
+
+    with atomic_file(path, "wb", what="checkpoint") as f:
+        np.savez(f, **dict(sorted(flat.items())))
     return path
 
 

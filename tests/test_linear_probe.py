@@ -12,7 +12,16 @@ TINY_ENC = dict(width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=8, res=32
 
 
 def numpy_probe(x, y, c, *, lr, epochs, wd, bs, momentum, seed):
-    """The same SGD written out in numpy: softmax CE + 0.5*wd*|W|^2, heavy-ball momentum, cosine lr."""
+    """The same SGD written out in numpy, big_vision's way: softmax CE, heavy-ball momentum stored in
+    bfloat16 (momentum_hp), then `w -= cos_sched * (lr * trace + wd * w)`: the decay is not times lr, and
+    not on the bias. Jitted on the CPU, XLA multiplies the bf16 trace by the momentum rounded to bf16
+    (0.9 -> 0.8984375) in float32, without rounding the product (the eager ops would round it)."""
+    import ml_dtypes
+
+    def bf16(a):
+        return np.asarray(a, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+
+    decay = float(ml_dtypes.bfloat16(momentum))
     n, d = x.shape
     w, b = np.zeros((d, c)), np.zeros(c)
     vw, vb = np.zeros_like(w), np.zeros_like(b)
@@ -27,10 +36,11 @@ def numpy_probe(x, y, c, *, lr, epochs, wd, bs, momentum, seed):
             p = np.exp(z - z.max(-1, keepdims=True))
             p /= p.sum(-1, keepdims=True)
             gz = (p - by) / bs
-            gw, gb = bx.T @ gz + wd * w, gz.sum(0)
-            rate = lr * 0.5 * (1 + np.cos(np.pi * t / total))
-            vw, vb = momentum * vw + gw, momentum * vb + gb
-            w, b = w - rate * vw, b - rate * vb
+            gw, gb = bx.T @ gz, gz.sum(0)
+            sched = 0.5 * (1 + np.cos(np.pi * t / total))
+            nw, nb = decay * vw + gw, decay * vb + gb
+            w, b = w - sched * (lr * nw + wd * w), b - sched * lr * nb
+            vw, vb = bf16(nw), bf16(nb)
             t += 1
     return w, b
 

@@ -101,7 +101,9 @@ def test_chain_reproduces_big_visions_optax_make(fixture, case):
     # The chain is made of the same optax primitives in big_vision's order: on the CPU that made the
     # fixture every update is bit-exact (max error 0). Elsewhere XLA may round float32 differently, and
     # the bfloat16 momentum accumulators (adafactor's EMA, momentum_hp's trace) keep 8 bits of mantissa:
-    # one float32 ulp upstream can flip one bf16 rounding, a relative 2^-8 of that leaf's trace. Hence
+    # one float32 ulp upstream can flip one bf16 rounding, a relative 2^-8 of that leaf's trace (and
+    # whether `decay * trace` is rounded to bf16 is the backend's choice: jitted on the CPU it is not,
+    # eager it is). Hence
     # 1e-6 for the float32-only chain and 5e-3 for the bf16 ones, far below what a wrong order, scale or
     # mask moves (the old chains, test_old_optax_chains_fail_the_same_check: > 0.1).
     tol = 1e-6 if case == "adam" else 5e-3

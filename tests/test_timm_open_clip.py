@@ -11,10 +11,12 @@ them, see `.ci/run`). Measured max abs errors (timm 1.0.31, open_clip 3.3.0, tor
   the tanh GELU instead: `encoded` 2.3e-4 off.
 - timm augreg family (class token folded with its posemb row, `tok` pooling, classifier head; also
   `no_embed_class`, `num_heads` from model_args, ImageNet mean/std folded into the patch embedding, a bare
-  `<arch>.safetensors`, bfloat16 weights): `encoded` 2.6e-6, `pre_logits` 1.4e-6, `logits` 3.0e-7.
-- open_clip SigLIP (ViT-B-16-SigLIP: exact-GELU text; ViT-B-16-SigLIP2: tanh-GELU text): `encode_image`
-  1.5e-7, `encode_text` 5.0e-7 (both L2-normalised), sigmoid logits 3.8e-6; through `lit_zeroshot`, every
-  image's zero-shot hit equals open_clip's.
+  `<arch>.safetensors`, bfloat16 weights, a legacy config.json): `encoded` 2.9e-6, `pre_logits` 1.4e-6,
+  `logits` 3.0e-7.
+- open_clip SigLIP (ViT-B-16-SigLIP: exact-GELU text; ViT-B-16-SigLIP2: tanh-GELU text; also the image
+  projections `timm_proj='linear'` / `''`): `encode_image` 1.5e-7, `encode_text` 5.0e-7 (both
+  L2-normalised), sigmoid logits 3.8e-6; through `lit_zeroshot`, every image's zero-shot hit equals
+  open_clip's.
 """
 
 from __future__ import annotations

@@ -540,7 +540,8 @@ def _npz_two_tower(path: Path) -> dict | None:
 
 def read_text_tower(spec: str) -> dict | None:
     """The text tower of a two-tower checkpoint: {"txt": flat big_vision tree, "t", "b" (log-temperature,
-    bias; None if absent), "path", "format", "tokenizer" (a sentencepiece file shipped alongside, or None)}.
+    bias; None if absent), "path", "format", "tokenizer" (a sentencepiece file shipped alongside, or None),
+    "text_pp" (the family of its text pp: "hf_siglip" for a HF folder, else "big_vision")}.
     None when the checkpoint holds no text tower. `spec` may name the image sub-tree ("file.npz:img")."""
     path, _ = parse_spec(spec)
     fmt = detect_format(path)
@@ -572,11 +573,15 @@ def read_text_tower(spec: str) -> dict | None:
         for src, dst in (("logit_scale", "t"), ("logit_bias", "b")):
             if src in hf:
                 flat[dst] = np.asarray(hf[src])
-        spm = sorted(path.glob("*.model"))
+        # SiglipTokenizer's vocabulary file is `spiece.model` (tokenization_siglip.py VOCAB_FILES_NAMES).
+        spm = [path / "spiece.model"] if (path / "spiece.model").is_file() else sorted(path.glob("*.model"))
         tokenizer = str(spm[0]) if spm else None
     else:
         return None
     if not flat:
         return None
+    # The family whose text pp the tower was trained with (harness.text.TextPP): a HF folder's own
+    # processor, else big_vision's SigLIP / LiT `tokenize`.
     return {"txt": {k[4:]: v for k, v in flat.items() if k.startswith("txt/")}, "t": flat.get("t"),
-            "b": flat.get("b"), "path": str(path), "format": fmt, "tokenizer": tokenizer}
+            "b": flat.get("b"), "path": str(path), "format": fmt, "tokenizer": tokenizer,
+            "text_pp": "hf_siglip" if fmt == "hf" else "big_vision"}

@@ -9,8 +9,9 @@ SigLIP / LiT `.npz` loads without renaming:
     t (1,)   log-temperature: logits scale = exp(t)      b (1,)   bias (sigmoid loss only)
 
 The tower pools at the LAST position of the fixed-length token sequence, padding included, as big_vision
-and Hugging Face's SiglipTextModel do; texts are tokenised with a sticky EOS so a truncated text still ends
-in EOS, and SigLIP checkpoints pad with the EOS id (`pad_value=1`) so the pooled position is an EOS.
+and Hugging Face's SiglipTextModel do, so how texts are padded changes every embedding. `TextPP` names the
+text pp a tower is fed: its checkpoint family's own (big_vision SigLIP / LiT: sticky EOS, padded with the
+EOS id; a HF SigLIP folder: its processor's tokens), recorded in every result.
 """
 
 from __future__ import annotations
@@ -301,6 +302,7 @@ def load_text_tower(spec: str, **kw) -> TextTower | None:
     kw = {**{k: tt[k] for k in ("gelu", "pool_type") if tt.get(k)}, **kw}
     tower = text_tower_from_tree(tt["txt"], log_t=tt.get("t"), b=tt.get("b"), path=tt["path"], **kw)
     tower.config["checkpoint"] = {k: tt[k] for k in ("path", "format")}
+    tower.config["text_pp"] = tt.get("text_pp") or "big_vision"
     if tt.get("tokenizer"):
         tower.config["tokenizer"] = tt["tokenizer"]
     return tower
@@ -308,14 +310,75 @@ def load_text_tower(spec: str, **kw) -> TextTower | None:
 
 def tokenize(tokenizer, texts, max_len: int, *, pad_value: int | None = None) -> np.ndarray:
     """big_vision's `tokenize(max_len, eos='sticky', pad_value=...)`: lower-cased, EOS kept on truncation,
-    padded with `pad_value` (the tokenizer's pad id when None)."""
-    ids = tokenizer.encode(list(texts), max_len, eos="sticky")
-    if pad_value is not None and pad_value != tokenizer.pad_id and len(ids):
-        # Every position after the first EOS is padding (sticky EOS: each row has one).
-        is_eos = ids == tokenizer.eos_id
-        after = np.cumsum(is_eos, axis=1) - is_eos > 0
-        ids = np.where(after, np.int32(pad_value), ids)
-    return ids
+    padded with `pad_value` (the tokenizer's "<pad>" id when None, as big_vision's default)."""
+    return tokenizer.encode(list(texts), max_len, eos="sticky", pad_id=pad_value)
+
+
+# ------------------------------------------------------------------------------------------ text pp
+# "big_vision": SigLIP / LiT two-tower checkpoints (.npz, tensorstore); "hf_siglip": a Hugging Face SigLIP
+# folder's own processor; "lit": a tower the harness trains (the big_vision rule, for training and eval).
+TEXT_PP_FAMILIES = ("big_vision", "hf_siglip", "lit")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextPP:
+    """How texts become a tower's token ids; `info()` goes into the result record.
+
+    big_vision / lit: `tokenize(max_len=L, eos="sticky", pad_value=<EOS id>)`, ASCII lower-casing
+    (tf.strings.lower), no other canonicalisation (`configs/proj/image_text/common.py::get_coco`,
+    `evaluators/proj/image_text/discriminative_classifier.py` pp_txt: pad_value=1, c4_en's EOS).
+    hf_siglip: `SiglipProcessor(text, padding="max_length", truncation=True, max_length=L)`: every text
+    lower-cased (Python's str.lower, `do_lower_case`) and stripped of punctuation, EOS kept on truncation,
+    padded with the tokenizer's `pad_token` ("</s>" for google/siglip-*); see `harness.tokenizer`.
+    """
+
+    family: str
+    max_len: int
+    pad_id: int
+    eos: str = "sticky"
+    lower: str = "ascii"  # "ascii" (tf.strings.lower), "unicode" (str.lower) or "none"
+    canonicalize: bool = False  # punctuation removed and whitespace collapsed in every text
+
+    def info(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def text_pp_for(family: str, tokenizer, max_len: int, *, pad_value: int | None = None) -> TextPP:
+    """The family's own text pp for `tokenizer` at `max_len`; `pad_value` (>= 0) overrides the pad id."""
+    if family not in TEXT_PP_FAMILIES:
+        raise HarnessError(f"text_pp {family!r} is not one of {', '.join(TEXT_PP_FAMILIES)}")
+    if family == "hf_siglip":
+        from harness.tokenizer import SiglipTokenizer
+
+        if not isinstance(tokenizer, SiglipTokenizer):
+            raise HarnessError("text_pp hf_siglip needs a Hugging Face SigLIP folder's tokenizer (spiece.model "
+                               "+ tokenizer_config.json); use text_pp=big_vision with a plain .model file")
+        pad = tokenizer.hf_pad_id if pad_value is None else int(pad_value)
+        return TextPP("hf_siglip", int(max_len), pad, lower="unicode" if tokenizer.do_lower_case else "none",
+                      canonicalize=True)
+    if tokenizer.eos_id < 0:
+        raise HarnessError(f"sentencepiece model {tokenizer.model_path} has no EOS piece; big_vision's text pp "
+                           "pads with EOS (pass a model with one)")
+    # big_vision's SigLIP text pp pads with the EOS id so the pooled last position is an EOS
+    # (configs/proj/image_text/common.py::get_coco `pad_value=1`, 1 = c4_en's "</s>").
+    pad = tokenizer.eos_id if pad_value is None else int(pad_value)
+    return TextPP(family, int(max_len), pad)
+
+
+def tokenize_pp(tokenizer, texts, pp: TextPP) -> np.ndarray:
+    """Texts -> int32 [N, pp.max_len] under `pp`."""
+    if pp.family == "hf_siglip":
+        return tokenizer.encode_hf(list(texts), pp.max_len, pad_id=pp.pad_id)
+    return tokenizer.encode(list(texts), pp.max_len, eos=pp.eos, lower=pp.lower == "ascii", pad_id=pp.pad_id)
+
+
+def embed_texts(tower: TextTower, tokenizer, pp: TextPP, texts, *, batch_size: int = 256,
+                progress: bool = False, desc: str = "text") -> np.ndarray:
+    """L2-normalised embeddings of raw texts: `pp`'s tokens through the tower (what lit_zeroshot embeds
+    prompts and captions with)."""
+    if pp.max_len != tower.max_len:
+        raise HarnessError(f"text pp max_len {pp.max_len} is not the text tower's length {tower.max_len}")
+    return tower.embed(tokenize_pp(tokenizer, texts, pp), batch_size=batch_size, progress=progress, desc=desc)
 
 
 def save_two_tower(path, img_params: dict, txt_params: dict, log_t, b=None) -> str:
@@ -329,6 +392,7 @@ def save_two_tower(path, img_params: dict, txt_params: dict, log_t, b=None) -> s
     return str(checkpoints.save_npz(path, flat, wrap="params"))
 
 
-__all__ = ["LOSSES", "LiTTextHead", "TextTower", "TextTransformer", "contrastive_loss", "l2_normalize",
-           "load_text_tower", "save_two_tower", "sigmoid_loss", "softmax_contrastive_loss",
-           "text_config_from_tree", "text_tower_from_tree", "tokenize"]
+__all__ = ["LOSSES", "TEXT_PP_FAMILIES", "LiTTextHead", "TextPP", "TextTower", "TextTransformer",
+           "contrastive_loss", "embed_texts", "l2_normalize", "load_text_tower", "save_two_tower", "sigmoid_loss",
+           "softmax_contrastive_loss", "text_config_from_tree", "text_pp_for", "text_tower_from_tree", "tokenize",
+           "tokenize_pp"]

@@ -8,14 +8,18 @@ zero-shot classification and image-text retrieval, with big_vision's evaluator s
    t' = 10, b = -10 at init) or the softmax contrastive loss, big_vision's Adam with decoupled weight
    decay on the kernels (harness.optim) and a cosine schedule with 20% warm-up.
    The result is written as a big_vision two-tower `.npz` (an artefact; reload it as `lit.npz:img`).
-2. Zero-shot classification (big_vision `discriminative_classifier`): class names (CLIP's curated names for
-   ImageNet, else the dataset's label names) and prompt templates are canonicalised (underscores to spaces,
-   punctuation stripped, lower-cased), only a name's first alias is used, every class's template embeddings
-   are L2-normalised, averaged and normalised again; prediction = argmax of the image embedding against
-   them. Multi-label sets (ImageNet ReaL) count a hit if the prediction is any of the labels, and leave out
+   Texts become tokens under the checkpoint family's own text pp (`harness.text.TextPP`, recorded in
+   `info.text_pp`): big_vision's `tokenize(max_len=L, eos="sticky", pad_value=<EOS>)` for big_vision
+   two-tower checkpoints and LiT towers, a HF SigLIP folder's own processor for that folder.
+2. Zero-shot classification (big_vision `discriminative_classifier`, image pp `_square875`): class names
+   (CLIP's curated names for ImageNet, else the dataset's label names) and prompt templates are
+   canonicalised (underscores to spaces, punctuation stripped, lower-cased), only a name's first alias is
+   used, every class's template embeddings are L2-normalised, averaged and normalised again; prediction =
+   argmax of the image embedding against them (t and b are not used: neither changes an argmax or a
+   ranking). Multi-label sets (ImageNet ReaL) count a hit if the prediction is any of the labels, and leave out
    images without labels. Metric `lit_zeroshot/<dataset>/top1` (%).
-3. Retrieval (big_vision `image_text_retrieval`): Recall@1/5/10 in both directions over the test split's
-   images and all their captions; an image query is a hit if ANY of its captions is in the top k. Metrics
+3. Retrieval (big_vision `image_text_retrieval`, image pp `resize(res)`): Recall@1/5/10 in both directions
+   over the test split's images and all their captions; an image query is a hit if ANY of its captions is in the top k. Metrics
    `lit_zeroshot/<dataset>/i2t_recall@k`, `.../t2i_recall@k` (%).
 """
 
@@ -77,10 +81,17 @@ class LitZeroShotConfig:
     text_mlp_dim: int = 0
     text_num_heads: int = 0
     vocab_size: int = 0  # 0: the tokenizer's vocabulary size
-    max_len: int = 16  # a checkpoint's text tower fixes its own length
+    # A new LiT tower's text length: siglip_lit_coco.py `token_len=16`. A checkpoint's text tower fixes
+    # its own (its posemb length), as big_vision's SigLIP evaluators and demo do (SEQLEN = the tower's).
+    max_len: int = 16
     # A sentencepiece .model file; empty: one shipped with the checkpoint, else (proxies only) the proxy's.
     tokenizer: str = ""
-    pad_value: int = -1  # -1: the tokenizer's pad id; SigLIP checkpoints were trained with 1 (EOS)
+    # Text pp (harness.text.TextPP): "auto" = the checkpoint family's own: big_vision two-tower .npz /
+    # tensorstore and LiT towers trained here: `tokenize(max_len=L, eos="sticky", pad_value=<EOS>)`
+    # (configs/proj/image_text/common.py::get_coco pp_txt); a HF SigLIP folder: its SiglipProcessor's
+    # tokens (padding="max_length", truncation=True). Or force "big_vision" / "hf_siglip".
+    text_pp: str = "auto"
+    pad_value: int = -1  # -1: the text pp's own pad id (EOS for big_vision / LiT, HF's pad_token); N: pad N
     # Evaluation.
     zeroshot_datasets: tuple[str, ...] = ("imagenet2012", "imagenet2012_real", "imagenet_v2", "cifar100",
                                           "oxford_iiit_pet")
@@ -88,11 +99,21 @@ class LitZeroShotConfig:
     class_names: str = "clip"  # "clip": CLIP's curated names for ImageNet label sets; "dataset": label names
     # "clip_paper" (CLIP's 80 + the bare name), "clip_best" (7 + the bare name) or "class_name_only".
     prompt_templates: str = "clip_paper"
-    captions_per_image: int = 5  # retrieval texts per image (the standard 5k/25k COCO protocol); 0: all
-    # Empty: big_vision's zero-shot `resize(res)|value_range(-1,1)`.
-    pp: str = ""
-    # Image embedding: empty = the image tower's `logits` if it has a head (two-tower image towers), else
-    # its `pre_logits` (the MAP-pooled embedding of a locked LiT tower).
+    # Retrieval texts per image; 0 = every caption, as big_vision's retrieval evaluator unrolls them all
+    # (evaluators/proj/image_text/retrieval.py `get_captions`); 5 = the 5k-image / 25k-caption protocol of
+    # the CLIP / ALIGN papers (COCO's Karpathy test split has a few images with 6 or 7 captions).
+    captions_per_image: int = 0
+    # Image pp per pass; empty = big_vision's: zero-shot classification `_square875`, i.e.
+    # resize(int(res/0.875))|central_crop(res) (configs/proj/image_text/common.py::get_disclf), COCO
+    # retrieval resize(res) (common.py::get_coco). LiT training reads resize(res) too (siglip_lit_coco.py's
+    # train pp without its flip_lr / randaug: the locked tower's features are computed once and cached).
+    zeroshot_pp: str = ""
+    retrieval_pp: str = ""
+    train_pp: str = ""
+    pp: str = ""  # non-empty: this pp for every image pass (overrides the three above)
+    # Image embedding: empty = big_vision's two_towers `zimg`, the image model's output: its `logits` if it
+    # has a head (SigLIP's projection) of the text embedding's size, else its `pre_logits` (the
+    # MAP-pooled embedding of a locked LiT tower).
     representation: str = ""
     image_batch_size: int = 64
     text_batch_size: int = 256
@@ -104,8 +125,56 @@ class LitZeroShotConfig:
     ckpt_every: int = 1000
 
 
-def default_pp(res: int) -> str:
+def zeroshot_default_pp(res: int) -> str:
+    # big_vision configs/proj/image_text/common.py::_square875 (get_disclf's pp_img, ReaL and v2 alike).
+    return f"decode|resize({int(res / 0.875)})|central_crop({res})|value_range(-1,1)"
+
+
+def retrieval_default_pp(res: int) -> str:
+    # big_vision configs/proj/image_text/common.py::get_coco pp_img.
     return f"decode|resize({res})|value_range(-1,1)"
+
+
+def image_pps(config, res: int) -> dict[str, str]:
+    """{"zeroshot", "retrieval", "train"} -> the image pp of that pass."""
+    out = {"zeroshot": config.zeroshot_pp or zeroshot_default_pp(res),
+           "retrieval": config.retrieval_pp or retrieval_default_pp(res),
+           "train": config.train_pp or retrieval_default_pp(res)}
+    return {k: config.pp or v for k, v in out.items()}
+
+
+def text_pipeline(config, tower) -> tuple:
+    """(tokenizer, TextPP) the task embeds texts with: for `tower` (a loaded checkpoint tower), or for a
+    tower LiT is about to train (`tower=None`: family "lit", `config.max_len`)."""
+    from harness.tokenizer import SiglipTokenizer, Tokenizer
+
+    if config.text_pp not in ("auto", "big_vision", "hf_siglip"):
+        raise HarnessError(f"text_pp {config.text_pp!r} is not one of auto, big_vision, hf_siglip")
+    own = tower.config.get("text_pp", "big_vision") if tower is not None else "lit"
+    family = own if config.text_pp == "auto" else config.text_pp
+    ckpt = (tower.config.get("checkpoint") or {}) if tower is not None else {}
+    if family == "hf_siglip":
+        if ckpt.get("format") != "hf":
+            raise HarnessError("text_pp hf_siglip needs a Hugging Face SigLIP folder as the checkpoint; use "
+                               "text_pp=big_vision or auto")
+        # The folder's processor rules; --set tokenizer swaps only the vocabulary file.
+        tokenizer = SiglipTokenizer(ckpt["path"], vocab_file=config.tokenizer or tower.config.get("tokenizer"))
+    elif config.tokenizer:
+        tokenizer = Tokenizer(config.tokenizer)
+    elif tower is not None and tower.config.get("tokenizer"):
+        tokenizer = Tokenizer(tower.config["tokenizer"])
+    else:
+        used = set(config.zeroshot_datasets) | set(config.retrieval_datasets)
+        if tower is None:
+            used.add(config.train_dataset)
+        if not all(data._base_name(d) in data.GENERATED for d in used):
+            raise HarnessError("no tokenizer: pass a sentencepiece model with --set tokenizer=PATH (the "
+                               "checkpoint's own for a two-tower checkpoint; e.g. a 32k c4_en model for LiT, as in "
+                               "the paper)")
+        tokenizer = Tokenizer(PROXY_TOKENIZER)
+    max_len = tower.max_len if tower is not None else config.max_len
+    pp = text.text_pp_for(family, tokenizer, max_len, pad_value=None if config.pad_value < 0 else config.pad_value)
+    return tokenizer, pp
 
 
 # ------------------------------------------------------------------------------------ text handling
@@ -240,6 +309,9 @@ def _captions(name: str, split: str, n: int, data_dir, per_image: int, progress:
 # ----------------------------------------------------------------------------------------- the task
 class LitZeroShot(Task):
     name = "lit_zeroshot"
+    # 2: big_vision's evaluation defaults (issue 14): the family's text pp (EOS padding), _square875 for
+    # zero-shot, every COCO caption; records of version 1 are not comparable.
+    version = "2"
     description = "LiT text tower on a locked image tower; zero-shot top-1 and COCO retrieval (paper Table 4)"
     Config = LitZeroShotConfig
     neutral_settings = ("zeroshot_datasets", "retrieval_datasets")
@@ -272,7 +344,7 @@ class LitZeroShot(Task):
             raise HarnessError(f"text_tower {config.text_tower!r} is not one of auto, checkpoint, train")
         if config.loss not in text.LOSSES:
             raise HarnessError(f"loss {config.loss!r} is not one of {', '.join(text.LOSSES)}")
-        pp = config.pp or default_pp(encoder.res)
+        pps = image_pps(config, encoder.res)
         stats: dict = {}
         metrics: dict[str, float] = {}
         timings: dict[str, float] = {}
@@ -286,12 +358,12 @@ class LitZeroShot(Task):
                                "two-tower checkpoint (SigLIP/LiT .npz as file.npz:img, or a HF SigLIP folder) "
                                "or let LiT train one (--set train_steps=N)")
         representation = config.representation or self._representation(encoder, tower)
-        tokenizer = self._tokenizer(config, tower)
-        pad_value = None if config.pad_value < 0 else config.pad_value
+        tokenizer, text_pp = text_pipeline(config, tower)
 
         if tower is None:
             t0 = time.perf_counter()
-            tower, loss = self._train(encoder, ctx, config, tokenizer, pad_value, pp, representation, stats)
+            tower, loss = self._train(encoder, ctx, config, tokenizer, text_pp, pps["train"], representation,
+                                      stats)
             metrics["lit_zeroshot/train/final_loss"] = loss
             timings["train_seconds"] = time.perf_counter() - t0
             ctx.info["text_tower"] = {**tower.config, "source": "lit"}
@@ -301,24 +373,30 @@ class LitZeroShot(Task):
                                    f"checkpoint's text tower only {tower.config['vocab_size']}; pass the "
                                    "checkpoint's own sentencepiece model with --set tokenizer=PATH")
             ctx.info["text_tower"] = {**tower.config, "source": "checkpoint"}
-            log.info("lit_zeroshot: the checkpoint's own text tower (%s), no LiT training",
-                     tower.config["checkpoint"]["path"])
+            log.info("lit_zeroshot: the checkpoint's own text tower (%s), no LiT training; text pp %s",
+                     tower.config["checkpoint"]["path"], text_pp.info())
+            hf_len = getattr(tokenizer, "model_max_length", None)
+            if text_pp.family == "hf_siglip" and hf_len and hf_len != tower.max_len:
+                log.warning("lit_zeroshot: the folder's tokenizer says model_max_length=%s but its text tower "
+                            "takes %d tokens; padding to the tower's length", hf_len, tower.max_len)
         ctx.info["tokenizer"] = tokenizer.model_path
+        ctx.info["text_pp"] = text_pp.info()
         ctx.info["representation"] = representation
 
         def embed_texts(texts, desc="text"):
-            ids = text.tokenize(tokenizer, texts, tower.max_len, pad_value=pad_value)
-            return tower.embed(ids, batch_size=config.text_batch_size, progress=ctx.progress, desc=desc)
+            return text.embed_texts(tower, tokenizer, text_pp, texts, batch_size=config.text_batch_size,
+                                    progress=ctx.progress, desc=desc)
 
         t0 = time.perf_counter()
         templates = prompt_templates(config.prompt_templates)
         for ds in config.zeroshot_datasets:
             metrics[f"lit_zeroshot/{ds}/top1"] = self._zeroshot(
-                encoder, ctx, config, ds, pp, representation, templates, embed_texts, stats)
+                encoder, ctx, config, ds, pps["zeroshot"], representation, templates, embed_texts, stats)
         timings["zeroshot_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for ds in config.retrieval_datasets:
-            metrics.update(self._retrieval(encoder, ctx, config, ds, pp, representation, embed_texts, stats))
+            metrics.update(self._retrieval(encoder, ctx, config, ds, pps["retrieval"], representation, embed_texts,
+                                           stats))
         timings["retrieval_seconds"] = time.perf_counter() - t0
         timings["extract_seconds"] = sum(e["seconds"] for e in stats.get("extract", []))
         timings["task_seconds"] = time.perf_counter() - t_start
@@ -346,24 +424,9 @@ class LitZeroShot(Task):
         raise HarnessError(f"the text tower embeds into {want} dimensions but the image tower's outputs have "
                            f"{sizes}; pick the right image sub-tree or pass --set representation=...")
 
-    @staticmethod
-    def _tokenizer(config: LitZeroShotConfig, tower):
-        from harness.tokenizer import Tokenizer
-
-        if config.tokenizer:
-            return Tokenizer(config.tokenizer)
-        if tower is not None and tower.config.get("tokenizer"):
-            return Tokenizer(tower.config["tokenizer"])
-        used = set(config.zeroshot_datasets) | set(config.retrieval_datasets)
-        if tower is None:
-            used.add(config.train_dataset)
-        if all(data._base_name(d) in data.GENERATED for d in used):
-            return Tokenizer(PROXY_TOKENIZER)
-        raise HarnessError("no tokenizer: pass a sentencepiece model with --set tokenizer=PATH (the checkpoint's "
-                           "own for a two-tower checkpoint; e.g. a 32k c4_en model for LiT, as in the paper)")
-
     def _image_embeddings(self, encoder, ctx, config, ds, split, pp, representation, stats, cap, role) -> dict:
-        # The same keys for every use of a split (zero-shot and retrieval share one cache entry).
+        # The same keys for every use of a split; the pp is part of the cache key, so zero-shot (_square875)
+        # and retrieval (resize) on one split are two entries.
         info = data.get_info(ds)
         keys = (info.label_key,) if info.label_key and not _label_is_set(ds, ctx.data_dir) else ()
         feats = extract(encoder, ds, split, pp=pp, cache_dir=ctx.cache_dir, data_dir=ctx.data_dir,
@@ -372,7 +435,7 @@ class LitZeroShot(Task):
         ctx.note_dataset(ds, split, len(feats["index"]), pp, role=role)
         return feats
 
-    def _train(self, encoder, ctx, config, tokenizer, pad_value, pp, representation, stats):
+    def _train(self, encoder, ctx, config, tokenizer, text_pp, pp, representation, stats):
         import jax
 
         from harness.optim import cosine_schedule, make_optimizer
@@ -394,7 +457,8 @@ class LitZeroShot(Task):
         if n_img < config.batch_size:
             raise HarnessError(f"LiT: {ds}/{split} has {n_img} images, fewer than batch_size={config.batch_size}; "
                                "lower batch_size")
-        tokens = text.tokenize(tokenizer, texts, config.max_len, pad_value=pad_value)
+        # Trained and later evaluated under the same text pp ("lit": big_vision's rule, EOS padding).
+        tokens = text.tokenize_pp(tokenizer, texts, text_pp)
         # Captions of image i are tokens[starts[i]:starts[i] + counts[i]] (owner is sorted by image).
         counts = np.bincount(owner, minlength=n_img)
         if (counts == 0).any():

@@ -306,8 +306,16 @@ def test_task_trains_then_reloads_its_two_tower_checkpoint(env):
     assert roles["lit_train"] == 48 and roles["zeroshot_test"] == 24 and roles["retrieval_captions"] == 120
     assert len(rec["per_example"][f"lit_zeroshot/{ds}/top1"]) == 24
     assert len(rec["per_example"][f"lit_zeroshot/{ds}/t2i_recall@1"]) == 120
-    # The test split's features are computed once: zero-shot and retrieval share the cache entry.
-    assert sum(e["computed_images"] for e in rec["info"]["feature_extraction"]) == 48 + 24
+    # Each pass has big_vision's image pp (32 px: _square875 is resize(36)|central_crop(32)); the pp is in
+    # the cache key, so zero-shot and retrieval on the test split are two entries.
+    pps = {d["role"]: d["pp"] for d in rec["datasets"]}
+    assert pps["zeroshot_test"] == "decode|resize(36)|central_crop(32)|value_range(-1,1)"
+    assert pps["retrieval_test"] == pps["lit_train"] == "decode|resize(32)|value_range(-1,1)"
+    assert sum(e["computed_images"] for e in rec["info"]["feature_extraction"]) == 48 + 24 + 24
+    # The text pp it trained and evaluated with: big_vision's rule, padded with EOS (the proxy model's 1).
+    assert rec["info"]["text_pp"] == {"family": "lit", "max_len": 24, "pad_id": 1, "eos": "sticky",
+                                      "lower": "ascii", "canonicalize": False}
+    assert rec["task"]["version"] == "2"
 
     # The written two-tower checkpoint evaluates directly: no training, the same numbers.
     saved = rec["artifacts"]["lit_checkpoint"]
@@ -315,6 +323,7 @@ def test_task_trains_then_reloads_its_two_tower_checkpoint(env):
     m2 = {k: v["value"] for k, v in rec2["metrics"].items()}
     assert "lit_training" not in rec2["info"] and rec2["info"]["text_tower"]["source"] == "checkpoint"
     assert "lit_zeroshot/train/final_loss" not in m2
+    assert rec2["info"]["text_pp"] == {**rec["info"]["text_pp"], "family": "big_vision"}  # the same rule
     for k in expected - {"lit_zeroshot/train/final_loss"}:
         assert m2[k] == pytest.approx(m[k], abs=1e-6), k
 
@@ -335,13 +344,14 @@ def test_task_matches_an_independent_zero_shot_computation(env):
                  "a {} in a video game", "art of the {}", "a photo of the small {}", "{}"]
     zc = []
     for n in names:
-        z = tower.embed(tok.encode([t.format(n) for t in templates], 24, eos="sticky"))
+        # big_vision's SigLIP text pp: sticky EOS, padded with EOS.
+        z = tower.embed(tok.encode([t.format(n) for t in templates], 24, eos="sticky", pad_id=tok.eos_id))
         z = z / np.linalg.norm(z, axis=1, keepdims=True)
         m = z.mean(0)
         zc.append(m / np.linalg.norm(m))
     images, labels = [], []
-    for b in data.iterate("proxy_scenes/tiny", "test", batch_size=24, pp="decode|resize(32)|value_range(-1,1)",
-                          data_dir=env["data_dir"]):
+    pp = "decode|resize(36)|central_crop(32)|value_range(-1,1)"  # _square875 at 32 px
+    for b in data.iterate("proxy_scenes/tiny", "test", batch_size=24, pp=pp, data_dir=env["data_dir"]):
         images.append(b["image"][b["_mask"]])
         labels.append(b["label"][b["_mask"]])
     zi = enc.features(np.concatenate(images), ["pre_logits"])["pre_logits"]
@@ -362,27 +372,26 @@ def test_task_user_errors(env):
         run(env, loss="hinge")
 
 
-def test_hf_two_tower_runs_the_task_without_training(env, tmp_path):
-    """A HF SigLIP folder evaluates directly with the sentencepiece model shipped in it; a tokenizer larger
-    than its 64-piece vocabulary is refused."""
-    import shutil
-
-    import sentencepiece as spm
-
+def test_hf_two_tower_runs_the_task_without_training(env):
+    """A HF SigLIP folder evaluates directly with its own tokenizer files under its processor's text pp; a
+    tokenizer larger than its vocabulary is refused."""
+    folder = HF / "two_tower_spm"
     with pytest.raises(HarnessError, match="pieces"):
-        run(env, ckpt=str(HF / "two_tower"), tokenizer=str(lz.PROXY_TOKENIZER))
-    folder = tmp_path / "siglip"
-    shutil.copytree(HF / "two_tower", folder)
-    from harness.datasets.proxy_scenes import CLASS_NAMES
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(list(CLASS_NAMES) * 4 + ["a photo of the large"] * 4),
-                                   model_prefix=str(folder / "spiece"), vocab_size=18, model_type="word",
-                                   minloglevel=2)
-    rec, _, _ = run(env, ckpt=str(folder), retrieval_datasets="", prompt_templates="class_name_only")
+        run(env, ckpt=str(folder), tokenizer=str(lz.PROXY_TOKENIZER))
+    rec, _, _ = run(env, ckpt=str(folder), prompt_templates="class_name_only")
     assert rec["info"]["text_tower"]["source"] == "checkpoint" and "lit_training" not in rec["info"]
     assert rec["info"]["tokenizer"] == str(folder / "spiece.model")
+    assert rec["info"]["text_pp"] == {"family": "hf_siglip", "max_len": 16, "pad_id": 1, "eos": "sticky",
+                                      "lower": "unicode", "canonicalize": True}
     assert rec["info"]["representation"] == "pre_logits"  # HF's vision pooler output, the MAP head's
-    top1 = rec["metrics"]["lit_zeroshot/proxy_scenes/tiny/top1"]["value"]
-    assert 0 <= top1 <= 100 and len(rec["per_example"]["lit_zeroshot/proxy_scenes/tiny/top1"]) == 24
+    ds = "proxy_scenes/tiny"
+    top1 = rec["metrics"][f"lit_zeroshot/{ds}/top1"]["value"]
+    assert 0 <= top1 <= 100 and len(rec["per_example"][f"lit_zeroshot/{ds}/top1"]) == 24
+    assert len(rec["per_example"][f"lit_zeroshot/{ds}/t2i_recall@1"]) == 120  # every caption (5 per image)
+    # --set overrides: big_vision's rule on the same folder, or another pad id; both recorded.
+    rec2, _, _ = run(env, ckpt=str(folder), prompt_templates="class_name_only", retrieval_datasets="",
+                     text_pp="big_vision", pad_value="0")
+    assert rec2["info"]["text_pp"]["family"] == "big_vision" and rec2["info"]["text_pp"]["pad_id"] == 0
 
 
 @pytest.mark.skipif(not PROXY_CKPT.exists(), reason="proxy checkpoint not built yet")

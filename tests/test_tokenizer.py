@@ -136,3 +136,12 @@ def test_bad_arguments(tok):
         tok.encode("a cat", 4)
     with pytest.raises(HarnessError, match="no BOS"):
         tok.encode(["a"], 4, add_bos=True)
+
+
+def test_pad_id_pads_after_the_eos(tok):
+    # big_vision's pad_value=1 with a T5-style model: EOS, then EOS padding ("a" -> [2, 1, 1]).
+    ids = tok.encode(["a cat"], 10, pad_id=tok.eos_id)[0]
+    n = len(_pieces(tok, "a cat"))
+    assert (ids[n:] == tok.eos_id).all() and (ids[:n] != tok.eos_id).all()
+    np.testing.assert_array_equal(tok.encode(["a cat"], 10, pad_id=tok.pad_id), tok.encode(["a cat"], 10))
+    assert (tok.encode(["a cat"], 10, eos="no", pad_id=7)[0, n:] == 7).all()

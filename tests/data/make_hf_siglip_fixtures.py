@@ -15,6 +15,14 @@ reloaded with `from_pretrained`, to io.npz.
 vision tower as a `SiglipVisionModel` again, which 4.x writes with a
 `vision_model.` key prefix (5.x writes none), then checks that folder
 reproduces the vision outputs in io.npz.
+
+`--text_pp` mode (transformers 5.x): a second tiny `SiglipModel` whose text
+tower covers a small sentencepiece model trained here (case-sensitive, T5's
+ids: pad 0, eos 1, unk 2), saved with `save_pretrained` next to that model and
+a `SiglipProcessor`'s tokenizer / image-processor files in two_tower_spm/; then
+`SiglipProcessor(text=PROMPTS, padding="max_length", truncation=True)` on real
+CLIP-template prompts and the text embeddings `SiglipModel` computes from those
+tokens go to text_pp_io.npz (+ text_pp.json). The other folders are untouched.
 """
 
 from __future__ import annotations
@@ -205,15 +213,195 @@ def build_legacy_vision(out_dir: str, legacy_dir: str) -> None:
         print(k, "max abs diff vs io.npz", diff)
 
 
+# ------------------------------------------------------------------ --text_pp
+# Real zero-shot prompts: CLIP templates filled with ImageNet class names, with
+# capitals, punctuation, a non-ASCII capital and letters the vocabulary lacks,
+# repeated whitespace, and two longer than the tower's 16 tokens.
+PROMPTS = [
+    "a photo of a goldfish.",
+    "a bad photo of the Great White Shark.",
+    "itap of a tench",
+    "a photo of the large kite (bird of prey).",
+    "a low resolution photo of a Yorkshire Terrier!",
+    "a sculpture of a red-breasted merganser.",
+    "art of the toilet paper",
+    "a close-up photo of a St. Bernard.",
+    "a origami hen",
+    "A Photo Of A Caf\u00e9 In Z\u00fcrich, \u00c9COLE.",
+    "a black and white photo of the American alligator, Alligator "
+    "mississippiensis, lying on a muddy river bank next to a small boat",
+    "there are  two   dogs,\tplaying in the snow",
+]
+# Token ids only (no embeddings): corner cases of the tokenizer itself.
+EDGE_TEXTS = [
+    "", " ", "   leading and trailing   ", "???", "a dog</s>", "</s>",
+    "a </s> dog", "a <unk> dog", "the \u2581 cat", "\u2581a dog", "a\nnewline",
+    "UPPER CASE ONLY", "don't stop-believing", "x" * 40,
+    "one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen",
+]
+SPM_VOCAB = 256
+TEXT_PP_LENGTH = 16
+TEXT_PP_SEED = 1
+VISION_SPM = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=4,
+                  intermediate_size=32, image_size=8, patch_size=4)
+TEXT_SPM = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=32,
+                max_position_embeddings=TEXT_PP_LENGTH,
+                pad_token_id=1, bos_token_id=2, eos_token_id=1,
+                projection_size=16)
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                      "harness", "assets")
+
+
+def _asset_lines(name: str) -> list[str]:
+    with open(os.path.join(ASSETS, name), encoding="utf-8") as f:
+        return [ln.rstrip("\n") for ln in f
+                if ln.strip() and not ln.startswith("#")]
+
+
+def spm_corpus() -> list[str]:
+    """CLIP's 80 templates x the first 40 CLIP ImageNet names, every 7th line
+    title-cased (so capitals are in the vocabulary: a tokenizer that does not
+    lower-case gets other ids, not just <unk>). No accented letters: they stay
+    unknown."""
+    names = _asset_lines("clip_imagenet_class_names.txt")[:40]
+    lines = []
+    for i, (t, n) in enumerate((t, n) for n in names
+                               for t in _asset_lines("clip_paper_templates.txt")):
+        line = t.replace("{}", n)
+        lines.append(line.title() if i % 7 == 0 else line)
+    return lines
+
+
+def train_spm() -> bytes:
+    """A unigram model with T5's special ids (pad 0, eos 1, unk 2, no bos)
+    and no case folding (identity normaliser), like c4_en. One thread and a
+    fixed input order: deterministic."""
+    import io
+
+    import sentencepiece as spm
+
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(spm_corpus()), model_writer=out,
+        model_type="unigram", vocab_size=SPM_VOCAB, hard_vocab_limit=False,
+        normalization_rule_name="identity", character_coverage=1.0,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
+        shuffle_input_sentence=False, minloglevel=2)
+    return out.getvalue()
+
+
+def build_text_pp(out_dir: str) -> None:
+    """two_tower_spm/ (model + processor files) and text_pp_io.npz."""
+    import tempfile
+
+    import sentencepiece
+    import torch
+    import transformers
+    from transformers import (SiglipConfig, SiglipImageProcessor, SiglipModel,
+                              SiglipProcessor, SiglipTokenizer)
+
+    folder = os.path.join(out_dir, "two_tower_spm")
+    with tempfile.TemporaryDirectory() as tmp:
+        spm_path = os.path.join(tmp, "spiece.model")
+        with open(spm_path, "wb") as f:
+            f.write(train_spm())
+        vocab = sentencepiece.SentencePieceProcessor(
+            model_file=spm_path).get_piece_size()
+        # model_input_names=["input_ids"]: the processor returns no attention
+        # mask, so the text tower runs unmasked, as big_vision's does.
+        tokenizer = SiglipTokenizer(vocab_file=spm_path,
+                                    model_max_length=TEXT_PP_LENGTH,
+                                    model_input_names=["input_ids"])
+        image_processor = SiglipImageProcessor(
+            size={"height": VISION_SPM["image_size"],
+                  "width": VISION_SPM["image_size"]})
+        SiglipProcessor(image_processor=image_processor,
+                        tokenizer=tokenizer).save_pretrained(folder)
+
+    config = SiglipConfig(vision_config=VISION_SPM,
+                          text_config=dict(TEXT_SPM, vocab_size=vocab))
+    torch.manual_seed(TEXT_PP_SEED)
+    model = SiglipModel(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(PERTURB_STDDEV * torch.randn_like(param))
+        model.logit_scale.fill_(LOGIT_SCALE)
+        model.logit_bias.fill_(LOGIT_BIAS)
+    model.save_pretrained(folder)
+
+    processor = SiglipProcessor.from_pretrained(folder)
+    enc = processor(text=PROMPTS, padding="max_length", truncation=True,
+                    return_tensors="pt")
+    assert list(enc.keys()) == ["input_ids"], list(enc.keys())
+    input_ids = enc["input_ids"]
+    # Without truncation=True, padding="max_length" does not cut: a longer
+    # text stays longer than the tower (HF's zero-shot pipeline passes
+    # truncation=True for SigLIP).
+    lengths = [len(r) for r in processor(text=PROMPTS, padding="max_length")[
+        "input_ids"]]
+    edge = processor(text=EDGE_TEXTS, padding="max_length", truncation=True,
+                     return_tensors="pt")["input_ids"]
+
+    reloaded = SiglipModel.from_pretrained(folder,
+                                           attn_implementation="eager").eval()
+    pixels = torch.zeros(1, 3, VISION_SPM["image_size"],
+                         VISION_SPM["image_size"])
+    with torch.no_grad():
+        out = reloaded(input_ids=input_ids, pixel_values=pixels)
+        sdpa = SiglipModel.from_pretrained(
+            folder, attn_implementation="sdpa").eval()(
+                input_ids=input_ids, pixel_values=pixels)
+    sdpa_diff = float((sdpa.text_embeds - out.text_embeds).abs().max())
+    assert sdpa_diff < 1e-5, sdpa_diff
+
+    arrays = {
+        "input_ids": input_ids.numpy().astype(np.int32),
+        "text_pooler_output":
+            out.text_model_output.pooler_output.numpy().astype(np.float32),
+        "text_embeds": out.text_embeds.numpy().astype(np.float32),
+        "edge_input_ids": edge.numpy().astype(np.int32),
+    }
+    np.savez(os.path.join(out_dir, "text_pp_io.npz"), **arrays)
+    meta = {
+        "transformers": transformers.__version__, "torch": torch.__version__,
+        "sentencepiece": sentencepiece.__version__,
+        "seed": TEXT_PP_SEED, "perturb_stddev": PERTURB_STDDEV,
+        "vision_config": VISION_SPM, "text_config": dict(TEXT_SPM,
+                                                         vocab_size=vocab),
+        "spm_vocab_size": vocab,
+        "processor_call": 'SiglipProcessor.from_pretrained(two_tower_spm)'
+                          '(text=PROMPTS, padding="max_length", '
+                          'truncation=True, return_tensors="pt")',
+        "prompts": PROMPTS, "edge_texts": EDGE_TEXTS,
+        "lengths_without_truncation": lengths,
+        "attn_implementation": "eager",
+        "max_abs_diff_eager_vs_sdpa": sdpa_diff,
+        "files": sorted(os.listdir(folder)),
+        "arrays": {k: f"{v.dtype}{list(v.shape)}" for k, v in arrays.items()},
+    }
+    with open(os.path.join(out_dir, "text_pp.json"), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True, ensure_ascii=False)
+        f.write("\n")
+    for k, v in arrays.items():
+        print(k, v.shape, v.dtype)
+    print("lengths without truncation", lengths)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "hf_siglip"))
     parser.add_argument("--legacy_vision", metavar="DIR", default=None,
                         help="transformers 4.x: write the vision tower here")
+    parser.add_argument("--text_pp", action="store_true",
+                        help="write two_tower_spm/ and text_pp_io.npz only")
     args = parser.parse_args()
     if args.legacy_vision:
         build_legacy_vision(args.out, args.legacy_vision)
+    elif args.text_pp:
+        build_text_pp(args.out)
     else:
         os.makedirs(args.out, exist_ok=True)
         build(args.out)

@@ -1,8 +1,9 @@
 """`harness pretrain`: supervised pretraining of an encoder from scratch (the proxy checkpoint's origin).
 
 The recipe is the upstream one of the paper in miniature: a ViT with a MAP head trained with sigmoid
-cross-entropy on image labels (head bias initialised to -6.9 as big_vision does for sigmoid losses), AdamW
-with a cosine schedule and linear warm-up, flips (or the inception crop: `--set augment=inception`). The result is saved as a big_vision
+cross-entropy on image labels (head bias initialised to -6.9 as big_vision does for sigmoid losses), Adam
+with big_vision's decoupled weight decay on the kernels (`harness.optim`, as `configs/vit_i1k.py`), a cosine
+schedule and linear warm-up, flips (or the inception crop: `--set augment=inception`). The result is saved as a big_vision
 `.npz`, so everything downstream treats it like any public checkpoint.
 """
 
@@ -38,6 +39,8 @@ class PretrainConfig:
     steps: int = 2000
     batch_size: int = 64
     lr: float = 3e-3
+    # big_vision's `wd` (wd * kernel after the lr, harness.optim): configs/vit_i1k.py `config.wd`. The
+    # committed proxy checkpoint was made before, with optax.adamw(weight_decay=1e-4): lr * 1e-4 on every leaf.
     weight_decay: float = 1e-4
     warmup_steps: int = 200
     grad_clip: float = 1.0
@@ -81,11 +84,11 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, data_dir: str | None = Non
              ckpt_dir: str | Path | None = None) -> dict:
     import jax
     import jax.numpy as jnp
-    import optax
 
     from harness.checkpoints import save_npz
     from harness.encoder import build_model, resolve_config
-    from harness.train import cosine_schedule, fit
+    from harness.optim import cosine_schedule, make_optimizer
+    from harness.train import fit
 
     data.require_prepared(cfg.dataset, data_dir)
     info = data.get_info(cfg.dataset)
@@ -96,8 +99,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path, *, data_dir: str | None = Non
     model = build_model({**enc_cfg, "head_zeroinit": True})
     params = jax.jit(model.init)(jax.random.PRNGKey(cfg.seed), jnp.zeros((1, cfg.res, cfg.res, 3)))["params"]
     params["head"]["bias"] = jnp.full_like(params["head"]["bias"], -6.9)
-    sched = cosine_schedule(cfg.lr, cfg.steps, cfg.warmup_steps)
-    tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(sched, weight_decay=cfg.weight_decay))
+    # configs/vit_i1k.py: `optax_name` scale_by_adam, grad_clip_norm 1.0, cosine schedule with warm-up.
+    tx = make_optimizer("adam", lr=cfg.lr, wd=cfg.weight_decay, grad_clip_norm=cfg.grad_clip,
+                        schedule=cosine_schedule(cfg.steps, cfg.warmup_steps))
 
     def loss_fn(params, batch, rng):
         logits, _ = model.apply({"params": params}, batch["image"], train=True, rngs={"dropout": rng})

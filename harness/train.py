@@ -34,14 +34,6 @@ class FitResult:
     resumed_from: int = 0
 
 
-def cosine_schedule(lr: float, total_steps: int, warmup_steps: int = 0, end_lr: float = 0.0):
-    """Linear warm-up to `lr`, then cosine decay to `end_lr` (big_vision's default schedule shape)."""
-    import optax
-
-    warmup_steps = int(min(warmup_steps, max(total_steps - 1, 0)))
-    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, max(total_steps, warmup_steps + 1), end_lr)
-
-
 def _save_state(ckpt_dir: Path, step: int, params, opt_state, extra: dict | None = None):
     """Writes `state-<step>` next to the previous one, then moves the `LATEST` pointer: a crash at any
     point leaves a complete older checkpoint.

@@ -163,3 +163,16 @@ def test_unknown_optimizer_and_bad_kwargs_are_one_line_errors():
         optim.make_optimizer("lamb", lr=1e-3, schedule=optim.cosine_schedule(10))
     with pytest.raises(HarnessError, match="optimizer adam"):
         optim.make_optimizer("adam", lr=1e-3, schedule=optim.cosine_schedule(10), beta2=0.9)
+
+
+def test_lit_optimiser_defaults_are_siglip_lit_cocos():
+    """LiT's optimiser settings against big_vision's own LiT config (tests/data/bv_configs.json, made by
+    make_bv_config_fixtures.py from configs/proj/image_text/siglip_lit_coco.py::get_config())."""
+    from tasks.lit_zeroshot import LitZeroShotConfig
+
+    bv = json.loads((Path(__file__).parent / "data" / "bv_configs.json").read_text())["siglip_lit_coco"]
+    ours = LitZeroShotConfig()
+    assert {"scale_by_adam": "adam", "big_vision.scale_by_adafactor": "adafactor"}[bv["optax_name"]] == ours.optimizer
+    assert "optax" not in bv  # no b1 / b2 / eps overrides: optax's defaults, as make_optimizer's
+    assert (ours.lr, ours.weight_decay, ours.grad_clip_norm) == (bv["lr"], bv["wd"], bv["grad_clip_norm"])
+    assert bv["schedule"][-1][1]["decay_type"] == "cosine"

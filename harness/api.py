@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any, ClassVar
@@ -83,6 +84,19 @@ class Task:
 
 
 # ------------------------------------------------------------------------------------------ configs
+def _type_words(typ) -> str:
+    """How a setting's type reads in an error: "an integer", "a comma-separated list of numbers", ..."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in (tuple, list):
+        inner = _type_words(args[0] if args else str).split(" ", 1)[-1]
+        return f"a comma-separated list of {inner}s"
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        words = [_type_words(a) for a in args if a is not type(None)]
+        return " or ".join(words) + (" or none" if type(None) in args else "")
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        typ, getattr(typ, "__name__", str(typ)))
+
+
 def _coerce(value: str, typ, key: str):
     """Parses a `--set key=value` string into the field's declared type."""
     origin = typing.get_origin(typ)
@@ -90,15 +104,14 @@ def _coerce(value: str, typ, key: str):
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         if value.lower() in ("none", "null") and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, key)
-            except HarnessError as e:
-                errors.append(str(e))
-        raise HarnessError(errors[0] if errors else f"bad value for {key}: {value!r}")
+            except HarnessError:
+                pass
+        raise HarnessError(f"--set {key}={value}: expected {_type_words(typ)}")
     try:
         if typ is bool:
             if value.lower() in ("1", "true", "yes", "on"):
@@ -118,13 +131,14 @@ def _coerce(value: str, typ, key: str):
             return (tuple if origin is tuple else list)(_coerce(v, inner, key) for v in items)
         if origin is dict or typ is dict:
             return json.loads(value)
-    except (ValueError, json.JSONDecodeError):
-        raise HarnessError(f"--set {key}={value}: expected {getattr(typ, '__name__', typ)}") from None
+    except (ValueError, json.JSONDecodeError, HarnessError):
+        raise HarnessError(f"--set {key}={value}: expected {_type_words(typ)}") from None
     return value
 
 
 def make_config(task: Task, preset: str | None = None, overrides: dict[str, str] | None = None):
-    """The task's config: paper defaults, then the preset, then `--set` overrides (strings, parsed)."""
+    """The task's config: paper defaults, then the preset, then `--set` overrides (strings, parsed), then
+    `validate_config`: a setting that would make garbage is an error here, before any data is read."""
     if preset and preset not in task.presets:
         raise HarnessError(f"task {task.name!r} has no preset {preset!r}; presets: {', '.join(task.presets) or 'none'}")
     fields = {f.name: f for f in dataclasses.fields(task.Config)}
@@ -138,7 +152,122 @@ def make_config(task: Task, preset: str | None = None, overrides: dict[str, str]
                                + (f" (did you mean {close[0]!r}?)" if close else "")
                                + f"; settings: {', '.join(fields)}")
         values[key] = _coerce(raw, hints[key], key) if isinstance(raw, str) else raw
-    return task.Config(**values)
+    config = task.Config(**values)
+    validate_config(config, task.name)
+    return config
+
+
+# --------------------------------------------------------------------------------------- validation
+def shown(value) -> str:
+    """A setting's value as one would write it after `--set key=`."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(shown(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def bad_setting(name: str, value, allowed: str) -> HarnessError:
+    """The one-line error for a setting: which, its value, what is allowed."""
+    return HarnessError(f"setting {name}={shown(value)} {allowed}")
+
+
+def check_range(config, name: str, *, low=None, high=None, low_open: bool = False, high_open: bool = False,
+                allow: tuple = ()) -> None:
+    """Every value of setting `name` (a number or a list of numbers) lies in [low, high] (an open end with
+    `*_open`); values in `allow` (e.g. 0 for "off", None for "the paper's choice") pass as they are."""
+    if not hasattr(config, name):  # a field renamed or removed since the rule was written: moot
+        return
+    value = getattr(config, name)
+    for v in (value if isinstance(value, (tuple, list)) else (value,)):
+        if v in allow:
+            continue
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (low is None or (v > low if low_open else v >= low))
+        ok = ok and (high is None or (v < high if high_open else v <= high))
+        if not ok:
+            parts = []
+            if low is not None:
+                parts.append(f"{'>' if low_open else '>='} {low}")
+            if high is not None:
+                parts.append(f"{'<' if high_open else '<='} {high}")
+            extra = "".join(f" or {shown(a) if a is not None else 'none'}" for a in allow)
+            each = "each value " if isinstance(value, (tuple, list)) else ""
+            got = f" (got {shown(v)})" if isinstance(value, (tuple, list)) else ""
+            raise bad_setting(name, value, f"is out of range{got}: {each}must be {' and '.join(parts)}{extra}")
+
+
+def check_choice(config, name: str, choices) -> None:
+    """Setting `name` (or each of its values) is one of `choices`."""
+    if not hasattr(config, name):  # a field renamed or removed since the rule was written: moot
+        return
+    value = getattr(config, name)
+    for v in (value if isinstance(value, (tuple, list)) else (value,)):
+        if v not in choices:
+            raise bad_setting(name, value, f"is not one of {', '.join(shown(c) for c in choices)}")
+
+
+def check_unique(config, name: str) -> None:
+    """No value twice in list setting `name` (metric names are made from them and would collide)."""
+    if not hasattr(config, name):  # a field renamed or removed since the rule was written: moot
+        return
+    value = getattr(config, name)
+    twice = sorted({shown(v) for v in value if list(value).count(v) > 1})
+    if twice:
+        raise bad_setting(name, value, f"lists {', '.join(twice)} more than once; give each value once")
+
+
+def check_pp(config, name: str) -> None:
+    """Setting `name` is empty (the task's default) or a pp string that parses (no data is touched)."""
+    if not hasattr(config, name):  # a field renamed or removed since the rule was written: moot
+        return
+    value = getattr(config, name)
+    if value:
+        from harness.preprocess import Preprocess
+
+        try:
+            Preprocess(value)
+        except HarnessError as e:
+            raise HarnessError(f"setting {name}: {e}") from None
+
+
+def _float_values(value, typ) -> list:
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if typ is float:
+        return [value]
+    if origin in (tuple, list) and args and args[0] is float:
+        return list(value)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and float in args:
+        return [value] if isinstance(value, float) else []
+    return []
+
+
+def validate_config(config, task_name: str = "") -> None:
+    """Generic checks from the type hints, then the Config's own `validate()` rules.
+
+    Generic: a list setting may not be empty (a Config names the lists where empty means "none" in its
+    `may_be_empty` attribute), and no float may be NaN or infinite. Each error is one line naming the task,
+    the setting and what is allowed."""
+    hints = typing.get_type_hints(type(config))
+    may_be_empty = set(getattr(config, "may_be_empty", ()))
+    prefix = f"{task_name}: " if task_name else ""
+    try:
+        for f in dataclasses.fields(config):
+            value, typ = getattr(config, f.name), hints.get(f.name)
+            if typing.get_origin(typ) in (tuple, list) and isinstance(value, (tuple, list)) and not value \
+                    and f.name not in may_be_empty:
+                example = f" (e.g. {f.name}={shown(f.default[:3])})" if isinstance(f.default, (tuple, list)) \
+                    and f.default else ""
+                raise bad_setting(f.name, value, f"is empty; give at least one value{example}")
+            for v in _float_values(value, typ):
+                if isinstance(v, (int, float)) and not math.isfinite(v):
+                    default = "" if f.default is dataclasses.MISSING else f" (default {shown(f.default)})"
+                    raise bad_setting(f.name, value, f"is not a finite number; give a finite value{default}")
+        own = getattr(config, "validate", None)
+        if callable(own):
+            own()
+    except HarnessError as e:
+        raise HarnessError(prefix + str(e)) from None
 
 
 def config_dict(config) -> dict:

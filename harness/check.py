@@ -18,7 +18,8 @@ amount, which is, first match wins:
    "nats"; else 1% of |baseline|.
 
 Values are compared on the stored scale (CIDEr raw). A baseline metric missing from a row, or with no
-value, fails. Metrics the baseline does not list are not checked. Being better never fails.
+value, fails, and so does a NaN or infinite value in the run (it cannot be compared); a baseline whose
+value, tolerance or band is not finite is an error (exit 2), never a pass. Metrics the baseline does not list are not checked. Being better never fails.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -49,7 +51,7 @@ class CheckRow:
     delta: float | None  # value - baseline
     allowed: float  # how much worse than the baseline is still a pass
     rule: str  # where `allowed` came from
-    status: str  # "ok", "better", "REGRESSED", "MISSING"
+    status: str  # "ok", "better", "REGRESSED", "MISSING", "NOT FINITE"
 
 
 @dataclasses.dataclass
@@ -60,11 +62,13 @@ class Regression:
     value: float | None  # None: missing from the run or no value
     delta: float | None
     allowed: float
-    reason: str  # "worse" or "missing"
+    reason: str  # "worse", "missing" or "not finite"
 
     def describe(self) -> str:
         if self.value is None:
             return f"{self.name} (missing in {self.checkpoint})"
+        if not math.isfinite(self.value):
+            return f"{self.name} ({self.checkpoint}: the run's value is {self.value}, which cannot be compared)"
         return (f"{self.name} ({self.checkpoint}: {self.baseline:.4g} -> {self.value:.4g}, "
                 f"delta {self.delta:+.4g}, allowed {self.allowed:.4g})")
 
@@ -170,9 +174,23 @@ def validate_baseline(doc, where: str) -> dict:
     for metric, m in metrics.items():
         if not isinstance(m, dict) or not isinstance(m.get("value"), (int, float)) or isinstance(m["value"], bool):
             raise HarnessError(f"{where}: metric {metric!r} has no numeric 'value'; fix or regenerate the baseline")
-        if "tolerance" in m and not (isinstance(m["tolerance"], (int, float)) and m["tolerance"] >= 0):
-            raise HarnessError(f"{where}: metric {metric!r} has a bad tolerance {m['tolerance']!r}; use a number >= 0")
+        # A gate must never pass on a value it cannot compare: every comparison with NaN is False.
+        if not math.isfinite(m["value"]):
+            raise HarnessError(f"{where}: metric {metric!r} has the value {m['value']}, not a finite number; "
+                               "fix or regenerate the baseline from a good run")
+        if "tolerance" in m and not (_is_number(m["tolerance"]) and 0 <= m["tolerance"] < math.inf):
+            raise HarnessError(f"{where}: metric {metric!r} has a bad tolerance {m['tolerance']!r}; use a finite "
+                               "number >= 0")
+        ci = m.get("ci95")
+        if ci is not None and not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
+                _is_number(x) and math.isfinite(x) for x in ci)):
+            raise HarnessError(f"{where}: metric {metric!r} has a bad ci95 {ci!r}; use [low, high] finite numbers "
+                               "or drop it")
     return doc
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def load_baseline(spec: str | Path) -> dict:
@@ -240,8 +258,8 @@ def check(records: Sequence[dict], baseline: dict, *, tolerance: float | None = 
     from harness import report
 
     for flag, v in (("--tolerance", tolerance), ("--rel-tolerance", rel_tolerance)):
-        if v is not None and not v >= 0:
-            raise HarnessError(f"{flag} {v}: must be a number >= 0")
+        if v is not None and not 0 <= v < math.inf:
+            raise HarnessError(f"{flag} {v}: must be a finite number >= 0")
     validate_baseline(baseline, "baseline")
     rows, cells, meta = report.collect(records)
     rows = [r for r in rows if r.kind == "run"]
@@ -262,6 +280,10 @@ def check(records: Sequence[dict], baseline: dict, *, tolerance: float | None = 
             if cell is None or cell.value is None:
                 out.append(CheckRow(row.name, metric, unit, hib, base, None, None, allowed, rule, "MISSING"))
                 regressions.append(Regression(row.name, metric, base, None, None, allowed, "missing"))
+                continue
+            if not math.isfinite(cell.value):
+                out.append(CheckRow(row.name, metric, unit, hib, base, cell.value, None, allowed, rule, "NOT FINITE"))
+                regressions.append(Regression(row.name, metric, base, cell.value, None, allowed, "not finite"))
                 continue
             delta = cell.value - base
             worse_by = -delta if hib else delta

@@ -3,8 +3,10 @@ commands, so `harness --help` answers at once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -12,6 +14,67 @@ from harness.errors import HarnessError
 from harness.runtime import ENV_CPU_DEVICES, parse_cpu_devices, use_cpu_devices
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter is not for our users
+
+
+@contextlib.contextmanager
+def _stderr_fd_silenced():
+    """Points file descriptor 2 at /dev/null for the block (C++ code writes there, not to sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _QuietTensorflowImport:
+    """A sys.meta_path finder that runs the first `import tensorflow` with fd 2 silenced: TF's C++ logs
+    "All log messages before absl::InitializeLog()" and a oneDNN notice at import, whatever
+    TF_CPP_MIN_LOG_LEVEL says, and those lines would frame the one line a user error prints. A failed
+    import still raises as usual. TF stays a lazy import (it costs seconds, and `--help` must not pay)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)  # once; find the real spec without us
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def quiet_exec(module):
+            with _stderr_fd_silenced():
+                exec_module(module)
+
+        spec.loader.exec_module = quiet_exec
+        return spec
+
+
+def _quiet_libraries() -> None:
+    import logging
+
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorflowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorflowImport())
+    # TFDS logs through absl ("WARNING:absl:Variant folder ... has no dataset_info.json"): not for our users.
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _close_progress_bars() -> bool:
+    """Closes every live tqdm bar (leaving the cursor at the start of a line); True if there was one."""
+    tqdm_mod = sys.modules.get("tqdm")
+    if tqdm_mod is None:
+        return False
+    bars = list(getattr(tqdm_mod.tqdm, "_instances", ()))
+    for bar in bars:
+        with contextlib.suppress(Exception):
+            bar.close()
+    return bool(bars)
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
@@ -28,14 +91,31 @@ class _Group(click.Group):
     """Turns HarnessError into one line on stderr and exit code 2."""
 
     def invoke(self, ctx):
+        _quiet_libraries()
         try:
             return super().invoke(ctx)
         except HarnessError as e:
-            click.echo(f"error: {e}", err=True)
+            self._error_line(e)
             sys.exit(e.exit_code)
+        except OSError as e:
+            # A full disk or an unwritable folder met somewhere no writer of ours maps it: still one line.
+            from harness.results import os_error
+
+            mapped = os_error(e, e.filename or "a file")
+            if mapped is None:
+                raise
+            self._error_line(mapped)
+            sys.exit(mapped.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted; finished work is kept and a rerun resumes it", err=True)
+            # A progress bar's line has no newline yet: the message must not be glued onto its end.
+            fresh = "\n" if _close_progress_bars() else ""
+            click.echo(f"{fresh}interrupted; finished work is kept and a rerun resumes it", err=True)
             sys.exit(130)
+
+    @staticmethod
+    def _error_line(e: Exception) -> None:
+        fresh = "\n" if _close_progress_bars() else ""
+        click.echo(f"{fresh}error: {e}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,6 +154,20 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
     """Run one task (or a suite of tasks) on one checkpoint and write result records."""
     if bool(task_name) == bool(suite):
         raise HarnessError("give exactly one of --task NAME or --suite NAME")
+    # Everything the command line alone can tell is checked before a model or a dataset is touched.
+    if res is not None and res < 1:
+        raise HarnessError(f"--res {res}: must be a positive resolution in pixels (a multiple of the patch "
+                           "size, e.g. --res 224)")
+    if variant:
+        from harness.variants import decode_variant
+
+        decode_variant(variant)
+    from harness.runner import default_cache_dir
+
+    check_folder("--out", out_dir)
+    check_folder("--cache-dir" if cache_dir else "the feature cache ($HARNESS_CACHE_DIR)",
+                 cache_dir or default_cache_dir())
+    check_folder("--data-dir", data_dir, write=False)
     if cpu_devices:
         use_cpu_devices(cpu_devices)
     from harness import sharding
@@ -93,6 +187,7 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
         if preset:
             raise HarnessError("--preset applies to --task; a suite's entries name their own presets")
         entries = entry_settings(load_suite(suite), _parse_sets(sets))
+        _check_entries(entries)
         ckpt = ckpt or default_ckpt(suite)
         if ckpt is None:
             from harness.suites import PROXY_CKPT
@@ -121,6 +216,27 @@ def _split_sets(task, sets: dict[str, str], task_name: str) -> tuple[dict, dict]
             raise HarnessError(f"--set {k}: not a setting of task {task_name!r} nor an encoder key"
                                + (f" (did you mean {close[0]!r}?)" if close else ""))
     return task_sets, enc
+
+
+def _check_entries(entries) -> None:
+    """Every suite entry's settings, before the first entry runs: a bad one would otherwise fail only
+    when its turn comes (and once per entry that takes it)."""
+    from harness import api
+    from harness.registry import get_task
+
+    for task_name, preset, sets in entries:
+        label = task_name + (f"[{preset}]" if preset else "")
+        try:
+            task = get_task(task_name)
+        except HarnessError as e:
+            raise HarnessError(f"suite entry {label}: {e}") from None
+        except Exception:  # noqa: BLE001 - a task module that does not import fails as its own entry
+            continue
+        try:
+            task_sets, _ = _split_sets(task, sets, task_name)
+            api.make_config(task, preset, task_sets)
+        except HarnessError as e:
+            raise HarnessError(f"suite entry {label}: {e}") from None
 
 
 def _run_entries(entries, ckpt, enc, *, data_dir, out_dir, cache_dir, name, force, verbose, distributed=False):
@@ -185,18 +301,95 @@ def _run_entries(entries, ckpt, enc, *, data_dir, out_dir, cache_dir, name, forc
                            "the others' records are written, and a rerun resumes")
 
 
+# The encoder keys' types and allowed values (`--set key=value`): (kind, choices or None).
+ENCODER_KEY_TYPES = {
+    "variant": ("str", None), "width": ("size", None), "depth": ("size", None), "mlp_dim": ("size", None),
+    "num_heads": ("size", None), "patch_size": ("size", None), "res": ("size", None),
+    "num_classes": ("size_or_none", None), "rep_size": ("size_or_bool", None), "scan": ("bool", None),
+    "pool_type": ("choice", ("gap", "map", "tok", "0", "none")), "posemb": ("choice", ("learn", "sincos2d")),
+    "dtype_mm": ("choice", ("float32", "bfloat16")), "gelu": ("choice", ("tanh", "exact")),
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _encoder_value(key: str, value: str):
-    if key in ("width", "depth", "mlp_dim", "num_heads", "res"):
-        return int(value)
-    if key == "patch_size":
-        return int(value)
-    if key == "num_classes":
-        return None if value.lower() in ("none", "0") else int(value)
-    if key == "rep_size":
-        return {"true": True, "false": False}.get(value.lower(), None) if not value.isdigit() else int(value)
-    if key == "scan":
-        return value.lower() in ("1", "true", "yes")
+    """A `--set` encoder key's value in its type; anything else is one line naming the key and the range."""
+    kind, choices = ENCODER_KEY_TYPES.get(key, ("str", None))
+    v = value.strip().lower()
+
+    def size(allowed: str):
+        try:
+            n = int(v)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise HarnessError(f"--set {key}={value}: expected {allowed}")
+        return n
+
+    if kind == "size":
+        return size("a positive integer")
+    if kind == "size_or_none":
+        return None if v in ("none", "0") else size("a positive integer, or none for no classifier head")
+    if kind == "size_or_bool":
+        if v in _TRUE[1:] or v in _FALSE[1:]:
+            return v in _TRUE
+        return False if v == "0" else size("a positive integer, true (as wide as the encoder) or false")
+    if kind == "bool":
+        if v not in _TRUE + _FALSE:
+            raise HarnessError(f"--set {key}={value}: expected true or false")
+        return v in _TRUE
+    if kind == "choice":
+        if value.strip() not in choices:
+            raise HarnessError(f"--set {key}={value}: expected one of {', '.join(choices)}")
+        return value.strip()
+    if key == "variant":
+        from harness.variants import decode_variant
+
+        decode_variant(value)
     return value
+
+
+def check_folder(option: str, path, *, write: bool = True) -> None:
+    """Up front, one line naming the option: `path` must be a folder (or creatable as one: no file where it
+    or a folder above it should be), and with `write` it is created and must take a small file (not
+    read-only, not forbidden, not on a full disk)."""
+    if path is None:
+        return
+    from harness.results import os_error
+
+    p = Path(path).expanduser()
+    for above in (p, *p.parents):
+        if above.exists() or above.is_symlink():
+            if not above.is_dir():
+                where = "is a file, not a folder" if above == p else f"is under {above}, which is a file"
+                raise HarnessError(f"{option} {path}: {where}; pass a folder")
+            break
+    if not write:
+        return
+    import tempfile
+
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        # 64 KiB and an fsync: a disk with less room than that is full for any record or chunk.
+        with tempfile.TemporaryFile(dir=p) as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        mapped = os_error(e, path, option)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def check_output_file(option: str, path) -> None:
+    """Up front: `path` is a file to (over)write, not a folder, in a folder that can take it."""
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise HarnessError(f"{option} {path}: is a folder; pass a file name (e.g. {Path(path) / 'report.md'})")
+    check_folder(option, p.parent)
 
 
 @main.group()
@@ -266,6 +459,7 @@ def report(runs, fmt, output, baseline, with_, show_seeds):
     """Comparison tables of the result records under RUNS (rows = checkpoints, columns = metrics by task)."""
     from harness.report import report_command
 
+    check_output_file("-o", output)
     click.echo(report_command(runs, fmt=fmt, output=output, baseline=baseline, with_paper="paper" in with_,
                               show_seeds=show_seeds), nl=False)
 
@@ -285,6 +479,7 @@ def check(runs, baseline, tolerance, rel_tolerance, write_baseline, name):
     if write_baseline:
         if baseline:
             raise HarnessError("give --baseline (to check) or --write-baseline (to write one), not both")
+        check_output_file("--write-baseline", write_baseline)
         click.echo(chk.write_baseline_command(runs, write_baseline, name=name, tolerance=tolerance))
         return
     if not baseline:

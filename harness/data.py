@@ -60,6 +60,11 @@ class DatasetInfo:
 
     def split(self, role: str) -> str:
         """The TFDS split string for a role, e.g. `DATASETS["imagenet2012"].split("minival")`."""
+        if not self.splits:  # a name the registry does not know: no roles at all
+            close = difflib.get_close_matches(_base_name(self.name), list(DATASETS), n=1)
+            raise HarnessError(f"dataset '{self.name}' is not in the harness's registry"
+                               + (f" (did you mean '{close[0]}'?)" if close else "")
+                               + f", so it has no '{role}' split; `harness ls datasets` lists the known ones")
         if role not in self.splits:
             raise HarnessError(f"dataset '{self.name}' has no '{role}' split; it has "
                                f"{', '.join(sorted(self.splits))}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -103,6 +104,12 @@ def _compute(task, config, cfg, cfg_hash, enc_cfg, ckpt, preset, rec_path, out_d
                          seed=int(getattr(config, "seed", 0) or 0))
     metrics = task.run(encoder, ctx, config)
     t_total = time.perf_counter() - t0
+    # A NaN or infinite metric is garbage, not a result: no record (a rerun would reuse it) and one line.
+    bad = sorted(k for k, v in metrics.items() if v is not None and not math.isfinite(float(v)))
+    if bad:
+        raise HarnessError(f"{task.name}: {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''} came out "
+                           f"{metrics[bad[0]]}, so no record was written; a training run diverged or a setting "
+                           "is degenerate: check the task's settings")
     info = {m.name: m for m in task.metrics(config)}
     seeds = getattr(config, "seeds", None) or [getattr(config, "seed", 0)]
     record = results.make_record(task=task, preset=preset, config=cfg, cfg_hash=cfg_hash,
@@ -110,7 +117,7 @@ def _compute(task, config, cfg, cfg_hash, enc_cfg, ckpt, preset, rec_path, out_d
                                  seeds=seeds, name=name,
                                  timings={"load_seconds": t_load, "total_seconds": t_total,
                                           **ctx.info.pop("timings", {})})
-    results.write_json_atomic(rec_path, record)
+    results.write_json_atomic(rec_path, record, what="the result record")
     return record
 
 

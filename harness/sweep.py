@@ -47,6 +47,7 @@ class SweepConfig:
     widths: tuple[int, ...] = (32, 48, 96, 128)
     depths: tuple[int, ...] = (2, 3, 4, 9)
     mlp_dims: tuple[int, ...] = (64, 128, 512, 1024)
+    may_be_empty = ("widths", "depths", "mlp_dims")  # an empty arm is not swept (harness.api.validate_config)
     # Training lengths: every shape is trained once per length, each with its own schedule.
     steps: tuple[int, ...] = (100, 200, 400)
     batch_size: int = 32

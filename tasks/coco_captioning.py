@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from harness import data, metrics
+from harness import api, data, metrics
 from harness.api import Metric, RunContext, Task
 from harness.decoder import DecoderSettings, TextTable, as_text, train_and_decode
 from harness.errors import HarnessError
@@ -37,6 +37,38 @@ class CocoCaptioningConfig(DecoderSettings):
     id_key: str = ""  # empty: `image/id` for COCO, `image_id` otherwise
     tokenizer: str = ""
     target_len: int = 32
+
+    def validate(self) -> None:
+        """Rules checked before any data is read (empty lists and NaN: harness.api)."""
+        validate_decoder_settings(self)
+
+
+def validate_decoder_settings(cfg) -> None:
+    """The decoding tasks' shared rules (`DecoderSettings` fields), before any data is read; a field that
+    does not exist (any more) is skipped."""
+    from pathlib import Path
+
+    for name in ("decoder_depth", "decoder_width", "decoder_mlp_dim", "decoder_heads", "total_steps",
+                 "batch_size", "eval_batch_size", "target_len", "beam_size"):
+        api.check_range(cfg, name, low=1)
+    if getattr(cfg, "decoder_width", 0) % max(1, getattr(cfg, "decoder_heads", 1)):
+        raise api.bad_setting("decoder_width", cfg.decoder_width,
+                              f"is not divisible by decoder_heads={cfg.decoder_heads}; pick a multiple of it")
+    for name in ("dropout", "label_smoothing"):
+        api.check_range(cfg, name, low=0, high=1, high_open=True)
+    api.check_range(cfg, "lr", low=0, low_open=True)
+    api.check_range(cfg, "warmup_fraction", low=0, high=1)
+    for name in ("weight_decay", "grad_clip_norm", "length_penalty", "prefix_len", "max_train_examples",
+                 "max_eval_examples", "seed", "ckpt_every"):
+        api.check_range(cfg, name, low=0)
+    api.check_choice(cfg, "decode", ("greedy", "beam"))
+    api.check_choice(cfg, "feature_dtype", ("float32", "float16", "bfloat16"))
+    api.check_pp(cfg, "pp")
+    api.check_pp(cfg, "train_pp")
+    tok = getattr(cfg, "tokenizer", "")
+    # Empty is the paper default's "you must name one": the task says so when it starts.
+    if tok and tok != "proxy" and not Path(tok).expanduser().is_file():
+        raise api.bad_setting("tokenizer", tok, "is not a file; pass a sentencepiece .model file or proxy")
 
 
 _ID_KEYS = {"coco_captions": "image/id"}

@@ -15,7 +15,9 @@ import time
 import numpy as np
 
 from harness import data, fewshot
+from harness import api
 from harness.api import Metric, RunContext, Task
+from harness.errors import HarnessError
 from harness.features import extract
 
 
@@ -33,6 +35,46 @@ class FewShotConfig:
     max_train_examples: int = 0
     max_test_examples: int = 0
     solve_dtype: str = "float64"
+
+    def validate(self) -> None:
+        """Rules checked before any data is read (the generic ones, empty lists and NaN, are in harness.api)."""
+        for ds in self.datasets:  # only the registry: an unknown name fails here, not after an extraction
+            for role in ("fewshot_train", "fewshot_test"):
+                data.get_info(ds).split(role)
+        api.check_unique(self, "datasets")
+        api.check_range(self, "shots", low=1)
+        api.check_unique(self, "shots")
+        api.check_range(self, "seeds", low=0)  # numpy's generators take no negative seed
+        api.check_unique(self, "seeds")
+        api.check_range(self, "l2_reg", low=0, low_open=True)  # 0 leaves a singular Gram matrix
+        api.check_range(self, "batch_size", low=1)
+        api.check_range(self, "max_train_examples", low=0)
+        api.check_range(self, "max_test_examples", low=0)
+        api.check_choice(self, "solve_dtype", ("float64", "float32"))
+        api.check_choice(self, "representation", POOLED)
+        api.check_pp(self, "pp")
+
+    def check_pool(self, dataset: str, pool_size: int | None = None, labels=None) -> None:
+        """A shot count no class can fill is an error, not a metric named `<k>shot` computed on the whole
+        pool: with the pool's size alone (metadata, before any extraction) and again with its labels (read
+        with the pool's features, before the test split is extracted). A class with fewer than k examples
+        but another with k is the reference's k-shot (big_vision takes what a class has)."""
+        largest = None
+        if labels is not None:
+            counts = np.bincount(np.asarray(labels, np.int64))
+            largest = int(counts.max()) if counts.size else 0
+        elif pool_size is not None:
+            largest = int(pool_size)
+        too_many = [k for k in self.shots if largest is not None and k > largest]
+        if too_many:
+            what = "examples in all" if labels is None else "examples in its largest class"
+            raise HarnessError(f"fewshot: setting shots={api.shown(self.shots)}: {api.shown(too_many)} shot(s) cannot be "
+                               f"drawn from the few-shot pool of {dataset!r}, which has {largest} {what}; "
+                               f"pass shots of at most {largest}")
+
+
+# Pooled (one vector per image) encoder outputs a ridge probe can read.
+POOLED = ("pre_logits", "logits")
 
 
 def default_pp(res: int) -> str:
@@ -67,8 +109,12 @@ class FewShot(Task):
         for ds in config.datasets:
             info = data.get_info(ds)
             splits = {role: info.split(f"fewshot_{role}") for role in ("train", "test")}
+            pool = data.num_examples(ds, splits["train"], ctx.data_dir)  # metadata: no example is read
+            config.check_pool(ds, pool_size=min(pool, config.max_train_examples or pool))
             feats = {}
             for role, split in splits.items():
+                if role == "test":  # the pool's labels are known now: check before the test extraction
+                    config.check_pool(ds, labels=feats["train"][info.label_key])
                 cap = config.max_train_examples if role == "train" else config.max_test_examples
                 feats[role] = extract(encoder, ds, split, pp=pp, cache_dir=ctx.cache_dir, data_dir=ctx.data_dir,
                                       representations=(config.representation,), keys=(info.label_key,),

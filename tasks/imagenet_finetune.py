@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import checkpoints, data, finetune, optim, sharding, train
+from harness import api, checkpoints, data, finetune, optim, sharding, train
 from harness.api import Metric, RunContext, Task
 from harness.errors import HarnessError
 
@@ -78,6 +78,20 @@ class FinetuneConfig:
     # Caps for quick runs (0 = whole split); the record states the counts used.
     max_train_examples: int = 0
     max_eval_examples: int = 0
+
+    def validate(self) -> None:
+        """Rules checked before the encoder is loaded or any data read (empty lists and NaN: harness.api)."""
+        _check_config(self)
+        api.check_range(self, "momentum", low=0, high=1, high_open=True)
+        api.check_range(self, "warmup_steps", low=0)
+        api.check_range(self, "grad_clip_norm", low=0)
+        api.check_range(self, "weight_decay", low=0)
+        api.check_pp(self, "pp_train")
+        api.check_pp(self, "pp_eval")
+        api.check_range(self, "ckpt_every", low=0)
+        api.check_range(self, "seed", low=0)
+        api.check_range(self, "max_train_examples", low=0)
+        api.check_range(self, "max_eval_examples", low=0)
 
 
 def paper_layer_decay(res: int) -> float:

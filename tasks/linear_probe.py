@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from harness import data, finetune
+from harness import api, data, finetune
 from harness.api import Metric, RunContext, Task
 from harness.errors import HarnessError
 from harness.features import extract
@@ -48,6 +48,28 @@ class LinearProbeConfig:
     max_train_examples: int = 0  # 0 = the whole split
     max_eval_examples: int = 0
     seed: int = 0
+    may_be_empty = ("eval_datasets",)  # none: only `dataset` itself is evaluated
+
+    def validate(self) -> None:
+        """Rules checked before any data is read (empty lists and NaN: harness.api)."""
+        info = data.get_info(self.dataset)
+        for role in (self.train_split, self.minival_split):
+            info.split(role)
+        for ds in self.eval_datasets:
+            data.get_info(ds).split("test")
+        api.check_unique(self, "eval_datasets")
+        api.check_range(self, "lrs", low=0, low_open=True)
+        api.check_range(self, "epochs", low=1)
+        api.check_range(self, "weight_decays", low=0)
+        api.check_range(self, "batch_size", low=1)
+        api.check_range(self, "momentum", low=0, high=1, high_open=True)
+        api.check_range(self, "mixup", low=0)
+        api.check_choice(self, "representation", ("pre_logits", "logits"))
+        api.check_pp(self, "pp")
+        api.check_range(self, "extract_batch_size", low=1)
+        api.check_range(self, "max_train_examples", low=0)
+        api.check_range(self, "max_eval_examples", low=0)
+        api.check_range(self, "seed", low=0)
 
 
 def default_pp(res: int) -> str:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import checkpoints, data, text
+from harness import api, checkpoints, data, text
 from harness.api import Metric, RunContext, Task
 from harness.errors import HarnessError
 from harness.features import extract
@@ -123,6 +123,34 @@ class LitZeroShotConfig:
     seed: int = 0
     save_checkpoint: bool = True
     ckpt_every: int = 1000
+    may_be_empty = ("zeroshot_datasets", "retrieval_datasets")  # either may be skipped, not both
+
+    def validate(self) -> None:
+        """Rules checked before any model or data is touched (empty lists and NaN: harness.api); the
+        text pp's own settings are checked where the text pp is built."""
+        api.check_choice(self, "text_tower", ("auto", "checkpoint", "train"))
+        api.check_choice(self, "loss", text.LOSSES)
+        if not self.zeroshot_datasets and not self.retrieval_datasets:
+            raise api.bad_setting("zeroshot_datasets", (), "and retrieval_datasets= are both empty; nothing "
+                                                           "would be evaluated: give at least one dataset")
+        api.check_unique(self, "zeroshot_datasets")
+        api.check_unique(self, "retrieval_datasets")
+        api.check_range(self, "train_steps", low=0)
+        api.check_range(self, "batch_size", low=2)  # a contrastive batch needs negatives
+        api.check_range(self, "lr", low=0, low_open=True)
+        api.check_range(self, "warmup_frac", low=0, high=1)
+        api.check_range(self, "temperature_init", low=0, low_open=True)
+        for name in ("weight_decay", "grad_clip_norm", "text_width", "text_depth", "text_mlp_dim",
+                     "text_num_heads", "vocab_size", "captions_per_image", "max_train_examples",
+                     "max_eval_examples", "seed", "ckpt_every"):
+            api.check_range(self, name, low=0)
+        api.check_range(self, "max_len", low=1)
+        api.check_range(self, "image_batch_size", low=1)
+        api.check_range(self, "text_batch_size", low=1)
+        api.check_choice(self, "class_names", ("clip", "dataset"))
+        api.check_choice(self, "prompt_templates", ("class_name_only", *TEMPLATE_SETS))
+        for name in ("zeroshot_pp", "retrieval_pp", "train_pp", "pp"):
+            api.check_pp(self, name)
 
 
 def zeroshot_default_pp(res: int) -> str:

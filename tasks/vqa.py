@@ -25,7 +25,7 @@ import logging
 
 import numpy as np
 
-from harness import data, metrics
+from harness import api, data, metrics
 from harness.api import Metric, RunContext, Task
 from harness.decoder import DecoderSettings, TextTable, as_text, train_and_decode
 from harness.errors import HarnessError
@@ -76,6 +76,16 @@ class VQAConfig(DecoderSettings):
     eval_split: str = ""
     prefix_len: int = 32
     target_len: int = 8
+
+    def validate(self) -> None:
+        """Rules checked before any data is read (empty lists and NaN: harness.api)."""
+        from tasks.coco_captioning import validate_decoder_settings
+
+        validate_decoder_settings(self)
+        api.check_range(self, "prefix_len", low=1)  # the question is the prefix
+        api.check_unique(self, "datasets")
+        for ds in self.datasets:
+            spec_of(ds)  # the registry only: a dataset without a known question/answer layout fails now
 
 
 def spec_of(dataset: str) -> VqaSpec:

@@ -595,8 +595,9 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
                          mlp_dim=cfg.decoder_mlp_dim, num_heads=cfg.decoder_heads, dropout=cfg.dropout)
     num_tokens, enc_width = _encoded_dim(encoder)
     dec_params = init_params(model, enc_width, num_tokens, seed=cfg.seed)
+    warmup_steps = int(round(cfg.warmup_fraction * cfg.total_steps))
     tx = make_optimizer(cfg.optimizer, lr=cfg.lr, wd=cfg.weight_decay, grad_clip_norm=cfg.grad_clip_norm,
-                        schedule=cosine_schedule(cfg.total_steps, int(round(cfg.warmup_fraction * cfg.total_steps))))
+                        schedule=cosine_schedule(cfg.total_steps, warmup_steps))
 
     if any(not t for t in train_text.targets):
         raise HarnessError(f"{desc}: {dataset} {train_split} has examples without a target text; "
@@ -804,4 +805,5 @@ def _log_perplexity(model, params, feats, table: TextTable, tokenizer, layout, c
 
 
 __all__ = ["DecoderSettings", "Layout", "TextTable", "beam_search", "choose_target", "encode_examples",
-           "encode_prompts", "greedy_search", "make_decoder", "make_generate", "train_and_decode", "weighted_softmax_xent"]
+           "encode_prompts", "greedy_search", "make_decoder", "make_generate", "train_and_decode",
+           "weighted_softmax_xent"]

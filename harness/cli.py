@@ -351,27 +351,29 @@ def _encoder_value(key: str, value: str):
 
 def check_folder(option: str, path, *, write: bool = True) -> None:
     """Up front, one line naming the option: `path` must be a folder (or creatable as one: no file where it
-    or a folder above it should be), and with `write` it is created and must take a small file (not
-    read-only, not forbidden, not on a full disk)."""
+    or a folder above it should be), and with `write` the folder (or, if it does not exist yet, the
+    nearest one above it: nothing is created here) must take a small file: not read-only, not forbidden,
+    not on a full disk."""
     if path is None:
         return
     from harness.results import os_error
 
-    p = Path(path).expanduser()
+    p = Path(path).expanduser().absolute()
+    existing = p
     for above in (p, *p.parents):
         if above.exists() or above.is_symlink():
             if not above.is_dir():
                 where = "is a file, not a folder" if above == p else f"is under {above}, which is a file"
                 raise HarnessError(f"{option} {path}: {where}; pass a folder")
+            existing = above
             break
     if not write:
         return
     import tempfile
 
     try:
-        p.mkdir(parents=True, exist_ok=True)
         # 64 KiB and an fsync: a disk with less room than that is full for any record or chunk.
-        with tempfile.TemporaryFile(dir=p) as f:
+        with tempfile.TemporaryFile(dir=existing) as f:
             f.write(b"\0" * 65536)
             f.flush()
             os.fsync(f.fileno())

@@ -89,6 +89,8 @@ class FewShot(Task):
     presets = {
         "proxy": dict(datasets=("proxy_scenes", "proxy_digits"), shots=(1, 5, 10, 25), batch_size=50),
         "imagenet": dict(datasets=("imagenet2012",)),
+        # proxy_scenes' test config: its pool has 2 images per class, so only 1 and 2 shots can be drawn.
+        "tiny": dict(datasets=("proxy_scenes/tiny",), shots=(1, 2), batch_size=16),
     }
 
     def metrics(self, config: FewShotConfig) -> list[Metric]:

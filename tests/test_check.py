@@ -148,7 +148,7 @@ def test_baseline_from_a_run_folder(sovit_runs, tmp_path):
     (["check", "RUNS"], "--baseline FILE is required"),
     (["check", "RUNS", "--baseline", "/no/such.json"], "no such baseline file"),
     (["check", "RUNS", "--baseline", "BAD"], "not a baseline file"),
-    (["check", "RUNS", "--baseline", "BASELINE", "--tolerance", "-1"], "must be a number >= 0"),
+    (["check", "RUNS", "--baseline", "BASELINE", "--tolerance", "-1"], "must be a finite number >= 0"),
     (["check", "RUNS", "--write-baseline", "OUT"], "a baseline is one checkpoint"),
     (["check", "/no/such/runs", "--baseline", "BASELINE"], "no such file or folder"),
 ])

@@ -111,7 +111,7 @@ def test_run_writes_versioned_record(plugin, ckpt, tmp_path):
     (["run", "--task", "nope", "--ckpt", "x.npz"], "unknown task 'nope'"),
     (["run", "--task", "feature_norm", "--ckpt", "/missing.npz"], "no such file"),
     (["run", "--task", "feature_norm", "--ckpt", "CKPT", "--set", "num_imagez=3"], "did you mean 'num_images'"),
-    (["run", "--task", "feature_norm", "--ckpt", "CKPT", "--set", "num_images=three"], "expected int"),
+    (["run", "--task", "feature_norm", "--ckpt", "CKPT", "--set", "num_images=three"], "expected an integer"),
     (["run", "--task", "feature_norm", "--ckpt", "CKPT", "--variant", "B/16"], "checkpoint has width=32"),
     (["run", "--task", "feature_norm", "--ckpt", "CKPT", "--preset", "paper"], "no preset 'paper'"),
     (["ls", "models", "Q*"], "no variant matches"),

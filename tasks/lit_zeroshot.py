@@ -48,6 +48,8 @@ PROXY_TOKENIZER = ASSETS / "proxy_spm.model"
 IMAGENET_LABELSETS = ("imagenet2012", "imagenet2012_real", "imagenet_v2")
 TEMPLATE_SETS = {"clip_paper": "clip_paper_templates.txt", "clip_best": "clip_best_templates.txt"}
 RECALL_AT = (1, 5, 10)
+# "auto": the checkpoint family's own text pp (harness.text.TextPP); or force one of the two rules.
+TEXT_PP_CHOICES = ("auto", "big_vision", "hf_siglip")
 
 
 @dataclasses.dataclass
@@ -145,6 +147,8 @@ class LitZeroShotConfig:
                      "max_eval_examples", "seed", "ckpt_every"):
             api.check_range(self, name, low=0)
         api.check_range(self, "max_len", low=1)
+        api.check_choice(self, "text_pp", TEXT_PP_CHOICES)
+        api.check_range(self, "pad_value", low=-1)
         api.check_range(self, "image_batch_size", low=1)
         api.check_range(self, "text_batch_size", low=1)
         api.check_choice(self, "class_names", ("clip", "dataset"))
@@ -176,8 +180,8 @@ def text_pipeline(config, tower) -> tuple:
     tower LiT is about to train (`tower=None`: family "lit", `config.max_len`)."""
     from harness.tokenizer import SiglipTokenizer, Tokenizer
 
-    if config.text_pp not in ("auto", "big_vision", "hf_siglip"):
-        raise HarnessError(f"text_pp {config.text_pp!r} is not one of auto, big_vision, hf_siglip")
+    if config.text_pp not in TEXT_PP_CHOICES:
+        raise HarnessError(f"text_pp {config.text_pp!r} is not one of {', '.join(TEXT_PP_CHOICES)}")
     own = tower.config.get("text_pp", "big_vision") if tower is not None else "lit"
     family = own if config.text_pp == "auto" else config.text_pp
     ckpt = (tower.config.get("checkpoint") or {}) if tower is not None else {}

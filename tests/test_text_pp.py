@@ -165,3 +165,44 @@ def test_image_pp_defaults_are_big_vision_image_text_evaluators():
     one = "decode|resize(64)|value_range(-1,1)"
     assert set(lz.image_pps(lz.LitZeroShotConfig(pp=one), 224).values()) == {one}
     assert lz.image_pps(lz.LitZeroShotConfig(zeroshot_pp=one), 224)["retrieval"].endswith("resize(224)|value_range(-1,1)")
+
+
+def test_defaults_are_big_visions_image_text_configs():
+    """Against the values big_vision's own config functions return (tests/data/bv_configs.json):
+    `common.py::get_disclf(224|384)`, `get_coco()`, `siglip_lit_coco.py::get_config()`."""
+    bv = json.loads((DATA / "bv_configs.json").read_text())
+    label_ops = ("pad_to_shape", "keep", "map")
+
+    def image_ops(pp):
+        ops = [op.replace(" ", "") for op in pp.split("|")]
+        return [op for op in ops if op.split("(")[0] not in label_ops + ("decode",)]
+
+    cfg = lz.LitZeroShotConfig()
+    for res in (224, 384):
+        disclf = bv["image_text"][f"disclf_{res}"]
+        for ds in cfg.zeroshot_datasets:
+            want = disclf["dataset_overrides"].get(ds, {}).get("pp_img", disclf["pp_img"])
+            assert image_ops(lz.image_pps(cfg, res)["zeroshot"]) == image_ops(want), (ds, res)
+            if disclf["dataset_overrides"].get(ds, {}).get("class_names") == "clip":
+                assert cfg.class_names == "clip" and ds in lz.IMAGENET_LABELSETS
+    coco = bv["image_text"]["coco_retrieval"]
+    assert cfg.retrieval_datasets == (coco["dataset"],)
+    assert image_ops(lz.image_pps(cfg, 224)["retrieval"]) == image_ops(coco["pp_img"])
+    # pp_txt: max_len 16 (the So400m/14-224 tower's length; our default takes the tower's own), sticky
+    # EOS, pad_value 1 = c4_en's EOS, i.e. our "pad with the EOS id".
+    assert 'eos="sticky"' in coco["pp_txt"] and "pad_value=1" in coco["pp_txt"]
+    assert cfg.text_pp == "auto" and cfg.pad_value == -1
+    # A new LiT tower's text length: siglip_lit_coco.py's init_shapes (1, token_len=16).
+    assert cfg.max_len == bv["siglip_lit_coco"]["init_shapes"][1][1] == 16
+    assert cfg.captions_per_image == 0  # every caption, as retrieval.py's get_captions unrolls them
+
+
+def test_text_pp_settings_are_checked_up_front():
+    from harness.api import make_config
+
+    task = lz.LitZeroShot()
+    with pytest.raises(HarnessError, match="text_pp"):
+        make_config(task, overrides={"text_pp": "clip"})
+    with pytest.raises(HarnessError, match="pad_value"):
+        make_config(task, overrides={"pad_value": "-2"})
+    assert make_config(task, overrides={"text_pp": "hf_siglip", "pad_value": "0"}).pad_value == 0

@@ -349,7 +349,7 @@ def _encoder_value(key: str, value: str):
     return value
 
 
-def check_folder(option: str, path, *, write: bool = True) -> None:
+def check_folder(option: str, path, *, write: bool = True, named=None) -> None:
     """Up front, one line naming the option: `path` must be a folder (or creatable as one: no file where it
     or a folder above it should be), and with `write` the folder (or, if it does not exist yet, the
     nearest one above it: nothing is created here) must take a small file: not read-only, not forbidden,
@@ -358,13 +358,15 @@ def check_folder(option: str, path, *, write: bool = True) -> None:
         return
     from harness.results import os_error
 
+    named = path if named is None else named  # what the user typed (a file's path, for check_output_file)
     p = Path(path).expanduser().absolute()
     existing = p
     for above in (p, *p.parents):
         if above.exists() or above.is_symlink():
             if not above.is_dir():
-                where = "is a file, not a folder" if above == p else f"is under {above}, which is a file"
-                raise HarnessError(f"{option} {path}: {where}; pass a folder")
+                where = ("is a file, not a folder" if above == p and named == path
+                         else f"is under {above}, which is a file")
+                raise HarnessError(f"{option} {named}: {where}; pass {'a folder' if named == path else 'another path'}")
             existing = above
             break
     if not write:
@@ -378,7 +380,7 @@ def check_folder(option: str, path, *, write: bool = True) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        mapped = os_error(e, path, option)
+        mapped = os_error(e, named, option)
         if mapped is None:
             raise
         raise mapped from None
@@ -391,7 +393,7 @@ def check_output_file(option: str, path) -> None:
     p = Path(path).expanduser()
     if p.is_dir():
         raise HarnessError(f"{option} {path}: is a folder; pass a file name (e.g. {Path(path) / 'report.md'})")
-    check_folder(option, p.parent)
+    check_folder(option, p.parent, named=path)
 
 
 @main.group()

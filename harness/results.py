@@ -176,12 +176,30 @@ def load_records(folder: str | Path) -> list[dict]:
         except (OSError, json.JSONDecodeError) as e:
             raise HarnessError(f"{f}: not a readable result record ({e}); delete it or rerun the task") from None
         if isinstance(rec, dict) and "schema_version" in rec and "metrics" in rec:
-            if rec["schema_version"] > SCHEMA_VERSION:
-                raise HarnessError(f"{f}: schema version {rec['schema_version']} is newer than this harness "
+            version = rec["schema_version"]
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise HarnessError(f"{f}: schema_version {version!r} is not a number; not a record of this "
+                                   "harness: delete it or rerun the task")
+            if version > SCHEMA_VERSION:
+                raise HarnessError(f"{f}: schema version {version} is newer than this harness "
                                    f"({SCHEMA_VERSION}); upgrade sovit-harness")
+            _check_metrics(f, rec["metrics"])
             rec["_path"] = str(f)
             records.append(rec)
     return records
+
+
+def _check_metrics(f: Path, metrics) -> None:
+    """A record's metrics are {name: {"value": number or null, ...}}: anything else is a damaged or foreign
+    file, an error naming it (NaN is a number here: the gate reports it as a failure)."""
+    if not isinstance(metrics, dict):
+        raise HarnessError(f"{f}: 'metrics' is not a table of metrics; delete the file or rerun the task")
+    for name, m in metrics.items():
+        value = m.get("value") if isinstance(m, dict) else m
+        if not isinstance(m, dict) or not (value is None or (isinstance(value, (int, float))
+                                                            and not isinstance(value, bool))):
+            raise HarnessError(f"{f}: metric {name!r} has the value {value!r}, not a number; delete the file "
+                               "or rerun the task")
 
 
 def write_text_atomic(path: str | Path, text: str, *, what: str = "") -> Path:

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def run_task(task_name: str, ckpt: str | None, *, preset: str | None = None, set
     from harness.checkpoints import file_sha256, parse_spec
 
     task = get_task(task_name)
+    if ckpt and str(ckpt).startswith("random") and not re.fullmatch(r"random(:\d+)?", str(ckpt)):
+        raise HarnessError(f"--ckpt {ckpt}: a random encoder is random or random:SEED with an integer seed "
+                           "(e.g. random:0)")
     config = api.make_config(task, preset, sets)
     cfg = api.config_dict(config)
     enc_cfg = {**(encoder_config or {}), **task.encoder_overrides(config)}

@@ -68,8 +68,8 @@ class FewShotConfig:
         too_many = [k for k in self.shots if largest is not None and k > largest]
         if too_many:
             what = "examples in all" if labels is None else "examples in its largest class"
-            raise HarnessError(f"fewshot: setting shots={api.shown(self.shots)}: {api.shown(too_many)} shot(s) cannot be "
-                               f"drawn from the few-shot pool of {dataset!r}, which has {largest} {what}; "
+            raise HarnessError(f"fewshot: setting shots={api.shown(self.shots)}: {api.shown(too_many)} shot(s) "
+                               f"cannot be drawn from the few-shot pool of {dataset!r}, which has {largest} {what}; "
                                f"pass shots of at most {largest}")
 
 

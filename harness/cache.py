@@ -347,7 +347,11 @@ class FeatureCache:
             log.warning("discarding partial feature build %s: made with another chunking/dtype plan", partial)
             self._discard(partial)
         partial.mkdir(parents=True)
-        _write_json(plan_path, plan)
+        try:
+            _write_json(plan_path, plan)
+        except BaseException:
+            self._discard(partial)  # a partial without its plan is no resumable build (a full disk, say)
+            raise
 
     def _produce_chunks(
         self,

@@ -268,6 +268,13 @@ def check(records: Sequence[dict], baseline: dict, *, tolerance: float | None = 
     base_ck = baseline.get("checkpoint") or {}
     base_name = str(base_ck.get("name") or base_ck.get("spec") or "baseline")
     metrics = sorted(baseline["metrics"], key=report.metric_sort_key)
+    # Reports show a NaN as "no value"; the gate names it for what it is (a broken run, not a missing task).
+    non_finite = {}
+    for rec, row_name in zip(records, report.row_names(records)):
+        for metric, m in (rec.get("metrics") or {}).items():
+            v = m.get("value") if isinstance(m, dict) else None
+            if isinstance(v, float) and not math.isfinite(v):
+                non_finite[(row_name, metric)] = v
     out, regressions, notes = [], [], []
     for row in rows:
         for metric in metrics:
@@ -277,13 +284,16 @@ def check(records: Sequence[dict], baseline: dict, *, tolerance: float | None = 
             unit = str(entry.get("unit", "%"))
             allowed, rule = allowed_drop(entry, tolerance=tolerance, rel_tolerance=rel_tolerance)
             cell = cells.get((row.name, metric))
-            if cell is None or cell.value is None:
+            value = cell.value if cell is not None else None
+            if value is None and (row.name, metric) in non_finite:
+                value = non_finite[(row.name, metric)]
+            if value is not None and not math.isfinite(value):
+                out.append(CheckRow(row.name, metric, unit, hib, base, value, None, allowed, rule, "NOT FINITE"))
+                regressions.append(Regression(row.name, metric, base, value, None, allowed, "not finite"))
+                continue
+            if value is None:
                 out.append(CheckRow(row.name, metric, unit, hib, base, None, None, allowed, rule, "MISSING"))
                 regressions.append(Regression(row.name, metric, base, None, None, allowed, "missing"))
-                continue
-            if not math.isfinite(cell.value):
-                out.append(CheckRow(row.name, metric, unit, hib, base, cell.value, None, allowed, rule, "NOT FINITE"))
-                regressions.append(Regression(row.name, metric, base, cell.value, None, allowed, "not finite"))
                 continue
             delta = cell.value - base
             worse_by = -delta if hib else delta

@@ -1,0 +1,553 @@
+"""The bad-input matrix (issue 15): every bad input a user can give `harness run / report / check` ends in
+exactly one line of ours on stderr (`error: ...`, what is wrong and what to do) and exit code 2, or, for the
+regression gate, a named failure and exit 1; never a traceback; and no file is left behind that is not a
+complete result record or a resumable partial build (and, where the input can be judged without data,
+nothing is extracted at all: the feature cache is unchanged).
+
+Cases run in-process through click's CliRunner (the CLI's own error handling, fast), a few through a real
+process where what a user sees on the terminal depends on it (TF's and absl's start-up lines). Everything
+shares one tiny checkpoint, one prepared proxy dataset and one finished record (session fixture). Full and
+read-only disks are small tmpfs mounts where this machine allows `mount` (root), else a fake that raises
+the same errno.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import math
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from harness import cache as cache_mod
+from harness.cli import main
+
+TINY = dict(width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=8, res=16, pool_type="map")
+# Tiny few-shot settings: 200 pool images (about 20 per class) and 100 test images of proxy_digits.
+FEWSHOT = ["--task", "fewshot", "--set", "datasets=proxy_digits", "--set", "shots=1", "--set", "seeds=0",
+           "--set", "max_train_examples=200", "--set", "max_test_examples=100", "--set", "batch_size=50"]
+RUN = ["run", *FEWSHOT, "--ckpt", "{tiny}", "--data-dir", "{data}", "--out", "{out}"]
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+def _bad_checkpoints(ck: Path, tiny: str) -> None:
+    good = dict(np.load(tiny))
+
+    def variant(name, **leaves):
+        np.savez(ck / name, **{k: v for k, v in {**good, **leaves}.items() if v is not None})
+
+    (ck / "folder").mkdir()
+    (ck / "empty.npz").write_bytes(b"")
+    raw = Path(tiny).read_bytes()
+    (ck / "truncated.npz").write_bytes(raw[: len(raw) // 2])
+    (ck / "text.npz").write_text("not a checkpoint\n")
+    np.save(ck / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    variant("objects.npz", **{"embedding/kernel": np.array([{"a": 1}], dtype=object)})
+    variant("missing_key.npz", **{"embedding/kernel": None})
+    variant("missing_leaf.npz", **{"Transformer/encoder_norm/scale": None})
+    variant("wrong_shape.npz", **{"Transformer/encoder_norm/scale": np.ones(7, np.float32)})
+    variant("nonsquare.npz", pos_embedding=np.zeros((1, 6, 16), np.float32))
+    k = "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"
+    nan = good[k].copy()
+    nan[0, 0] = np.nan
+    variant("nan.npz", **{k: nan})
+    inf = good["embedding/bias"].copy()
+    inf[1] = np.inf
+    variant("inf.npz", **{"embedding/bias": inf})
+    hf = ck / "hf_pickle"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "siglip"}))
+    (hf / "pytorch_model.bin").write_bytes(pickle.dumps({"x": 1}))
+    (ck / "harness_bad").mkdir()
+    (ck / "harness_bad" / "harness.json").write_text("{not json")
+    np.savez(ck / "two_tower.npz", **{f"img/{k}": v for k, v in good.items()}, **{"txt/x": np.zeros(3)})
+
+
+def _suites(folder: Path, tiny: str) -> None:
+    head = f'ckpt = "{tiny}"\n'
+    entry = '[[task]]\nname = "fewshot"\nset = {{ datasets = "proxy_digits", shots = "{shots}", seeds = "0" }}\n'
+    (folder / "bad.toml").write_text(head + '[[task]\nname = "fewshot"\n')
+    (folder / "unknown_task.toml").write_text(head + '[[task]]\nname = "fewshoot"\n')
+    (folder / "bad_setting.toml").write_text(head + entry.format(shots="-1"))
+    (folder / "bad_key.toml").write_text(head + '[[task]]\nname = "fewshot"\nsett = 3\n')
+    (folder / "ok.toml").write_text(head + entry.format(shots="1") + '[[task]]\nname = "linear_probe"\n'
+                                    'preset = "proxy"\n')
+
+
+def _gate_inputs(root: Path, record: Path) -> None:
+    """Run folders and baselines made from the finished record, each broken one way."""
+    rec = json.loads(record.read_text())
+    metric = "fewshot/proxy_digits/1shot"
+
+    def runs(name, edit=None, text=None):
+        folder = root / name
+        folder.mkdir()
+        if text is not None:
+            (folder / record.name).write_text(text)
+        elif edit is not None:
+            r = json.loads(json.dumps(rec))
+            edit(r)
+            (folder / record.name).write_text(json.dumps(r))
+
+    runs("runs_empty")
+    runs("runs_corrupt", text=record.read_text()[:300])
+    runs("runs_future", edit=lambda r: r.update(schema_version=99))
+    runs("runs_nan", edit=lambda r: r["metrics"][metric].update(value=math.nan))
+    runs("runs_inf", edit=lambda r: r["metrics"][metric].update(value=-math.inf))
+    runs("runs_text_value", edit=lambda r: r["metrics"][metric].update(value="high"))
+    runs("runs_no_metrics", edit=lambda r: r.update(metrics={}))
+    r = CliRunner().invoke(main, ["check", str(record.parent), "--write-baseline", str(root / "base.json")])
+    assert r.exit_code == 0, r.output
+    base = json.loads((root / "base.json").read_text())
+    assert metric in base["metrics"]
+
+    def baseline(name, edit=None, text=None):
+        b = json.loads(json.dumps(base))
+        if edit:
+            edit(b)
+        (root / name).write_text(text if text is not None else json.dumps(b))
+
+    baseline("base_nan.json", lambda b: b["metrics"][metric].update(value=math.nan))
+    baseline("base_inf.json", lambda b: b["metrics"][metric].update(value=math.inf))
+    baseline("base_tolerance_nan.json", lambda b: b["metrics"][metric].update(tolerance=math.nan))
+    baseline("base_ci_nan.json", lambda b: b["metrics"][metric].update(ci95=[math.nan, 1.0]))
+    baseline("base_no_metrics.json", lambda b: b.update(metrics={}))
+    baseline("base_other_schema.json", lambda b: b.update(schema="someone-else/3"))
+    baseline("base_corrupt.json", text=json.dumps(base)[:100])
+
+
+def _try_mount(path: Path, options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("HARNESS_TEST_FAKE_DISKS"):  # to exercise the fallback on a machine that can mount
+        return False
+    try:
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
+                           timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return p.returncode == 0
+
+
+def _fill(folder: Path, leave_bytes: int = 0) -> None:
+    """Fills the file system of `folder` up to `leave_bytes` of free space."""
+    free = shutil.disk_usage(folder).free - leave_bytes
+    with open(folder / "filler", "wb") as f:
+        while free > 0:
+            try:
+                f.write(b"\0" * min(free, 1 << 16))
+            except OSError:
+                break
+            free -= 1 << 16
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    from harness import data
+    from harness.encoder import load_encoder
+
+    root = tmp_path_factory.mktemp("bad_inputs")
+    ck = root / "ck"
+    ck.mkdir()
+    tiny = load_encoder("random:0", **TINY).save(str(ck / "tiny.npz"))
+    _bad_checkpoints(ck, tiny)
+    data.prepare("proxy_digits", root / "tfds")
+    cache = root / "cache"
+    (root / "suites").mkdir()
+    _suites(root / "suites", tiny)
+    (root / "a_file").write_text("in the way\n")
+    subs = {"tiny": tiny, "ck": str(ck), "data": str(root / "tfds"), "cache": str(cache), "root": str(root),
+            "suites": str(root / "suites"), "file": str(root / "a_file"), "records": str(root / "records")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HARNESS_CACHE_DIR", str(cache))
+        r = CliRunner().invoke(main, [a.format(**subs, out=subs["records"]) for a in RUN])
+    assert r.exit_code == 0, r.output
+    record = next((root / "records").glob("*.json"))
+    _gate_inputs(root, record)
+    # Small disks: `full` has no room at all, `ro` is read-only; tmpfs where mount works (root), else None.
+    disks = {}
+    for name, options in (("full", "size=256k"), ("ro", "size=64k,ro"), ("tight", "size=512k")):
+        if _try_mount(root / name, options):
+            disks[name] = root / name
+    if "full" in disks:
+        _fill(disks["full"])
+    yield {"subs": subs, "cache": cache, "root": root, "disks": disks, "record": record}
+    for path in disks.values():
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+# ------------------------------------------------------------------------------------------------ cases
+@dataclasses.dataclass
+class Case:
+    id: str
+    args: list[str]
+    code: int = 2
+    says: str = ""  # a regex the error line (exit 2) or the gate's verdict line (exit 1) must match
+    disk: str = ""  # needs this small disk (full, ro, tight): a tmpfs, or a fake ENOSPC / EROFS
+    others: bool = False  # lines of others may precede ours (a dataset's first-use build log)
+    extracts: bool = False  # fails only once the data is seen: may leave cache entries, shows progress
+    process: bool = False  # run as a real process (what the terminal shows depends on it)
+
+
+def run(*extra, ckpt="{tiny}"):
+    args = list(RUN)
+    args[args.index("{tiny}")] = ckpt
+    return [*args, *extra]
+
+
+def ck(name, *extra):
+    return run(*extra, ckpt=f"{{ck}}/{name}")
+
+
+def task(name, *sets, preset=None):
+    args = ["run", "--task", name, "--ckpt", "{tiny}", "--data-dir", "{data}", "--out", "{out}"]
+    args += ["--preset", preset] if preset else []
+    return args + [a for s in sets for a in ("--set", s)]
+
+
+def suite(name, *extra):
+    return ["run", "--suite", f"{{suites}}/{name}", "--data-dir", "{data}", "--out", "{out}", *extra]
+
+
+def gate(runs, baseline, *extra):
+    return ["check", f"{{root}}/{runs}", "--baseline", f"{{root}}/{baseline}", *extra]
+
+
+CASES = [
+    # checkpoints
+    Case("ckpt-missing", ck("missing.npz"), says="no such file or folder; check the --ckpt path"),
+    Case("ckpt-folder", ck("folder"), says="folder is not a known checkpoint format"),
+    Case("ckpt-empty", ck("empty.npz"), says="not a readable .npz"),
+    Case("ckpt-truncated", ck("truncated.npz"), says="truncated or corrupt"),
+    Case("ckpt-text", ck("text.npz"), says="not a readable .npz"),
+    Case("ckpt-pickled-npy", ck("pickled.npy"), says="not a readable .npz"),
+    Case("ckpt-object-array", ck("objects.npz"), says="refusing to unpickle"),
+    Case("ckpt-missing-key", ck("missing_key.npz"), says="cannot tell patch_size from the checkpoint"),
+    Case("ckpt-missing-leaf", ck("missing_leaf.npz"), says="Transformer/encoder_norm/scale"),
+    Case("ckpt-wrong-shape", ck("wrong_shape.npz"), says=r"wrong shape at Transformer/encoder_norm/scale"),
+    Case("ckpt-non-square-posemb", ck("nonsquare.npz"), says=r"6 tokens is not a square grid"),
+    Case("ckpt-nan-leaf", ck("nan.npz"), says=r"MlpBlock_0/Dense_0/kernel holds 1 non-finite value"),
+    Case("ckpt-inf-leaf", ck("inf.npz"), says=r"embedding/bias holds 1 non-finite value"),
+    Case("ckpt-hf-pickle-only", ck("hf_pickle"), says="without .safetensors weights"),
+    Case("ckpt-harness-json-corrupt", ck("harness_bad"), says="cannot read harness checkpoint"),
+    Case("ckpt-bad-subtree", ck("tiny.npz:nope"), says="has no sub-tree 'nope'"),
+    Case("ckpt-bad-subtree-two-tower", ck("two_tower.npz:txt2"), says=r"no sub-tree 'txt2'.*\['img', 'txt'\]"),
+    Case("ckpt-random-bad-seed", run(ckpt="random:abc"), says="random:SEED with an integer seed"),
+    Case("ckpt-variant-contradicts", run("--variant", "B/16"), says="width=768 was asked for but the checkpoint "
+                                                                    "has width=16"),
+    Case("ckpt-key-contradicts", run("--set", "width=64"), says="width=64 was asked for"),
+    Case("ckpt-heads-contradict", run("--set", "num_heads=3"), says="num_heads=3 was asked for"),
+    Case("ckpt-pool-contradicts", run("--set", "pool_type=gap"), says="does not match the model"),
+    Case("ckpt-res-not-a-patch-multiple", run("--res", "20"), says="not a multiple of the patch size 8"),
+    # encoder flags and keys
+    Case("res-zero", run("--res", "0"), says="--res 0: must be a positive resolution"),
+    Case("res-negative", run("--res", "-64"), says="--res -64: must be a positive resolution"),
+    Case("variant-unknown", run("--variant", "Q/16"), says="unknown variant 'Q/16'"),
+    Case("variant-bad-patch", run("--variant", "B/x"), says="bad patch size in variant 'B/x'"),
+    Case("enc-width-not-int", run("--set", "width=abc"), says="--set width=abc: expected a positive integer"),
+    Case("enc-width-zero", run("--set", "width=0"), says="--set width=0: expected a positive integer"),
+    Case("enc-scan-not-bool", run("--set", "scan=maybe"), says="--set scan=maybe: expected true or false"),
+    Case("enc-dtype-choice", run("--set", "dtype_mm=float16"), says="expected one of float32, bfloat16"),
+    Case("enc-pool-choice", run("--set", "pool_type=avg"), says="expected one of gap, map, tok, 0, none"),
+    Case("enc-classes-negative", run("--set", "num_classes=-3"), says="--set num_classes=-3: expected a positive"),
+    # task settings
+    Case("set-unknown", run("--set", "shot=5"), says="did you mean 'shots'"),
+    Case("set-no-equals", run("--set", "shots"), says="--set 'shots': expected key=value"),
+    Case("set-wrong-type-int", run("--set", "shots=one"), says="--set shots=one: expected a comma-separated list "
+                                                               "of integers"),
+    Case("set-wrong-type-float", run("--set", "l2_reg=big"), says="--set l2_reg=big: expected a number"),
+    Case("set-wrong-type-bool", task("lit_zeroshot", "save_checkpoint=maybe"), says="expected true or false"),
+    Case("set-empty-seeds", run("--set", "seeds="), says="setting seeds= is empty; give at least one value"),
+    Case("set-empty-datasets", run("--set", "datasets="), says="setting datasets= is empty"),
+    Case("set-nan", run("--set", "l2_reg=nan"), says="setting l2_reg=nan is not a finite number"),
+    Case("set-inf", run("--set", "l2_reg=inf"), says="setting l2_reg=inf is not a finite number"),
+    Case("set-shots-zero", run("--set", "shots=0,5"), says=r"shots=0,5 is out of range \(got 0\).*>= 1"),
+    Case("set-shots-duplicate", run("--set", "shots=1,1"), says="lists 1 more than once"),
+    Case("set-seed-negative", run("--set", "seeds=-1"), says="seeds=-1 is out of range"),
+    Case("set-batch-zero", run("--set", "batch_size=0"), says="batch_size=0 is out of range: must be >= 1"),
+    Case("set-l2-zero", run("--set", "l2_reg=0"), says="l2_reg=0.0 is out of range: must be > 0"),
+    Case("set-cap-negative", run("--set", "max_train_examples=-1"), says="max_train_examples=-1 is out of range"),
+    Case("set-choice", run("--set", "solve_dtype=float16"), says="solve_dtype=float16 is not one of float64"),
+    Case("set-representation", run("--set", "representation=encoded"), says="is not one of pre_logits, logits"),
+    Case("set-bad-pp", run("--set", "pp=decode|nosuchop(3)"), says="setting pp: unknown pp op 'nosuchop'"),
+    Case("set-unknown-dataset", run("--set", "datasets=nosuchdata"),
+         says=r"dataset 'nosuchdata' is not in the harness's registry, so it has no 'fewshot_train' split; "
+              r"`harness ls datasets` lists the known ones$"),
+    Case("set-shots-exceed-pool", run("--set", "shots=100000"), says=r"100000 shot\(s\) cannot be drawn from "
+                                                                     r"the few-shot pool.*200 examples in all"),
+    Case("set-shots-exceed-largest-class", run("--set", "shots=1,60"), extracts=True,
+         says=r"60 shot\(s\) cannot be drawn.*examples in its largest class"),
+    Case("set-preset-unknown", run("--preset", "paper"), says="task 'fewshot' has no preset 'paper'"),
+    Case("set-neither-task-nor-encoder", run("--set", "colour=red"), says="not a setting of task 'fewshot' nor "
+                                                                         "an encoder key"),
+    Case("lp-lr-zero", task("linear_probe", "lrs=0.1,0"), says="linear_probe: setting lrs=0.1,0"),
+    Case("lp-momentum-one", task("linear_probe", "momentum=1"), says=r"momentum=1.0 is out of range.*< 1"),
+    Case("ft-layer-decay", task("imagenet_finetune", "layer_decay=1.5"), says="layer_decay must be in"),
+    Case("ft-warmup-negative", task("imagenet_finetune", "warmup_steps=-1"), says="warmup_steps=-1 is out of"),
+    Case("cap-decode-choice", task("coco_captioning", "decode=sample", preset="proxy"),
+         says="decode=sample is not one of greedy, beam"),
+    Case("cap-width-heads", task("coco_captioning", "decoder_width=33", preset="proxy"),
+         says="decoder_width=33 is not divisible by decoder_heads=4"),
+    Case("cap-tokenizer-missing", task("coco_captioning", "tokenizer=/no/such.model", preset="proxy"),
+         says="tokenizer=/no/such.model is not a file"),
+    Case("vqa-dataset-unknown", task("vqa", "datasets=nosuch", preset="proxy"),
+         says="no question/answer layout known for dataset 'nosuch'"),
+    Case("lit-loss-choice", task("lit_zeroshot", "loss=hinge"), says="loss=hinge is not one of sigmoid, softmax"),
+    Case("lit-nothing-to-evaluate", task("lit_zeroshot", "zeroshot_datasets=", "retrieval_datasets="),
+         says="are both empty; nothing would be evaluated"),
+    Case("lit-batch-one", task("lit_zeroshot", "batch_size=1"), says="batch_size=1 is out of range: must be >= 2"),
+    Case("task-unknown", ["run", "--task", "fewshoot", "--ckpt", "{tiny}", "--out", "{out}"],
+         says="unknown task 'fewshoot' \\(did you mean 'fewshot'\\?\\)"),
+    Case("task-and-suite", ["run", "--task", "fewshot", "--suite", "proxy", "--out", "{out}"],
+         says="give exactly one of --task NAME or --suite NAME"),
+    # suites
+    Case("suite-bad-toml", suite("bad.toml"), says=r"bad.toml: not valid TOML \(Expected ']]'"),
+    Case("suite-unknown-task", suite("unknown_task.toml"), says="suite entry 1/1 fewshoot: unknown task"),
+    Case("suite-bad-setting", suite("bad_setting.toml"), says="suite entry 1/1 fewshot: setting shots=-1 is out"),
+    Case("suite-unknown-entry-key", suite("bad_key.toml"), says="has unknown key\\(s\\) sett"),
+    Case("suite-set-no-entry-takes", suite("ok.toml", "--set", "colour=red"),
+         says="--set colour: no task of the suite has that setting"),
+    Case("suite-set-bad-value", suite("ok.toml", "--set", "shots=0"), says="suite entry 1/2 fewshot: setting "
+                                                                          "shots=0 is out of range"),
+    Case("suite-set-bad-encoder-value", suite("ok.toml", "--set", "width=x"),
+         says="suite entry 1/2 fewshot: --set width=x: expected a positive integer"),
+    Case("suite-missing-file", suite("missing.toml"), says="missing.toml: no such file"),
+    Case("suite-unknown-name", ["run", "--suite", "nosuite", "--out", "{out}"], says="unknown suite 'nosuite'"),
+    Case("suite-with-preset", ["run", "--suite", "proxy", "--preset", "proxy", "--out", "{out}"],
+         says="--preset applies to --task"),
+    # paths
+    Case("out-is-a-file", run("--out", "{file}"), says="--out .*a_file: is a file, not a folder"),
+    Case("out-under-a-file", run("--out", "{file}/runs"), says="--out .*a_file/runs: is under .*a_file, which is "
+                                                              "a file"),
+    Case("cache-is-a-file", run("--cache-dir", "{file}"), says="--cache-dir .*a_file: is a file, not a folder"),
+    Case("cache-under-a-file", run("--cache-dir", "{file}/c"), says="--cache-dir .*a_file/c: is under"),
+    Case("data-is-a-file", run("--data-dir", "{file}"), says="--data-dir .*a_file: is a file, not a folder"),
+    Case("data-under-a-file", run("--data-dir", "{file}/tfds"), says="--data-dir .*a_file/tfds: is under"),
+    Case("report-o-is-a-folder", ["report", "{records}", "-o", "{root}"], says="-o .*: is a folder; pass a file"),
+    Case("report-o-under-a-file", ["report", "{records}", "-o", "{file}/r.md"], says="-o .*a_file/r.md: is under"),
+    Case("baseline-under-a-file", ["check", "{records}", "--write-baseline", "{file}/b.json"],
+         says="--write-baseline .*a_file/b.json: is under"),
+    Case("out-read-only", run("--out", "{ro}/runs"), disk="ro", says="--out .*/runs is on a read-only file system"),
+    Case("cache-read-only", run("--cache-dir", "{ro}/c"), disk="ro", says="--cache-dir .*/c is on a read-only"),
+    Case("out-full-disk", run("--out", "{full}/runs"), disk="full",
+         says="no space left on the device of --out .*/runs; free space there"),
+    Case("cache-full-disk", run("--cache-dir", "{full}/c"), disk="full",
+         says="no space left on the device of --cache-dir .*/c; free space"),
+    Case("report-o-full-disk", ["report", "{records}", "-o", "{full}/r.md"], disk="full",
+         says="no space left on the device of -o .*/r.md"),
+    Case("cache-fills-during-extraction", ["run", "--task", "fewshot", "--set", "datasets=proxy_digits",
+                                           "--set", "shots=1", "--set", "seeds=0", "--ckpt", "{tiny}",
+                                           "--data-dir", "{data}", "--out", "{out}", "--cache-dir", "{tight}/c"],
+         disk="tight", extracts=True, says="no space left on the device of the feature cache .*/c/features/"),
+    Case("data-full-disk-while-preparing", run("--data-dir", "{full}/tfds"), disk="full", others=True,
+         says="preparing proxy_digits: no space left on the device of --data-dir"),
+    # reports
+    Case("report-empty-folder", ["report", "{root}/runs_empty"], says="no result records under"),
+    Case("report-corrupt-record", ["report", "{root}/runs_corrupt"], says="not a readable result record"),
+    Case("report-future-schema", ["report", "{root}/runs_future"], says="schema version 99 is newer than this"),
+    Case("report-text-value", ["report", "{root}/runs_text_value"], says="has the value 'high', not a number"),
+    Case("report-nan-value", ["report", "{root}/runs_nan"], code=0),
+    Case("report-no-metrics", ["report", "{root}/runs_no_metrics"], code=0),
+    Case("report-missing-folder", ["report", "{root}/no_such_runs"], says="no such file or folder"),
+    Case("report-nan-baseline", ["report", "{records}", "--baseline", "{root}/base_nan.json"],
+         says="has the value nan, not a finite number"),
+    # the gate
+    Case("gate-passes", gate("records", "base.json"), code=0),
+    Case("gate-baseline-nan", gate("records", "base_nan.json"), says="has the value nan, not a finite number"),
+    Case("gate-baseline-inf", gate("records", "base_inf.json"), says="has the value inf, not a finite number"),
+    Case("gate-baseline-tolerance-nan", gate("records", "base_tolerance_nan.json"), says="bad tolerance nan"),
+    Case("gate-baseline-ci-nan", gate("records", "base_ci_nan.json"), says="bad ci95"),
+    Case("gate-baseline-no-metrics", gate("records", "base_no_metrics.json"), says="lists no metrics"),
+    Case("gate-baseline-other-schema", gate("records", "base_other_schema.json"), says="not a baseline file"),
+    Case("gate-baseline-corrupt", gate("records", "base_corrupt.json"), says="unreadable baseline"),
+    Case("gate-baseline-missing", gate("records", "base_none.json"), says="no such baseline file or run folder"),
+    Case("gate-baseline-empty-folder", gate("records", "runs_empty"), says="no result records to use as a base"),
+    Case("gate-tolerance-nan", gate("records", "base.json", "--tolerance", "nan"), says="--tolerance nan: must "
+                                                                                       "be a finite number"),
+    Case("gate-run-nan", gate("runs_nan", "base.json"), code=1, says=r"1shot \(tiny.npz: the run's value is nan, "
+                                                                     r"which cannot be compared\)"),
+    Case("gate-run-inf", gate("runs_inf", "base.json"), code=1, says="the run's value is -inf"),
+    Case("gate-run-metric-missing", gate("runs_no_metrics", "base.json"), code=1, says=r"1shot \(missing in "),
+    Case("gate-run-text-value", gate("runs_text_value", "base.json"), says="has the value 'high', not a number"),
+    Case("gate-run-corrupt", gate("runs_corrupt", "base.json"), says="not a readable result record"),
+    Case("gate-run-future-schema", gate("runs_future", "base.json"), says="schema version 99 is newer"),
+    Case("gate-run-empty", gate("runs_empty", "base.json"), says="no result records to check"),
+    Case("gate-baseline-from-nan-run", ["check", "{root}/runs_nan", "--write-baseline", "{out}/b.json"],
+         says="lists no metrics"),
+    # what a terminal shows: TF's C++ start-up lines and TFDS's absl warnings must not frame our line
+    Case("process-dataset-not-prepared", run("--set", "datasets=cifar100"), process=True,
+         says=r"dataset 'cifar100' is not prepared under .*: run `tfds build cifar100 --data_dir"),
+    Case("process-bad-setting", run("--set", "shots=-1"), process=True, says="shots=-1 is out of range"),
+]
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def _assert_clean(out: Path, caches: list[Path]) -> None:
+    """No temporary or half-deleted file; every JSON in the results folder is a complete, finite record;
+    every cache entry verifies, every partial build is resumable (its plan and chunks read back)."""
+    for root in [out, *caches]:
+        for p in (root.rglob("*") if root.exists() else ()):
+            assert not p.name.endswith(".tmp") and not p.name.startswith(".trash-"), p
+    for p in (out.rglob("*.json") if out.exists() else ()):
+        if {"artifacts", ".locks"} & set(p.relative_to(out).parts):
+            continue
+        rec = json.loads(p.read_text())
+        assert rec["schema_version"] == 1 and rec["metrics"], p
+        assert all(m["value"] is None or math.isfinite(m["value"]) for m in rec["metrics"].values()), p
+    for cache in caches:
+        features = cache / "features"
+        for entry in (features.iterdir() if features.exists() else ()):
+            if entry.name.startswith("."):
+                continue
+            if entry.name.endswith(".partial"):
+                json.loads((entry / "plan.json").read_text())
+                for chunk in entry.glob("chunk_*.npz"):
+                    cache_mod._read_chunk(chunk)
+            else:
+                assert cache_mod.FeatureCache(features).get(entry.name) is not None, entry
+
+
+def _assert_outcome(case: Case, code: int, stdout: str, stderr: str) -> None:
+    assert "Traceback" not in stdout + stderr, stdout + stderr
+    assert code == case.code, (code, stdout, stderr)
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    ours = [ln for ln in lines if ln.startswith("error:")]
+    if case.code == 2:
+        assert len(ours) == 1 and lines[-1] == ours[0], lines
+        at = stderr.index("error:")
+        assert at == 0 or stderr[at - 1] == "\n", "our line must not be glued onto a progress bar's"
+        if not (case.others or case.extracts):  # an extraction shows its progress bar
+            assert lines == ours, lines
+        assert re.search(case.says, ours[0]), ours[0]
+    elif case.code == 1:  # the gate: its table and verdict on stdout, the verdict naming what failed
+        assert not lines, lines
+        verdict = stdout.strip().splitlines()[-1]
+        assert verdict.startswith("check FAILED") and re.search(case.says, verdict), verdict
+    else:
+        assert not ours, lines
+
+
+def _fake_disk(kind: str, monkeypatch, root: Path) -> Path:
+    """Where this machine cannot mount a tmpfs: a folder whose writes fail with the errno a full or
+    read-only disk gives."""
+    folder = root / f"fake_{kind}"
+    folder.mkdir(exist_ok=True)
+    code = errno.ENOSPC if kind in ("full", "tight") else errno.EROFS
+    real_mkstemp, real_temporary = tempfile.mkstemp, tempfile.TemporaryFile
+
+    def failing(real):
+        def call(*a, dir=None, **kw):
+            if dir is not None and str(dir).startswith(str(folder)):
+                raise OSError(code, os.strerror(code), str(dir))
+            return real(*a, dir=dir, **kw)
+        return call
+
+    if kind == "tight":  # the up-front probe passes, the first chunk does not
+        monkeypatch.setattr(tempfile, "mkstemp", failing(real_mkstemp))
+    else:
+        monkeypatch.setattr(tempfile, "TemporaryFile", failing(real_temporary))
+        monkeypatch.setattr(tempfile, "mkstemp", failing(real_mkstemp))
+    return folder
+
+
+def _prepare_disk(case: Case, env, monkeypatch) -> Path | None:
+    if not case.disk:
+        return None
+    disk = env["disks"].get(case.disk)
+    if disk is None:
+        if case.disk == "full" and "preparing" in case.says:
+            pytest.skip("a fake full disk cannot stand in for TFDS's own writes; needs a tmpfs mount")
+        return _fake_disk(case.disk, monkeypatch, env["root"])
+    if case.disk == "tight":  # room for the up-front probe (64 KiB), not for the first feature chunk
+        for p in disk.iterdir():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        _fill(disk, leave_bytes=72 << 10)
+    return disk
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, env, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    disk = _prepare_disk(case, env, monkeypatch)
+    subs = {**env["subs"], "out": str(out), **({case.disk: str(disk)} if disk else {})}
+    args = [a.format(**subs) for a in case.args]
+    before = _listing(env["cache"])
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(env["cache"]))
+    if case.process:
+        p = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                           timeout=300, env={**os.environ})
+        code, stdout, stderr = p.returncode, p.stdout, p.stderr
+    else:
+        r = CliRunner().invoke(main, args)
+        assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+        code, stdout, stderr = r.exit_code, r.stdout, r.stderr
+    _assert_outcome(case, code, stdout, stderr)
+    caches = [env["cache"]] + ([disk / "c"] if disk is not None else [])
+    _assert_clean(out, caches)
+    if not case.extracts and case.code == 2:
+        assert _listing(env["cache"]) == before, "a bad input must fail before any feature is extracted"
+
+
+def test_the_matrix_is_big_enough():
+    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
+
+
+# -------------------------------------------------------------------------------- follow-ups of the matrix
+def test_a_full_disk_during_a_run_resumes_once_there_is_room(env, tmp_path, monkeypatch):
+    """The cache fills up during the extraction: one line, nothing half-written; once space is freed, the
+    same command finishes, and its record equals that of a run that never ran out of space."""
+    case = next(c for c in CASES if c.id == "cache-fills-during-extraction")
+    disk = _prepare_disk(case, env, monkeypatch)
+    args = [a.format(**{**env["subs"], "out": str(tmp_path / "out"), "tight": str(disk)}) for a in case.args]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and "no space left" in r.stderr, r.output
+    _assert_clean(tmp_path / "out", [disk / "c"])
+    if (disk / "filler").exists():
+        (disk / "filler").unlink()
+    monkeypatch.undo()  # a fake full disk is full no more
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    _assert_clean(tmp_path / "out", [disk / "c"])
+    assert not list((disk / "c" / "features").glob("*.partial"))
+    fresh = [a if a != str(disk / "c") else str(tmp_path / "c2") for a in args]
+    fresh[fresh.index(str(tmp_path / "out"))] = str(tmp_path / "out2")
+    assert CliRunner().invoke(main, fresh).exit_code == 0
+    (a,), (b,) = (list((tmp_path / o).glob("*.json")) for o in ("out", "out2"))
+    assert json.loads(a.read_text())["metrics"] == json.loads(b.read_text())["metrics"]
+
+
+def test_written_files_respect_the_umask(env, tmp_path, monkeypatch):
+    """mkstemp's 0600 survives the rename: records, baselines, reports, checkpoints and cache files must get
+    the umask's permissions, so a shared runs folder stays readable."""
+    from harness.encoder import load_encoder
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    old = os.umask(0o022)
+    try:
+        args = [a.format(**{**env["subs"], "out": str(tmp_path / "runs")}) for a in RUN]
+        assert CliRunner().invoke(main, args).exit_code == 0
+        assert CliRunner().invoke(main, ["report", str(tmp_path / "runs"), "-o", str(tmp_path / "r.md")]).exit_code == 0
+        assert CliRunner().invoke(main, ["check", str(tmp_path / "runs"), "--write-baseline",
+                                         str(tmp_path / "b.json")]).exit_code == 0
+        load_encoder(env["subs"]["tiny"]).save(str(tmp_path / "copy.npz"))
+        files = [*tmp_path.glob("runs/*.json"), tmp_path / "r.md", tmp_path / "b.json", tmp_path / "copy.npz",
+                 *(tmp_path / "cache").rglob("*.npy"), *(tmp_path / "cache").rglob("meta.json")]
+    finally:
+        os.umask(old)
+    assert len(files) >= 7
+    assert {str(f.relative_to(tmp_path)): oct(f.stat().st_mode & 0o777) for f in files} == \
+        {str(f.relative_to(tmp_path)): "0o644" for f in files}

@@ -224,19 +224,20 @@ def _check_entries(entries) -> None:
     from harness import api
     from harness.registry import get_task
 
-    for task_name, preset, sets in entries:
-        label = task_name + (f"[{preset}]" if preset else "")
+    for i, (task_name, preset, sets) in enumerate(entries):
+        where = f"suite entry {i + 1}/{len(entries)} {task_name}" + (f"[{preset}]" if preset else "")
         try:
             task = get_task(task_name)
         except HarnessError as e:
-            raise HarnessError(f"suite entry {label}: {e}") from None
+            raise HarnessError(f"{where}: {e}") from None
         except Exception:  # noqa: BLE001 - a task module that does not import fails as its own entry
             continue
         try:
             task_sets, _ = _split_sets(task, sets, task_name)
             api.make_config(task, preset, task_sets)
         except HarnessError as e:
-            raise HarnessError(f"suite entry {label}: {e}") from None
+            message = str(e).removeprefix(f"{task_name}: ")  # the entry already names the task
+            raise HarnessError(f"{where}: {message}") from None
 
 
 def _run_entries(entries, ckpt, enc, *, data_dir, out_dir, cache_dir, name, force, verbose, distributed=False):

@@ -261,7 +261,20 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None, *, manual_dir:
     data_dir = default_data_dir(data_dir)
     builder = tfds.builder(get_info(name).tfds_name, data_dir=data_dir)
     config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir)) if manual_dir else None
-    builder.download_and_prepare(download_config=config)
+    try:
+        builder.download_and_prepare(download_config=config)
+    except Exception as e:  # noqa: BLE001 - TF wraps a full disk in its own error types
+        from harness.results import os_error
+
+        errno_ = getattr(e, "errno", None)
+        if errno_ is None and any(m in str(e) for m in ("No space left on device", "Not enough disk space")):
+            import errno as errno_mod
+            errno_ = errno_mod.ENOSPC
+        mapped = os_error(OSError(errno_, str(e)), data_dir, "--data-dir") if errno_ is not None else None
+        if mapped is None:
+            raise
+        # TFDS writes into an `incomplete.*` folder and removes it on failure: nothing half-built is left.
+        raise HarnessError(f"preparing {name}: {mapped}") from None
     _prepared_builder.cache_clear()
     return str(builder.data_dir)
 

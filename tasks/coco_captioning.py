@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from harness import api, data, metrics
+from harness import api, data, metrics, optim
 from harness.api import Metric, RunContext, Task
 from harness.decoder import DecoderSettings, TextTable, as_text, train_and_decode
 from harness.errors import HarnessError
@@ -62,6 +62,7 @@ def validate_decoder_settings(cfg) -> None:
                  "max_eval_examples", "seed", "ckpt_every"):
         api.check_range(cfg, name, low=0)
     api.check_choice(cfg, "decode", ("greedy", "beam"))
+    api.check_choice(cfg, "optimizer", optim.OPTIMIZERS)
     api.check_choice(cfg, "feature_dtype", ("float32", "float16", "bfloat16"))
     api.check_pp(cfg, "pp")
     api.check_pp(cfg, "train_pp")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import api, checkpoints, data, text
+from harness import api, checkpoints, data, optim, text
 from harness.api import Metric, RunContext, Task
 from harness.errors import HarnessError
 from harness.features import extract
@@ -132,6 +132,7 @@ class LitZeroShotConfig:
         text pp's own settings are checked where the text pp is built."""
         api.check_choice(self, "text_tower", ("auto", "checkpoint", "train"))
         api.check_choice(self, "loss", text.LOSSES)
+        api.check_choice(self, "optimizer", optim.OPTIMIZERS)
         if not self.zeroshot_datasets and not self.retrieval_datasets:
             raise api.bad_setting("zeroshot_datasets", (), "and retrieval_datasets= are both empty; nothing "
                                                            "would be evaluated: give at least one dataset")

@@ -111,7 +111,7 @@ def test_rules_by_hand():
     assert not chk.check([rec(50.0, 1.0101)], base).ok
     assert [r.status for r in chk.check([rec(52.0, 0.5)], base).rows] == ["better", "better"]
     nan = chk.check([rec(float("nan"), 1.0)], base)  # a NaN metric is a failure, not a pass
-    assert not nan.ok and nan.regressions[0].reason == "missing"
+    assert not nan.ok and nan.regressions[0].reason == "not finite"
 
 
 def test_write_baseline_then_gate(sovit_runs, tmp_path):

@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from harness import protocol
 from harness.errors import HarnessError
 
 BASELINE_SCHEMA = "sovit-harness-baseline/1"
@@ -146,8 +147,10 @@ def make_baseline(records: Sequence[dict], *, name: str | None = None, tolerance
     for rec, row_name in zip(records, report.row_names(records)):
         if row_name == name and rec.get("task"):
             t = rec["task"]
+            # `protocol`: the settings that move a number (harness.protocol), so `check` can name what
+            # changed between the baseline's run and a later one, not only that a config hash differs.
             tasks[t.get("name", "?")] = {"preset": t.get("preset"), "config_hash": t.get("config_hash"),
-                                         "version": t.get("version")}
+                                         "version": t.get("version"), "protocol": protocol.settings(rec)}
     checkpoint = {k: v for k, v in row.checkpoint.items() if k in ("name", "spec", "sha256", "variant", "config",
                                                                    "params_m", "gflops")}
     return {"schema": BASELINE_SCHEMA,
@@ -306,14 +309,24 @@ def check(records: Sequence[dict], baseline: dict, *, tolerance: float | None = 
         if base_ck.get("sha256") and row.checkpoint.get("sha256") and base_ck["sha256"] != row.checkpoint["sha256"]:
             notes.append(f"{row.name}: checkpoint sha256 {row.checkpoint['sha256'][:12]} differs from the "
                          f"baseline's {base_ck['sha256'][:12]}")
-    # Tell apart "the model changed" from "the protocol changed": a task config that differs is noted.
-    run_tasks = {}
-    for rec in records:
+    # Tell apart "the model changed" from "the protocol changed": the settings that moved are named (a
+    # baseline written before it held `protocol` gets the config hash compared instead).
+    run_tasks: dict[str, list[dict]] = {}
+    for rec in sorted(records, key=lambda r: str(r.get("created") or "")):
         if rec.get("task"):
-            run_tasks.setdefault(rec["task"].get("name"), set()).add(rec["task"].get("config_hash"))
+            run_tasks.setdefault(rec["task"].get("name"), []).append(rec)
     for task, info in (baseline.get("tasks") or {}).items():
-        hashes = run_tasks.get(task, set())
-        if info.get("config_hash") and hashes and info["config_hash"] not in hashes:
+        recs = run_tasks.get(task, [])
+        if not recs:
+            continue
+        if isinstance(info.get("protocol"), dict):
+            diffs = protocol.changed(protocol.settings(recs[-1]), info["protocol"])
+            if diffs:
+                notes.append(f"task {task}: made under another protocol than the baseline: "
+                             f"{protocol.describe(diffs, limit=4)} (the baseline's value last)")
+            continue
+        hashes = {r["task"].get("config_hash") for r in recs}
+        if info.get("config_hash") and info["config_hash"] not in hashes:
             notes.append(f"task {task}: config hash {', '.join(sorted(str(h) for h in hashes))} differs from the "
                          f"baseline's {info['config_hash']} (settings changed)")
     unchecked = {m for (r, m), c in cells.items() if m not in baseline["metrics"] and not report.is_hidden(m)}

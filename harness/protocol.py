@@ -110,6 +110,13 @@ def differences(mine: Mapping[str, str], others: Sequence[Mapping[str, str]]) ->
     return sorted(out, key=lambda d: d[0] != "task version")
 
 
+def changed(mine: Mapping[str, str], reference: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(setting, my value, the reference's value) for every setting in which two records differ."""
+    keys = sorted(set(mine) | set(reference), key=lambda k: (k != "task version", k))
+    return [(k, mine.get(k, ABSENT), reference.get(k, ABSENT)) for k in keys
+            if mine.get(k, ABSENT) != reference.get(k, ABSENT)]
+
+
 def outdated(record: Mapping) -> str | None:
     """A note when the record was made by an older version of its task than the installed one."""
     task = record.get("task") or {}

@@ -85,6 +85,8 @@ def metric_base(dataset: str) -> str:
 
 class CocoCaptioning(Task):
     name = "coco_captioning"
+    # 2: big_vision's AdaFactor, per-sequence loss, log_perplexity per sequence (issue 14).
+    version = "2"
     description = "captioning with a 2-layer decoder on frozen patch tokens: CIDEr, BLEU-4, ROUGE-L (Table 4)"
     Config = CocoCaptioningConfig
     presets = {

@@ -165,6 +165,8 @@ def metric_base(dataset: str, res: int) -> str:
 
 class ImageNetFinetune(Task):
     name = "imagenet_finetune"
+    # 2: big_vision's momentum_hp chain and transfer-config eval pp at 384 px (issue 14).
+    version = "2"
     description = "full fine-tuning with a new head; val / ReaL / v2 top-1 and minival (paper Table 1)"
     Config = FinetuneConfig
     presets = {

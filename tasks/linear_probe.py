@@ -189,6 +189,8 @@ def predict(params, x: np.ndarray) -> np.ndarray:
 
 class LinearProbe(Task):
     name = "linear_probe"
+    # 2: big_vision's SGD chain (momentum_hp; wd on kernels, not times lr; issue 14).
+    version = "2"
     description = "softmax probe on frozen pre_logits, SGD grid chosen on minival (paper Table 2)"
     Config = LinearProbeConfig
     neutral_settings = ("eval_datasets", "extract_batch_size")

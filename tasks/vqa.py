@@ -142,6 +142,9 @@ def _read_text(spec: VqaSpec, dataset: str):
 
 class VQA(Task):
     name = "vqa"
+    # 2: big_vision's AdaFactor, per-sequence loss, log_perplexity per sequence, VQAv2 trained on every
+    # annotator answer (issue 14).
+    version = "2"
     description = "VQA with a 2-layer decoder on frozen patch tokens: VQAv2 accuracy, GQA, OCR-VQA (Table 4)"
     Config = VQAConfig
     neutral_settings = ("datasets",)  # one decoder per dataset

@@ -199,3 +199,25 @@ def test_gate_on_a_real_fewshot_run(tmp_path, monkeypatch):
     assert r.exit_code == 1
     assert "fewshot/proxy_digits/5shot" in r.output.splitlines()[-1]
     assert "fewshot/proxy_digits/1shot" not in r.output.splitlines()[-1]
+
+
+def test_gate_names_the_protocol_setting_that_changed_since_the_baseline(sovit_runs, tmp_path):
+    """The baseline keeps each task's protocol settings; a later run made differently is named setting by
+    setting with both values (a config hash alone would only say that something changed)."""
+    doc = chk.make_baseline(load_records(sovit_runs))
+    assert doc["tasks"]["vqa"]["protocol"]["task version"] == "2"
+    out = tmp_path / "b.json"
+    chk.write_baseline(out, doc)
+    r = CliRunner().invoke(main, ["check", str(sovit_runs), "--baseline", str(out)])
+    assert r.exit_code == 0 and "another protocol" not in r.output
+    for f in sovit_runs.glob("vqa_*.json"):
+        rec = json.loads(f.read_text())
+        rec["task"]["config"]["label_smoothing"] = 0.0
+        rec["datasets"] = [{"name": "proxy_scenes", "split": "test", "num_examples": 100, "pp": "decode",
+                            "role": "eval"}]
+        f.write_text(json.dumps(rec))
+    r = CliRunner().invoke(main, ["check", str(sovit_runs), "--baseline", str(out)])
+    assert r.exit_code == 0, r.output  # a note, not a failure: the values still pass
+    note = next(line for line in r.output.splitlines() if "task vqa: made under another protocol" in line)
+    assert "--set label_smoothing `0.0` vs `(absent)`" in note
+    assert "proxy_scenes/test (eval) examples `100` vs `(absent)`" in note

@@ -303,8 +303,9 @@ def load_text_tower(spec: str, **kw) -> TextTower | None:
     tower = text_tower_from_tree(tt["txt"], log_t=tt.get("t"), b=tt.get("b"), path=tt["path"], **kw)
     tower.config["checkpoint"] = {k: tt[k] for k in ("path", "format")}
     tower.config["text_pp"] = tt.get("text_pp") or "big_vision"
-    if tt.get("tokenizer"):
-        tower.config["tokenizer"] = tt["tokenizer"]
+    for key in ("tokenizer", "hf_tokenizer_folder", "hf_tokenizer_name"):
+        if tt.get(key):
+            tower.config[key] = tt[key]
     return tower
 
 
@@ -316,8 +317,9 @@ def tokenize(tokenizer, texts, max_len: int, *, pad_value: int | None = None) ->
 
 # ------------------------------------------------------------------------------------------ text pp
 # "big_vision": SigLIP / LiT two-tower checkpoints (.npz, tensorstore); "hf_siglip": a Hugging Face SigLIP
-# folder's own processor; "lit": a tower the harness trains (the big_vision rule, for training and eval).
-TEXT_PP_FAMILIES = ("big_vision", "hf_siglip", "lit")
+# folder's own processor; "open_clip": an open_clip SigLIP folder's tokenizer call; "lit": a tower the
+# harness trains (the big_vision rule, for training and eval).
+TEXT_PP_FAMILIES = ("big_vision", "hf_siglip", "open_clip", "lit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,6 +332,9 @@ class TextPP:
     hf_siglip: `SiglipProcessor(text, padding="max_length", truncation=True, max_length=L)`: every text
     lower-cased (Python's str.lower, `do_lower_case`) and stripped of punctuation, EOS kept on truncation,
     padded with the tokenizer's `pad_token` ("</s>" for google/siglip-*); see `harness.tokenizer`.
+    open_clip: `open_clip.tokenizer.HFTokenizer(clean="canonicalize")`: big_vision's `canonicalize_text`
+    ("_" -> " ", punctuation removed, lower-cased), then the folder's Hugging Face SigLIP tokenizer as
+    `batch_encode_plus(max_length=L, padding="max_length", truncation=True)`, i.e. hf_siglip's ids.
     """
 
     family: str
@@ -347,15 +352,15 @@ def text_pp_for(family: str, tokenizer, max_len: int, *, pad_value: int | None =
     """The family's own text pp for `tokenizer` at `max_len`; `pad_value` (>= 0) overrides the pad id."""
     if family not in TEXT_PP_FAMILIES:
         raise HarnessError(f"text_pp {family!r} is not one of {', '.join(TEXT_PP_FAMILIES)}")
-    if family == "hf_siglip":
+    if family in ("hf_siglip", "open_clip"):
         from harness.tokenizer import SiglipTokenizer
 
         if not isinstance(tokenizer, SiglipTokenizer):
-            raise HarnessError("text_pp hf_siglip needs a Hugging Face SigLIP folder's tokenizer (spiece.model "
+            raise HarnessError(f"text_pp {family} needs a Hugging Face SigLIP tokenizer folder (spiece.model "
                                "+ tokenizer_config.json); use text_pp=big_vision with a plain .model file")
         pad = tokenizer.hf_pad_id if pad_value is None else int(pad_value)
-        return TextPP("hf_siglip", int(max_len), pad, lower="unicode" if tokenizer.do_lower_case else "none",
-                      canonicalize=True)
+        lower = "unicode" if tokenizer.do_lower_case or family == "open_clip" else "none"
+        return TextPP(family, int(max_len), pad, lower=lower, canonicalize=True)
     if tokenizer.eos_id < 0:
         raise HarnessError(f"sentencepiece model {tokenizer.model_path} has no EOS piece; big_vision's text pp "
                            "pads with EOS (pass a model with one)")
@@ -369,6 +374,10 @@ def tokenize_pp(tokenizer, texts, pp: TextPP) -> np.ndarray:
     """Texts -> int32 [N, pp.max_len] under `pp`."""
     if pp.family == "hf_siglip":
         return tokenizer.encode_hf(list(texts), pp.max_len, pad_id=pp.pad_id)
+    if pp.family == "open_clip":
+        from harness.tokenizer import as_text, canonicalize_text
+
+        return tokenizer.encode_hf([canonicalize_text(as_text(t)) for t in texts], pp.max_len, pad_id=pp.pad_id)
     return tokenizer.encode(list(texts), pp.max_len, eos=pp.eos, lower=pp.lower == "ascii", pad_id=pp.pad_id)
 
 

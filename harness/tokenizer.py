@@ -32,10 +32,11 @@ import numpy as np
 from harness.errors import HarnessError
 
 _EOS_MODES = ("yes", "sticky", "no")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def _as_text(text: str | bytes) -> str:
+def as_text(text: str | bytes) -> str:
     # Batches from the data pipeline hold bytes; accept them as UTF-8.
     return text.decode("utf-8") if isinstance(text, bytes) else str(text)
 
@@ -105,7 +106,7 @@ class Tokenizer:
         if add_bos and self.bos_id < 0:
             raise HarnessError(f"sentencepiece model {self.model_path} has no BOS piece; use "
                                "add_bos=False")
-        texts = [_as_text(t) for t in texts]
+        texts = [as_text(t) for t in texts]
         if lower:
             texts = [t.translate(_ASCII_LOWER) for t in texts]
         out = np.full((len(texts), max_len), self.pad_id if pad_id is None else int(pad_id), np.int32)
@@ -149,6 +150,18 @@ class Tokenizer:
         return self._sp.IdToPiece(int(token))
 
 
+def canonicalize_text(text: str, *, keep: str | None = None) -> str:
+    """big_vision's `evaluators/proj/image_text/prompt_engineering.py::canonicalize_text` (open_clip's
+    `clean="canonicalize"` is the same function): "_" -> " ", punctuation removed (except the exact string
+    `keep`), lower-cased (Python's str.lower), whitespace collapsed."""
+    text = text.replace("_", " ")
+    if keep:
+        text = keep.join(part.translate(_PUNCTUATION) for part in text.split(keep))
+    else:
+        text = text.translate(_PUNCTUATION)
+    return re.sub(r"\s+", " ", text.lower()).strip()
+
+
 def _check_max_len(max_len) -> None:
     if not isinstance(max_len, (int, np.integer)) or max_len <= 0:
         raise HarnessError(f"max_len must be a positive int; got {max_len!r}")
@@ -158,7 +171,6 @@ def _check_max_len(max_len) -> None:
 SPIECE_UNDERLINE = "\u2581"
 # The vocabulary file SiglipTokenizer reads from a folder (tokenization_siglip.py `VOCAB_FILES_NAMES`).
 HF_SIGLIP_VOCAB_FILE = "spiece.model"
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def _token_content(value) -> str | None:
@@ -293,7 +305,7 @@ class SiglipTokenizer(Tokenizer):
         out = np.full((len(texts), max_len), self.hf_pad_id if pad_id is None else int(pad_id), np.int32)
         for row, text in enumerate(texts):
             ids = [self._added[p][0] if p in self._added else int(self._sp.PieceToId(p))
-                   for p in self.pieces(_as_text(text))]
+                   for p in self.pieces(as_text(text))]
             ids = ids[:max_len - 1] if len(ids) + 1 > max_len else ids  # room for the one EOS
             if not ids or ids[-1] != eos:
                 ids.append(eos)
@@ -301,4 +313,4 @@ class SiglipTokenizer(Tokenizer):
         return out
 
 
-__all__ = ["SiglipTokenizer", "Tokenizer"]
+__all__ = ["SiglipTokenizer", "Tokenizer", "as_text", "canonicalize_text"]

@@ -585,11 +585,21 @@ def read_open_clip_text(path: Path) -> dict:
     scale, bias = sd.pop("logit_scale", None), sd.pop("logit_bias", None)
     txt = open_clip_text_to_bv(sd, facts, path=path)
     folder = path if path.is_dir() else path.parent
-    # open_clip tokenizes SigLIP text with a Hugging Face tokenizer over a sentencepiece model; where the
-    # folder ships that model (`spiece.model`, `tokenizer.model`), it is the tokenizer.
+    # open_clip tokenizes SigLIP text with `HFTokenizer(text_cfg.hf_tokenizer_name, clean=...)`: its
+    # `canonicalize` clean, then that Hugging Face tokenizer (open_clip/tokenizer.py). Offline, the tokenizer
+    # is the one saved into the folder (tokenizer_config.json + spiece.model); a bare sentencepiece model
+    # there serves `text_pp=big_vision`.
+    tc = mc.get("text_cfg") or {}
+    clean = (tc.get("tokenizer_kwargs") or {}).get("clean", "whitespace")  # HFTokenizer's default
+    if tc.get("hf_tokenizer_name") and clean != "canonicalize":
+        raise HarnessError(f"checkpoint {path}: open_clip cleans this tower's text with clean={clean!r}; only "
+                           "'canonicalize' (every SigLIP config's) is replicated: pass --set text_pp=big_vision")
+    hf_folder = str(folder) if (folder / "tokenizer_config.json").exists() else None
     spm = sorted(folder.glob("*.model"))
     return {"txt": txt, "t": scale, "b": bias, "path": str(path), "format": "open_clip",
-            "tokenizer": str(spm[0]) if spm else None, "gelu": facts["gelu"], "pool_type": facts["pool_type"]}
+            "tokenizer": str(spm[0]) if spm else None, "gelu": facts["gelu"], "pool_type": facts["pool_type"],
+            "text_pp": "open_clip" if tc.get("hf_tokenizer_name") else "big_vision",
+            "hf_tokenizer_folder": hf_folder, "hf_tokenizer_name": tc.get("hf_tokenizer_name")}
 
 
 # ------------------------------------------------------------------------------------- entry points

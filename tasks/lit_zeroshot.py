@@ -28,8 +28,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import re
-import string
 import time
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from harness import api, checkpoints, data, optim, text
 from harness.api import Metric, RunContext, Task
 from harness.errors import HarnessError
 from harness.features import extract
+from harness.tokenizer import canonicalize_text
 
 log = logging.getLogger("harness")
 
@@ -49,7 +48,7 @@ IMAGENET_LABELSETS = ("imagenet2012", "imagenet2012_real", "imagenet_v2")
 TEMPLATE_SETS = {"clip_paper": "clip_paper_templates.txt", "clip_best": "clip_best_templates.txt"}
 RECALL_AT = (1, 5, 10)
 # "auto": the checkpoint family's own text pp (harness.text.TextPP); or force one of the two rules.
-TEXT_PP_CHOICES = ("auto", "big_vision", "hf_siglip")
+TEXT_PP_CHOICES = ("auto", "big_vision", "hf_siglip", "open_clip")
 
 
 @dataclasses.dataclass
@@ -192,6 +191,18 @@ def text_pipeline(config, tower) -> tuple:
                                "text_pp=big_vision or auto")
         # The folder's processor rules; --set tokenizer swaps only the vocabulary file.
         tokenizer = SiglipTokenizer(ckpt["path"], vocab_file=config.tokenizer or tower.config.get("tokenizer"))
+    elif family == "open_clip":
+        if ckpt.get("format") != "open_clip":
+            raise HarnessError("text_pp open_clip needs an open_clip SigLIP folder as the checkpoint; use "
+                               "text_pp=big_vision or auto")
+        folder = tower.config.get("hf_tokenizer_folder")
+        if not folder:
+            raise HarnessError(
+                f"checkpoint {ckpt['path']}: open_clip tokenizes this tower's text with the Hugging Face tokenizer "
+                f"{tower.config.get('hf_tokenizer_name') or '(see open_clip_config.json)'}, which the folder does "
+                "not hold; save it there (AutoTokenizer.from_pretrained(name).save_pretrained(folder)), or pass "
+                "--set text_pp=big_vision --set tokenizer=PATH")
+        tokenizer = SiglipTokenizer(folder, vocab_file=config.tokenizer or None)
     elif config.tokenizer:
         tokenizer = Tokenizer(config.tokenizer)
     elif tower is not None and tower.config.get("tokenizer"):
@@ -211,18 +222,6 @@ def text_pipeline(config, tower) -> tuple:
 
 
 # ------------------------------------------------------------------------------------ text handling
-def canonicalize_text(text_: str, *, keep: str | None = None) -> str:
-    """big_vision's `canonicalize_text`: "_" -> " ", punctuation removed (except the exact string `keep`),
-    lower-cased, whitespace collapsed."""
-    table = str.maketrans("", "", string.punctuation)
-    text_ = text_.replace("_", " ")
-    if keep:
-        text_ = keep.join(part.translate(table) for part in text_.split(keep))
-    else:
-        text_ = text_.translate(table)
-    return re.sub(r"\s+", " ", text_.lower()).strip()
-
-
 def _read_lines(path: Path) -> list[str]:
     return [ln.rstrip("\n") for ln in path.read_text(encoding="utf-8").splitlines()
             if ln.strip() and not ln.startswith("#")]

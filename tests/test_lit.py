@@ -13,6 +13,7 @@ from harness.encoder import load_encoder
 from harness.errors import HarnessError
 from harness.runner import run_task
 from harness.suites import PROXY_CKPT
+from harness.tokenizer import canonicalize_text
 from tasks import lit_zeroshot as lz
 
 HF = Path(__file__).parent / "data" / "hf_siglip"
@@ -109,11 +110,11 @@ def test_retrieval_ties_go_to_the_lower_index():
 
 # --------------------------------------------------------------------------------- zero-shot pieces
 def test_canonicalize_as_big_vision():
-    assert lz.canonicalize_text("Great_White  Shark!") == "great white shark"
-    assert lz.canonicalize_text("a bad photo of a {}.", keep="{}") == "a bad photo of a {}"
-    assert lz.canonicalize_text("kite (bird of prey)", keep=",") == "kite bird of prey"
-    assert lz.canonicalize_text("Tench, Tinca tinca", keep=",") == "tench, tinca tinca"
-    assert lz.canonicalize_text("{ odd } {}", keep="{}") == "odd {}"
+    assert canonicalize_text("Great_White  Shark!") == "great white shark"
+    assert canonicalize_text("a bad photo of a {}.", keep="{}") == "a bad photo of a {}"
+    assert canonicalize_text("kite (bird of prey)", keep=",") == "kite bird of prey"
+    assert canonicalize_text("Tench, Tinca tinca", keep=",") == "tench, tinca tinca"
+    assert canonicalize_text("{ odd } {}", keep="{}") == "odd {}"
 
 
 def test_assets_clip_names_and_templates():

@@ -331,7 +331,8 @@ def test_open_clip_pair_runs_lit_zeroshot_without_training(tmp_path, monkeypatch
     r = CliRunner().invoke(main, [
         "run", "--task", "lit_zeroshot", "--ckpt", str(folder), "--out", str(out), "--data-dir", str(tmp_path / "tfds"),
         "--cache-dir", str(tmp_path / "cache"), "--set", f"zeroshot_datasets={ds}", "--set", "retrieval_datasets=",
-        "--set", "prompt_templates=class_name_only", "--set", "pad_value=1", "--set", "train_steps=0"])
+        "--set", "prompt_templates=class_name_only", "--set", "pad_value=1", "--set", "train_steps=0",
+        "--set", "text_pp=big_vision"])  # a bare sentencepiece model: the folder holds no HF tokenizer
     assert r.exit_code == 0, r.output
     rec = json.loads(next(out.glob("lit_zeroshot__*.json")).read_text())
     assert rec["info"]["text_tower"]["source"] == "checkpoint" and "lit_training" not in rec["info"]
@@ -350,6 +351,58 @@ def test_open_clip_pair_runs_lit_zeroshot_without_training(tmp_path, monkeypatch
         zt = model.encode_text(torch.from_numpy(ids.astype(np.int64)), normalize=True)
     want = (torch.argmax(zi @ zt.T, dim=1).numpy() == np.concatenate(labels)) * 100.0
     np.testing.assert_array_equal(hits, want)
+
+
+def _siglip_tokenizer_folder(folder: Path, texts: list[str]):
+    """A sentencepiece model with T5's ids (pad 0, EOS 1, unk 2, as SigLIP's c4_en) and Hugging Face's
+    SiglipTokenizer over it saved into `folder`, as `save_pretrained` lays a hub tokenizer out."""
+    import sentencepiece as spm
+    transformers = pytest.importorskip("transformers")
+
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts * 8), model_prefix=str(folder / "spm_src"),
+                                   vocab_size=30, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2,
+                                   character_coverage=1.0)
+    transformers.SiglipTokenizer(vocab_file=str(folder / "spm_src.model")).save_pretrained(str(folder))
+    for f in folder.glob("spm_src.*"):
+        f.unlink()
+
+
+def test_open_clip_text_pp_is_open_clips_own_tokenizer(tmp_path, monkeypatch):
+    """An open_clip SigLIP folder that holds its Hugging Face tokenizer gets open_clip's own text pp by
+    default: `HFTokenizer(folder, clean="canonicalize")`'s ids (underscores to spaces, punctuation and case
+    dropped, EOS kept on truncation, padded with the tokenizer's pad token), and open_clip's encode_text of
+    those ids; without the tokenizer files it is one line naming the tokenizer to save there."""
+    from open_clip.tokenizer import HFTokenizer
+
+    from tasks.lit_zeroshot import LitZeroShotConfig, text_pipeline
+
+    model, cfg = _small_open_clip("ViT-B-16-SigLIP", monkeypatch, seed=7)
+    folder = _save_open_clip(model, cfg, tmp_path / "oc")
+    tower = text.load_text_tower(str(folder))
+    assert tower.config["text_pp"] == "open_clip" and tower.config["hf_tokenizer_name"] == "timm/ViT-B-16-SigLIP"
+    with pytest.raises(HarnessError, match="timm/ViT-B-16-SigLIP, which the folder does not hold"):
+        text_pipeline(LitZeroShotConfig(), tower)
+
+    texts = ["a photo of a golden_retriever.", "A Photo Of The RED circle!", "itap of a {}", "",
+             "the large green square next to the small blue triangle on grass"]
+    _siglip_tokenizer_folder(folder, ["a photo of the", "golden retriever red circle green square", "itap of",
+                                      "large small blue triangle next to on grass"])
+    tower = text.load_text_tower(str(folder))
+    tokenizer, pp = text_pipeline(LitZeroShotConfig(), tower)
+    assert pp.family == "open_clip" and pp.max_len == 8 and pp.pad_id == 1  # SiglipTokenizer: "</s>"
+    ours = text.tokenize_pp(tokenizer, texts, pp)
+    theirs = HFTokenizer(str(folder), context_length=8, clean="canonicalize")(texts).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+    assert (ours[:, -1] == 1).all()  # every row ends in EOS: padded with it, or truncated keeping it
+    with torch.no_grad():
+        want = model.encode_text(torch.from_numpy(theirs), normalize=True).numpy()
+    _close("open_clip encode_text of its own tokens", text.embed_texts(tower, tokenizer, pp, texts), want)
+    # big_vision's rule (no cleaning but ASCII lower-casing) on the same folder gives other ids where
+    # open_clip's cleaning changes the text within the tower's 8 tokens
+    short = ["a?", "a"]
+    bv = text.tokenize_pp(tokenizer, short, text.text_pp_for("big_vision", tokenizer, 8))
+    oc = HFTokenizer(str(folder), context_length=8, clean="canonicalize")(short).numpy()
+    assert not np.array_equal(bv[0], oc[0]) and np.array_equal(bv[1], oc[1])
 
 
 # ------------------------------------------------------------------------------------------ refusals

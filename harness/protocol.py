@@ -83,7 +83,10 @@ def settings(record: Mapping, metric: str | None = None) -> dict[str, str]:
     info = record.get("info") or {}
     for key in PROTOCOL_INFO:
         if key in info:
-            out[f"info {key}"] = _text(info[key])
+            value = info[key]
+            if key == "tokenizer" and isinstance(value, str):
+                value = value.replace("\\", "/").rsplit("/", 1)[-1]  # the model file, wherever it lies
+            out[f"info {key}"] = _text(value)
     return out
 
 

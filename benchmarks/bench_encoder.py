@@ -1,8 +1,8 @@
-"""A/B of the encoder forward: this checkout's harness/vit.py against another vit.py, same machine, same run.
+"""A/B of the encoder forward: this checkout's harness/models/vit.py against another vit.py, same machine, same run.
 
     python benchmarks/bench_encoder.py --vit other_vit.py [--variants So150m/14] [--batches 8] [--dtypes float32]
 
-For each side, `harness bench` (harness/bench.py: child processes, matmul peak, peak RSS) runs with the
+For each side, `harness bench` (harness/tools/bench.py: child processes, matmul peak, peak RSS) runs with the
 `harness` package taken from this checkout or from a temporary copy whose vit.py is replaced; then both
 sides' `pre_logits` for the same random parameters and images are compared (max |difference|), so a
 faster model that computes something else is caught. Prints one JSON object.
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FORWARD = """
 import sys, numpy as np, jax, jax.numpy as jnp
-from harness import bench
+from harness.tools import bench
 cfg = bench.encoder_config(sys.argv[1], int(sys.argv[2]), sys.argv[3], True)
 model, params = bench.random_params(cfg)
 x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (2, cfg["res"], cfg["res"], 3)).astype(np.float32))
@@ -44,7 +44,7 @@ def _side(pythonpath: str, args, out_json: Path, forward_npy: Path, variant: str
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vit", required=True, help="the other harness/vit.py")
+    ap.add_argument("--vit", required=True, help="the other harness/models/vit.py")
     ap.add_argument("--variants", default="So150m/14")
     ap.add_argument("--res", type=int, default=224)
     ap.add_argument("--batches", default="8")

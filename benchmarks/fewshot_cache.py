@@ -3,7 +3,7 @@
     python benchmarks/fewshot_cache.py [--variant S/16] [--res 224] [--dataset proxy_digits] [--out FILE]
 
 Three timings on one dataset (train + test split), each from a fresh state where it says so:
-  extract_s  : `harness.features.extract` of both splits into an empty cache (the encoder pass alone);
+  extract_s  : `harness.eval.features.extract` of both splits into an empty cache (the encoder pass alone);
   task_cold_s: the `fewshot` task, 4 shots x 3 seeds, into another empty cache (extraction + 12 probes);
   task_warm_s: the same task with another l2 setting, features from the cache (12 probes, no encoder).
 Reported as ratios to extract_s. The encoder is randomly initialised: cost does not depend on weights.
@@ -32,10 +32,10 @@ def main(argv=None) -> int:
     import numpy as np
 
     from harness import data
-    from harness.encoder import load_encoder
-    from harness.features import extract
-    from harness.runner import run_task
-    from tasks.fewshot import default_pp
+    from harness.eval.features import extract
+    from harness.models.encoder import load_encoder
+    from harness.run.runner import run_task
+    from harness.tasks.fewshot import default_pp
 
     data.require_prepared(args.dataset, args.data_dir)
     tmp = Path(tempfile.mkdtemp(prefix="bench_fewshot_"))

@@ -20,7 +20,7 @@ from pathlib import Path
 CHILD = """
 import json, sys, time
 import numpy as np
-from harness.encoder import load_encoder
+from harness.models.encoder import load_encoder
 t0 = time.perf_counter()
 enc = load_encoder(sys.argv[1])
 t1 = time.perf_counter()
@@ -36,7 +36,7 @@ def write_random_checkpoint(variant: str, res: int, path: Path) -> None:
     import numpy as np
 
     from harness.checkpoints import flatten, save_npz
-    from harness.encoder import abstract_params, build_model, resolve_config
+    from harness.models.encoder import abstract_params, build_model, resolve_config
 
     cfg = resolve_config({}, {}, {"variant": variant, "res": res, "pool_type": "map"}, path="bench")
     shapes = flatten(abstract_params(build_model(cfg), res))

@@ -3,14 +3,19 @@
 Importing `harness` is cheap; jax and tensorflow load only when something that needs them is used.
 """
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+# Files the package ships (package data): the proxy checkpoint and vocabulary, CLIP's prompts and class
+# names, the paper's published rows.
+ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 def load_encoder(spec=None, **config):
-    """Loads an encoder from a checkpoint spec; see `harness.encoder.load_encoder`."""
-    from harness.encoder import load_encoder as _load
+    """Loads an encoder from a checkpoint spec; see `harness.models.encoder.load_encoder`."""
+    from harness.models.encoder import load_encoder as _load
 
     return _load(spec, **config)
 
 
-__all__ = ["__version__", "load_encoder"]
+__all__ = ["ASSETS", "__version__", "load_encoder"]

@@ -1,17 +1,27 @@
-"""The `harness` command line. Thin: parses flags and calls the library. Heavy imports happen inside
-commands, so `harness --help` answers at once."""
+"""The `harness` command line: parses flags, calls the library, prints. Nothing else happens here.
+
+Each command imports what it runs inside its own function body: the library's modules pull in jax,
+tensorflow and the task modules, which cost seconds, and `harness --help` (or a mistyped flag) must
+answer at once. This is the one place in the package that imports lazily for that reason.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import logging
 import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 import click
 
-from harness.errors import HarnessError
-from harness.runtime import ENV_CPU_DEVICES, parse_cpu_devices, use_cpu_devices
+from harness.errors import HarnessError, os_error
+from harness.files import write_text_atomic
+from harness.models.variants import decode_variant, model_table
+from harness.scale.runtime import ENV_CPU_DEVICES, parse_cpu_devices, use_cpu_devices
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter is not for our users
 
@@ -40,8 +50,6 @@ class _QuietTensorflowImport:
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        import importlib.util
-
         sys.meta_path.remove(self)  # once; find the real spec without us
         spec = importlib.util.find_spec(name)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
@@ -57,8 +65,6 @@ class _QuietTensorflowImport:
 
 
 def _quiet_libraries() -> None:
-    import logging
-
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorflowImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorflowImport())
     # TFDS logs through absl ("WARNING:absl:Variant folder ... has no dataset_info.json"): not for our users.
@@ -99,8 +105,6 @@ class _Group(click.Group):
             sys.exit(e.exit_code)
         except OSError as e:
             # A full disk or an unwritable folder met somewhere no writer of ours maps it: still one line.
-            from harness.results import os_error
-
             mapped = os_error(e, e.filename or "a file")
             if mapped is None:
                 raise
@@ -159,10 +163,8 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
         raise HarnessError(f"--res {res}: must be a positive resolution in pixels (a multiple of the patch "
                            "size, e.g. --res 224)")
     if variant:
-        from harness.variants import decode_variant
-
         decode_variant(variant)
-    from harness.runner import default_cache_dir
+    from harness.eval.cache import default_cache_dir
 
     check_folder("--out", out_dir)
     check_folder("--cache-dir" if cache_dir else "the feature cache ($HARNESS_CACHE_DIR)",
@@ -170,7 +172,9 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
     check_folder("--data-dir", data_dir, write=False)
     if cpu_devices:
         use_cpu_devices(cpu_devices)
-    from harness import sharding
+    from harness.report import to_markdown
+    from harness.run import suites
+    from harness.scale import sharding
 
     distributed = sharding.initialize(coordinator, num_processes, process_id)
     sharding.set_param_strategy(param_sharding)
@@ -180,174 +184,40 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
     if res:
         enc["res"] = res
     if task_name:
-        entries = [(task_name, preset, _parse_sets(sets))]
+        entries = [suites.Planned(task_name, preset, _parse_sets(sets))]
     else:
-        from harness.suites import default_ckpt, entry_settings, load_suite
-
         if preset:
             raise HarnessError("--preset applies to --task; a suite's entries name their own presets")
-        entries = entry_settings(load_suite(suite), _parse_sets(sets))
-        _check_entries(entries)
-        ckpt = ckpt or default_ckpt(suite)
+        entries = suites.plan(suites.load_suite(suite), _parse_sets(sets))
+        ckpt = ckpt or suites.default_ckpt(suite)
         if ckpt is None:
-            from harness.suites import PROXY_CKPT
-
             raise HarnessError(f"suite {suite!r} needs --ckpt (a checkpoint to evaluate)"
-                               + (f"; the default {PROXY_CKPT} is missing" if suite == "proxy" else ""))
-    _run_entries(entries, ckpt, enc, data_dir=data_dir, out_dir=out_dir, cache_dir=cache_dir, name=name,
-                 force=force, verbose=bool(suite), distributed=distributed)
-
-
-def _split_sets(task, sets: dict[str, str], task_name: str) -> tuple[dict, dict]:
-    import dataclasses
-
-    from harness.encoder import CONFIG_KEYS
-
-    task_keys = {f.name for f in dataclasses.fields(task.Config)}
-    task_sets, enc = {}, {}
-    for k, v in sets.items():
-        if k in task_keys:
-            task_sets[k] = v
-        elif k in CONFIG_KEYS:
-            enc[k] = _encoder_value(k, v)
-        else:
-            import difflib
-            close = difflib.get_close_matches(k, [*task_keys, *CONFIG_KEYS], n=1)
-            raise HarnessError(f"--set {k}: not a setting of task {task_name!r} nor an encoder key"
-                               + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return task_sets, enc
-
-
-def _check_entries(entries) -> None:
-    """Every suite entry's settings, before the first entry runs: a bad one would otherwise fail only
-    when its turn comes (and once per entry that takes it)."""
-    from harness import api
-    from harness.registry import get_task
-
-    for i, (task_name, preset, sets) in enumerate(entries):
-        where = f"suite entry {i + 1}/{len(entries)} {task_name}" + (f"[{preset}]" if preset else "")
-        try:
-            task = get_task(task_name)
-        except HarnessError as e:
-            raise HarnessError(f"{where}: {e}") from None
-        except Exception:  # noqa: BLE001 - a task module that does not import fails as its own entry
-            continue
-        try:
-            task_sets, _ = _split_sets(task, sets, task_name)
-            api.make_config(task, preset, task_sets)
-        except HarnessError as e:
-            message = str(e).removeprefix(f"{task_name}: ")  # the entry already names the task
-            raise HarnessError(f"{where}: {message}") from None
-
-
-def _run_entries(entries, ckpt, enc, *, data_dir, out_dir, cache_dir, name, force, verbose, distributed=False):
-    import time
-
-    from harness import sharding
-    from harness.registry import get_task
-    from harness.report import to_markdown
-    from harness.runner import run_task
-
+                               + (f"; the default {suites.PROXY_CKPT} is missing" if suite == "proxy" else ""))
+    verbose = bool(suite)
     records, failed = [], []
-    encoders: dict = {}  # one loaded encoder per distinct encoder config, shared by the tasks
-    for i, (task_name, preset, sets) in enumerate(entries):
-        label = task_name + (f"[{preset}]" if preset else "")
-        t0 = time.perf_counter()
-        try:
-            task = get_task(task_name)
-            task_sets, enc_sets = _split_sets(task, sets, task_name)
-
-            def loader(enc_cfg):
-                from harness.encoder import load_encoder
-                key = repr(sorted(enc_cfg.items()))
-                if key not in encoders:
-                    encoders.clear()  # keep at most one model in memory
-                    encoders[key] = load_encoder(ckpt, **enc_cfg)
-                return encoders[key]
-
-            if distributed:  # every process computes, process 0 writes; a failure stops every process
-                record, path = sharding.run_task_distributed(
-                    task_name, ckpt, preset=preset, sets=task_sets, encoder_config={**enc, **enc_sets},
-                    data_dir=data_dir, out_dir=out_dir, name=name, encoder_loader=loader)
-                reused = False
-            else:
-                record, path, reused = run_task(task_name, ckpt, preset=preset, sets=task_sets,
-                                                encoder_config={**enc, **enc_sets}, data_dir=data_dir,
-                                                out_dir=out_dir, cache_dir=cache_dir, force=force, name=name,
-                                                encoder_loader=loader)
-        except Exception as e:
-            # A suite goes on past a failed entry (a missing dataset, a task module that does not import)
-            # so one problem does not cost the other tasks; the exit code still reports it.
-            if not verbose:
-                raise
-            failed.append(label)
-            if not isinstance(e, HarnessError):
-                import traceback
-                traceback.print_exc()
-            why = e if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
-            click.echo(f"[{i + 1}/{len(entries)}] {label}: failed: {why}", err=True)
+    for done in suites.run_entries(entries, ckpt, encoder_config=enc, keep_going=verbose, distributed=distributed,
+                                   data_dir=data_dir, out_dir=out_dir, cache_dir=cache_dir, name=name, force=force):
+        where = f"[{done.index + 1}/{len(entries)}] {done.label}"
+        if done.error is not None:
+            failed.append(done.label)
+            if not isinstance(done.error, HarnessError):
+                traceback.print_exception(done.error)
+            why = done.error if isinstance(done.error, HarnessError) else f"{type(done.error).__name__}: {done.error}"
+            click.echo(f"{where}: failed: {why}", err=True)
             continue
-        records.append(record)
+        records.append(done.record)
         if not sharding.is_writer():
             continue
         if verbose:
-            state = "reused" if reused else f"done in {time.perf_counter() - t0:.0f}s"
-            click.echo(f"[{i + 1}/{len(entries)}] {label}: {state} -> {path}", err=True)
+            state = "reused" if done.reused else f"done in {done.seconds:.0f}s"
+            click.echo(f"{where}: {state} -> {done.path}", err=True)
         else:
-            click.echo(f"{'reused' if reused else 'wrote'} {path}", err=True)
+            click.echo(f"{'reused' if done.reused else 'wrote'} {done.path}", err=True)
     if sharding.is_writer():
         click.echo(to_markdown(records))
     if failed:
         raise HarnessError(f"{len(failed)} of {len(entries)} suite entries failed: {', '.join(failed)}; "
                            "the others' records are written, and a rerun resumes")
-
-
-# The encoder keys' types and allowed values (`--set key=value`): (kind, choices or None).
-ENCODER_KEY_TYPES = {
-    "variant": ("str", None), "width": ("size", None), "depth": ("size", None), "mlp_dim": ("size", None),
-    "num_heads": ("size", None), "patch_size": ("size", None), "res": ("size", None),
-    "num_classes": ("size_or_none", None), "rep_size": ("size_or_bool", None), "scan": ("bool", None),
-    "pool_type": ("choice", ("gap", "map", "tok", "0", "none")), "posemb": ("choice", ("learn", "sincos2d")),
-    "dtype_mm": ("choice", ("float32", "bfloat16")), "gelu": ("choice", ("tanh", "exact")),
-}
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def _encoder_value(key: str, value: str):
-    """A `--set` encoder key's value in its type; anything else is one line naming the key and the range."""
-    kind, choices = ENCODER_KEY_TYPES.get(key, ("str", None))
-    v = value.strip().lower()
-
-    def size(allowed: str):
-        try:
-            n = int(v)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise HarnessError(f"--set {key}={value}: expected {allowed}")
-        return n
-
-    if kind == "size":
-        return size("a positive integer")
-    if kind == "size_or_none":
-        return None if v in ("none", "0") else size("a positive integer, or none for no classifier head")
-    if kind == "size_or_bool":
-        if v in _TRUE[1:] or v in _FALSE[1:]:
-            return v in _TRUE
-        return False if v == "0" else size("a positive integer, true (as wide as the encoder) or false")
-    if kind == "bool":
-        if v not in _TRUE + _FALSE:
-            raise HarnessError(f"--set {key}={value}: expected true or false")
-        return v in _TRUE
-    if kind == "choice":
-        if value.strip() not in choices:
-            raise HarnessError(f"--set {key}={value}: expected one of {', '.join(choices)}")
-        return value.strip()
-    if key == "variant":
-        from harness.variants import decode_variant
-
-        decode_variant(value)
-    return value
 
 
 def check_folder(option: str, path, *, write: bool = True, named=None) -> None:
@@ -357,8 +227,6 @@ def check_folder(option: str, path, *, write: bool = True, named=None) -> None:
     not on a full disk."""
     if path is None:
         return
-    from harness.results import os_error
-
     named = path if named is None else named  # what the user typed (a file's path, for check_output_file)
     p = Path(path).expanduser().absolute()
     existing = p
@@ -372,8 +240,6 @@ def check_folder(option: str, path, *, write: bool = True, named=None) -> None:
             break
     if not write:
         return
-    import tempfile
-
     try:
         # 64 KiB and an fsync: a disk with less room than that is full for any record or chunk.
         with tempfile.TemporaryFile(dir=existing) as f:
@@ -406,7 +272,7 @@ def ls():
 @click.argument("pattern", default="*")
 def ls_tasks(pattern):
     """Registered tasks (entry-point group harness.tasks)."""
-    from harness.registry import get_task, list_tasks
+    from harness.api.registry import get_task, list_tasks
 
     for name in list_tasks(pattern):
         try:
@@ -425,8 +291,6 @@ def ls_tasks(pattern):
               "paper's table: MAP for So150m, So400m and G, none for the others).")
 def ls_models(pattern, res, pool_type):
     """Every variant with parameters (M) and GFLOPs (2 x multiply-adds) at --res."""
-    from harness.variants import model_table
-
     rows = model_table(res, pattern, pool_type)
     if not rows:
         raise HarnessError(f"no variant matches {pattern!r}; try `harness ls models` for the full list")
@@ -479,17 +343,17 @@ def report(runs, fmt, output, baseline, with_, show_seeds):
 @click.option("--name", default=None, help="With --write-baseline: the checkpoint row to take (when RUNS hold several).")
 def check(runs, baseline, tolerance, rel_tolerance, write_baseline, name):
     """Regression gate: exit 1 naming each metric of RUNS worse than the baseline by more than allowed."""
-    from harness import check as chk
+    from harness.report import check_command, write_baseline_command
 
     if write_baseline:
         if baseline:
             raise HarnessError("give --baseline (to check) or --write-baseline (to write one), not both")
         check_output_file("--write-baseline", write_baseline)
-        click.echo(chk.write_baseline_command(runs, write_baseline, name=name, tolerance=tolerance))
+        click.echo(write_baseline_command(runs, write_baseline, name=name, tolerance=tolerance))
         return
     if not baseline:
         raise HarnessError("--baseline FILE is required (or --write-baseline FILE to create one)")
-    code = chk.check_command(runs, baseline, tolerance=tolerance, rel_tolerance=rel_tolerance, echo=click.echo)
+    code = check_command(runs, baseline, tolerance=tolerance, rel_tolerance=rel_tolerance, echo=click.echo)
     sys.exit(code)
 
 
@@ -513,10 +377,9 @@ def prepare(name, data_dir, manual_dir):
 @click.option("--ckpt-dir", default=None, help="Keep resumable training state here.")
 def pretrain(out, data_dir, sets, ckpt_dir):
     """Pretrain an encoder from scratch (default: the proxy SoViT on proxy_scenes' pretrain split)."""
-    import dataclasses
-
     from harness import api
-    from harness.pretrain import PretrainConfig, pretrain as run_pretrain
+    from harness.train.pretrain import PretrainConfig
+    from harness.train.pretrain import pretrain as run_pretrain
 
     class _T(api.Task):
         name = "pretrain"
@@ -526,7 +389,6 @@ def pretrain(out, data_dir, sets, ckpt_dir):
     summary = run_pretrain(cfg, out, data_dir=data_dir, ckpt_dir=ckpt_dir)
     click.echo(f"wrote {summary['out']} (loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}, "
                f"{summary['seconds']:.0f}s)")
-    del dataclasses
 
 
 @main.command()
@@ -548,8 +410,8 @@ def pretrain(out, data_dir, sets, ckpt_dir):
 @click.option("-o", "--output", default=None, help="Also write the markdown report to this file.")
 def shape(budgets, kind, from_runs, metric, start, num_heads, patch, res, bootstrap, seed, plots_dir, output):
     """Compute-optimal ViT shape for a compute budget (the paper's scaling law), from its exponents or a sweep."""
-    from harness.results import load_records, write_text_atomic
-    from harness.scaling import shape_report
+    from harness.report.records import load_records
+    from harness.shape.law import shape_report
 
     try:
         start_shape = tuple(float(v) for v in start.split(","))
@@ -575,7 +437,7 @@ def shape(budgets, kind, from_runs, metric, start, num_heads, patch, res, bootst
 @click.option("--dry-run", is_flag=True, help="List the runs and their training compute; train nothing.")
 def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
     """Star sweep: pretrain each shape at several lengths, score it few-shot; `harness shape --from` fits it."""
-    from harness import sweep as sw
+    from harness.shape import sweep as sw
 
     cfg = sw.make_config(preset, _parse_sets(sets))
     if dry_run:
@@ -606,7 +468,7 @@ def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
 def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out, cpu_devices,
           repeats):
     """Encoder images/s, GFLOP/s and % of this machine's matmul peak, compile time, peak RSS (vs HF torch)."""
-    from harness.bench import bench_command
+    from harness.tools.bench import bench_command
 
     bench_command(variants=[v.strip() for v in variants.split(",") if v.strip()], res=res,
                   cpu_devices=[parse_cpu_devices(n) for n in cpu_devices.split(",") if n.strip()], repeats=repeats,
@@ -620,7 +482,7 @@ def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, n
 @click.option("--out", "out_dir", default="runs/demo", show_default=True)
 def demo(out_dir):
     """Build a tiny SoViT-shaped encoder, save it as big_vision .npz, reload it, print features and models."""
-    from harness.demo import main as demo_main
+    from harness.tools.demo import main as demo_main
 
     demo_main(out_dir)
 

@@ -28,7 +28,7 @@ def train_proxy_spm() -> bytes:
     import sentencepiece as spm
 
     sys.path.insert(0, str(REPO))
-    from harness.datasets.proxy_scenes import iter_text
+    from harness.data.builders.proxy_scenes import iter_text
 
     lines = list(iter_text(seed=0, sizes={"pretrain": 6000, "train": 1000}))
     model = io.BytesIO()

@@ -18,6 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -76,9 +79,6 @@ class _DomStats(html.parser.HTMLParser):
 
 def png_stats(path: Path) -> tuple[int, int, float, float]:
     """(width, height, fraction of non-background pixels, pixel std) of a PNG."""
-    import numpy as np
-    from PIL import Image
-
     img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
     background = np.median(img.reshape(-1, 3), axis=0)
     differs = np.abs(img - background).sum(axis=2) > 24

@@ -1,6 +1,6 @@
 """COCO captioning through a small autoregressive decoder on the encoder's patch tokens (paper Table 4).
 
-A 2-layer decoder (`harness.decoder`) is trained on the Karpathy train split (train + restval; one of
+A 2-layer decoder (`harness.models.decoder`) is trained on the Karpathy train split (train + restval; one of
 the image's 5 captions per visit) over the frozen encoder's `encoded` tokens (feature cache), then
 captions the eval split (greedy or beam search). Scores are pycocoevalcap's on PTB-tokenised text:
 CIDEr (CIDEr-D, raw scale: the paper prints x100), BLEU-4 and ROUGE-L, plus the decoder's
@@ -20,11 +20,14 @@ import dataclasses
 
 import numpy as np
 
-from harness import api, data, metrics, optim
+from harness import api, data
 from harness.api import Metric, RunContext, Task
-from harness.decoder import DecoderSettings, TextTable, as_text, train_and_decode
+from harness.data.tokenizer import as_text
 from harness.errors import HarnessError
-from harness.results import write_json_atomic
+from harness.eval import metrics
+from harness.files import write_json_atomic
+from harness.train import optim
+from harness.train.decoder import DecoderSettings, TextTable, train_and_decode
 
 
 @dataclasses.dataclass
@@ -34,7 +37,7 @@ class CocoCaptioningConfig(DecoderSettings):
     train_split: str = "train"
     eval_split: str = "test"
     text_key: str = ""  # empty: the registry's (`captions/text` for COCO)
-    id_key: str = ""  # empty: `image/id` for COCO, `image_id` otherwise
+    id_key: str = ""  # empty: the registry's `image_id_key` (`image/id` for COCO, else `image_id`)
     tokenizer: str = ""
     target_len: int = 32
 
@@ -72,9 +75,6 @@ def validate_decoder_settings(cfg) -> None:
         raise api.bad_setting("tokenizer", tok, "is not a file; pass a sentencepiece .model file or proxy")
 
 
-_ID_KEYS = {"coco_captions": "image/id"}
-
-
 def _split(info: data.DatasetInfo, role_or_split: str) -> str:
     return info.splits.get(role_or_split, role_or_split)
 
@@ -88,6 +88,9 @@ class CocoCaptioning(Task):
     # 2: big_vision's AdaFactor, per-sequence loss, log_perplexity per sequence (issue 14).
     version = "2"
     description = "captioning with a 2-layer decoder on frozen patch tokens: CIDEr, BLEU-4, ROUGE-L (Table 4)"
+    report_title = "COCO captioning (paper Table 4)"
+    report_order = (4, 2)
+    report_columns = ("cider", "bleu4", "rouge_l", "log_perplexity")
     Config = CocoCaptioningConfig
     presets = {
         "proxy": dict(dataset="proxy_scenes", train_split="train", eval_split="test", tokenizer="proxy",
@@ -112,7 +115,7 @@ class CocoCaptioning(Task):
         if not text_key:
             raise HarnessError(f"dataset {config.dataset!r} has no caption feature in the registry; "
                                "pass --set text_key=<feature>")
-        id_key = config.id_key or _ID_KEYS.get(info.name, "image_id")
+        id_key = config.id_key or info.image_id_key
         train_split, eval_split = _split(info, config.train_split), _split(info, config.eval_split)
 
         def read_text(batch: dict) -> TextTable:

@@ -3,7 +3,7 @@
 For every dataset, `pre_logits` features of the few-shot pool and of the test split are extracted once
 (feature cache); then for each seed ONE sampling of per-class permutations serves every shot count, and a
 ridge regression (l2 = 2^10) onto {-1, +1} one-hot targets is solved in closed form
-(`harness.fewshot`). Metrics: `fewshot/<dataset>/<k>shot` (mean over seeds, %), `.../std` and
+(`harness.eval.fewshot`). Metrics: `fewshot/<dataset>/<k>shot` (mean over seeds, %), `.../std` and
 `.../seed-<s>`.
 """
 
@@ -14,11 +14,12 @@ import time
 
 import numpy as np
 
-from harness import data, fewshot
-from harness import api
+from harness import api, data
 from harness.api import Metric, RunContext, Task
+from harness.data.pp import eval_pp, side_before_crop
 from harness.errors import HarnessError
-from harness.features import extract
+from harness.eval import fewshot
+from harness.eval.features import extract
 
 
 @dataclasses.dataclass
@@ -27,7 +28,7 @@ class FewShotConfig:
     shots: tuple[int, ...] = (1, 5, 10, 25)
     seeds: tuple[int, ...] = (0, 1, 2)
     l2_reg: float = 2.0**10
-    # Empty: big_vision's `resize(256)|central_crop(224)` scaled to the encoder's resolution.
+    # Empty: `default_pp`, big_vision's few-shot `resize(256)|central_crop(224)` at the encoder's resolution.
     pp: str = ""
     representation: str = "pre_logits"
     batch_size: int = 64
@@ -78,12 +79,15 @@ POOLED = ("pre_logits", "logits")
 
 
 def default_pp(res: int) -> str:
-    return f"decode|resize({round(res * 256 / 224)})|central_crop({res})|value_range(-1,1)"
+    # big_vision configs/common_fewshot.py::get_fewshot_lsr: resize(256)|central_crop(224) (train and eval).
+    return eval_pp(res, side_before_crop(res))
 
 
 class FewShot(Task):
     name = "fewshot"
     description = "closed-form ridge probes, 1/5/10/25 shots x 3 seeds (paper Table 3)"
+    report_title = "Few-shot closed-form probes, accuracy % (paper Table 3)"
+    report_order = (3, 0)  # columns: shot by shot, each in Table 3's dataset order (harness.data)
     Config = FewShotConfig
     neutral_settings = ("datasets", "shots", "batch_size")  # k-shot sets are nested: shots move no number
     presets = {

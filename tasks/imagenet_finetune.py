@@ -1,11 +1,11 @@
 """Full fine-tuning on ImageNet (the paper's Table 1): top-1 on val, ReaL and v2, with minival reported.
 
 The whole encoder is trained together with a NEW classifier head (kernel 0, bias -6.9; any head in the
-checkpoint is dropped) through the shared loop `harness.train.fit`, with the paper's recipe as defaults:
+checkpoint is dropped) through the shared loop `harness.train.loop.fit`, with the paper's recipe as defaults:
 SGD momentum 0.9, lr 0.03, cosine schedule with 500 warm-up steps, 50k steps at batch 512, global-norm
 clipping 1.0, no weight decay, sigmoid cross-entropy, inception crop + flip; layer-wise lr decay and
 mixup and RandAugment as the paper chose them per resolution (0.85 and neither at 224 px; 0.9, mixup 0.2
-and RandAug(2, 10) at 384/518). RandAugment is the `randaug` pp op (harness/preprocess.py, big_vision's
+and RandAug(2, 10) at 384/518). RandAugment is the `randaug` pp op (harness/data/pp/randaug.py, big_vision's
 semantics), placed in the train pp after the crop and flip, before `value_range`.
 
 Splits follow big_vision: train on minitrain = train[:99%], report minival = train[99%:] (for choosing
@@ -19,7 +19,7 @@ exactly as an uninterrupted one; a finished fine-tune is reused if only the eval
 `--set train_steps=0` evaluates a checkpoint that is already fine-tuned (it must have a head of the
 dataset's class count).
 
-Metric names: `imagenet_finetune/<res>/{val,real,v2,minival}` for ImageNet (as reports/paper.json's
+Metric names: `imagenet_finetune/<res>/{val,real,v2,minival}` for ImageNet (as harness/assets/paper.json's
 Table 1 rows), `imagenet_finetune/<dataset>/<res>/{test,minival}` for other datasets (e.g. the proxy).
 """
 
@@ -33,9 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import api, checkpoints, data, finetune, optim, sharding, train
+from harness import api, checkpoints, data
 from harness.api import Metric, RunContext, Task
+from harness.data.pp import Preprocess, eval_pp, side_before_crop
 from harness.errors import HarnessError
+from harness.scale import sharding
+from harness.train import finetune, optim
+from harness.train import loop as train
 
 log = logging.getLogger("harness")
 
@@ -121,8 +125,6 @@ def randaug_op(setting: str | None, res: int) -> str:
             raise HarnessError(f"imagenet_finetune: randaug={setting!r}: write num_layers,magnitude "
                                "(e.g. 2,10), a pp op randaug(2, 10), or off")
         text = f"randaug({parts[0]},{parts[1]})"
-    from harness.preprocess import Preprocess
-
     ops = Preprocess(text).ops  # validates the arguments (a one-line error for bad ones)
     if len(ops) != 1 or ops[0].name != "randaug":
         raise HarnessError(f"imagenet_finetune: randaug={setting!r} is not one randaug(...) op")
@@ -132,8 +134,6 @@ def randaug_op(setting: str | None, res: int) -> str:
 def pp_with_randaug(pp: str, op: str) -> str:
     """`pp` with the RandAugment op `op` inserted before its first value_range (RandAugment works on uint8
     pixels), or appended if there is none; unchanged for an empty `op`."""
-    from harness.preprocess import Preprocess
-
     if not op:
         return pp
     calls = Preprocess(pp).ops
@@ -152,11 +152,11 @@ def eval_resize(res: int) -> int:
     big_vision evaluates 224 px models at resize_small(256) (`configs/vit_i1k.py`) and fine-tunes to high
     resolution with `configs/transfer.py`'s h_res=448 for l_res=384. It has no config for other sizes; they
     keep the ratio of the nearer of the two (256/224 up to 224 px, 448/384 above: 518 px -> 604)."""
-    return round(res * 256 / 224) if res <= 224 else round(res * 448 / 384)
+    return side_before_crop(res) if res <= 224 else side_before_crop(res, 448, 384)
 
 
 def default_pp_eval(res: int) -> str:
-    return f"decode|resize_small({eval_resize(res)})|central_crop({res})|value_range(-1,1)"
+    return eval_pp(res, eval_resize(res), resize_op="resize_small")
 
 
 def metric_base(dataset: str, res: int) -> str:
@@ -168,6 +168,8 @@ class ImageNetFinetune(Task):
     # 2: big_vision's momentum_hp chain and transfer-config eval pp at 384 px (issue 14).
     version = "2"
     description = "full fine-tuning with a new head; val / ReaL / v2 top-1 and minival (paper Table 1)"
+    report_title = "ImageNet fine-tuning, top-1 % (paper Table 1)"
+    report_order = (1, 0)
     Config = FinetuneConfig
     presets = {
         # proxy_scenes at the proxy checkpoint's 64 px: train on train (1000 images), minival = val (250),
@@ -268,7 +270,7 @@ class ImageNetFinetune(Task):
                   run_info: dict):
         import jax
 
-        from harness.encoder import Encoder, abstract_params, build_model
+        from harness.models.encoder import Encoder, abstract_params, build_model
 
         res = encoder.res
         ft_config = {**encoder.config, "num_classes": num_classes}
@@ -361,8 +363,6 @@ def _check_config(config: FinetuneConfig):
 def _train_pp(config: FinetuneConfig, res: int) -> tuple[str, str]:
     """The train pp and the RandAugment op in it ("" for none). A pp_train that already has a randaug op
     keeps it, unless a `randaug` setting asks for another one too."""
-    from harness.preprocess import Preprocess
-
     pp = config.pp_train or default_pp_train(res)
     own = [call.text for call in Preprocess(pp).ops if call.name == "randaug"]
     if own:

@@ -19,13 +19,12 @@ import time
 
 import numpy as np
 
-from harness import api, data, finetune
+from harness import api, data
 from harness.api import Metric, RunContext, Task
+from harness.data.pp import eval_pp, side_before_crop
 from harness.errors import HarnessError
-from harness.features import extract
-
-# What an eval dataset is called in metric names, as in the paper's Table 2 header.
-EVAL_TAGS = {"imagenet2012": "val", "imagenet2012_real": "real", "imagenet_v2": "v2"}
+from harness.eval.features import extract
+from harness.train import finetune
 
 
 @dataclasses.dataclass
@@ -73,7 +72,8 @@ class LinearProbeConfig:
 
 
 def default_pp(res: int) -> str:
-    return f"decode|resize_small({round(res * 256 / 224)})|central_crop({res})|value_range(-1,1)"
+    # big_vision configs/vit_i1k.py's ImageNet eval pp: resize_small(256)|central_crop(224).
+    return eval_pp(res, side_before_crop(res), resize_op="resize_small")
 
 
 def real_pp(base: str, num_classes: int) -> str:
@@ -87,16 +87,16 @@ def top1(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def real_correct(logits: np.ndarray, multihot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ReaL scoring of the argmax (`harness.finetune.real_correct`): (per-example 0/1 over the images that
+    """ReaL scoring of the argmax (`harness.train.finetune.real_correct`): (per-example 0/1 over the images that
     have a label, mask of those images)."""
     return finetune.real_correct(np.argmax(logits, -1), multihot)
 
 
 def probe_optimizer(lr, weight_decay, momentum, total_steps):
-    """big_vision's chain (harness.optim) for the probe: momentum_hp (SGD momentum, bfloat16 trace), lr,
+    """big_vision's chain (harness.train.optim) for the probe: momentum_hp (SGD momentum, bfloat16 trace), lr,
     then `weight_decay` as big_vision's `wd` (wd * kernel, not times lr; the bias is not decayed), cosine
     schedule without warm-up. Every argument may be traced."""
-    from harness import optim
+    from harness.train import optim
 
     # The probe's tree IS the head: its `kernel` is what big_vision's `.*/kernel$` matches as head/kernel.
     return optim.make_optimizer("sgd_momentum", lr=lr, wd=weight_decay, momentum=momentum,
@@ -151,7 +151,7 @@ def train_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, lr: float, ep
     import jax
     import jax.numpy as jnp
 
-    from harness import sharding
+    from harness.scale import sharding
 
     n, d = x.shape
     if n == 0:
@@ -192,6 +192,8 @@ class LinearProbe(Task):
     # 2: big_vision's SGD chain (momentum_hp; wd on kernels, not times lr; issue 14).
     version = "2"
     description = "softmax probe on frozen pre_logits, SGD grid chosen on minival (paper Table 2)"
+    report_title = "Linear probe on frozen features, top-1 % (paper Table 2)"
+    report_order = (2, 0)
     Config = LinearProbeConfig
     neutral_settings = ("eval_datasets", "extract_batch_size")
     presets = {
@@ -202,8 +204,10 @@ class LinearProbe(Task):
     }
 
     def _eval_sets(self, config) -> list[tuple[str, str]]:
-        return [(config.dataset, EVAL_TAGS.get(config.dataset, "test"))] + [
-            (ds, EVAL_TAGS.get(ds, ds)) for ds in config.eval_datasets]
+        """(dataset, its name in metric names): the registry's `report_tag` (Table 2's header: val, real,
+        v2), else "test" for the probe's own dataset and the name for another."""
+        return [(config.dataset, data.get_info(config.dataset).report_tag or "test")] + [
+            (ds, data.get_info(ds).report_tag or ds) for ds in config.eval_datasets]
 
     def metrics(self, config) -> list[Metric]:
         base = f"linear_probe/{config.dataset}"

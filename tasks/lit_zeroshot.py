@@ -6,9 +6,9 @@ zero-shot classification and image-text retrieval, with big_vision's evaluator s
    locked, so its embeddings of the training images are read once from the feature cache, and only the
    text tower, the log-temperature `t` and the bias `b` learn, with the sigmoid loss (the paper's choice:
    t' = 10, b = -10 at init) or the softmax contrastive loss, big_vision's Adam with decoupled weight
-   decay on the kernels (harness.optim) and a cosine schedule with 20% warm-up.
+   decay on the kernels (harness.train.optim) and a cosine schedule with 20% warm-up.
    The result is written as a big_vision two-tower `.npz` (an artefact; reload it as `lit.npz:img`).
-   Texts become tokens under the checkpoint family's own text pp (`harness.text.TextPP`, recorded in
+   Texts become tokens under the checkpoint family's own text pp (`harness.models.text.TextPP`, recorded in
    `info.text_pp`): big_vision's `tokenize(max_len=L, eos="sticky", pad_value=<EOS>)` for big_vision
    two-tower checkpoints and LiT towers, a HF SigLIP folder's own processor for that folder.
 2. Zero-shot classification (big_vision `discriminative_classifier`, image pp `_square875`): class names
@@ -33,21 +33,21 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import api, checkpoints, data, optim, text
+from harness import ASSETS, api, checkpoints, data
 from harness.api import Metric, RunContext, Task
+from harness.data.pp import eval_pp
+from harness.data.tokenizer import SiglipTokenizer, Tokenizer, canonicalize_text
 from harness.errors import HarnessError
-from harness.features import extract
-from harness.tokenizer import canonicalize_text
+from harness.eval.features import extract
+from harness.models import text
+from harness.train import optim
 
 log = logging.getLogger("harness")
 
-ASSETS = Path(__file__).resolve().parents[1] / "harness" / "assets"
 PROXY_TOKENIZER = ASSETS / "proxy_spm.model"
-# Datasets whose labels are ImageNet-1k's class ids, so CLIP's curated names apply.
-IMAGENET_LABELSETS = ("imagenet2012", "imagenet2012_real", "imagenet_v2")
 TEMPLATE_SETS = {"clip_paper": "clip_paper_templates.txt", "clip_best": "clip_best_templates.txt"}
 RECALL_AT = (1, 5, 10)
-# "auto": the checkpoint family's own text pp (harness.text.TextPP); or force one of the two rules.
+# "auto": the checkpoint family's own text pp (harness.models.text.TextPP); or force one of the two rules.
 TEXT_PP_CHOICES = ("auto", "big_vision", "hf_siglip", "open_clip")
 
 
@@ -62,14 +62,14 @@ class LitZeroShotConfig:
     loss: str = "sigmoid"  # "sigmoid" (SigLIP) or "softmax" (CLIP / LiT contrastive)
     train_steps: int = 20_000  # 0: no training (the checkpoint must bring a text tower)
     batch_size: int = 1024
-    # Optimiser (harness.optim, big_vision's chain). big_vision's LiT config
+    # Optimiser (harness.train.optim, big_vision's chain). big_vision's LiT config
     # (configs/proj/image_text/siglip_lit_coco.py) trains its default text tower with `optax_name`
     # scale_by_adam (b1 0.9, b2 0.999: optax's defaults, which it keeps), lr 1e-3, wd 0.01, clip 1.0.
     optimizer: str = "adam"  # siglip_lit_coco.py `config.optax_name` (scale_by_adam); or "adafactor"
     lr: float = 1e-3  # siglip_lit_coco.py `config.lr`
     # big_vision's `wd`: wd * param on kernels after the lr (siglip_lit_coco.py `config.wd`).
     weight_decay: float = 1e-2
-    # The paper's 20% (shared/docs/paper.md, Table 4); siglip_lit_coco.py warms up max(3%, 100 steps).
+    # The paper's 20% (its Table 4 recipe); siglip_lit_coco.py warms up max(3%, 100 steps).
     warmup_frac: float = 0.2
     grad_clip_norm: float = 1.0  # siglip_lit_coco.py `config.grad_clip_norm`
     temperature_init: float = 10.0
@@ -87,7 +87,7 @@ class LitZeroShotConfig:
     max_len: int = 16
     # A sentencepiece .model file; empty: one shipped with the checkpoint, else (proxies only) the proxy's.
     tokenizer: str = ""
-    # Text pp (harness.text.TextPP): "auto" = the checkpoint family's own: big_vision two-tower .npz /
+    # Text pp (harness.models.text.TextPP): "auto" = the checkpoint family's own: big_vision two-tower .npz /
     # tensorstore and LiT towers trained here: `tokenize(max_len=L, eos="sticky", pad_value=<EOS>)`
     # (configs/proj/image_text/common.py::get_coco pp_txt); a HF SigLIP folder: its SiglipProcessor's
     # tokens (padding="max_length", truncation=True). Or force "big_vision" / "hf_siglip".
@@ -157,29 +157,19 @@ class LitZeroShotConfig:
             api.check_pp(self, name)
 
 
-def zeroshot_default_pp(res: int) -> str:
-    # big_vision configs/proj/image_text/common.py::_square875 (get_disclf's pp_img, ReaL and v2 alike).
-    return f"decode|resize({int(res / 0.875)})|central_crop({res})|value_range(-1,1)"
-
-
-def retrieval_default_pp(res: int) -> str:
-    # big_vision configs/proj/image_text/common.py::get_coco pp_img.
-    return f"decode|resize({res})|value_range(-1,1)"
-
-
 def image_pps(config, res: int) -> dict[str, str]:
     """{"zeroshot", "retrieval", "train"} -> the image pp of that pass."""
-    out = {"zeroshot": config.zeroshot_pp or zeroshot_default_pp(res),
-           "retrieval": config.retrieval_pp or retrieval_default_pp(res),
-           "train": config.train_pp or retrieval_default_pp(res)}
+    # big_vision configs/proj/image_text/common.py: zero-shot `_square875` (get_disclf's pp_img, ReaL and
+    # v2 alike), COCO retrieval get_coco's pp_img resize(res), which LiT training reads too.
+    out = {"zeroshot": config.zeroshot_pp or eval_pp(res, int(res / 0.875)),
+           "retrieval": config.retrieval_pp or eval_pp(res),
+           "train": config.train_pp or eval_pp(res)}
     return {k: config.pp or v for k, v in out.items()}
 
 
 def text_pipeline(config, tower) -> tuple:
     """(tokenizer, TextPP) the task embeds texts with: for `tower` (a loaded checkpoint tower), or for a
     tower LiT is about to train (`tower=None`: family "lit", `config.max_len`)."""
-    from harness.tokenizer import SiglipTokenizer, Tokenizer
-
     if config.text_pp not in TEXT_PP_CHOICES:
         raise HarnessError(f"text_pp {config.text_pp!r} is not one of {', '.join(TEXT_PP_CHOICES)}")
     own = tower.config.get("text_pp", "big_vision") if tower is not None else "lit"
@@ -211,7 +201,7 @@ def text_pipeline(config, tower) -> tuple:
         used = set(config.zeroshot_datasets) | set(config.retrieval_datasets)
         if tower is None:
             used.add(config.train_dataset)
-        if not all(data._base_name(d) in data.GENERATED for d in used):
+        if not all(data.base_name(d) in data.GENERATED for d in used):
             raise HarnessError("no tokenizer: pass a sentencepiece model with --set tokenizer=PATH (the "
                                "checkpoint's own for a two-tower checkpoint; e.g. a 32k c4_en model for LiT, as in "
                                "the paper)")
@@ -248,7 +238,7 @@ def prompt_templates(name: str) -> list[str]:
 
 def class_texts(dataset: str, source: str, data_dir) -> list[str]:
     """Canonicalised class names, first alias only (big_vision's `first_class_name_only`)."""
-    if source == "clip" and data._base_name(dataset) in IMAGENET_LABELSETS:
+    if source == "clip" and data.get_info(dataset).imagenet_labels:
         names = list(clip_imagenet_class_names())
     elif source in ("clip", "dataset"):
         names = data.class_names(dataset, data_dir)
@@ -294,15 +284,6 @@ def retrieval_recall(sims: np.ndarray, text_image: np.ndarray, ks=RECALL_AT) -> 
 
 
 # ------------------------------------------------------------------------------------- data access
-def _label_is_set(name: str, data_dir) -> bool:
-    """Whether the label feature is a Sequence (ImageNet ReaL's multi-labels)."""
-    import tensorflow_datasets as tfds
-
-    info = data.get_info(name)
-    builder = data._builder(name, data_dir)
-    return isinstance(builder.info.features[info.label_key], tfds.features.Sequence)
-
-
 def _read_field(name: str, split: str, key: str, n: int, data_dir, progress: bool) -> list:
     """One (possibly variable-length) field of the first n examples, in split order, without the images."""
     rows = []
@@ -345,6 +326,9 @@ class LitZeroShot(Task):
     # zero-shot, every COCO caption; records of version 1 are not comparable.
     version = "2"
     description = "LiT text tower on a locked image tower; zero-shot top-1 and COCO retrieval (paper Table 4)"
+    report_title = "LiT zero-shot (paper Table 4)"
+    report_order = (4, 0)
+    report_columns = ("top1", "top5")
     Config = LitZeroShotConfig
     neutral_settings = ("zeroshot_datasets", "retrieval_datasets")
     presets = {
@@ -366,7 +350,8 @@ class LitZeroShot(Task):
                 out += [Metric(f"lit_zeroshot/{ds}/{direction}_recall@{k}", True, "%",
                                f"{what} Recall@{k} on {ds}") for k in RECALL_AT]
         out.append(Metric("lit_zeroshot/train/final_loss", False, "raw",
-                          "mean LiT loss of the last 10% of steps (absent when the checkpoint's text tower is used)"))
+                          "mean LiT loss of the last 10% of steps (absent when the checkpoint's text tower is used)",
+                          optional=True))
         return out
 
     # ----------------------------------------------------------------------------------------- run
@@ -460,7 +445,7 @@ class LitZeroShot(Task):
         # The same keys for every use of a split; the pp is part of the cache key, so zero-shot (_square875)
         # and retrieval (resize) on one split are two entries.
         info = data.get_info(ds)
-        keys = (info.label_key,) if info.label_key and not _label_is_set(ds, ctx.data_dir) else ()
+        keys = (info.label_key,) if info.label_key and not data.label_is_set(ds, ctx.data_dir) else ()
         feats = extract(encoder, ds, split, pp=pp, cache_dir=ctx.cache_dir, data_dir=ctx.data_dir,
                         representations=(representation,), keys=keys, batch_size=config.image_batch_size,
                         num_examples=cap or None, progress=ctx.progress, stats=stats)
@@ -470,9 +455,9 @@ class LitZeroShot(Task):
     def _train(self, encoder, ctx, config, tokenizer, text_pp, pp, representation, stats):
         import jax
 
-        from harness.optim import cosine_schedule, make_optimizer
-        from harness.train import fit
-        from harness.variants import decode_variant
+        from harness.models.variants import decode_variant
+        from harness.train.loop import fit
+        from harness.train.optim import cosine_schedule, make_optimizer
 
         ds = config.train_dataset
         info = data.get_info(ds)
@@ -570,7 +555,7 @@ class LitZeroShot(Task):
         split = info.split("test")
         if not info.label_key:
             raise HarnessError(f"dataset '{ds}' has no class labels; zero-shot classification needs them")
-        multi = _label_is_set(ds, ctx.data_dir)
+        multi = data.label_is_set(ds, ctx.data_dir)
         feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation, stats,
                                        config.max_eval_examples, "zeroshot_test")
         n = len(feats["index"])

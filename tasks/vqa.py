@@ -1,13 +1,13 @@
 """Visual question answering through a small autoregressive decoder on the patch tokens (paper Table 4).
 
-Per dataset, a 2-layer decoder (`harness.decoder`) reads the frozen encoder's `encoded` tokens and is
+Per dataset, a 2-layer decoder (`harness.models.decoder`) reads the frozen encoder's `encoded` tokens and is
 trained to generate the answer after the question, which it gets as a prefix (loss only on the answer
 tokens); then it answers the eval split's questions. Scoring:
 - VQAv2 (and the proxy's VQA questions, same format): the official VQAv2 accuracy (10 annotators,
-  `harness.metrics.vqa_scores`), overall and per answer type;
+  `harness.eval.metrics.vqa_scores`), overall and per answer type;
 - GQA and OCR-VQA: exact match after the same answer normalisation. They have no builder in this
-  project; when one is prepared as a TFDS dataset with the features named in `DATASET_SPECS`, it is
-  evaluated, otherwise skipped with one line saying so.
+  project; when one is prepared as a TFDS dataset with the features its registry entry names
+  (`harness.data.DATASETS[name].vqa`), it is evaluated, otherwise skipped with one line saying so.
 For VQAv2-style data the decoder trains on the 10 annotators' answers, each question going through all
 of them, one per visit, in a fresh random order per cycle (big_vision's VQAv2 transfer,
 `configs/proj/paligemma/transfers/vqav2.py`: `choice_no_replacement(inkey="answers")`); GQA / OCR-VQA
@@ -25,53 +25,25 @@ import logging
 
 import numpy as np
 
-from harness import api, data, metrics
+from harness import api, data
 from harness.api import Metric, RunContext, Task
-from harness.decoder import DecoderSettings, TextTable, as_text, train_and_decode
+from harness.data.tokenizer import as_text
 from harness.errors import HarnessError
-from harness.results import write_json_atomic
+from harness.eval import metrics
+from harness.files import write_json_atomic
+from harness.train.decoder import DecoderSettings, TextTable, train_and_decode
 
 log = logging.getLogger("harness")
 
 
-@dataclasses.dataclass(frozen=True)
-class VqaSpec:
-    """Where a VQA dataset keeps its text. `per_image`: questions are a sequence inside one image
-    example (proxy_scenes); otherwise one example per question (VQAv2)."""
-
-    question: str
-    question_id: str
-    answer: str  # one string per question: the training target where there is no `answers`
-    answers: str = ""  # the 10 annotator answers (VQAv2 scoring and training); empty: exact match on `answer`
-    answer_type: str = ""
-    train_split: str = "train"
-    eval_split: str = "validation"
-    metric_name: str = ""  # short name in metric names
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return tuple(k for k in (self.question, self.question_id, self.answer, self.answers, self.answer_type) if k)
-
-
-DATASET_SPECS: dict[str, VqaSpec] = {
-    "vqav2": VqaSpec("question", "question_id", "multiple_choice_answer", "answers", "answer_type",
-                     train_split="train", eval_split="validation", metric_name="vqav2"),
-    "proxy_scenes": VqaSpec("questions/question", "questions/question_id", "questions/multiple_choice_answer",
-                            "questions/answers", "questions/answer_type", train_split="train",
-                            eval_split="test", metric_name="proxy_scenes"),
-    # Assumed layouts (no builder in this project): one example per question with its answer.
-    "gqa": VqaSpec("question", "question_id", "answer", train_split="train_balanced", eval_split="testdev",
-                   metric_name="gqa"),
-    "ocrvqa": VqaSpec("question", "question_id", "answer", train_split="train", eval_split="test",
-                      metric_name="ocrvqa"),
-}
 ANSWER_TYPE_NAMES = {"yes/no": "yes_no", "number": "number", "other": "other"}
 
 
 @dataclasses.dataclass
 class VQAConfig(DecoderSettings):
     datasets: tuple[str, ...] = ("vqav2", "gqa", "ocrvqa")
-    # Empty: each dataset's own (see DATASET_SPECS); otherwise TFDS split strings for every dataset.
+    # Empty: each dataset's own (its registry roles "train" and `vqa.eval_role`); otherwise TFDS split
+    # strings for every dataset.
     train_split: str = ""
     eval_split: str = ""
     prefix_len: int = 32
@@ -79,31 +51,31 @@ class VQAConfig(DecoderSettings):
 
     def validate(self) -> None:
         """Rules checked before any data is read (empty lists and NaN: harness.api)."""
-        from tasks.coco_captioning import validate_decoder_settings
+        from harness.tasks.coco_captioning import validate_decoder_settings
 
         validate_decoder_settings(self)
         api.check_range(self, "prefix_len", low=1)  # the question is the prefix
         api.check_unique(self, "datasets")
         for ds in self.datasets:
-            spec_of(ds)  # the registry only: a dataset without a known question/answer layout fails now
+            features_of(ds)  # the registry only: a dataset without a known question/answer layout fails now
 
 
-def spec_of(dataset: str) -> VqaSpec:
-    base = data.get_info(dataset).name
-    spec = DATASET_SPECS.get(base) or DATASET_SPECS.get(dataset.split("/")[0].split(":")[0])
-    if spec is None:
+def features_of(dataset: str) -> data.VqaFeatures:
+    """The registry's question / answer layout of `dataset` (a config like "proxy_scenes/tiny" inherits it)."""
+    features = data.get_info(dataset).vqa
+    if features is None:
         raise HarnessError(f"vqa: no question/answer layout known for dataset {dataset!r}; known: "
-                           f"{', '.join(DATASET_SPECS)}")
-    return spec
+                           f"{', '.join(name for name, info in data.DATASETS.items() if info.vqa)}")
+    return features
 
 
 def _metric_base(dataset: str) -> str:
-    spec = spec_of(dataset)
+    features_of(dataset)
     suffix = dataset[len(dataset.split("/")[0]):] if "/" in dataset else ""  # "proxy_scenes/tiny"
-    return f"vqa/{spec.metric_name}{suffix}"
+    return f"vqa/{data.base_name(dataset)}{suffix}"
 
 
-def _read_text(spec: VqaSpec, dataset: str):
+def _read_text(spec: data.VqaFeatures, dataset: str):
     def read(batch: dict) -> TextTable:
         missing = [k for k in spec.keys if k not in batch]
         if missing:
@@ -146,6 +118,9 @@ class VQA(Task):
     # annotator answer (issue 14).
     version = "2"
     description = "VQA with a 2-layer decoder on frozen patch tokens: VQAv2 accuracy, GQA, OCR-VQA (Table 4)"
+    report_title = "VQA accuracy % (paper Table 4)"
+    report_order = (4, 1)
+    report_columns = ("accuracy", "yes_no", "number", "other", "log_perplexity")
     Config = VQAConfig
     neutral_settings = ("datasets",)  # one decoder per dataset
     presets = {
@@ -158,8 +133,7 @@ class VQA(Task):
         out = []
         for ds in config.datasets:
             base = _metric_base(ds)
-            spec = spec_of(ds)
-            if spec.answers:
+            if features_of(ds).answers:
                 out.append(Metric(f"{base}/accuracy", True, "%", f"official VQAv2 accuracy on {ds}"))
                 out += [Metric(f"{base}/accuracy/{n}", True, "%", f"VQAv2 accuracy, answer type {t}")
                         for t, n in ANSWER_TYPE_NAMES.items()]
@@ -173,7 +147,7 @@ class VQA(Task):
         results: dict[str, float] = {}
         skipped = []
         for ds in config.datasets:
-            spec = spec_of(ds)
+            spec = features_of(ds)
             if data.get_info(ds).name not in data.GENERATED and not data.is_prepared(ds, ctx.data_dir):
                 info = data.get_info(ds)
                 skipped.append(ds)
@@ -188,9 +162,11 @@ class VQA(Task):
             raise HarnessError("vqa: no dataset to evaluate; pass --set datasets=vqav2,...")
         return results
 
-    def _run_one(self, encoder, ctx: RunContext, config: VQAConfig, ds: str, spec: VqaSpec) -> dict[str, float]:
-        train_split = config.train_split or spec.train_split
-        eval_split = config.eval_split or spec.eval_split
+    def _run_one(self, encoder, ctx: RunContext, config: VQAConfig, ds: str,
+                 spec: data.VqaFeatures) -> dict[str, float]:
+        info = data.get_info(ds)
+        train_split = config.train_split or info.split("train")
+        eval_split = config.eval_split or info.split(spec.eval_role)
         out = train_and_decode(encoder, ctx, config, dataset=ds, train_split=train_split, eval_split=eval_split,
                                text_keys=spec.keys, read_text=_read_text(spec, ds), desc=f"vqa {ds}",
                                target_choice="choice_no_replacement")  # paligemma/transfers/vqav2.py

@@ -1,4 +1,4 @@
-"""An independent numpy implementation of the ViT forward pass, written from the math in reference.md
+"""An independent numpy implementation of the ViT forward pass, written from the math of big_vision's ViT
 (not from our flax code), used as the oracle in test_encoder.py. Works on flat "/"-keyed params."""
 
 import math

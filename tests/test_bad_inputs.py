@@ -30,10 +30,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from harness import cache as cache_mod
 from harness.cli import main
+from harness.eval import cache as cache_mod
+from tests.tiny import TINIEST
 
-TINY = dict(width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=8, res=16, pool_type="map")
+TINY = dict(TINIEST, res=16, pool_type="map")
 # Tiny few-shot settings: 200 pool images (about 20 per class) and 100 test images of proxy_digits.
 FEWSHOT = ["--task", "fewshot", "--set", "datasets=proxy_digits", "--set", "shots=1", "--set", "seeds=0",
            "--set", "max_train_examples=200", "--set", "max_test_examples=100", "--set", "batch_size=50"]
@@ -154,7 +155,7 @@ def _fill(folder: Path, leave_bytes: int = 0) -> None:
 @pytest.fixture(scope="session")
 def env(tmp_path_factory):
     from harness import data
-    from harness.encoder import load_encoder
+    from harness.models.encoder import load_encoder
 
     root = tmp_path_factory.mktemp("bad_inputs")
     ck = root / "ck"
@@ -533,7 +534,7 @@ def test_a_full_disk_during_a_run_resumes_once_there_is_room(env, tmp_path, monk
 def test_written_files_respect_the_umask(env, tmp_path, monkeypatch):
     """mkstemp's 0600 survives the rename: records, baselines, reports, checkpoints and cache files must get
     the umask's permissions, so a shared runs folder stays readable."""
-    from harness.encoder import load_encoder
+    from harness.models.encoder import load_encoder
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     old = os.umask(0o022)

@@ -1,4 +1,4 @@
-"""`harness bench` (harness/bench.py) on tiny models: the arithmetic of every reported figure, the FLOP
+"""`harness bench` (harness/tools/bench.py) on tiny models: the arithmetic of every reported figure, the FLOP
 count against XLA's own, the child-process RSS, the HF model's shape, and the suite-cost summary."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import bench
 from harness.errors import HarnessError
+from harness.tools import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(width=64, depth=2, mlp_dim=256, num_heads=4, patch_size=8)
@@ -51,14 +51,14 @@ def test_analytic_flops_match_xla_cost_analysis():
         params, jnp.zeros((2, 64, 64, 3))).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    from harness.variants import Shape
+    from harness.models.variants import Shape
     analytic = Shape(128, 2, 512, 4, 8, "map").gflops(64) * 1e9 * 2
     assert 1.0 <= cost["flops"] / analytic <= 1.05
 
 
 def test_random_params_have_the_model_shapes():
     from harness import checkpoints
-    from harness.encoder import abstract_params
+    from harness.models.encoder import abstract_params
 
     cfg = bench.encoder_config("Ti/16", 32, "bfloat16", scan=True, **TINY)
     model, params = bench.random_params(cfg)
@@ -79,7 +79,7 @@ def test_encoder_rows_are_consistent():
         assert r["achieved_gflops_per_s"] == pytest.approx(r["gflops_per_image"] * r["images_per_s"])
         assert r["compile_seconds"] > 0 and r["scan"] is True
         assert r["params_m"] == pytest.approx(
-            __import__("harness.variants", fromlist=["Shape"]).Shape(64, 2, 256, 4, 8, "map").num_params(32) / 1e6)
+            __import__("harness.models.variants", fromlist=["Shape"]).Shape(64, 2, 256, 4, 8, "map").num_params(32) / 1e6)
 
 
 def test_run_bench_in_children_with_peak_rss(tmp_path):
@@ -150,7 +150,7 @@ def test_bad_arguments_are_one_line_errors():
 def test_hf_model_has_the_same_shape():
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from harness.variants import Shape
+    from harness.models.variants import Shape
 
     cfg = bench.encoder_config("Ti/16", 32, "float32", **TINY)
     model = bench.hf_vision_model(cfg)
@@ -161,8 +161,8 @@ def test_hf_model_has_the_same_shape():
 
 def test_suite_costs_from_real_records(tmp_path):
     """Two fewshot runs on one encoder and data: the second is served by the feature cache."""
-    from harness.encoder import load_encoder
-    from harness.runner import run_task
+    from harness.models.encoder import load_encoder
+    from harness.run.runner import run_task
 
     ckpt = load_encoder("random:0", **TINY, res=32, pool_type="map").save(str(tmp_path / "tiny.npz"))
     sets = {"datasets": "proxy_digits", "shots": "1", "seeds": "0", "batch_size": "32",
@@ -180,6 +180,7 @@ def test_suite_costs_from_real_records(tmp_path):
     assert s["suite_total_seconds"] == pytest.approx(cold["timings"]["total_seconds"]
                                                      + warm["timings"]["total_seconds"])
     from click.testing import CliRunner
+
     from harness.cli import main
     r = CliRunner().invoke(main, ["bench", "--no-encoder", "--runs", str(tmp_path / "runs")])
     assert r.exit_code == 0, r.output
@@ -196,7 +197,7 @@ def test_tune_malloc_in_a_fresh_process():
     import subprocess
     import sys
 
-    code = ("import sys; from harness.runtime import tune_malloc; "
+    code = ("import sys; from harness.scale.runtime import tune_malloc; "
             "print(tune_malloc(sys.argv[1] or None), tune_malloc('gpu'))")
     env = {**os.environ, "HARNESS_MALLOC": ""}
     run = lambda backend, **e: subprocess.run([sys.executable, "-c", code, backend], env={**env, **e},  # noqa: E731
@@ -210,7 +211,7 @@ def test_tune_malloc_in_a_fresh_process():
     # there, so the next ten such buffers fault in nothing.
     probe = "\n".join([
         "import ctypes, resource, numpy as np",
-        "from harness.runtime import tune_malloc",
+        "from harness.scale.runtime import tune_malloc",
         "tune_malloc('cpu')",
         "libc = ctypes.CDLL(None)",
         "libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, [ctypes.c_long]",
@@ -229,9 +230,9 @@ def test_tune_malloc_in_a_fresh_process():
 
 
 def test_use_cpu_devices_before_and_after_jax_starts(tmp_path):
-    from harness import runtime
+    from harness.scale import runtime
 
-    code = ("from harness.runtime import use_cpu_devices; n = use_cpu_devices('3'); import jax; "
+    code = ("from harness.scale.runtime import use_cpu_devices; n = use_cpu_devices('3'); import jax; "
             "print(n, jax.device_count(), jax.devices()[0].platform)")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=5"}  # replaced, not added to
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

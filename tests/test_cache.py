@@ -1,4 +1,4 @@
-"""Tests for the on-disk feature cache (harness/cache.py)."""
+"""Tests for the on-disk feature cache (harness/eval/cache.py)."""
 
 import json
 import logging
@@ -12,9 +12,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from harness import cache as cache_mod
-from harness.cache import FeatureCache, cache_key
 from harness.errors import HarnessError
+from harness.eval import cache as cache_mod
+from harness.eval.cache import FeatureCache, cache_key
 
 DIM = 6
 
@@ -178,7 +178,7 @@ def test_flipped_byte_is_detected_and_recomputed(tmp_path, caplog):
     path.write_bytes(bytes(data))
     # Without verification the size still matches, so the flip goes unnoticed (documented cost).
     assert cache.get("k", verify=False) is not None
-    with caplog.at_level(logging.WARNING, logger="harness.cache"):
+    with caplog.at_level(logging.WARNING, logger="harness.eval.cache"):
         assert cache.get("k") is None
     assert "sha256" in caplog.text
     assert not (tmp_path / "k").exists()
@@ -226,7 +226,7 @@ def test_damaged_chunks_of_a_partial_build_are_recomputed(tmp_path, caplog):
     with open(partial / "chunk_000003.npz", "wb") as f:
         np.savez(f, **arrays)
     resumed = Producer(batch=3)
-    with caplog.at_level(logging.WARNING, logger="harness.cache"):
+    with caplog.at_level(logging.WARNING, logger="harness.eval.cache"):
         out = cache.get_or_build("k", 40, resumed, chunk_size=8)
     assert "chunk 0 unreadable" in caplog.text and "chunk 2 unreadable" in caplog.text
     assert "chunk 3 unreadable (ValueError: fails its sha256 check)" in caplog.text
@@ -295,7 +295,7 @@ def test_changed_chunking_discards_the_partial(tmp_path, caplog):
     with pytest.raises(RuntimeError):
         cache.build("k", 30, Producer(crash_after_rows=10), chunk_size=4)
     fresh = Producer()
-    with caplog.at_level(logging.WARNING, logger="harness.cache"):
+    with caplog.at_level(logging.WARNING, logger="harness.eval.cache"):
         out = cache.build("k", 30, fresh, chunk_size=8)
     assert "another chunking" in caplog.text
     assert fresh.calls == [(0, 30)]

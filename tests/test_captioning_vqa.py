@@ -9,42 +9,41 @@ import math
 import numpy as np
 import pytest
 
-from harness import data, metrics
-from harness.encoder import load_encoder
+from harness import data
 from harness.errors import HarnessError
-from harness.runner import run_task
+from harness.eval import metrics
+from harness.run.runner import run_task
+from tests.tiny import make_task_env
 
-TINY_ENC = dict(width=32, depth=1, mlp_dim=64, num_heads=4, patch_size=8, res=32, pool_type="map")
 TINY_DEC = {"decoder_width": "32", "decoder_mlp_dim": "64", "decoder_heads": "2", "total_steps": "12",
             "batch_size": "8", "eval_batch_size": "32", "tokenizer": "proxy", "optimizer": "adam", "lr": "3e-3"}
 DS = "proxy_scenes/tiny"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("decoding")
-    ckpt = load_encoder("random:0", **TINY_ENC).save(str(root / "tiny.npz"))
-    return dict(ckpt=ckpt, data_dir=str(root / "tfds"), cache_dir=str(root / "cache"), out=root / "runs")
+def task_env(tmp_path_factory):
+    # conftest's task_env with a one-block encoder: the decoder tests train on top of it, fast.
+    return make_task_env(tmp_path_factory.mktemp("decoding"), depth=1)
 
 
-def run(env, task, **sets):
+def run(task_env, task, **sets):
     extra = {"target_len": "24"} if task == "coco_captioning" else {"prefix_len": "12", "target_len": "4"}
     base = {**TINY_DEC, **extra, ("dataset" if task == "coco_captioning" else "datasets"): DS}
-    return run_task(task, env["ckpt"], preset="proxy", sets={**base, **sets}, data_dir=env["data_dir"],
-                    out_dir=env["out"], cache_dir=env["cache_dir"], progress=False)
+    return run_task(task, task_env["ckpt"], preset="proxy", sets={**base, **sets}, data_dir=task_env["data_dir"],
+                    out_dir=task_env["out"], cache_dir=task_env["cache_dir"], progress=False)
 
 
-def _split_text(env, split):
+def _split_text(task_env, split):
     out = {}
     for b in data.iterate(DS, split, batch_size=16, pp="keep('image_id', 'captions', 'questions/question_id', "
-                          "'questions/answers', 'questions/answer_type')", data_dir=env["data_dir"]):
+                          "'questions/answers', 'questions/answer_type')", data_dir=task_env["data_dir"]):
         for i in np.flatnonzero(b["_mask"]):
             out[int(b["image_id"][i])] = {k: b[k][i] for k in b}
     return out
 
 
-def test_captioning_record_predictions_and_scores(env):
-    rec, _, reused = run(env, "coco_captioning")
+def test_captioning_record_predictions_and_scores(task_env):
+    rec, _, reused = run(task_env, "coco_captioning")
     assert not reused
     m = rec["metrics"]
     base = "coco_captioning/proxy_scenes/tiny"
@@ -62,7 +61,7 @@ def test_captioning_record_predictions_and_scores(env):
     assert isinstance(preds, list) and len(preds) == 24
     assert all(set(p) == {"image_id", "caption"} and isinstance(p["image_id"], int)
                and isinstance(p["caption"], str) for p in preds)
-    refs_by_id = {i: [c.decode() for c in v["captions"] if c] for i, v in _split_text(env, "test").items()}
+    refs_by_id = {i: [c.decode() for c in v["captions"] if c] for i, v in _split_text(task_env, "test").items()}
     assert sorted(p["image_id"] for p in preds) == sorted(refs_by_id)
     # CIDEr recomputed from the exported file and TFDS references equals the recorded one.
     cider = metrics.cider(refs_by_id, {p["image_id"]: p["caption"] for p in preds})
@@ -71,8 +70,8 @@ def test_captioning_record_predictions_and_scores(env):
     assert np.mean(rec["per_example"][f"{base}/cider"]) == pytest.approx(cider, abs=1e-9)
 
 
-def test_vqa_record_predictions_and_official_accuracy(env):
-    rec, _, _ = run(env, "vqa")
+def test_vqa_record_predictions_and_official_accuracy(task_env):
+    rec, _, _ = run(task_env, "vqa")
     m = rec["metrics"]
     base = "vqa/proxy_scenes/tiny"
     for name in ("accuracy", "accuracy/yes_no", "accuracy/number", "accuracy/other"):
@@ -85,13 +84,13 @@ def test_vqa_record_predictions_and_official_accuracy(env):
     assert all(set(p) == {"question_id", "answer"} and isinstance(p["question_id"], int)
                and isinstance(p["answer"], str) for p in preds)
     questions = {}
-    for v in _split_text(env, "test").values():
+    for v in _split_text(task_env, "test").values():
         for qid, answers, kind in zip(v["questions/question_id"], v["questions/answers"],
                                       v["questions/answer_type"]):
             questions[int(qid)] = {"answers": [a.decode() for a in answers], "answer_type": kind.decode()}
     answers = {p["question_id"]: p["answer"] for p in preds}
     assert sorted(answers) == sorted(questions)
-    # An independent scoring: hand-rolled official formula, not harness.metrics.
+    # An independent scoring: hand-rolled official formula, not harness.eval.metrics.
     per_type = {}
     for qid, q in questions.items():
         gts = [a.strip() for a in q["answers"]]
@@ -106,28 +105,28 @@ def test_vqa_record_predictions_and_official_accuracy(env):
     assert m[f"{base}/accuracy/yes_no"]["value"] == pytest.approx(100 * np.mean(per_type["yes/no"]), abs=1e-9)
 
 
-def test_vqa_skips_unprepared_datasets_in_one_line(env, caplog):
-    rec, _, _ = run(env, "vqa", datasets=f"{DS},gqa")
+def test_vqa_skips_unprepared_datasets_in_one_line(task_env, caplog):
+    rec, _, _ = run(task_env, "vqa", datasets=f"{DS},gqa")
     assert rec["info"]["skipped_datasets"] == ["gqa"]
     assert "vqa/proxy_scenes/tiny/accuracy" in rec["metrics"]
     with pytest.raises(HarnessError, match="not prepared"):
-        run(env, "vqa", datasets="ocrvqa")
+        run(task_env, "vqa", datasets="ocrvqa")
 
 
-def test_beam_decoding_and_finetuned_encoder_run(env):
-    rec, _, _ = run(env, "coco_captioning", decode="beam", beam_size="2", total_steps="4",
+def test_beam_decoding_and_finetuned_encoder_run(task_env):
+    rec, _, _ = run(task_env, "coco_captioning", decode="beam", beam_size="2", total_steps="4",
                     feature_dtype="bfloat16")
     assert math.isfinite(rec["metrics"]["coco_captioning/proxy_scenes/tiny/cider"]["value"])
     assert rec["info"]["feature_extraction"][0]["computed_images"] > 0  # a new (16-bit) cache entry
-    rec, _, _ = run(env, "vqa", finetune_encoder="true", total_steps="4")
+    rec, _, _ = run(task_env, "vqa", finetune_encoder="true", total_steps="4")
     assert rec["task"]["config"]["finetune_encoder"] is True
     assert math.isfinite(rec["metrics"]["vqa/proxy_scenes/tiny/log_perplexity"]["value"])
     # The fine-tuned run reads images, not the feature cache.
     assert rec["info"]["feature_extraction"] == []
 
 
-def test_user_errors_are_one_line(env):
+def test_user_errors_are_one_line(task_env):
     with pytest.raises(HarnessError, match="decode="):
-        run(env, "coco_captioning", decode="sample")
+        run(task_env, "coco_captioning", decode="sample")
     with pytest.raises(HarnessError, match="no feature 'nope'"):
-        run(env, "coco_captioning", text_key="nope")
+        run(task_env, "coco_captioning", text_key="nope")

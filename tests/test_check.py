@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness import check as chk
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.results import load_records
+from harness.report import baseline
+from harness.report import check as chk
+from harness.report.records import load_records
 
 GOLDEN = Path(__file__).parent / "data" / "report_golden"
 RECORDS = GOLDEN / "records"
@@ -76,7 +77,7 @@ def test_injected_regression_fails_naming_the_metric(sovit_runs):
 
 
 def test_other_checkpoint_regresses_and_missing_metrics_fail():
-    res = chk.check(load_records(RECORDS), chk.load_baseline(BASELINE))
+    res = chk.check(load_records(RECORDS), baseline.load_baseline(BASELINE))
     assert not res.ok
     named = {(r.checkpoint, r.name, r.reason) for r in res.regressions}
     assert named == {
@@ -97,7 +98,7 @@ def test_rules_by_hand():
     assert chk.allowed_drop(e, tolerance=2.0, rel_tolerance=0.1)[0] == 6.0  # max(2, 0.1 * 60)
     assert chk.allowed_drop({"value": 0.5, "unit": "raw"}) == (0.01, "default (raw)")
     assert chk.allowed_drop({"value": 200.0, "unit": "images_per_s"})[0] == pytest.approx(2.0)
-    base = {"schema": chk.BASELINE_SCHEMA, "checkpoint": {"name": "m"},
+    base = {"schema": baseline.BASELINE_SCHEMA, "checkpoint": {"name": "m"},
             "metrics": {"t/a": {"value": 50.0, "unit": "%"}, "t/loss": {"value": 1.0, "unit": "nats",
                                                                           "higher_is_better": False}}}
 
@@ -119,7 +120,7 @@ def test_write_baseline_then_gate(sovit_runs, tmp_path):
     r = CliRunner().invoke(main, ["check", str(sovit_runs), "--write-baseline", str(out)])
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
-    assert doc["schema"] == chk.BASELINE_SCHEMA and doc["checkpoint"]["name"] == "sovit_proxy.npz"
+    assert doc["schema"] == baseline.BASELINE_SCHEMA and doc["checkpoint"]["name"] == "sovit_proxy.npz"
     assert set(doc["tasks"]) == {"fewshot", "vqa", "coco_captioning"}
     assert not any(m.endswith("/std") or "/seed-" in m for m in doc["metrics"])
     # per-example metrics carry their bootstrap band; corpus BLEU-4 does not
@@ -131,7 +132,7 @@ def test_write_baseline_then_gate(sovit_runs, tmp_path):
     r = CliRunner().invoke(main, ["check", str(sovit_runs), "--baseline", str(out)])
     assert r.exit_code == 1 and "fewshot/proxy_digits/25shot" in r.output.splitlines()[-1]
     # --tolerance at write time is stored per metric
-    doc = chk.make_baseline(load_records(sovit_runs), tolerance=0.25)
+    doc = baseline.make_baseline(load_records(sovit_runs), tolerance=0.25)
     assert all(m["tolerance"] == 0.25 for m in doc["metrics"].values())
 
 
@@ -162,22 +163,22 @@ def test_errors_one_line_exit_2(args, msg, tmp_path):
 
 
 def test_validate_baseline_rejects_bad_values():
-    good = chk.load_baseline(BASELINE)
+    good = baseline.load_baseline(BASELINE)
     bad = copy.deepcopy(good)
     bad["metrics"]["coco_captioning/cider"]["value"] = "0.5"
     with pytest.raises(HarnessError, match="no numeric 'value'"):
-        chk.validate_baseline(bad, "b.json")
+        baseline.validate_baseline(bad, "b.json")
     bad = copy.deepcopy(good)
     bad["metrics"]["coco_captioning/cider"]["tolerance"] = -0.1
     with pytest.raises(HarnessError, match="bad tolerance"):
-        chk.validate_baseline(bad, "b.json")
+        baseline.validate_baseline(bad, "b.json")
     assert math.isclose(good["metrics"]["coco_captioning/cider"]["value"], 0.5)
 
 
 def test_gate_on_a_real_fewshot_run(tmp_path, monkeypatch):
     """End to end: a real (cheap) fewshot run, a baseline written from it, a forced identical rerun that
     passes, and a regression injected into the rerun's record that fails."""
-    from harness.encoder import load_encoder
+    from harness.models.encoder import load_encoder
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     ck = load_encoder("random:0", width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=8, res=16,
@@ -204,10 +205,10 @@ def test_gate_on_a_real_fewshot_run(tmp_path, monkeypatch):
 def test_gate_names_the_protocol_setting_that_changed_since_the_baseline(sovit_runs, tmp_path):
     """The baseline keeps each task's protocol settings; a later run made differently is named setting by
     setting with both values (a config hash alone would only say that something changed)."""
-    doc = chk.make_baseline(load_records(sovit_runs))
+    doc = baseline.make_baseline(load_records(sovit_runs))
     assert doc["tasks"]["vqa"]["protocol"]["task version"] == "2"
     out = tmp_path / "b.json"
-    chk.write_baseline(out, doc)
+    baseline.write_baseline(out, doc)
     r = CliRunner().invoke(main, ["check", str(sovit_runs), "--baseline", str(out)])
     assert r.exit_code == 0 and "another protocol" not in r.output
     for f in sovit_runs.glob("vqa_*.json"):

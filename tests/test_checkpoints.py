@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 
 from harness import checkpoints
-from harness.encoder import load_encoder
 from harness.errors import HarnessError
-
-TINY = dict(width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=4, res=16)
+from harness.models.encoder import load_encoder
+from tests.tiny import TINY_VIT
 
 
 @pytest.fixture(scope="module")
 def enc():
-    return load_encoder("random:3", **TINY, pool_type="map", num_classes=3)
+    return load_encoder("random:3", **TINY_VIT, pool_type="map", num_classes=3)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +186,7 @@ def test_non_finite_weights_are_refused_naming_the_leaf(tmp_path, enc, value):
 
 
 def test_old_cls_row_folds_into_cls(tmp_path, x):
-    enc = load_encoder("random:1", **TINY, pool_type="tok")
+    enc = load_encoder("random:1", **TINY_VIT, pool_type="tok")
     flat = enc.params_numpy()
     flat["cls"] = flat["cls"] + 0.3
     new = checkpoints.save_npz(tmp_path / "new.npz", flat)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from harness import results
 from harness.cli import main
-from harness.encoder import load_encoder
 from harness.errors import HarnessError
+from harness.files import write_json_atomic
+from harness.models.encoder import load_encoder
+from harness.report import records as results
 
 TASK_SRC = '''
 import dataclasses
@@ -66,7 +67,7 @@ def ckpt(tmp_path_factory):
 
 
 def test_registry_entry_point_and_did_you_mean(plugin):
-    from harness.registry import get_task, list_tasks
+    from harness.api.registry import get_task, list_tasks
 
     assert "feature_norm" in list_tasks()
     assert get_task("feature_norm").name == "feature_norm"
@@ -168,5 +169,5 @@ def test_record_written_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(_json, "dump", boom)
     with pytest.raises(RuntimeError):
-        results.write_json_atomic(tmp_path / "r.json", {"a": 1})
+        write_json_atomic(tmp_path / "r.json", {"a": 1})
     assert list(tmp_path.iterdir()) == []

@@ -320,3 +320,31 @@ def test_registry_special_splits():
     # A config of a known dataset keeps its entry.
     assert data.get_info("proxy_scenes/tiny").tfds_name == "proxy_scenes/tiny"
     assert data.get_info("proxy_scenes/tiny").num_classes == 24
+
+
+def test_vqa_layouts_name_registry_roles():
+    vqa = {name: info for name, info in data.DATASETS.items() if info.vqa}
+    assert list(vqa) == ["proxy_scenes", "vqav2", "gqa", "ocrvqa"]
+    for info in vqa.values():
+        info.split("train"), info.split(info.vqa.eval_role)  # the roles the VQA task reads exist
+        assert info.vqa.question in info.vqa.keys and info.vqa.question_id in info.vqa.keys
+    # VQAv2's test splits have no public answers: it is scored on validation.
+    assert data.DATASETS["vqav2"].split(data.DATASETS["vqav2"].vqa.eval_role) == "validation"
+    assert data.DATASETS["gqa"].split("train") == "train_balanced"
+    # A config inherits its entry's facts.
+    assert data.get_info("proxy_scenes/tiny").vqa == data.DATASETS["proxy_scenes"].vqa
+    assert data.get_info("nosuch").vqa is None
+
+
+def test_paper_order_and_tags():
+    order = data.PAPER_DATASET_ORDER
+    assert order[:len(data.FEWSHOT_DATASETS)] == data.FEWSHOT_DATASETS and len(set(order)) == len(order)
+    tags = {name: info.report_tag for name, info in data.DATASETS.items() if info.report_tag}
+    assert tags == {"imagenet2012": "val", "imagenet2012_real": "real", "imagenet_v2": "v2"}
+    assert set(tags.values()) <= set(order)
+    assert {"ocrvqa", "gqa", "vqav2"} <= set(order)
+    labels = [name for name, info in data.DATASETS.items() if info.imagenet_labels]
+    assert labels == ["imagenet2012", "imagenet2012_real", "imagenet_v2"]
+    assert all(data.DATASETS[n].num_classes == 1000 for n in labels)
+    assert data.DATASETS["coco_captions"].image_id_key == "image/id"
+    assert data.DATASETS["proxy_scenes"].image_id_key == "image_id"

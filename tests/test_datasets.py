@@ -18,8 +18,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
-import harness.datasets  # noqa: E402,F401  (registers the builders)
-from harness.datasets import proxy_digits, proxy_scenes, vqav2  # noqa: E402
+import harness.data.builders  # noqa: E402,F401  (registers the builders)
+from harness.data.builders import proxy_digits, proxy_scenes, vqav2  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

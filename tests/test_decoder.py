@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import decoder as D
 from harness.errors import HarnessError
+from harness.models import decoder as D
+from harness.train import decoder as TD
 
 VOCAB, ENC_TOKENS, ENC_WIDTH = 40, 5, 16
 EOS, PAD = 1, 0
@@ -151,9 +152,9 @@ def test_length_penalty_prefers_longer_hypotheses():
 
 
 def test_layout_left_pads_prefix_and_masks_only_the_target():
-    from harness.tokenizer import Tokenizer
+    from harness.data.tokenizer import Tokenizer
 
-    tok = Tokenizer(D.PROXY_TOKENIZER)
+    tok = Tokenizer(TD.PROXY_TOKENIZER)
     layout = D.Layout(prefix_len=6, target_len=4)
     q = tok.encode(["is it red?"], 6, eos="no")[0]
     q = q[q != tok.pad_id]
@@ -222,12 +223,12 @@ def test_per_sequence_normalisation_is_not_the_token_mean():
 def test_log_perplexity_is_the_cappa_evaluators():
     """Per target: its summed NLL (normalize_by_seqlen=False, big_vision's default) or its token mean;
     per example the mean over its targets; then the mean over examples (not over all targets)."""
-    tok = D.load_tokenizer("proxy")
+    tok = TD.load_tokenizer("proxy")
     layout = D.Layout(prefix_len=0, target_len=10)
     model = D.make_decoder(tok.vocab_size, layout.seq_len, width=32, depth=1, mlp_dim=64, num_heads=4)
     params = D.init_params(model, ENC_WIDTH, ENC_TOKENS, seed=1)
     feats = np.random.default_rng(2).normal(size=(2, ENC_TOKENS, ENC_WIDTH)).astype(np.float32)
-    table = D.TextTable(rows=np.array([0, 1]), ids=[10, 11], prefixes=["", ""],
+    table = TD.TextTable(rows=np.array([0, 1]), ids=[10, 11], prefixes=["", ""],
                         targets=[["a red circle on a blue background", "a circle", "red"], ["blue"]])
     pairs = [(0, t) for t in table.targets[0]] + [(1, "blue")]
     batch = D.encode_examples(tok, [""] * 4, [t for _, t in pairs], layout)
@@ -236,8 +237,8 @@ def test_log_perplexity_is_the_cappa_evaluators():
         per_pair = np.asarray(D.weighted_softmax_xent(logits, batch["labels"], batch["label_mask"],
                                                       normalize=per_token, reduction=False))
         want = (per_pair[:3].mean() + per_pair[3]) / 2
-        cfg = D.DecoderSettings(eval_batch_size=3, perplexity_normalize_by_seqlen=per_token)
-        got = D._log_perplexity(model, params, feats, table, tok, layout, cfg)
+        cfg = TD.DecoderSettings(eval_batch_size=3, perplexity_normalize_by_seqlen=per_token)
+        got = TD._log_perplexity(model, params, feats, table, tok, layout, cfg)
         assert got == pytest.approx(float(want), rel=1e-5)
         assert abs(got - per_pair.mean()) > 1e-3  # not the mean over all targets
 
@@ -247,12 +248,12 @@ def test_choice_no_replacement_cycles_through_every_target():
     answers once, the next n visits again each once, in another order."""
     answers = ["yes", "yes", "no", "maybe", "yeah"]
     rng = np.random.default_rng(0)
-    picks = [D.choose_target(answers, "choice_no_replacement", rng=rng, seed=0, example=7, visit=v) for v in range(10)]
+    picks = [TD.choose_target(answers, "choice_no_replacement", rng=rng, seed=0, example=7, visit=v) for v in range(10)]
     assert sorted(picks[:5]) == sorted(answers) and sorted(picks[5:]) == sorted(answers)
-    orders = [[D.choose_target(list("abcde"), "choice_no_replacement", rng=rng, seed=0, example=7, visit=v)
+    orders = [[TD.choose_target(list("abcde"), "choice_no_replacement", rng=rng, seed=0, example=7, visit=v)
                for v in range(c * 5, c * 5 + 5)] for c in range(3)]
     assert len({tuple(o) for o in orders}) > 1
-    drawn = {D.choose_target(list("abc"), "choice", rng=rng, seed=0, example=0, visit=v) for v in range(30)}
+    drawn = {TD.choose_target(list("abc"), "choice", rng=rng, seed=0, example=0, visit=v) for v in range(30)}
     assert drawn == set("abc")
 
 
@@ -260,7 +261,7 @@ def test_optimizers_and_errors():
     import jax
     import jax.numpy as jnp
 
-    from harness import optim
+    from harness.train import optim
 
     for name in ("adafactor", "adam"):
         tx = optim.make_optimizer(name, lr=3e-4, wd=1e-4, schedule=optim.cosine_schedule(100, 10))
@@ -268,6 +269,6 @@ def test_optimizers_and_errors():
         updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
         assert all(np.isfinite(np.asarray(u)).all() for u in jax.tree.leaves(updates))
     with pytest.raises(HarnessError, match="tokenizer="):
-        D.load_tokenizer("")
+        TD.load_tokenizer("")
     with pytest.raises(HarnessError, match="divisible"):
         D.make_decoder(10, 5, width=30, num_heads=4)

@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 
 from harness import checkpoints
-from harness.encoder import infer_config, load_encoder
 from harness.errors import HarnessError
-from harness.variants import decode_variant, shape_of
+from harness.models.encoder import infer_config, load_encoder
+from harness.models.variants import decode_variant, shape_of
 from tests.numpy_vit import forward
-
-TINY = dict(width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=4, res=16)
+from tests.tiny import TINY_VIT
 
 
 def perturbed(enc, seed=0):
@@ -37,7 +36,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{v}" for v in c.values()))
 @pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scan"])
 def test_matches_numpy_oracle(tmp_path, case, scan):
-    enc = load_encoder("random:0", **TINY, **case)
+    enc = load_encoder("random:0", **TINY_VIT, **case)
     path = checkpoints.save_npz(tmp_path / "p.npz", perturbed(enc))
     loaded = load_encoder(str(path), scan=scan, pool_type=case["pool_type"], posemb=case.get("posemb", "learn"))
     assert loaded.config["scan"] is scan
@@ -52,7 +51,7 @@ def test_matches_numpy_oracle(tmp_path, case, scan):
 
 
 def test_bfloat16_matmuls_close_to_float32(tmp_path):
-    enc = load_encoder("random:0", **TINY, pool_type="map", num_classes=5)
+    enc = load_encoder("random:0", **TINY_VIT, pool_type="map", num_classes=5)
     path = checkpoints.save_npz(tmp_path / "p.npz", perturbed(enc))
     f32 = load_encoder(str(path)).features(images())
     bf16 = load_encoder(str(path), dtype_mm="bfloat16")
@@ -77,7 +76,7 @@ def test_config_read_off_the_tree(tmp_path):
 
 
 def test_explicit_flags_checked_against_tree(tmp_path):
-    enc = load_encoder("random:0", **TINY, pool_type="map")
+    enc = load_encoder("random:0", **TINY_VIT, pool_type="map")
     path = enc.save(str(tmp_path / "e.npz"))
     with pytest.raises(HarnessError, match="width=64 was asked for but the checkpoint has width=32"):
         load_encoder(path, width=64)
@@ -105,9 +104,10 @@ def test_variants_decode_and_paper_numbers():
                                 dict(pool_type="map", num_classes=4, rep_size=True), dict(pool_type="gap", rep_size=True)])
 def test_param_count_formula_matches_model(kw):
     import jax
-    from harness.encoder import abstract_params, build_model, resolve_config
 
-    cfg = resolve_config({}, {}, {**TINY, **kw})
+    from harness.models.encoder import abstract_params, build_model, resolve_config
+
+    cfg = resolve_config({}, {}, {**TINY_VIT, **kw})
     flat = abstract_params(build_model(cfg), cfg["res"])
     n = sum(int(np.prod(v.shape)) for v in flat.values())
     s = shape_of("B/16", **{k: cfg[k] for k in ("width", "depth", "mlp_dim", "num_heads")},
@@ -115,7 +115,7 @@ def test_param_count_formula_matches_model(kw):
     s = type(s)(**{**s.__dict__, "patch": 4})
     assert s.num_params(16) == n
     # The encoder's own shape (what records carry) counts a `rep_size=True` pre_logits as `width` wide.
-    enc = load_encoder("random:0", **{**TINY, **kw})
+    enc = load_encoder("random:0", **{**TINY_VIT, **kw})
     assert enc.shape.num_params(16) == n == sum(int(np.prod(v.shape)) for v in enc.params_numpy().values())
     assert enc.describe()["params_m"] == round(n / 1e6, 3)
     del jax
@@ -124,7 +124,7 @@ def test_param_count_formula_matches_model(kw):
 def test_rep_size_true_is_the_width(tmp_path):
     """big_vision's rep_size=True is a pre_logits Dense of size `width`: asking for it on a checkpoint whose
     pre_logits is `width` wide agrees with the tree (and its FLOPs count a width x width layer)."""
-    enc = load_encoder("random:0", **TINY, pool_type="map", rep_size=True, num_classes=3)
+    enc = load_encoder("random:0", **TINY_VIT, pool_type="map", rep_size=True, num_classes=3)
     assert enc.config["rep_size"] == 32 and enc.shape.rep_size == 32
     path = enc.save(str(tmp_path / "e.npz"))
     again = load_encoder(path, rep_size=True)
@@ -134,7 +134,7 @@ def test_rep_size_true_is_the_width(tmp_path):
         load_encoder(path, rep_size=16)
     with pytest.raises(HarnessError, match="rep_size=False was asked for but the checkpoint has rep_size=32"):
         load_encoder(path, rep_size=False)
-    no_rep = load_encoder("random:0", **TINY, pool_type="map", num_classes=3)
+    no_rep = load_encoder("random:0", **TINY_VIT, pool_type="map", num_classes=3)
     d, t = 32, 16
     assert enc.shape.gflops(16) - no_rep.shape.gflops(16) == pytest.approx(2 * d * d / 1e9)
     assert enc.shape.num_params(16) - no_rep.shape.num_params(16) == d * d + d
@@ -143,11 +143,11 @@ def test_rep_size_true_is_the_width(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_cpu_attention_equals_flax(dtype):
-    # harness.vit.attention reorders the operands for XLA:CPU's matmul kernels; the values are flax's.
+    # harness.models.vit.attention reorders the operands for XLA:CPU's matmul kernels; the values are flax's.
     import flax.linen as nn
     import jax.numpy as jnp
 
-    from harness.vit import attention
+    from harness.models.vit import attention
 
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.normal(size=(2, 9, 3, 55)), dtype) for _ in range(3))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from harness import api, data
-from harness.preprocess import Preprocess
-from harness.registry import get_task
+from harness.api.registry import get_task
+from harness.data.pp import Preprocess
 
 BV = json.loads((Path(__file__).parent / "data" / "bv_configs.json").read_text())
 LABEL_OPS = ("onehot", "keep", "pad_to_shape", "map")
@@ -47,7 +47,7 @@ def test_pp_strings_are_ours_to_parse():
 # ---------------------------------------------------------------------------------------------- few-shot
 def test_fewshot_defaults_are_big_visions_fewshot_lsr():
     """`configs/common_fewshot.py::get_fewshot_lsr()`."""
-    from tasks.fewshot import FewShotConfig, default_pp
+    from harness.tasks.fewshot import FewShotConfig, default_pp
 
     bv, c = BV["fewshot"], FewShotConfig()
     assert list(c.shots) == bv["shots"]
@@ -68,7 +68,11 @@ def test_fewshot_splits_are_big_visions(name):
 @pytest.mark.parametrize("res", [224, 384])
 def test_finetune_pp_is_big_visions_transfer_config(res):
     """`configs/transfer.py` (`h_res`/`l_res` 448/384 by default; 256/224 for 224 px), ImageNet."""
-    from tasks.imagenet_finetune import FinetuneConfig, _train_pp, default_pp_eval
+    from harness.tasks.imagenet_finetune import (
+        FinetuneConfig,
+        _train_pp,
+        default_pp_eval,
+    )
 
     bv = BV[f"transfer_imagenet_{res}"]
     config = FinetuneConfig(randaug="off")  # big_vision's transfer config has no RandAugment
@@ -83,14 +87,14 @@ def test_finetune_pp_is_big_visions_transfer_config(res):
 
 
 def test_finetune_eval_pp_at_224_is_vit_i1k():
-    from tasks.imagenet_finetune import default_pp_eval
+    from harness.tasks.imagenet_finetune import default_pp_eval
 
     for name, ev in BV["vit_i1k"]["evals"].items():
         assert image_ops(default_pp_eval(224)) == image_ops(ev["pp_fn"]), name
 
 
 def test_finetune_splits_and_datasets_are_big_visions():
-    from tasks.imagenet_finetune import FinetuneConfig
+    from harness.tasks.imagenet_finetune import FinetuneConfig
 
     bv, c, imagenet = BV["transfer_imagenet_384"], FinetuneConfig(), data.DATASETS["imagenet2012"]
     assert imagenet.split("minitrain") == bv["train_split"] == BV["vit_i1k"]["train_split"]
@@ -106,7 +110,7 @@ def test_finetune_optimiser_follows_transfer_config_where_the_paper_is_silent():
     """The paper's Table 1 recipe overrides lr (0.03), steps (50k) and the loss (sigmoid); the rest is
     big_vision's transfer config: SGD momentum (`big_vision.momentum_hp`), clip 1.0, no wd, cosine with
     500 warm-up steps, batch 512."""
-    from tasks.imagenet_finetune import FinetuneConfig
+    from harness.tasks.imagenet_finetune import FinetuneConfig
 
     bv, c = BV["transfer_imagenet_384"], FinetuneConfig()
     assert bv["optax_name"] == "big_vision.momentum_hp" and c.momentum == 0.9
@@ -118,7 +122,7 @@ def test_finetune_optimiser_follows_transfer_config_where_the_paper_is_silent():
 
 # ----------------------------------------------------------------------------------------- linear probe
 def test_linear_probe_eval_pp_is_the_imagenet_eval_pp():
-    from tasks.linear_probe import default_pp
+    from harness.tasks.linear_probe import default_pp
 
     assert image_ops(default_pp(224)) == image_ops(BV["vit_i1k"]["evals"]["val"]["pp_fn"])
 

@@ -13,7 +13,6 @@ tests/test_imagenet_finetune.py and the SIGKILL of a suite between records in te
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
+from tests.tiny import TINIEST, TINY_DS
 
 CHUNK = 200  # feature chunk size of these runs: 1000 pool images make 5 chunks
 CHILD = '''
@@ -39,8 +39,9 @@ def hold():
     time.sleep(600)  # until the test kills or interrupts us
 
 
-from harness import cache, train
-from harness.encoder import Encoder
+from harness.eval import cache
+from harness.train import loop as train
+from harness.models.encoder import Encoder
 
 real_build = cache.FeatureCache.get_or_build
 cache.FeatureCache.get_or_build = lambda self, key, n, produce, **kw: real_build(
@@ -75,15 +76,14 @@ from harness.cli import main
 main(sys.argv[4:], prog_name="harness")
 '''.replace("CHUNK", str(CHUNK))
 
-ENC = dict(width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=8, pool_type="map")
+ENC = dict(TINIEST, pool_type="map")
 FEWSHOT = ["--task", "fewshot", "--set", "datasets=proxy_digits", "--set", "shots=1,5", "--set", "seeds=0",
            "--set", "batch_size=50"]
-TINY_DS = "proxy_scenes/tiny"
 FINETUNE = ["--task", "imagenet_finetune", *(a for s in (
     f"dataset={TINY_DS}", "train_split=train", "minival_split=val", "test_split=test", "real_dataset=",
     "v2_dataset=", "batch_size=8", "eval_batch_size=32", "lr=0.01", "warmup_steps=2", "train_steps=8",
     "ckpt_every=3", "layer_decay=1.0", "mixup=0.0") for a in ("--set", s))]
-# The decoder's training (harness.decoder, shared by vqa and coco_captioning) as VQA runs it.
+# The decoder's training (harness.train.decoder, shared by vqa and coco_captioning) as VQA runs it.
 VQA = ["--task", "vqa", "--preset", "proxy", *(a for s in (
     f"datasets={TINY_DS}", "decoder_width=32", "decoder_mlp_dim=64", "decoder_heads=2", "total_steps=8",
     "ckpt_every=3", "batch_size=8", "eval_batch_size=32", "prefix_len=12", "target_len=4", "tokenizer=proxy",
@@ -93,7 +93,7 @@ VQA = ["--task", "vqa", "--preset", "proxy", *(a for s in (
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     from harness import data
-    from harness.encoder import load_encoder
+    from harness.models.encoder import load_encoder
 
     root = tmp_path_factory.mktemp("faults")
     ckpt16 = load_encoder("random:0", res=16, **ENC).save(str(root / "tiny16.npz"))
@@ -111,7 +111,7 @@ def _args(env, task_args, ckpt, out, cache):
 
 def _small_chunks(monkeypatch):
     """In-process runs commit features in the children's chunk size, so a rerun resumes their partials."""
-    from harness import cache
+    from harness.eval import cache
 
     real = cache.FeatureCache.get_or_build
     monkeypatch.setattr(cache.FeatureCache, "get_or_build",

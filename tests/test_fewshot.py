@@ -1,10 +1,10 @@
-"""Tests for the closed-form few-shot probe (harness/fewshot.py)."""
+"""Tests for the closed-form few-shot probe (harness/eval/fewshot.py)."""
 
 import numpy as np
 import pytest
 
-from harness import fewshot
 from harness.errors import HarnessError
+from harness.eval import fewshot
 
 
 def _normal_equations(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:

@@ -5,28 +5,19 @@ import json
 import numpy as np
 import pytest
 
-from harness import fewshot
-from harness.encoder import load_encoder
-from harness.runner import run_task
-
-TINY_ENC = dict(width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=8, res=32, pool_type="map")
+from harness.eval import fewshot
+from harness.models.encoder import load_encoder
+from harness.run.runner import run_task
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fewshot")
-    ckpt = load_encoder("random:0", **TINY_ENC).save(str(root / "tiny.npz"))
-    return dict(ckpt=ckpt, data_dir=str(root / "tfds"), cache_dir=str(root / "cache"), out=root / "runs")
-
-
-def run(env, **sets):
+def run(task_env, **sets):
     base = {"datasets": "proxy_scenes/tiny", "shots": "1,2", "seeds": "0,1", "batch_size": "16"}
-    return run_task("fewshot", env["ckpt"], sets={**base, **sets}, data_dir=env["data_dir"],
-                    out_dir=env["out"], cache_dir=env["cache_dir"], progress=False)
+    return run_task("fewshot", task_env["ckpt"], sets={**base, **sets}, data_dir=task_env["data_dir"],
+                    out_dir=task_env["out"], cache_dir=task_env["cache_dir"], progress=False)
 
 
-def test_record_metrics_and_cache_reuse(env, monkeypatch):
-    rec, path, reused = run(env)
+def test_record_metrics_and_cache_reuse(task_env, monkeypatch):
+    rec, path, reused = run(task_env)
     assert not reused
     m = rec["metrics"]
     for k in (1, 2):
@@ -40,27 +31,27 @@ def test_record_metrics_and_cache_reuse(env, monkeypatch):
     assert sum(e["computed_images"] for e in extracted) == 72
 
     # Another probe setting on the same data: features come from the cache, no encoder pass at all.
-    from harness.encoder import Encoder
+    from harness.models.encoder import Encoder
 
     def no_encoder(*a, **k):
         raise AssertionError("the encoder ran although the features are cached")
 
     monkeypatch.setattr(Encoder, "features", no_encoder)
-    rec2, _, reused2 = run(env, shots="1", l2_reg="10.0")
+    rec2, _, reused2 = run(task_env, shots="1", l2_reg="10.0")
     assert not reused2
     assert sum(e["computed_images"] for e in rec2["info"]["feature_extraction"]) == 0
 
 
-def test_matches_probe_on_independently_extracted_features(env):
-    """The task's numbers equal harness.fewshot on features we extract here by a separate route."""
+def test_matches_probe_on_independently_extracted_features(task_env):
+    """The task's numbers equal harness.eval.fewshot on features we extract here by a separate route."""
     from harness import data
 
-    rec, _, _ = run(env)
-    enc = load_encoder(env["ckpt"])
+    rec, _, _ = run(task_env)
+    enc = load_encoder(task_env["ckpt"])
     feats = {}
     for split in ("train", "test"):
         xs, ys = [], []
-        for b in data.iterate("proxy_scenes/tiny", split, batch_size=7, data_dir=env["data_dir"],
+        for b in data.iterate("proxy_scenes/tiny", split, batch_size=7, data_dir=task_env["data_dir"],
                               pp="decode|resize(37)|central_crop(32)|value_range(-1,1)"):
             m = b["_mask"]
             xs.append(enc.features(b["image"], ["pre_logits"])["pre_logits"][m])
@@ -73,8 +64,8 @@ def test_matches_probe_on_independently_extracted_features(env):
             assert got == pytest.approx(100 * acc, abs=1e-6)
 
 
-def test_rerun_reuses_record(env):
-    _, path, _ = run(env)
-    rec, path2, reused = run(env)
+def test_rerun_reuses_record(task_env):
+    _, path, _ = run(task_env)
+    rec, path2, reused = run(task_env)
     assert reused and path2 == path
     assert json.loads(path.read_text())["task"]["name"] == "fewshot"

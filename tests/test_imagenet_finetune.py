@@ -9,15 +9,24 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from harness import api, checkpoints, data, finetune, optim, train  # noqa: E402
-from harness.encoder import Encoder, abstract_params, build_model, load_encoder, resolve_config  # noqa: E402
+from harness import api, checkpoints, data  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from tasks.imagenet_finetune import ImageNetFinetune, metric_base  # noqa: E402
+from harness.models.encoder import (  # noqa: E402
+    Encoder,
+    abstract_params,
+    build_model,
+    load_encoder,
+    resolve_config,
+)
+from harness.tasks.imagenet_finetune import ImageNetFinetune, metric_base  # noqa: E402
+from harness.train import finetune, optim  # noqa: E402
+from harness.train import loop as train  # noqa: E402
+from tests.tiny import TINIEST  # noqa: E402
 
 NAME = "ft_test_colours"
 COLOURS = np.array([[200, 40, 40], [40, 190, 60], [50, 70, 210]], np.float64)
 SIZES = {"train": 60, "validation": 24, "test": 30}
-TINY = dict(width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=8, pool_type="gap")
+TINY = dict(TINIEST, pool_type="gap")
 
 
 def _real_labels(i: int, label: int) -> list[int]:
@@ -162,7 +171,7 @@ def test_layer_decay_multipliers_unrolled_and_scanned_agree():
 
 
 def test_sgd_recipe_matches_a_manual_computation():
-    """The fine-tune's optimiser (big_vision's momentum_hp chain, harness.optim) by hand: clip to global
+    """The fine-tune's optimiser (big_vision's momentum_hp chain, harness.train.optim) by hand: clip to global
     norm 1, trace in bfloat16, lr times the layer multiplier, cosine schedule with linear warm-up."""
     import jax
     import jax.numpy as jnp
@@ -251,7 +260,13 @@ def test_a_finished_fine_tune_is_reused_when_only_the_evaluation_died(finetuned,
 
 
 def test_defaults_are_the_paper_recipe():
-    from tasks.imagenet_finetune import FinetuneConfig, default_pp_eval, default_pp_train, paper_layer_decay, paper_mixup
+    from harness.tasks.imagenet_finetune import (
+        FinetuneConfig,
+        default_pp_eval,
+        default_pp_train,
+        paper_layer_decay,
+        paper_mixup,
+    )
 
     c = FinetuneConfig()
     assert (c.dataset, c.real_dataset, c.v2_dataset) == ("imagenet2012", "imagenet2012_real", "imagenet_v2")
@@ -265,8 +280,15 @@ def test_defaults_are_the_paper_recipe():
 
 
 def test_randaug_is_the_papers_per_resolution_choice_and_goes_before_value_range():
-    from tasks.imagenet_finetune import (FinetuneConfig, _check_config, _train_pp, default_pp_train,
-                                         paper_randaug, pp_with_randaug, randaug_op)
+    from harness.tasks.imagenet_finetune import (
+        FinetuneConfig,
+        _check_config,
+        _train_pp,
+        default_pp_train,
+        paper_randaug,
+        pp_with_randaug,
+        randaug_op,
+    )
 
     assert [paper_randaug(r) for r in (224, 384, 518)] == [None, (2, 10), (2, 10)]
     assert _train_pp(FinetuneConfig(), 224) == (default_pp_train(224), "")
@@ -332,7 +354,7 @@ def test_train_steps_zero_needs_a_matching_head(tmp_path, data_dir, tiny32):
 
 
 def test_posemb_resampled_at_load_through_the_runner(tmp_path, data_dir, ckpt16):
-    from harness.runner import run_task
+    from harness.run.runner import run_task
 
     # lr 0: the fine-tuned posemb is exactly the resampled checkpoint posemb.
     record, path, _ = run_task("imagenet_finetune", ckpt16, sets={"res": "32", "lr": "0", "train_steps": "2",
@@ -405,7 +427,7 @@ def test_bad_settings_are_one_line_errors(tmp_path, data_dir, tiny32):
 # ------------------------------------------------------------------------------------------- proxy (slow)
 @pytest.mark.slow
 def test_proxy_preset_beats_chance_and_matches_a_frozen_probe(tmp_path):
-    from harness.suites import PROXY_CKPT
+    from harness.run.suites import PROXY_CKPT
 
     if not PROXY_CKPT.exists():
         pytest.skip("the proxy checkpoint is not built yet")
@@ -427,7 +449,7 @@ def _frozen_probe_accuracy(enc, tmp_path, pp: str) -> float:
     """A logistic-regression probe on frozen pre_logits (the best C on val), scored on test."""
     from sklearn.linear_model import LogisticRegression
 
-    from harness.features import extract
+    from harness.eval.features import extract
 
     feats = {s: extract(enc, "proxy_scenes", s, pp=pp, cache_dir=tmp_path / "cache", progress=False)
              for s in ("train", "val", "test")}

@@ -4,11 +4,8 @@ hand, and the task end to end on the tiny proxy (real TFDS pipeline, feature cac
 import numpy as np
 import pytest
 
-from harness.encoder import load_encoder
-from harness.runner import run_task
-from tasks.linear_probe import predict, real_correct, top1, train_probe
-
-TINY_ENC = dict(width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=8, res=32, pool_type="map")
+from harness.run.runner import run_task
+from harness.tasks.linear_probe import predict, real_correct, top1, train_probe
 
 
 def numpy_probe(x, y, c, *, lr, epochs, wd, bs, momentum, seed):
@@ -76,19 +73,12 @@ def test_real_scoring_multihot_and_empty_labels():
     assert correct.mean() == pytest.approx(2 / 3)
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("linear_probe")
-    ckpt = load_encoder("random:0", **TINY_ENC).save(str(root / "tiny.npz"))
-    return dict(ckpt=ckpt, data_dir=str(root / "tfds"), cache_dir=str(root / "cache"), out=root / "runs")
-
-
-def test_task_end_to_end_selects_on_minival(env):
+def test_task_end_to_end_selects_on_minival(task_env):
     sets = {"dataset": "proxy_scenes/tiny", "train_split": "train", "minival_split": "validation",
             "eval_datasets": "", "lrs": "0.3,0.01", "epochs": "2,4", "weight_decays": "0",
             "batch_size": "16", "extract_batch_size": "16"}
-    rec, _, _ = run_task("linear_probe", env["ckpt"], sets=sets, data_dir=env["data_dir"], out_dir=env["out"],
-                         cache_dir=env["cache_dir"], progress=False)
+    rec, _, _ = run_task("linear_probe", task_env["ckpt"], sets=sets, data_dir=task_env["data_dir"],
+                         out_dir=task_env["out"], cache_dir=task_env["cache_dir"], progress=False)
     m = rec["metrics"]
     grid = rec["info"]["grid"]
     assert len(grid) == 4

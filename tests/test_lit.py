@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import checkpoints, text
-from harness.encoder import load_encoder
+from harness import checkpoints
+from harness.data.tokenizer import canonicalize_text
 from harness.errors import HarnessError
-from harness.runner import run_task
-from harness.suites import PROXY_CKPT
-from harness.tokenizer import canonicalize_text
-from tasks import lit_zeroshot as lz
+from harness.models import text
+from harness.models.encoder import load_encoder
+from harness.run.runner import run_task
+from harness.run.suites import PROXY_CKPT
+from harness.tasks import lit_zeroshot as lz
+from tests.tiny import TINY_ENC
 
 HF = Path(__file__).parent / "data" / "hf_siglip"
-TINY_ENC = dict(width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=8, res=32, pool_type="map")
 TINY_TXT = dict(num_classes=32, width=32, depth=2, mlp_dim=64, num_heads=4, vocab_size=600)
 
 
@@ -151,7 +152,7 @@ def test_zeroshot_hits_single_and_multi_label():
 
 
 def test_tokenize_sticky_eos_and_pad_value():
-    from harness.tokenizer import Tokenizer
+    from harness.data.tokenizer import Tokenizer
 
     tok = Tokenizer(lz.PROXY_TOKENIZER)
     a = text.tokenize(tok, ["a red circle", "a large red circle on a plain background " * 3], 8)
@@ -160,14 +161,6 @@ def test_tokenize_sticky_eos_and_pad_value():
     b = text.tokenize(tok, ["a red circle"], 8, pad_value=7)
     end = int(np.where(b[0] == tok.eos_id)[0][0])
     assert (b[0, end + 1:] == 7).all() and (b[0, :end + 1] == a[0, :end + 1]).all()
-
-
-# ---------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lit")
-    ckpt = load_encoder("random:0", **TINY_ENC).save(str(root / "tiny.npz"))
-    return dict(ckpt=ckpt, data_dir=str(root / "tfds"), cache_dir=str(root / "cache"), out=root / "runs")
 
 
 # ---------------------------------------------------------------------------- two-tower checkpoints
@@ -250,8 +243,8 @@ def test_two_tower_tensorstore_folder(two_tower, tmp_path):
     np.testing.assert_allclose(tower.embed(tokens), want, atol=1e-6)
 
 
-def test_image_only_checkpoint_has_no_text_tower(env):
-    path = env["ckpt"]
+def test_image_only_checkpoint_has_no_text_tower(task_env):
+    path = task_env["ckpt"]
     assert checkpoints.read_text_tower(path) is None
     assert text.load_text_tower(path) is None
 
@@ -264,15 +257,15 @@ def test_wrong_tokens_are_a_user_error(two_tower):
         tower.embed(np.full((2, 12), 600, np.int32))
 
 
-def test_read_field_variable_length_labels_in_split_order(env):
+def test_read_field_variable_length_labels_in_split_order(task_env):
     """The multi-label (ReaL-style) path: a variable-length int field, batch-padded with -1, read in split
     order. proxy_scenes' per-object colours are such a field; the generator says what they must be."""
     from harness import data
-    from harness.datasets import proxy_scenes
+    from harness.data.builders import proxy_scenes
 
-    data.require_prepared("proxy_scenes/tiny", env["data_dir"])
-    ids = lz._read_field("proxy_scenes/tiny", "test", "id", 24, env["data_dir"], False)
-    rows = lz._read_field("proxy_scenes/tiny", "test", "objects/colour", 24, env["data_dir"], False)
+    data.require_prepared("proxy_scenes/tiny", task_env["data_dir"])
+    ids = lz._read_field("proxy_scenes/tiny", "test", "id", 24, task_env["data_dir"], False)
+    rows = lz._read_field("proxy_scenes/tiny", "test", "objects/colour", 24, task_env["data_dir"], False)
     assert len(rows) == 24 and min(len(np.atleast_1d(r)) for r in rows) == 3  # padded to the batch's longest
     for i, row in zip(ids, rows):
         want = [proxy_scenes.COLOURS.index(o["colour"])
@@ -287,13 +280,13 @@ TINY_SETS = {"train_dataset": "proxy_scenes/tiny", "zeroshot_datasets": "proxy_s
              "prompt_templates": "clip_best", "image_batch_size": "24", "ckpt_every": "0"}
 
 
-def run(env, ckpt=None, **sets):
-    return run_task("lit_zeroshot", ckpt or env["ckpt"], sets={**TINY_SETS, **sets}, data_dir=env["data_dir"],
-                    out_dir=env["out"], cache_dir=env["cache_dir"], progress=False)
+def run(task_env, ckpt=None, **sets):
+    return run_task("lit_zeroshot", ckpt or task_env["ckpt"], sets={**TINY_SETS, **sets}, data_dir=task_env["data_dir"],
+                    out_dir=task_env["out"], cache_dir=task_env["cache_dir"], progress=False)
 
 
-def test_task_trains_then_reloads_its_two_tower_checkpoint(env):
-    rec, _, reused = run(env)
+def test_task_trains_then_reloads_its_two_tower_checkpoint(task_env):
+    rec, _, reused = run(task_env)
     assert not reused
     m = {k: v["value"] for k, v in rec["metrics"].items()}
     ds = "proxy_scenes/tiny"
@@ -320,7 +313,7 @@ def test_task_trains_then_reloads_its_two_tower_checkpoint(env):
 
     # The written two-tower checkpoint evaluates directly: no training, the same numbers.
     saved = rec["artifacts"]["lit_checkpoint"]
-    rec2, _, _ = run(env, ckpt=f"{saved}:img")
+    rec2, _, _ = run(task_env, ckpt=f"{saved}:img")
     m2 = {k: v["value"] for k, v in rec2["metrics"].items()}
     assert "lit_training" not in rec2["info"] and rec2["info"]["text_tower"]["source"] == "checkpoint"
     assert "lit_zeroshot/train/final_loss" not in m2
@@ -329,18 +322,18 @@ def test_task_trains_then_reloads_its_two_tower_checkpoint(env):
         assert m2[k] == pytest.approx(m[k], abs=1e-6), k
 
 
-def test_task_matches_an_independent_zero_shot_computation(env):
+def test_task_matches_an_independent_zero_shot_computation(task_env):
     """Top-1 recomputed here from the saved checkpoint with plain numpy, by a separate route."""
     from harness import data
-    from harness.tokenizer import Tokenizer
+    from harness.data.tokenizer import Tokenizer
 
-    rec, _, _ = run(env, loss="softmax", train_steps="6")
+    rec, _, _ = run(task_env, loss="softmax", train_steps="6")
     assert rec["info"]["lit_training"]["final_b"] is None
     path = rec["artifacts"]["lit_checkpoint"]
     enc = load_encoder(f"{path}:img")
     tower = text.load_text_tower(path)
     tok = Tokenizer(lz.PROXY_TOKENIZER)
-    names = [n.lower() for n in data.class_names("proxy_scenes/tiny", env["data_dir"])]
+    names = [n.lower() for n in data.class_names("proxy_scenes/tiny", task_env["data_dir"])]
     templates = ["itap of a {}", "a bad photo of the {}", "a origami {}", "a photo of the large {}",
                  "a {} in a video game", "art of the {}", "a photo of the small {}", "{}"]
     zc = []
@@ -352,7 +345,7 @@ def test_task_matches_an_independent_zero_shot_computation(env):
         zc.append(m / np.linalg.norm(m))
     images, labels = [], []
     pp = "decode|resize(36)|central_crop(32)|value_range(-1,1)"  # _square875 at 32 px
-    for b in data.iterate("proxy_scenes/tiny", "test", batch_size=24, pp=pp, data_dir=env["data_dir"]):
+    for b in data.iterate("proxy_scenes/tiny", "test", batch_size=24, pp=pp, data_dir=task_env["data_dir"]):
         images.append(b["image"][b["_mask"]])
         labels.append(b["label"][b["_mask"]])
     zi = enc.features(np.concatenate(images), ["pre_logits"])["pre_logits"]
@@ -360,26 +353,26 @@ def test_task_matches_an_independent_zero_shot_computation(env):
     assert rec["metrics"]["lit_zeroshot/proxy_scenes/tiny/top1"]["value"] == pytest.approx(acc, abs=1e-6)
 
 
-def test_task_user_errors(env):
+def test_task_user_errors(task_env):
     with pytest.raises(HarnessError, match="no text tower"):
-        run(env, train_steps="0")
+        run(task_env, train_steps="0")
     with pytest.raises(HarnessError, match="no text tower"):
-        run(env, text_tower="checkpoint")
+        run(task_env, text_tower="checkpoint")
     with pytest.raises(HarnessError, match="tokenizer"):
-        run(env, zeroshot_datasets="cifar100")
+        run(task_env, zeroshot_datasets="cifar100")
     with pytest.raises(HarnessError, match="batch_size"):
-        run(env, batch_size="64")
+        run(task_env, batch_size="64")
     with pytest.raises(HarnessError, match="loss"):
-        run(env, loss="hinge")
+        run(task_env, loss="hinge")
 
 
-def test_hf_two_tower_runs_the_task_without_training(env):
+def test_hf_two_tower_runs_the_task_without_training(task_env):
     """A HF SigLIP folder evaluates directly with its own tokenizer files under its processor's text pp; a
     tokenizer larger than its vocabulary is refused."""
     folder = HF / "two_tower_spm"
     with pytest.raises(HarnessError, match="pieces"):
-        run(env, ckpt=str(folder), tokenizer=str(lz.PROXY_TOKENIZER))
-    rec, _, _ = run(env, ckpt=str(folder), prompt_templates="class_name_only")
+        run(task_env, ckpt=str(folder), tokenizer=str(lz.PROXY_TOKENIZER))
+    rec, _, _ = run(task_env, ckpt=str(folder), prompt_templates="class_name_only")
     assert rec["info"]["text_tower"]["source"] == "checkpoint" and "lit_training" not in rec["info"]
     assert rec["info"]["tokenizer"] == str(folder / "spiece.model")
     assert rec["info"]["text_pp"] == {"family": "hf_siglip", "max_len": 16, "pad_id": 1, "eos": "sticky",
@@ -390,7 +383,7 @@ def test_hf_two_tower_runs_the_task_without_training(env):
     assert 0 <= top1 <= 100 and len(rec["per_example"][f"lit_zeroshot/{ds}/top1"]) == 24
     assert len(rec["per_example"][f"lit_zeroshot/{ds}/t2i_recall@1"]) == 120  # every caption (5 per image)
     # --set overrides: big_vision's rule on the same folder, or another pad id; both recorded.
-    rec2, _, _ = run(env, ckpt=str(folder), prompt_templates="class_name_only", retrieval_datasets="",
+    rec2, _, _ = run(task_env, ckpt=str(folder), prompt_templates="class_name_only", retrieval_datasets="",
                      text_pp="big_vision", pad_value="0")
     assert rec2["info"]["text_pp"]["family"] == "big_vision" and rec2["info"]["text_pp"]["pad_id"] == 0
 

@@ -1,4 +1,4 @@
-"""Tests for harness.metrics: expected values are worked out by hand, or come from pycocoevalcap's
+"""Tests for harness.eval.metrics: expected values are worked out by hand, or come from pycocoevalcap's
 scorers called directly (an independent call path). Each PTB tokenisation starts a JVM, so the caption
 tests share tokenised inputs through module-scoped fixtures."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessError
-from harness.metrics import (
+from harness.eval.metrics import (
     bootstrap_ci,
     caption_scores,
     cider,
@@ -277,7 +277,7 @@ def test_bootstrap_ci_contains_mean_and_narrows():
 # ----------------------------------------------------------------------------------------------------
 
 def test_import_does_not_load_jax_or_tensorflow():
-    code = ("import sys, harness.metrics; "
+    code = ("import sys, harness.eval.metrics; "
             "heavy = [m for m in ('jax', 'tensorflow', 'flax') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],

@@ -1,4 +1,4 @@
-"""harness.optim against big_vision's own `optax.make` (fixtures in tests/data/bv_optax/, made by
+"""harness.train.optim against big_vision's own `optax.make` (fixtures in tests/data/bv_optax/, made by
 tests/data/make_bv_optax_fixtures.py; see tests/data/README.md)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import optim
 from harness.errors import HarnessError
+from harness.train import optim
 
 FIXTURES = Path(__file__).parent / "data" / "bv_optax"
 META = json.loads((FIXTURES / "optax.json").read_text())
@@ -168,7 +168,7 @@ def test_unknown_optimizer_and_bad_kwargs_are_one_line_errors():
 def test_lit_optimiser_defaults_are_siglip_lit_cocos():
     """LiT's optimiser settings against big_vision's own LiT config (tests/data/bv_configs.json, made by
     make_bv_config_fixtures.py from configs/proj/image_text/siglip_lit_coco.py::get_config())."""
-    from tasks.lit_zeroshot import LitZeroShotConfig
+    from harness.tasks.lit_zeroshot import LitZeroShotConfig
 
     bv = json.loads((Path(__file__).parent / "data" / "bv_configs.json").read_text())["siglip_lit_coco"]
     ours = LitZeroShotConfig()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness import checkpoints
-from harness.encoder import load_encoder
+from harness.models.encoder import load_encoder
 
 DATA = Path(__file__).parent / "data"
 BV = DATA / "bv_vit"

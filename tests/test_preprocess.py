@@ -5,8 +5,15 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from harness.data.pp import (  # noqa: E402
+    Preprocess,
+    eval_pp,
+    example_seed,
+    known_ops,
+    preprocess_numpy,
+    side_before_crop,
+)
 from harness.errors import HarnessError  # noqa: E402
-from harness.preprocess import Preprocess, example_seed, known_ops, preprocess_numpy  # noqa: E402
 
 
 def _run(pp, image, seed=None, **extra):
@@ -50,6 +57,17 @@ def _bilinear_numpy(image, out_h, out_w, dtype=np.float64):
 
 # --------------------------------------------------------------------------------------------------
 # value_range
+
+
+def test_standard_eval_pp_strings():
+    # big_vision's resize 256 / crop 224, scaled to other resolutions.
+    assert [side_before_crop(r) for r in (224, 64, 384)] == [256, 73, 439]
+    assert side_before_crop(518, 448, 384) == 604
+    assert eval_pp(224, 256) == "decode|resize(256)|central_crop(224)|value_range(-1,1)"
+    assert eval_pp(224, 256, resize_op="resize_small") == (
+        "decode|resize_small(256)|central_crop(224)|value_range(-1,1)")
+    assert eval_pp(64) == "decode|resize(64)|value_range(-1,1)"
+    Preprocess(eval_pp(224, 256, resize_op="resize_small"))  # parses
 
 
 def test_value_range_matches_numpy():
@@ -344,7 +362,7 @@ def test_preprocess_numpy_rejects_non_uint8():
 # --------------------------------------------------------------------------------------------------
 # RandAugment: each op against numpy (or PIL, which defines several of them), then the randaug op
 
-from harness import preprocess as P  # noqa: E402
+from harness.data.pp import randaug as P  # noqa: E402
 
 SEED = tf.constant([3, 4], tf.int64)
 

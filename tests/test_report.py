@@ -22,10 +22,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from harness import report
+from harness import data, report
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.results import load_records
+from harness.report.records import load_records
+from harness.report.table import ci95, is_hidden
+from harness.report.tables import fmt_value
 
 GOLDEN = Path(__file__).parent / "data" / "report_golden"
 RECORDS = GOLDEN / "records"
@@ -122,9 +124,9 @@ def test_paper_order_of_columns(records):
     fs = [c.metric for c in t.columns if c.task == "fewshot"]
     # shot by shot; inside 10 shots Table 3's dataset order, then the proxies
     ten = [m.split("/")[1] for m in fs if m.endswith("/10shot")]
-    assert ten[:9] == list(report.FEWSHOT_DATASETS) and ten[9:] == ["proxy_digits", "proxy_scenes"]
+    assert ten[:9] == list(data.FEWSHOT_DATASETS) and ten[9:] == ["proxy_digits", "proxy_scenes"]
     assert fs.index("fewshot/proxy_scenes/5shot") < fs.index("fewshot/imagenet2012/10shot")
-    assert not any(report.is_hidden(m) for m in fs)
+    assert not any(is_hidden(m) for m in fs)
     seeds = report.build_table(records, show_seeds=True)
     assert "fewshot/proxy_scenes/10shot/seed-2" in [c.metric for c in seeds.columns]
 
@@ -180,9 +182,9 @@ def test_bootstrap_intervals(records):
     se = np.std(scores) / np.sqrt(len(scores))
     assert (hi - lo) / 2 == pytest.approx(1.96 * se, rel=0.15)
     # Constant scores: a zero-width interval; scores that do not average to the value: none.
-    assert report.ci95([0.5] * 10, 0.5) == (0.5, 0.5)
-    assert report.ci95([0.0, 1.0], 0.9) is None
-    assert report.ci95([1.0], 1.0) is None
+    assert ci95([0.5] * 10, 0.5) == (0.5, 0.5)
+    assert ci95([0.0, 1.0], 0.9) is None
+    assert ci95([1.0], 1.0) is None
     assert t.cell("sovit_proxy.npz", "coco_captioning/bleu4").ci95 is None
 
 
@@ -218,8 +220,8 @@ def test_paper_rows_match_paper_md():
     assert cider.value == pytest.approx(1.25)
     assert rows[so]["source"].startswith("arXiv 2305.13035")
     col = next(c for c in t.columns if c.metric == "coco_captioning/cider")
-    assert report.fmt_value(cider, col) == "125"  # printed x100 with the paper's own precision
-    assert report.fmt_value(t.cell(so, "vqa/vqav2/accuracy"), next(c for c in t.columns
+    assert fmt_value(cider, col) == "125"  # printed x100 with the paper's own precision
+    assert fmt_value(t.cell(so, "vqa/vqav2/accuracy"), next(c for c in t.columns
                                                                  if c.metric == "vqa/vqav2/accuracy")) == "67.7"
     # ViT-g/14 has no ImageNet-v2 number at 518 in Table 1: missing, never 0.
     assert t.cell("ViT-g/14 (paper)", "imagenet_finetune/518/v2") is None
@@ -258,16 +260,19 @@ def test_cli_errors_one_line(args, msg):
     assert msg in r.output and len(r.output.strip().splitlines()) == 1
 
 
-def test_load_runs_skips_artifacts(tmp_path):
+def test_load_records_skips_artifacts_and_hidden_files(tmp_path):
     shutil.copytree(RECORDS, tmp_path / "runs")
     art = tmp_path / "runs" / "artifacts" / "vqa__x__y"
     art.mkdir(parents=True)
     (art / "predictions.json").write_text('[{"question_id": 1, "ans')  # a half-written artefact
     (tmp_path / "runs" / ".fewshot.json.tmp.json").write_text("{")
-    assert len(report.load_runs([tmp_path / "runs"])) == 7
+    assert len(report.load_records([tmp_path / "runs"])) == 7
+    (tmp_path / "runs" / ".locks").mkdir()
+    (tmp_path / "runs" / ".locks" / "x.json").write_text("{")  # hidden folders are not read either
+    assert len(report.load_records(tmp_path / "runs")) == 7
     (tmp_path / "runs" / "broken.json").write_text("{")
     with pytest.raises(HarnessError, match="broken.json"):
-        report.load_runs([tmp_path / "runs"])
+        report.load_records([tmp_path / "runs"])
 
 
 # ------------------------------------------------------------------------------------------- Chromium
@@ -322,6 +327,40 @@ def test_same_file_name_different_checkpoints_get_separate_rows(records):
     assert t.cell("vit_b_proxy.npz [c9c9c9c9]", "linear_probe/proxy_digits/val").value == 50.0
 
 
+def test_a_task_declares_its_own_title_order_and_columns(records, monkeypatch):
+    """A third-party task's report facts come from its class; a task not installed here follows the others."""
+    from harness.api import Task
+    from harness.report import facts
+
+    class MyTask(Task):
+        name = "mytask"
+        report_title = "My task (my Table 0)"
+        report_order = (0, 0)
+        report_columns = ("zeta", "alpha")
+
+    installed = facts.installed_task
+    monkeypatch.setattr(facts, "installed_task", lambda name: MyTask() if name == "mytask" else installed(name))
+
+    def rec(task: str, metrics: list[str]) -> dict:
+        return {"schema_version": 1, "created": "2025-01-05T00:00:00+00:00", "checkpoint": {"name": "m"},
+                "task": {"name": task}, "metrics": {m: {"value": 1.0} for m in metrics}}
+
+    extra = [rec("mytask", ["mytask/cifar100/alpha", "mytask/cifar100/zeta", "mytask/imagenet2012/beta"]),
+             rec("another_uninstalled", ["another_uninstalled/x"])]
+    t = report.build_table([*records, *extra], with_paper=True)
+    assert [task for task, _ in t.groups()] == ["mytask", "imagenet_finetune", "linear_probe", "fewshot",
+                                                "lit_zeroshot", "vqa", "coco_captioning", "another_uninstalled",
+                                                "panoptic"]
+    # Datasets in the paper's order (imagenet2012 before cifar100), then the task's own leaf order.
+    assert [c.metric for c in t.columns if c.task == "mytask"] == [
+        "mytask/imagenet2012/beta", "mytask/cifar100/zeta", "mytask/cifar100/alpha"]
+    assert t.titles["mytask"] == "My task (my Table 0)"
+    assert t.titles["panoptic"] == "Panoptic segmentation (UViM)"  # not installed: the paper's title
+    assert "another_uninstalled" not in t.titles
+    tex = report.to_latex(t)
+    assert r"\caption{My task (my Table 0)}" in tex and r"\caption{another\_uninstalled}" in tex
+
+
 # --------------------------------------------------------------------------------- protocol differences
 def _record(name: str, *, config: dict, version: str = "1", pp: str = "decode|resize(73)|central_crop(64)",
             value: float = 50.0, res: int = 64, created: str = "2025-01-02T00:00:00+00:00") -> dict:
@@ -340,7 +379,7 @@ BASE = dict(l2_reg=1024.0, seeds=[0, 1, 2], shots=[1, 10], datasets=["proxy_digi
 
 
 def test_a_cell_made_under_another_protocol_is_marked_with_the_setting_and_both_values():
-    from tasks.fewshot import FewShot
+    from harness.tasks.fewshot import FewShot
 
     recs = [_record("a", config=BASE), _record("b", config=BASE),
             _record("c", config={**BASE, "solve_dtype": "float32"}, pp="decode|resize(80)|central_crop(64)")]
@@ -364,7 +403,7 @@ def test_a_cell_made_under_another_protocol_is_marked_with_the_setting_and_both_
 
 
 def test_two_cells_that_disagree_are_both_marked_and_neutral_settings_are_not_protocol():
-    from tasks.fewshot import FewShot
+    from harness.tasks.fewshot import FewShot
 
     a = _record("a", config=BASE)
     # Another dataset list, shot list and extraction batch size: what is computed, not how.
@@ -386,7 +425,7 @@ def test_two_cells_that_disagree_are_both_marked_and_neutral_settings_are_not_pr
 
 
 def test_records_of_an_older_task_version_are_flagged_even_alone():
-    from tasks.fewshot import FewShot
+    from harness.tasks.fewshot import FewShot
 
     old = _record("old", config=BASE, version="0")
     table = report.build_table([old])

@@ -1,14 +1,14 @@
-"""Tests for the shape scaling law (harness/scaling.py): fit recovery on synthetic sweeps, SoViT shapes."""
+"""Tests for the shape scaling law (harness/shape/law.py): fit recovery on synthetic sweeps, SoViT shapes."""
 
 import logging
 
 import numpy as np
 import pytest
 
-from harness import scaling
 from harness.errors import HarnessError
-from harness.scaling import LawParams
-from harness.variants import Shape
+from harness.models.variants import Shape
+from harness.shape import law as scaling
+from harness.shape.law import LawParams
 
 C_TRUE = 0.65  # the paper's data exponent
 CENTRE = {"width": 768.0, "depth": 16.0, "mlp_dim": 3072.0}
@@ -366,7 +366,7 @@ def _synthetic_sweep(*, dims=scaling.DIMENSIONS, noise=0.01, seed=0) -> tuple[li
 
 
 def _write(records, folder):
-    from harness.results import write_json_atomic
+    from harness.files import write_json_atomic
 
     for i, rec in enumerate(records):
         write_json_atomic(folder / f"fewshot__{i:04d}.json", rec)

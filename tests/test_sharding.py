@@ -1,4 +1,4 @@
-"""Sharded execution (harness/sharding.py): 8 CPU devices and 2 processes give the single-device results.
+"""Sharded execution (harness/scale/sharding.py): 8 CPU devices and 2 processes give the single-device results.
 
 XLA_FLAGS must be set before jax is imported, so the multi-device and multi-process runs are child
 processes of this file (`python tests/test_sharding.py <mode> ...`); the single-device reference is
@@ -18,29 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.tiny import TINY_DS, TINY_ENC, TINY_RUNS
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY_ENC = dict(width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=8, res=32, pool_type="map")
 FEWSHOT_SETS = {"datasets": "proxy_digits", "shots": "1,5", "seeds": "0,1", "batch_size": "24",
                 "max_train_examples": "120", "max_test_examples": "72"}
 # Every other task, tiny, on proxy_scenes/tiny: run on 8 devices in a child and on 1 here.
-TINY_DS = "proxy_scenes/tiny"
-TINY_DEC = {"decoder_width": "32", "decoder_mlp_dim": "64", "decoder_heads": "2", "total_steps": "8",
-            "batch_size": "8", "eval_batch_size": "32", "tokenizer": "proxy", "optimizer": "adam", "lr": "3e-3"}
-TASK_RUNS = {
-    "linear_probe": (None, {"dataset": TINY_DS, "train_split": "train", "minival_split": "validation",
-                            "eval_datasets": "", "lrs": "0.3,0.01", "epochs": "2", "weight_decays": "0",
-                            "batch_size": "16", "extract_batch_size": "16"}),
-    "imagenet_finetune": (None, {"res": "32", "lr": "0.01", "warmup_steps": "2", "train_steps": "6",
-                                 "dataset": TINY_DS, "train_split": "train", "minival_split": "val",
-                                 "test_split": "test", "real_dataset": "", "v2_dataset": "", "batch_size": "8",
-                                 "eval_batch_size": "32", "ckpt_every": "0"}),
-    "coco_captioning": ("proxy", {**TINY_DEC, "dataset": TINY_DS, "target_len": "24"}),
-    "vqa": ("proxy", {**TINY_DEC, "datasets": TINY_DS, "prefix_len": "12", "target_len": "4"}),
-    "lit_zeroshot": (None, {"train_dataset": TINY_DS, "zeroshot_datasets": TINY_DS, "retrieval_datasets": TINY_DS,
-                            "train_steps": "8", "batch_size": "16", "text_width": "32", "text_depth": "1",
-                            "text_mlp_dim": "64", "text_num_heads": "4", "max_len": "24",
-                            "prompt_templates": "clip_best", "image_batch_size": "24", "ckpt_every": "0"}),
-}
+TASK_RUNS = {task: run for task, run in TINY_RUNS.items() if task != "fewshot"}
 # The functions that must put work on the 8-device mesh in each task's run (`run_every_task`).
 MESH_SITES = {
     "linear_probe": {"_apply_on_mesh", "train_probe"},            # encoder pass, SGD epochs
@@ -90,8 +74,9 @@ def _fit_problem():
 def _run_fit(tmp: Path, rows: slice | None = None, **kw):
     """`rows`: this process's rows of every batch (with process_local_batches=True)."""
     import optax
-    from harness.sharding import to_host_tree
-    from harness.train import fit
+
+    from harness.scale.sharding import to_host_tree
+    from harness.train.loop import fit
 
     params, loss_fn, batches = _fit_problem()
     if rows is not None:
@@ -110,8 +95,10 @@ def _per_process_sums(enc, process_index: int, process_count: int) -> dict[str, 
     """Each process reads only its part of the test split and encodes it on its own devices; the sums and
     counts are then combined (the issue's metric reduction)."""
     import jax
-    from harness import data, sharding
-    from tasks.fewshot import default_pp
+
+    from harness import data
+    from harness.scale import sharding
+    from harness.tasks.fewshot import default_pp
 
     sums = {"count": 0.0, "label_sum": 0.0, "feature_sum": 0.0}
     mesh = sharding.default_mesh()
@@ -135,13 +122,14 @@ def _per_process_sums(enc, process_index: int, process_count: int) -> dict[str, 
 def child_devices(out: Path, ckpt: str):
     """8 CPU devices in one process."""
     import jax
-    from harness.encoder import load_encoder
-    from harness.runner import run_task
+
+    from harness.models.encoder import load_encoder
+    from harness.run.runner import run_task
 
     assert jax.device_count() == 8, jax.devices()
     enc = load_encoder(ckpt)
     np.savez(out / "features.npz", **enc.features(_images(), ["pre_logits", "encoded"]))
-    from harness import sharding
+    from harness.scale import sharding
     sharding.FSDP_MIN_SIZE = 16  # so that the tiny models' leaves really are split
     sharding.set_param_strategy("fsdp")  # the same pass with the weights split over the devices
     split = sharding.param_shardings(enc.params)["embedding"]["kernel"].spec
@@ -169,9 +157,9 @@ def child_devices(out: Path, ckpt: str):
 
 
 def _caller_outside_sharding() -> str:
-    """The function (outside harness/sharding.py) that called into the mesh helpers."""
+    """The function (outside harness/scale/sharding.py) that called into the mesh helpers."""
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.endswith(os.path.join("harness", "sharding.py")):
+    while frame is not None and frame.f_code.co_filename.endswith(os.path.join("scale", "sharding.py")):
         frame = frame.f_back
     return frame.f_code.co_name if frame is not None else "?"
 
@@ -181,8 +169,9 @@ def run_every_task(ckpt: str, out: Path, data_dir: Path | None = None, distribut
     """Each task's metrics, and per task the functions that put arrays on the mesh (encoder passes,
     training steps, probe epochs, decoding, text embedding) with how many times each did.
     `distributed`: through `run_task_distributed`, as `harness run --coordinator ...` runs a task."""
-    from harness import sharding
-    from harness.runner import run_task
+    from harness.run.distributed import run_task_distributed
+    from harness.run.runner import run_task
+    from harness.scale import sharding
 
     metrics, on_mesh = {}, {}
     sites: dict[str, int] = {}
@@ -202,7 +191,7 @@ def run_every_task(ckpt: str, out: Path, data_dir: Path | None = None, distribut
             sites.clear()
             where = dict(preset=preset, sets=sets, data_dir=str(data_dir or out / "tfds"), out_dir=out / "runs")
             if distributed:
-                rec, _ = sharding.run_task_distributed(task, ckpt, **where)
+                rec, _ = run_task_distributed(task, ckpt, **where)
             else:
                 rec, _, _ = run_task(task, ckpt, **where, cache_dir=out / "cache", progress=False)
             metrics[task], on_mesh[task] = _fewshot_metrics(rec), dict(sites)
@@ -223,7 +212,7 @@ def child_tasks(out: Path, ckpt: str):
 
 def child_process(out: Path, ckpt: str, port: int, pid: int, mode: str):
     """One of two processes (one CPU device each) of a jax.distributed run on localhost."""
-    from harness import sharding
+    from harness.scale import sharding
 
     if mode == "exit":  # the watchdog polls without pause, so it is inside a C++ call when python exits
         sharding.WATCHDOG_POLL_S = 1e-5
@@ -245,7 +234,7 @@ def child_process(out: Path, ckpt: str, port: int, pid: int, mode: str):
                 raise HarnessError("the data of shard 1 is missing")
             sharding.barrier("never-reached", timeout_s=120)  # process 0 waits for a peer that died
         return
-    from harness.encoder import load_encoder
+    from harness.models.encoder import load_encoder
     with sharding.guard():
         enc = load_encoder(ckpt)
         feats = enc.features(_images(), ["pre_logits"])["pre_logits"]
@@ -297,7 +286,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from harness.encoder import load_encoder
+    from harness.models.encoder import load_encoder
     path = tmp_path_factory.mktemp("shard_ckpt") / "tiny.npz"
     return load_encoder("random:0", **TINY_ENC).save(str(path))
 
@@ -319,8 +308,8 @@ def launched(ckpt, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(ckpt, launched, tmp_path_factory):
     """Single-device results, computed in this process."""
-    from harness.encoder import load_encoder
-    from harness.runner import run_task
+    from harness.models.encoder import load_encoder
+    from harness.run.runner import run_task
 
     tmp = tmp_path_factory.mktemp("shard_ref")
     enc = load_encoder(ckpt)
@@ -335,8 +324,8 @@ def reference(ckpt, launched, tmp_path_factory):
 def test_units_on_one_device():
     from jax.sharding import PartitionSpec as P
 
-    from harness import sharding
     from harness.errors import HarnessError
+    from harness.scale import sharding
 
     assert not sharding.is_sharded()
     # FSDP picks the largest evenly divisible axis; small or indivisible leaves stay replicated.
@@ -356,9 +345,13 @@ def test_units_on_one_device():
         sharding.initialize("localhost:1", None, None)
     with pytest.raises(HarnessError, match="not in"):
         sharding.initialize("localhost:1", 2, 5)
-    # The launcher turns the same mistakes into one line and exit code 2.
-    assert sharding.main(["run", "--task", "fewshot", "--num-processes", "2"]) == 2
-    assert sharding.main(["run", "--task", "fewshot", "--set", "shots"]) == 2
+    # `harness run` turns the same mistakes into one line and exit code 2.
+    from click.testing import CliRunner
+
+    from harness.cli import main
+    for args, says in ((["--num-processes", "2"], "give all of"), (["--set", "shots"], "expected key=value")):
+        r = CliRunner().invoke(main, ["run", "--task", "fewshot", *args])
+        assert r.exit_code == 2 and says in r.output, r.output
 
 
 def test_eight_devices_match_one(launched, reference):

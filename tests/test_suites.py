@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness import suites
 from harness.cli import main
 from harness.errors import HarnessError
+from harness.run import suites
+from tests.tiny import TINIEST
 
 PLUGIN_SRC = '''
 import dataclasses
@@ -84,9 +85,9 @@ TINY: list[str] = []  # extra command-line flags of every suite run
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A tiny saved checkpoint: reading it back is ~10x faster than a random init in each run."""
-    from harness.encoder import load_encoder
+    from harness.models.encoder import load_encoder
 
-    enc = load_encoder("random:0", width=16, depth=1, mlp_dim=32, num_heads=2, patch_size=8, res=16)
+    enc = load_encoder("random:0", **TINIEST, res=16)
     return enc.save(str(tmp_path_factory.mktemp("ck") / "tiny.npz"))
 
 
@@ -175,11 +176,11 @@ def test_toml_suite(tmp_path):
 
 def test_command_line_sets_go_where_they_fit(site):
     entries = (suites.Entry("probe_a", "proxy", (("num_images", "3"),)), suites.Entry("fewshot", "proxy"))
-    got = suites.entry_settings(entries, {"shots": "1", "width": "16"})
+    got = [(p.task_name, p.preset, p.sets) for p in suites.plan(entries, {"shots": "1", "width": "16"})]
     assert got == [("probe_a", "proxy", {"num_images": "3", "width": "16"}),
                    ("fewshot", "proxy", {"shots": "1", "width": "16"})]
     with pytest.raises(HarnessError, match="did you mean 'shots'"):
-        suites.entry_settings(entries, {"shotz": "1"})
+        suites.plan(entries, {"shotz": "1"})
 
 
 # ------------------------------------------------------------------------------------------- resume

@@ -1,4 +1,4 @@
-"""Tests for the star sweep driver (harness/sweep.py) and `harness sweep`: a real tiny sweep, resume."""
+"""Tests for the star sweep driver (harness/shape/sweep.py) and `harness sweep`: a real tiny sweep, resume."""
 
 import json
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from harness import sweep as sw
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.scaling import points_from_records
-from harness.variants import Shape
+from harness.models.variants import Shape
+from harness.shape import sweep as sw
+from harness.shape.law import points_from_records
 
 METRIC = "fewshot/proxy_scenes/tiny/1shot"
 
@@ -74,7 +74,7 @@ def tiny_sweep(tmp_path_factory):
 
 
 def _records(out):
-    from harness.results import load_records
+    from harness.report.records import load_records
     return load_records(out / "records")
 
 
@@ -119,7 +119,7 @@ def test_rerun_skips_finished_work_and_redoes_only_the_broken(tiny_sweep):
     assert all("model reused, record reused" in line for line in lines[1:]) and len(lines) == 3
 
     # A model whose summary never got written (killed while saving) is trained again; the other is not.
-    from harness.pretrain import pretrain
+    from harness.train.pretrain import pretrain
 
     trained = []
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import text
+from harness import data
+from harness.data.tokenizer import SiglipTokenizer
 from harness.errors import HarnessError
-from harness.tokenizer import SiglipTokenizer, Tokenizer
-from tasks import lit_zeroshot as lz
+from harness.models import text
+from harness.tasks import lit_zeroshot as lz
 
 DATA = Path(__file__).parent / "data"
 HF_FOLDER = DATA / "hf_siglip" / "two_tower_spm"
@@ -107,7 +108,7 @@ def bv_tower(tmp_path_factory):
     """A big_vision two-tower .npz whose text tower is 16 tokens long (vocabulary 600 covers both models)."""
     import jax
 
-    from harness.encoder import load_encoder
+    from harness.models.encoder import load_encoder
 
     enc = load_encoder("random:0", width=32, depth=1, mlp_dim=64, num_heads=4, patch_size=8, res=32,
                        pool_type="map")
@@ -184,7 +185,7 @@ def test_defaults_are_big_visions_image_text_configs():
             want = disclf["dataset_overrides"].get(ds, {}).get("pp_img", disclf["pp_img"])
             assert image_ops(lz.image_pps(cfg, res)["zeroshot"]) == image_ops(want), (ds, res)
             if disclf["dataset_overrides"].get(ds, {}).get("class_names") == "clip":
-                assert cfg.class_names == "clip" and ds in lz.IMAGENET_LABELSETS
+                assert cfg.class_names == "clip" and data.get_info(ds).imagenet_labels
     coco = bv["image_text"]["coco_retrieval"]
     assert cfg.retrieval_datasets == (coco["dataset"],)
     assert image_ops(lz.image_pps(cfg, 224)["retrieval"]) == image_ops(coco["pp_img"])

@@ -1,4 +1,4 @@
-"""timm and open_clip checkpoints (`harness.torch_formats`): small random models of the SigLIP and augreg
+"""timm and open_clip checkpoints (`harness.checkpoints.torch_formats`): small random models of the SigLIP and augreg
 families built by the libraries themselves, every parameter perturbed off its init, saved as safetensors in
 the hub layouts, loaded by the harness and compared with the library's own forward.
 
@@ -35,10 +35,11 @@ open_clip = pytest.importorskip("open_clip")
 
 from click.testing import CliRunner  # noqa: E402
 
-from harness import text, torch_formats  # noqa: E402
+from harness.checkpoints import torch_formats  # noqa: E402
 from harness.cli import main  # noqa: E402
-from harness.encoder import load_encoder  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
+from harness.models import text  # noqa: E402
+from harness.models.encoder import load_encoder  # noqa: E402
 
 ATOL = 1e-4
 IMAGENET_NORM = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # timm IMAGENET_DEFAULT_*
@@ -319,8 +320,8 @@ def test_open_clip_pair_runs_lit_zeroshot_without_training(tmp_path, monkeypatch
     import sentencepiece as spm
 
     from harness import data
-    from harness.datasets.proxy_scenes import CLASS_NAMES
-    from harness.tokenizer import Tokenizer
+    from harness.data.builders.proxy_scenes import CLASS_NAMES
+    from harness.data.tokenizer import Tokenizer
 
     model, cfg = _small_open_clip("ViT-B-16-SigLIP", monkeypatch, seed=6)
     folder = _save_open_clip(model, cfg, tmp_path / "oc")
@@ -374,7 +375,7 @@ def test_open_clip_text_pp_is_open_clips_own_tokenizer(tmp_path, monkeypatch):
     those ids; without the tokenizer files it is one line naming the tokenizer to save there."""
     from open_clip.tokenizer import HFTokenizer
 
-    from tasks.lit_zeroshot import LitZeroShotConfig, text_pipeline
+    from harness.tasks.lit_zeroshot import LitZeroShotConfig, text_pipeline
 
     model, cfg = _small_open_clip("ViT-B-16-SigLIP", monkeypatch, seed=7)
     folder = _save_open_clip(model, cfg, tmp_path / "oc")

@@ -7,8 +7,8 @@ import pytest
 
 spm = pytest.importorskip("sentencepiece")
 
+from harness.data.tokenizer import Tokenizer  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.tokenizer import Tokenizer  # noqa: E402
 
 LINES = [
     "a red circle on a striped background",

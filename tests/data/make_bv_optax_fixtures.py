@@ -30,7 +30,7 @@ import numpy as np
 STEPS = 10
 # name -> big_vision config entries. lr_mults / wd_mults are big_vision's (pattern, value) lists.
 CASES: dict[str, dict[str, Any]] = {
-    # The decoder's defaults (harness/decoder.py): AdaFactor, lr 3e-4, wd 1e-4, clip 1, 10% warm-up.
+    # The decoder's defaults (harness/train/decoder.py, DecoderSettings): AdaFactor, lr 3e-4, wd 1e-4, clip 1, 10% warm-up.
     "adafactor": dict(optax_name="big_vision.scale_by_adafactor", lr=3e-4, wd=1e-4, grad_clip_norm=1.0,
                       schedule=dict(decay_type="cosine", warmup_steps=1)),
     # LiT's text tower (tasks/lit_zeroshot.py): scale_by_adam, lr 1e-3, wd 0.01, clip 1, 20% warm-up.
@@ -87,10 +87,10 @@ def fixed_params_and_grads():
 
 
 def run_case(config_dict: dict, params: dict, grads: list) -> tuple[list, list]:
+    import big_vision.optax as bv_optax
     import jax
     import ml_collections
     import optax
-    import big_vision.optax as bv_optax
 
     config = ml_collections.ConfigDict(config_dict)
     p = jax.tree.map(np.asarray, unflatten(params))
@@ -111,8 +111,8 @@ def run_case(config_dict: dict, params: dict, grads: list) -> tuple[list, list]:
 
 
 def xent_cases():
-    import jax.numpy as jnp
     import big_vision.utils as u
+    import jax.numpy as jnp
 
     rng = np.random.default_rng(1)
     logits = rng.normal(0.0, 2.0, (3, 6, 11)).astype(np.float32)

@@ -45,7 +45,10 @@ PPS = {
 
 def texts() -> dict[str, list[str]]:
     sys.path.insert(0, HERE)
-    from make_hf_siglip_fixtures import EDGE_TEXTS, PROMPTS  # our script; no torch at import time
+    from make_hf_siglip_fixtures import (  # our script; no torch at import time
+        EDGE_TEXTS,
+        PROMPTS,
+    )
 
     return {"prompts": PROMPTS, "edge": EDGE_TEXTS}
 

@@ -163,8 +163,8 @@ def main() -> None:
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
-    import jax
     import big_vision.utils as u
+    import jax
     from big_vision.models.common import merge_params
 
     versions = provenance(args.big_vision)

@@ -299,8 +299,13 @@ def build_text_pp(out_dir: str) -> None:
     import sentencepiece
     import torch
     import transformers
-    from transformers import (SiglipConfig, SiglipImageProcessor, SiglipModel,
-                              SiglipProcessor, SiglipTokenizer)
+    from transformers import (
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+        SiglipProcessor,
+        SiglipTokenizer,
+    )
 
     folder = os.path.join(out_dir, "two_tower_spm")
     with tempfile.TemporaryDirectory() as tmp:

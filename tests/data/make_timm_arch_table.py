@@ -1,4 +1,4 @@
-"""Prints `harness.torch_formats`' table of timm ViT architectures, read off timm's own model definitions.
+"""Prints `harness.checkpoints.torch_formats`' table of timm ViT architectures, read off timm's own model definitions.
 
 Run in a scratch virtualenv with timm (not a dependency of the harness; nothing of timm is committed):
 
@@ -28,9 +28,9 @@ def _act(module) -> str:
 
 def facts(model) -> tuple[int, str, str] | str:
     """(num_heads, gelu, global_pool) of a timm VisionTransformer the harness computes exactly, or a reason."""
-    import torch
     import timm.layers
     import timm.models.vision_transformer as tv
+    import torch
 
     identity = torch.nn.Identity
     if type(model) is not tv.VisionTransformer:
@@ -84,8 +84,8 @@ def facts(model) -> tuple[int, str, str] | str:
 
 
 def table() -> tuple[dict, dict]:
-    import torch
     import timm
+    import torch
 
     ok, refused = {}, {}
     names = sorted(n for n in timm.list_models()

@@ -1,0 +1,61 @@
+"""The harness's own checkpoint folder: orbax arrays in `params/` and `harness.json` (format, encoder
+config): what a fine-tuned encoder is saved as, so that it loads with its config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from harness.checkpoints.layout import flatten, is_flat, unflatten, unwrap
+from harness.errors import HarnessError
+from harness.files import fresh_dir, replace_dir, write_text_atomic
+
+HARNESS_META = "harness.json"
+
+
+def detect(path: Path) -> bool:
+    return path.is_dir() and (path / HARNESS_META).exists()
+
+
+def read_harness(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    try:
+        meta = json.loads((path / HARNESS_META).read_text())
+        tree = ocp.StandardCheckpointer().restore((path / "params").absolute())
+    except Exception as e:  # orbax reports a missing/corrupt folder in many ways
+        raise HarnessError(f"checkpoint {path}: cannot read harness checkpoint "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    return {k: np.asarray(v) for k, v in flatten(tree).items()}, meta
+
+
+def read_image(path: Path, subtree: str | None) -> tuple[dict, dict]:
+    flat, meta = read_harness(path)
+    return unwrap(flat, subtree, path=path), dict(meta.get("config", {}))
+
+
+def save_harness(path: str | Path, params, config: dict, extra: dict | None = None) -> Path:
+    """The harness's own checkpoint: orbax arrays in `params/` + `harness.json` (config), atomically:
+    written into `.<name>.tmp` beside it, then renamed into place."""
+    path = Path(path).absolute()
+    tmp = fresh_dir(path.parent / f".{path.name}.tmp")
+    tree = unflatten(dict(params)) if is_flat(params) else params
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(tmp / "params", tree)
+    ckptr.wait_until_finished()
+    meta = {"format": "sovit-harness/1", "config": config, **(extra or {})}
+    write_text_atomic(tmp / HARNESS_META, json.dumps(meta, indent=2, sort_keys=True, default=_json_default),
+                      what="checkpoint")
+    replace_dir(tmp, path)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(type(o))

@@ -1,0 +1,191 @@
+"""Hugging Face SigLIP folders (`config.json` + `model.safetensors`, as `save_pretrained` writes them),
+converted by name into big_vision's trees: the vision tower into the ViT's, the text tower into
+big_vision's `text_transformer` (Linear weights (out, in) -> (in, out), heads split)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from harness.checkpoints.layout import text_tower
+from harness.checkpoints.safetensors_io import load_safetensors
+from harness.errors import HarnessError
+
+# SigLIP's tanh-approximated GELU under the names transformers gives it; the exact GELU is not SigLIP's.
+_TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
+
+
+def detect(path: Path) -> bool:
+    if not (path.is_dir() and (path / "config.json").exists()):
+        return False
+    if not list(path.glob("*.safetensors")):
+        raise HarnessError(f"checkpoint {path}: a Hugging Face folder without .safetensors weights; "
+                           "export it with save_pretrained(..., safe_serialization=True) (pickled .bin "
+                           "files are never loaded)")
+    return True
+
+
+def _config(path: Path) -> dict:
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise HarnessError(f"checkpoint {path}/config.json: not readable JSON ({e})") from None
+
+
+def _check_gelu(cfg: dict, tower: str) -> None:
+    act = cfg.get("hidden_act", "gelu_pytorch_tanh")
+    if act not in _TANH_GELU:
+        raise HarnessError(f"Hugging Face {tower} config uses activation {act!r}; only the tanh-approximated "
+                           "GELU of SigLIP is supported")
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for f in sorted(path.glob("*.safetensors")):
+        out.update(load_safetensors(f))
+    return out
+
+
+def _tensor(hf: dict, tower: str):
+    def t(name):
+        if name not in hf:
+            raise HarnessError(f"Hugging Face checkpoint lacks tensor {name!r}; is it a SigLIP {tower} tower?")
+        return np.asarray(hf[name])
+    return t
+
+
+def _layers(hf: dict, prefix: str) -> list[int]:
+    return sorted({int(m.group(1)) for k in hf if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", k))})
+
+
+# --------------------------------------------------------------------------------------- vision tower
+def hf_vision_to_bv(hf: dict[str, np.ndarray], num_heads: int, prefix: str = "vision_model.") -> dict:
+    """Renames a Hugging Face SigLIP vision tower (torch layout) into big_vision's tree, transposing
+    Linear weights (out, in) -> (in, out) and splitting heads."""
+    t = _tensor(hf, "vision")
+    p = prefix
+    out: dict[str, np.ndarray] = {}
+    w = t(p + "embeddings.patch_embedding.weight")  # (D, 3, p, p)
+    d = w.shape[0]
+    hd = d // num_heads
+    out["embedding/kernel"] = w.transpose(2, 3, 1, 0)
+    out["embedding/bias"] = t(p + "embeddings.patch_embedding.bias")
+    out["pos_embedding"] = t(p + "embeddings.position_embedding.weight")[None]
+
+    def attn(dst, q, k, v, o):
+        for name, (wn, bn) in zip(("query", "key", "value"), (q, k, v)):
+            out[f"{dst}/{name}/kernel"] = wn.T.reshape(d, num_heads, hd)
+            out[f"{dst}/{name}/bias"] = bn.reshape(num_heads, hd)
+        out[f"{dst}/out/kernel"] = o[0].T.reshape(num_heads, hd, d)
+        out[f"{dst}/out/bias"] = o[1]
+
+    def ln(dst, src):
+        out[f"{dst}/scale"], out[f"{dst}/bias"] = t(src + ".weight"), t(src + ".bias")
+
+    def mlp(dst, src):
+        for i, fc in enumerate(("fc1", "fc2")):
+            out[f"{dst}/Dense_{i}/kernel"] = t(f"{src}.{fc}.weight").T
+            out[f"{dst}/Dense_{i}/bias"] = t(f"{src}.{fc}.bias")
+
+    for i in _layers(hf, p):
+        src, dst = f"{p}encoder.layers.{i}", f"Transformer/encoderblock_{i}"
+        ln(f"{dst}/LayerNorm_0", f"{src}.layer_norm1")
+        a = f"{src}.self_attn"
+        attn(f"{dst}/MultiHeadDotProductAttention_0",
+             *[(t(f"{a}.{n}_proj.weight"), t(f"{a}.{n}_proj.bias")) for n in ("q", "k", "v")],
+             (t(f"{a}.out_proj.weight"), t(f"{a}.out_proj.bias")))
+        ln(f"{dst}/LayerNorm_1", f"{src}.layer_norm2")
+        mlp(f"{dst}/MlpBlock_0", f"{src}.mlp")
+    ln("Transformer/encoder_norm", p + "post_layernorm")
+    if p + "head.probe" in hf:
+        out["MAPHead_0/probe"] = t(p + "head.probe")
+        wi, bi = t(p + "head.attention.in_proj_weight"), t(p + "head.attention.in_proj_bias")
+        attn("MAPHead_0/MultiHeadDotProductAttention_0",
+             *[(wi[j * d:(j + 1) * d], bi[j * d:(j + 1) * d]) for j in range(3)],
+             (t(p + "head.attention.out_proj.weight"), t(p + "head.attention.out_proj.bias")))
+        ln("MAPHead_0/LayerNorm_0", p + "head.layernorm")
+        mlp("MAPHead_0/MlpBlock_0", p + "head.mlp")
+    return out
+
+
+def hf_vision_config(cfg: dict) -> dict:
+    """Reads a Hugging Face SigLIP `config.json` (vision or two-tower) into our encoder config."""
+    v = cfg.get("vision_config", cfg)
+    _check_gelu(v, "vision")
+    p = int(v.get("patch_size", 16))
+    return dict(width=int(v.get("hidden_size", 768)), depth=int(v.get("num_hidden_layers", 12)),
+                mlp_dim=int(v.get("intermediate_size", 3072)), num_heads=int(v.get("num_attention_heads", 12)),
+                patch_size=(p, p), pool_type="map" if v.get("vision_use_head", True) else "none",
+                posemb="learn", res=int(v.get("image_size", 224)))
+
+
+def read_hf(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    cfg = _config(path)
+    hf = read_safetensors(path)
+    config = hf_vision_config(cfg)
+    prefix = "vision_model." if any(k.startswith("vision_model.") for k in hf) else ""
+    return hf_vision_to_bv(hf, config["num_heads"], prefix), config
+
+
+def read_image(path: Path, subtree: str | None) -> tuple[dict, dict]:
+    if subtree not in (None, "img", "vision_model"):
+        raise HarnessError(f"checkpoint {path}: a Hugging Face folder has no sub-tree {subtree!r}; use ':img'")
+    return read_hf(path)
+
+
+# ----------------------------------------------------------------------------------------- text tower
+def hf_text_to_bv(hf: dict[str, np.ndarray], num_heads: int, prefix: str = "text_model.") -> dict:
+    """Renames a Hugging Face SiglipTextModel (torch layout) into big_vision's text_transformer tree.
+
+    HF's `final_layer_norm` is big_vision's `Encoder_0/encoder_norm` and its `head` is big_vision's
+    `head`; both pool at the last position, so the converted tower reproduces HF's pooler_output.
+    """
+    t = _tensor(hf, "text")
+    p = prefix
+    out: dict[str, np.ndarray] = {}
+    out["Embed_0/embedding"] = t(p + "embeddings.token_embedding.weight")
+    out["pos_embedding"] = t(p + "embeddings.position_embedding.weight")[None]
+    d = out["Embed_0/embedding"].shape[1]
+    if d % num_heads:
+        raise HarnessError(f"Hugging Face text config: hidden size {d} is not divisible by {num_heads} heads")
+    hd = d // num_heads
+    for i in _layers(hf, p):
+        src, dst = f"{p}encoder.layers.{i}", f"Encoder_0/encoderblock_{i}"
+        for ln_dst, ln_src in (("LayerNorm_0", "layer_norm1"), ("LayerNorm_1", "layer_norm2")):
+            out[f"{dst}/{ln_dst}/scale"] = t(f"{src}.{ln_src}.weight")
+            out[f"{dst}/{ln_dst}/bias"] = t(f"{src}.{ln_src}.bias")
+        att = f"{dst}/MultiHeadDotProductAttention_0"
+        for name, proj in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
+            out[f"{att}/{name}/kernel"] = t(f"{src}.self_attn.{proj}.weight").T.reshape(d, num_heads, hd)
+            out[f"{att}/{name}/bias"] = t(f"{src}.self_attn.{proj}.bias").reshape(num_heads, hd)
+        out[f"{att}/out/kernel"] = t(f"{src}.self_attn.out_proj.weight").T.reshape(num_heads, hd, d)
+        out[f"{att}/out/bias"] = t(f"{src}.self_attn.out_proj.bias")
+        for j, fc in enumerate(("fc1", "fc2")):
+            out[f"{dst}/MlpBlock_0/Dense_{j}/kernel"] = t(f"{src}.mlp.{fc}.weight").T
+            out[f"{dst}/MlpBlock_0/Dense_{j}/bias"] = t(f"{src}.mlp.{fc}.bias")
+    out["Encoder_0/encoder_norm/scale"] = t(p + "final_layer_norm.weight")
+    out["Encoder_0/encoder_norm/bias"] = t(p + "final_layer_norm.bias")
+    if p + "head.weight" in hf:
+        out["head/kernel"] = t(p + "head.weight").T
+        out["head/bias"] = t(p + "head.bias")
+    return out
+
+
+def read_text(path: Path) -> dict | None:
+    cfg = _config(path)
+    hf = read_safetensors(path)
+    prefix = "text_model."
+    if not any(k.startswith(prefix) for k in hf):
+        return None
+    tc = cfg.get("text_config", {})
+    _check_gelu(tc, "text")
+    flat = {f"txt/{k}": v for k, v in hf_text_to_bv(hf, int(tc.get("num_attention_heads", 12)), prefix).items()}
+    for src, dst in (("logit_scale", "t"), ("logit_bias", "b")):
+        if src in hf:
+            flat[dst] = np.asarray(hf[src])
+    # SiglipTokenizer's vocabulary file is `spiece.model` (tokenization_siglip.py VOCAB_FILES_NAMES).
+    spm = [path / "spiece.model"] if (path / "spiece.model").is_file() else sorted(path.glob("*.model"))
+    return text_tower(flat, path=path, fmt="hf", tokenizer=str(spm[0]) if spm else None, text_pp="hf_siglip")

@@ -1,0 +1,60 @@
+"""Datasets: the registry of what the harness knows about each dataset, and the pipeline that reads them.
+
+- `registry`: `DatasetInfo` / `DATASETS` (TFDS names, split roles, preparation hints, feature keys);
+  no data is read and TensorFlow is not imported there.
+- `pipeline`: `iterate` (TFDS -> tf.data -> numpy batches), `num_examples`, `class_names`, preparing.
+- `pp`: pp strings (big_vision's ops); `tokenizer`: sentencepiece; `builders`: our TFDS builders.
+
+TensorFlow and TFDS are imported on first use inside `pipeline` and the pp ops, not when this package
+is imported: every task module imports it, and `harness ls tasks` and the report read the task modules.
+"""
+
+from harness.data.pipeline import (
+    DEFAULT_SHUFFLE_BUFFER,
+    class_names,
+    eval_num_batches,
+    is_prepared,
+    iterate,
+    label_is_set,
+    num_classes,
+    num_examples,
+    prepare,
+    require_prepared,
+)
+from harness.data.registry import (
+    DATA_DIR_ENV,
+    DATASETS,
+    FEWSHOT_DATASETS,
+    GENERATED,
+    OWN_BUILDERS,
+    PAPER_DATASET_ORDER,
+    DatasetInfo,
+    VqaFeatures,
+    base_name,
+    default_data_dir,
+    get_info,
+)
+
+__all__ = [
+    "DATASETS",
+    "DATA_DIR_ENV",
+    "DEFAULT_SHUFFLE_BUFFER",
+    "FEWSHOT_DATASETS",
+    "GENERATED",
+    "OWN_BUILDERS",
+    "PAPER_DATASET_ORDER",
+    "DatasetInfo",
+    "VqaFeatures",
+    "base_name",
+    "class_names",
+    "default_data_dir",
+    "eval_num_batches",
+    "get_info",
+    "is_prepared",
+    "iterate",
+    "label_is_set",
+    "num_classes",
+    "num_examples",
+    "prepare",
+    "require_prepared",
+]

@@ -1,0 +1,16 @@
+"""Our TFDS dataset builders; importing this package registers them with TFDS.
+
+- `proxy_scenes` (configs `default`, `tiny`): generated shapes scenes with labels, captions and VQA
+  questions, for offline proxy runs of every task.
+- `proxy_digits`: scikit-learn's handwritten digits as a 32x32 image classification dataset.
+- `vqav2`: the official VQAv2 files plus COCO images from a manual directory.
+
+Load them like any TFDS dataset once this package is imported, e.g.
+`tfds.builder("proxy_scenes/tiny", data_dir=...)`.
+"""
+
+from harness.data.builders.proxy_digits import ProxyDigits
+from harness.data.builders.proxy_scenes import ProxyScenes, ProxyScenesConfig
+from harness.data.builders.vqav2 import Vqav2
+
+__all__ = ["ProxyDigits", "ProxyScenes", "ProxyScenesConfig", "Vqav2"]

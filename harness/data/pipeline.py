@@ -1,0 +1,481 @@
+"""TFDS -> tf.data pipelines of numpy batches.
+
+`iterate(name, split, pp=..., batch_size=...)` is the one way tasks read data:
+- eval (`train=False`): split order, every example exactly once; the last batch is padded to
+  `batch_size` and the boolean `_mask` marks real examples; `_index` is each example's position
+  in the split (-1 for padding). `start_example` resumes after already processed examples.
+- train (`train=True`): an endless stream of fixed-size batches, shuffled per epoch with seeds
+  derived from `seed`, identical on every run; `start_step` / `start_example` continue a stream
+  exactly where a killed run stopped (resuming costs reading at most one epoch of raw records).
+
+Images are read undecoded (TFDS `SkipDecoding`) so the pp's `decode` op decodes them, as big_vision
+does. Nested features are flattened to "/"-joined keys ("captions/text"). Variable-length features
+(captions, answers) are padded per batch: strings with b"", signed ints with -1, others with 0.
+
+Multi-host: `process_index` / `process_count` give each process a contiguous, near-equal part of
+the split (as `tfds.even_splits`); in eval every process yields the same number of batches.
+`batch_size` is the per-process batch.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from harness.data.pp import Preprocess, as_preprocess, example_seed
+from harness.data.registry import (
+    DATASETS,
+    GENERATED,
+    OWN_BUILDERS,
+    base_name,
+    default_data_dir,
+    get_info,
+)
+from harness.errors import HarnessError, did_you_mean, os_error
+
+log = logging.getLogger("harness")
+
+DEFAULT_SHUFFLE_BUFFER = 10_000
+_KEY_SEP = "/"
+
+
+# --------------------------------------------------------------------------------------------------
+# TFDS access
+
+
+# TF, TFDS and our builders (which import both) are imported on first use, not with this module: see
+# harness/data/__init__.py.
+@functools.cache
+def _tf():
+    import tensorflow as tf
+
+    # TF must not take the accelerators that JAX uses; a no-op for tensorflow-cpu.
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except (RuntimeError, ValueError):  # already initialised: leave it
+        pass
+    return tf
+
+
+@functools.cache
+def _tfds():
+    _tf()
+    import tensorflow_datasets as tfds
+
+    try:  # our own builders (proxy_scenes, proxy_digits, vqav2) register on import
+        import harness.data.builders  # noqa: F401
+    except ImportError:
+        pass
+    return tfds
+
+
+def _open_builder(tfds_name: str, data_dir: str):
+    tfds = _tfds()
+    try:
+        return tfds.builder(tfds_name, data_dir=data_dir)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError, AssertionError, OSError,
+            KeyError):
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _prepared_builder(tfds_name: str, data_dir: str):
+    # Only prepared builders are cached: preparing later must not be hidden by a stale entry.
+    builder = _open_builder(tfds_name, data_dir)
+    if builder is None or not builder.is_prepared():
+        raise LookupError(tfds_name)
+    return builder
+
+
+def is_prepared(name: str, data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the dataset's TFDS files (dataset_info.json) exist; reads no data."""
+    try:
+        _prepared_builder(get_info(name).tfds_name, default_data_dir(data_dir))
+    except LookupError:
+        return False
+    return True
+
+
+def prepare(name: str, data_dir: str | os.PathLike | None = None, *, manual_dir: str | None = None) -> str:
+    """Builds one of our own datasets (proxies, or vqav2 from its manually placed files)."""
+    if base_name(name) not in OWN_BUILDERS:
+        info = get_info(name)
+        raise HarnessError(f"the harness does not download or build '{name}' itself: "
+                           f"{info.prepare_command(data_dir)}")
+    tfds = _tfds()
+    data_dir = default_data_dir(data_dir)
+    builder = tfds.builder(get_info(name).tfds_name, data_dir=data_dir)
+    config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir)) if manual_dir else None
+    try:
+        builder.download_and_prepare(download_config=config)
+    except Exception as e:  # noqa: BLE001 - TF wraps a full disk in its own error types
+        errno_ = getattr(e, "errno", None)
+        if errno_ is None and any(m in str(e) for m in ("No space left on device", "Not enough disk space")):
+            errno_ = errno.ENOSPC
+        mapped = os_error(OSError(errno_, str(e)), data_dir, "--data-dir") if errno_ is not None else None
+        if mapped is None:
+            raise
+        # TFDS writes into an `incomplete.*` folder and removes it on failure: nothing half-built is left.
+        raise HarnessError(f"preparing {name}: {mapped}") from None
+    _prepared_builder.cache_clear()
+    return str(builder.data_dir)
+
+
+def require_prepared(name: str, data_dir: str | os.PathLike | None = None) -> None:
+    """Raise a HarnessError with the preparation command unless the dataset is prepared.
+    The generated proxies are built on first use instead."""
+    if not is_prepared(name, data_dir) and base_name(name) in GENERATED:
+        log.warning("preparing %s under %s (first use; generated offline)", name, default_data_dir(data_dir))
+        prepare(name, data_dir)
+    if not is_prepared(name, data_dir):
+        info = get_info(name)
+        data_dir = default_data_dir(data_dir)
+        hint = did_you_mean(name, DATASETS) if base_name(name) not in DATASETS else ""
+        raise HarnessError(f"dataset '{name}'{hint} is not prepared under {data_dir}: "
+                           f"{info.prepare_command(data_dir)}")
+
+
+def _builder(name: str, data_dir: str | os.PathLike | None):
+    require_prepared(name, data_dir)
+    return _prepared_builder(get_info(name).tfds_name, default_data_dir(data_dir))
+
+
+def _split_ranges(builder, name: str, split: str) -> list[tuple[str, int, int]]:
+    """A split string ("train[:10%]+test") as absolute (split, start, stop) ranges, in order."""
+    tfds = _tfds()
+    available = ", ".join(sorted(builder.info.splits.keys()))
+    try:
+        instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(builder.info.splits)
+    except (ValueError, KeyError, AssertionError, TypeError) as e:
+        raise HarnessError(f"split '{split}' of dataset '{name}' is not valid ({e}); its splits "
+                           f"are {available} (slices like 'train[:1000]' or 'train[50%:]' work)"
+                           ) from None
+    ranges = []
+    for instruction in instructions:
+        size = builder.info.splits[instruction.splitname].num_examples
+        start = 0 if instruction.from_ is None else instruction.from_
+        stop = size if instruction.to is None else instruction.to
+        ranges.append((instruction.splitname, start, max(start, stop)))
+    return ranges
+
+
+def _sub_ranges(ranges, begin: int, end: int) -> list[tuple[str, int, int]]:
+    """Positions [begin, end) of the concatenated ranges, as ranges again."""
+    out, offset = [], 0
+    for split, start, stop in ranges:
+        size = stop - start
+        lo, hi = max(begin - offset, 0), min(end - offset, size)
+        if lo < hi:
+            out.append((split, start + lo, start + hi))
+        offset += size
+    return out
+
+
+def _process_bounds(total: int, process_index: int, process_count: int) -> tuple[int, int]:
+    # Contiguous, sizes differ by at most one (like tfds.even_splits).
+    return total * process_index // process_count, total * (process_index + 1) // process_count
+
+
+def _flatten(example: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    tf = _tf()
+    out = {}
+    for key, value in example.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, full + _KEY_SEP))
+        elif isinstance(value, tf.RaggedTensor):
+            # Nested sequences of varying length: dense, padded like a batch would be.
+            out[full] = value.to_tensor(default_value=_pad_value(value.dtype))
+        else:
+            out[full] = value
+    return out
+
+
+def _pad_value(dtype):
+    tf = _tf()
+    if dtype == tf.string:
+        return tf.constant(b"", tf.string)
+    if dtype == tf.bool:
+        return tf.constant(False)
+    if dtype.is_integer and not dtype.is_unsigned:
+        return tf.constant(-1, dtype)  # -1 cannot be mistaken for class 0
+    return tf.constant(0, dtype)
+
+
+def _default_decoders(builder) -> dict[str, Any]:
+    tfds = _tfds()
+    features = builder.info.features
+    return {key: tfds.decode.SkipDecoding() for key in features.keys()
+            if isinstance(features[key], tfds.features.Image)}
+
+
+def _read(builder, ranges, decoders, *, ordered: bool):
+    """The raw examples of `ranges`, flattened, in split order when `ordered`."""
+    tfds = _tfds()
+    split = None
+    for split_name, start, stop in ranges:
+        part = tfds.core.ReadInstruction(split_name, from_=start, to=stop, unit="abs")
+        split = part if split is None else split + part
+    # Reading one file at a time keeps split order, which resuming at `start_example` relies on;
+    # for training, interleaving 16 files mixes examples more before the shuffle buffer.
+    cycle_length = 1 if ordered or builder.info.disable_shuffling else 16
+    ds = builder.as_dataset(
+        split=split,
+        shuffle_files=False,
+        decoders=_default_decoders(builder) if decoders is None else decoders,
+        read_config=tfds.ReadConfig(
+            try_autocache=False, skip_prefetch=True, interleave_cycle_length=cycle_length),
+    )
+    return ds.map(_flatten)
+
+
+def _ensure_image_size(ds, builder, ranges, decoders, pp: Preprocess, key: str, seed: int):
+    """Give images whose size the pp leaves unknown the size of the split's first image.
+
+    Images that differ from it then fail loudly (see `_numpy_batches`) instead of being padded.
+    """
+    tf = _tf()
+    spec = ds.element_spec.get(key) if isinstance(ds.element_spec, Mapping) else None
+    if not (isinstance(spec, tf.TensorSpec) and spec.dtype != tf.string
+            and spec.shape.rank is not None and None in spec.shape.as_list()):
+        return ds
+    first = _read(builder, _sub_ranges(ranges, 0, 1), decoders, ordered=True)
+    first = first.map(lambda example: pp(example, seed=example_seed(seed, 0)))
+    shape = next(iter(first))[key].shape
+
+    def ensure(example):
+        return {**example, key: tf.ensure_shape(example[key], shape)}
+
+    return ds.map(ensure)
+
+
+def _batched(ds, batch_size: int, *, drop_remainder: bool):
+    padding = {key: _pad_value(spec.dtype) for key, spec in ds.element_spec.items()}
+    return ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
+
+
+def _numpy_batches(ds, pp: Preprocess, image_key: str) -> Iterator[dict[str, np.ndarray]]:
+    tf = _tf()
+    batches = ds.as_numpy_iterator()
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except tf.errors.InvalidArgumentError as e:
+            if "expected shape" not in str(e):
+                raise
+            raise HarnessError(f"pp '{pp}' gives '{image_key}' images of different sizes, which "
+                               "cannot be batched; end it with resize(...) or central_crop(...)"
+                               ) from None
+        yield batch
+
+
+def _stream_options(ds):
+    tf = _tf()
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options)
+
+
+# --------------------------------------------------------------------------------------------------
+# Public reading API
+
+
+def num_examples(name: str, split: str, data_dir: str | os.PathLike | None = None) -> int:
+    """Number of examples of a split string (slices and "+" allowed)."""
+    builder = _builder(name, data_dir)
+    return sum(stop - start for _, start, stop in _split_ranges(builder, name, split))
+
+
+def _label_feature(name: str, data_dir):
+    tfds = _tfds()
+    info = get_info(name)
+    builder = _builder(name, data_dir)
+    key = info.label_key
+    features = builder.info.features
+    if key is None or key not in features.keys():
+        raise HarnessError(f"dataset '{name}' has no label feature"
+                           f"{f' {key!r}' if key else ''}; it has {', '.join(features.keys())}")
+    feature = features[key]
+    if isinstance(feature, tfds.features.Sequence):  # multi-label, e.g. ImageNet ReaL
+        feature = feature.feature
+    if not isinstance(feature, tfds.features.ClassLabel):
+        raise HarnessError(f"feature '{key}' of dataset '{name}' is not a class label")
+    return feature
+
+
+def label_is_set(name: str, data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the label feature is a Sequence (a label set per image, e.g. ImageNet ReaL's)."""
+    tfds = _tfds()
+    return isinstance(_builder(name, data_dir).info.features[get_info(name).label_key], tfds.features.Sequence)
+
+
+def num_classes(name: str, data_dir: str | os.PathLike | None = None) -> int:
+    """Number of classes from the TFDS metadata (all classes, even ones absent from a split)."""
+    return int(_label_feature(name, data_dir).num_classes)
+
+
+def class_names(name: str, data_dir: str | os.PathLike | None = None) -> list[str]:
+    """The label names of the ClassLabel feature, in class-id order."""
+    return list(_label_feature(name, data_dir).names)
+
+
+def eval_num_batches(name: str, split: str, *, batch_size: int,
+                     data_dir: str | os.PathLike | None = None, start_example: int = 0,
+                     num_examples: int | None = None, process_count: int = 1) -> int:
+    """How many batches `iterate(..., train=False)` yields (the same for every process)."""
+    total = _capped_total(_split_ranges(_builder(name, data_dir), name, split), num_examples)
+    largest = max(hi - lo for lo, hi in
+                  (_process_bounds(total, i, process_count) for i in range(process_count)))
+    return math.ceil(max(largest - start_example, 0) / batch_size)
+
+
+def _capped_total(ranges, cap: int | None) -> int:
+    total = sum(stop - start for _, start, stop in ranges)
+    return total if cap is None else min(total, cap)
+
+
+def _check_args(batch_size, start_example, start_step, num_examples, process_index,
+                process_count, train):
+    def bad(what):
+        raise HarnessError(f"iterate: {what}")
+
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        bad(f"batch_size must be a positive int; got {batch_size!r}")
+    if start_example < 0 or start_step < 0:
+        bad("start_example and start_step must be >= 0")
+    if start_example and start_step:
+        bad("pass start_example or start_step, not both")
+    if start_step and not train:
+        bad("start_step is for training streams; use start_example for eval")
+    if num_examples is not None and num_examples < 0:
+        bad(f"num_examples must be >= 0; got {num_examples}")
+    if not 0 <= process_index < process_count:
+        bad(f"process_index {process_index} is not in [0, {process_count})")
+
+
+def iterate(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    pp: str | Preprocess | None = None,
+    data_dir: str | os.PathLike | None = None,
+    train: bool = False,
+    seed: int = 0,
+    start_example: int = 0,
+    start_step: int = 0,
+    num_examples: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    decoders: Mapping[str, Any] | None = None,
+    shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
+    prefetch: int = 2,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of a TFDS split as dicts of numpy arrays (see the module doc).
+
+    `split` is a TFDS split string ("validation", "train[:65000]", "train+restval"); use
+    `DATASETS[name].split(role)` for the paper's choice. `num_examples` keeps the first N
+    examples of the split (quick runs). `decoders=None` skips decoding of image features (the pp
+    decodes); pass `{}` to let TFDS decode everything.
+    """
+    _check_args(batch_size, start_example, start_step, num_examples, process_index,
+                process_count, train)
+    pp = as_preprocess(pp)
+    builder = _builder(name, data_dir)
+    ranges = _split_ranges(builder, name, split)
+    total = _capped_total(ranges, num_examples)
+    ranges = _sub_ranges(ranges, 0, total)
+    info = get_info(name)
+    if train:
+        ds = _train_stream(builder, name, ranges, total, pp, decoders, batch_size, seed,
+                           start_example or start_step * batch_size, process_index,
+                           process_count, shuffle_buffer_size)
+    else:
+        ds = _eval_stream(builder, ranges, total, pp, decoders, batch_size, seed, start_example,
+                          process_index, process_count)
+        if ds is None:
+            return iter(())
+    if batch_size > 1:
+        ds = _ensure_image_size(ds, builder, ranges, decoders, pp, info.image_key, seed)
+    ds = _batched(ds, batch_size, drop_remainder=train)
+    if prefetch:
+        ds = ds.prefetch(prefetch)
+    return _numpy_batches(_stream_options(ds), pp, info.image_key)
+
+
+def _eval_stream(builder, ranges, total, pp, decoders, batch_size, seed, start_example,
+                 process_index, process_count):
+    tf = _tf()
+    lo, hi = _process_bounds(total, process_index, process_count)
+    begin = min(lo + start_example, hi)
+    largest = max(b - a for a, b in
+                  (_process_bounds(total, i, process_count) for i in range(process_count)))
+    num_batches = math.ceil(max(largest - start_example, 0) / batch_size)
+    if num_batches == 0:
+        return None
+    num_pad = num_batches * batch_size - (hi - begin)
+
+    def prepare(index, example):
+        out = pp(example, seed=example_seed(seed, index))
+        out["_index"] = index
+        out["_mask"] = tf.constant(True)
+        return out
+
+    def as_padding(example):
+        out = {k: tf.zeros_like(v) for k, v in example.items()}
+        out["_index"] = tf.constant(-1, tf.int64)
+        out["_mask"] = tf.constant(False)
+        return out
+
+    parts = []
+    if hi > begin:
+        examples = _read(builder, _sub_ranges(ranges, begin, hi), decoders, ordered=True)
+        parts.append(examples.enumerate(start=begin).map(
+            prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    if num_pad:
+        # Padding copies the shapes and dtypes of the split's first example, zeroed.
+        first = _read(builder, _sub_ranges(ranges, 0, 1), decoders, ordered=True)
+        template = first.enumerate().map(prepare).map(as_padding).take(1).cache()
+        parts.append(template.repeat(num_pad))
+    ds = parts[0]
+    for part in parts[1:]:
+        ds = ds.concatenate(part)
+    return ds
+
+
+def _train_stream(builder, name, ranges, total, pp, decoders, batch_size, seed, start_example,
+                  process_index, process_count, shuffle_buffer_size):
+    tf = _tf()
+    lo, hi = _process_bounds(total, process_index, process_count)
+    size = hi - lo
+    if size == 0:
+        raise HarnessError(f"dataset '{name}' has no training examples for process "
+                           f"{process_index} of {process_count}; use a larger split")
+    if shuffle_buffer_size < 1:
+        raise HarnessError(f"shuffle_buffer_size must be >= 1; got {shuffle_buffer_size}")
+    raw = _read(builder, _sub_ranges(ranges, lo, hi), decoders, ordered=False)
+    # Epoch e is shuffled with seed (base + e): the stream is a pure function of (seed, process),
+    # so a restart can build epoch `first_epoch` directly and skip into it.
+    base = int(np.random.SeedSequence([seed, process_index, 0x7A1]).generate_state(1)[0])
+    first_epoch, offset = divmod(start_example, size)
+    buffer = min(shuffle_buffer_size, size)
+
+    def epoch(e):
+        return raw.shuffle(buffer, seed=tf.constant(base, tf.int64) + e,
+                           reshuffle_each_iteration=False)
+
+    def prepare(position, example):
+        return pp(example, seed=example_seed(seed, position, process_index=process_index))
+
+    stream = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
+    stream = stream.skip(offset).enumerate(start=start_example)
+    return stream.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

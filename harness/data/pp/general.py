@@ -1,0 +1,71 @@
+"""Dict ops, as big_vision's `pp/ops_general.py`: keep / drop / copy keys, onehot labels.
+
+TensorFlow is imported inside the op functions (see `harness.data.pp` for why).
+"""
+
+from __future__ import annotations
+
+from harness.data.pp.registry import boolean, number, positive_int, register, string
+
+
+@register("keep", keyed=False)
+def _keep(*keys):
+    """Keep only the given keys."""
+    keys = tuple(string("keys", k) for k in keys)
+
+    def fn(data):
+        return {k: v for k, v in data.items() if k in keys}
+
+    return fn
+
+
+@register("drop", keyed=False)
+def _drop(*keys):
+    """Drop the given keys."""
+    keys = tuple(string("keys", k) for k in keys)
+
+    def fn(data):
+        return {k: v for k, v in data.items() if k not in keys}
+
+    return fn
+
+
+@register("copy", keyed=False)
+def _copy(inkey, outkey):
+    """data[outkey] = data[inkey] (tensors are immutable, so no deep copy is needed)."""
+    inkey = string("inkey", inkey)
+    outkey = string("outkey", outkey)
+
+    def fn(data):
+        data = dict(data)
+        data[outkey] = data[inkey]
+        return data
+
+    return fn
+
+
+@register("onehot", keyed=False)
+def _onehot(depth, key="label", key_result=None, multi=True, on=1.0, off=0.0):
+    """One-hot encode data[key] into data[key_result or key]; several labels -> multi-hot."""
+    depth = positive_int("depth", depth)
+    key = string("key", key)
+    key_result = None if key_result is None else string("key_result", key_result)
+    multi = boolean("multi", multi)
+    on = number("on", on)
+    off = number("off", off)
+
+    def fn(data):
+        import tensorflow as tf
+
+        data = dict(data)
+        labels = tf.cast(data[key], tf.int64)
+        if labels.shape.rank and multi:
+            # A label set (e.g. ImageNet ReaL) -> one multi-hot vector; duplicates count once.
+            hot = tf.scatter_nd(labels[:, None], tf.ones(tf.shape(labels)[0]), (depth,))
+            out = tf.clip_by_value(hot, 0, 1) * (on - off) + off
+        else:
+            out = tf.one_hot(labels, depth, on_value=on, off_value=off)
+        data[key_result or key] = out
+        return data
+
+    return fn

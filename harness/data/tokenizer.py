@@ -1,0 +1,314 @@
+"""SentencePiece tokenizer with big_vision's `tokenize` pp semantics, on numpy arrays.
+
+`encode` matches big_vision's `pp/ops_text.py` (`tokenize(max_len, eos, lower=True)`):
+- `lower`: ASCII-only lower-casing, as `tf.strings.lower` does without an encoding
+  ("É" stays "É").
+- `eos="yes"`: append EOS, then cut to `max_len` (a truncated text loses its EOS).
+- `eos="sticky"`: append EOS; if too long keep the first `max_len - 1` tokens and the EOS, so the
+  last non-pad token is always EOS (two-tower text encoders pool there).
+- `eos="no"` (alias "none"): no EOS, cut to `max_len`.
+- Padding uses the id of "<pad>", which sentencepiece resolves to the unknown id when the model has
+  no such piece: 0 for T5-style and for default-trained models, as in the reference; `pad_id=N` pads
+  with N instead (big_vision's `pad_value=N`; SigLIP's text pp pads with the EOS id, 1).
+
+`SiglipTokenizer` is Hugging Face's SigLIP tokenizer (transformers `models/siglip/tokenization_siglip.py`
+with its `SentencePieceBackend` / `PreTrainedTokenizer` base), replicated on the same sentencepiece calls
+for a HF SigLIP folder's `spiece.model` + `tokenizer_config.json`, so transformers is never imported.
+
+The model file is loaded by path with sentencepiece's own parser; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import string
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import sentencepiece
+from sentencepiece import sentencepiece_model_pb2
+
+from harness.errors import HarnessError
+
+_EOS_MODES = ("yes", "sticky", "no")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def as_text(text: str | bytes) -> str:
+    # Batches from the data pipeline hold bytes; accept them as UTF-8.
+    return text.decode("utf-8") if isinstance(text, bytes) else str(text)
+
+
+class Tokenizer:
+    """A user-supplied sentencepiece `.model` file."""
+
+    def __init__(self, model_path: str | os.PathLike):
+        self.model_path = os.fspath(model_path)
+        if not os.path.isfile(self.model_path):
+            raise HarnessError(f"sentencepiece model {self.model_path} does not exist; pass the "
+                               "path of a .model file")
+        self._sp = sentencepiece.SentencePieceProcessor()
+        try:
+            with open(self.model_path, "rb") as f:
+                proto = f.read()
+            loaded = self._sp.LoadFromSerializedProto(proto)
+        except (RuntimeError, OSError, ValueError, TypeError) as e:
+            raise HarnessError(f"sentencepiece model {self.model_path} cannot be loaded ({e}); "
+                               "pass a valid sentencepiece .model file") from None
+        if loaded is False or self._sp.GetPieceSize() <= 0:
+            raise HarnessError(f"sentencepiece model {self.model_path} cannot be loaded; pass a "
+                               "valid sentencepiece .model file")
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.model_path!r}, vocab_size={self.vocab_size})"
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._sp.GetPieceSize())
+
+    @property
+    def pad_id(self) -> int:
+        # big_vision pads with the id of the "<pad>" piece; an absent piece maps to unk.
+        return int(self._sp.PieceToId("<pad>"))
+
+    @property
+    def eos_id(self) -> int:
+        """-1 when the model has no EOS piece."""
+        return int(self._sp.eos_id())
+
+    @property
+    def bos_id(self) -> int:
+        """-1 when the model has no BOS piece."""
+        return int(self._sp.bos_id())
+
+    @property
+    def unk_id(self) -> int:
+        return int(self._sp.unk_id())
+
+    def encode(self, texts: Iterable[str | bytes], max_len: int, *, lower: bool = True,
+               eos: str = "sticky", add_bos: bool = False, pad_id: int | None = None) -> np.ndarray:
+        """Texts -> int32 [N, max_len], padded with `pad_id` (None: the model's "<pad>" id; see the
+        module doc for `eos`)."""
+        if eos == "none":
+            eos = "no"
+        if eos not in _EOS_MODES:
+            raise HarnessError(f"eos={eos!r} is not one of {', '.join(_EOS_MODES)}")
+        _check_max_len(max_len)
+        if isinstance(texts, (str, bytes)):
+            raise HarnessError("encode takes a list of texts; wrap a single text in a list")
+        if eos != "no" and self.eos_id < 0:
+            raise HarnessError(f"sentencepiece model {self.model_path} has no EOS piece; use "
+                               "eos='no'")
+        if add_bos and self.bos_id < 0:
+            raise HarnessError(f"sentencepiece model {self.model_path} has no BOS piece; use "
+                               "add_bos=False")
+        texts = [as_text(t) for t in texts]
+        if lower:
+            texts = [t.translate(_ASCII_LOWER) for t in texts]
+        out = np.full((len(texts), max_len), self.pad_id if pad_id is None else int(pad_id), np.int32)
+        for row, ids in enumerate(self._sp.EncodeAsIds(texts)):
+            ids = ([self.bos_id] if add_bos else []) + list(ids)
+            if eos != "no":
+                ids.append(self.eos_id)
+            if eos == "sticky" and len(ids) > max_len:
+                ids = ids[:max_len - 1] + ids[-1:]
+            ids = ids[:max_len]
+            out[row, :len(ids)] = ids
+        return out
+
+    def decode(self, ids: np.ndarray | Sequence[Sequence[int]] | Sequence[int]) -> list[str]:
+        """Token ids [N, L] (or one sequence [L]) -> texts; stops at EOS, skips pad and BOS."""
+        rows = np.asarray(ids) if not isinstance(ids, (list, tuple)) else ids
+        if isinstance(rows, np.ndarray):
+            if rows.ndim == 1:
+                rows = rows[None]
+            if rows.ndim != 2:
+                raise HarnessError(f"decode takes ids of shape [N, L]; got {rows.shape}")
+            rows = rows.tolist()
+        elif rows and all(isinstance(x, (int, np.integer)) for x in rows):
+            rows = [list(rows)]
+        skip = {self.pad_id, self.bos_id}
+        texts = []
+        for row in rows:
+            kept = []
+            for token in row:
+                token = int(token)
+                if token == self.eos_id:
+                    break
+                if token in skip or not 0 <= token < self.vocab_size:
+                    continue
+                kept.append(token)
+            texts.append(self._sp.DecodeIds(kept))
+        return texts
+
+    def to_piece(self, token: int) -> str:
+        """The vocabulary entry of one id (for debugging and tests)."""
+        return self._sp.IdToPiece(int(token))
+
+
+def canonicalize_text(text: str, *, keep: str | None = None) -> str:
+    """big_vision's `evaluators/proj/image_text/prompt_engineering.py::canonicalize_text` (open_clip's
+    `clean="canonicalize"` is the same function): "_" -> " ", punctuation removed (except the exact string
+    `keep`), lower-cased (Python's str.lower), whitespace collapsed."""
+    text = text.replace("_", " ")
+    if keep:
+        text = keep.join(part.translate(_PUNCTUATION) for part in text.split(keep))
+    else:
+        text = text.translate(_PUNCTUATION)
+    return re.sub(r"\s+", " ", text.lower()).strip()
+
+
+def _check_max_len(max_len) -> None:
+    if not isinstance(max_len, (int, np.integer)) or max_len <= 0:
+        raise HarnessError(f"max_len must be a positive int; got {max_len!r}")
+
+
+# ------------------------------------------------------------------------ Hugging Face's SigLIP tokenizer
+SPIECE_UNDERLINE = "\u2581"
+# The vocabulary file SiglipTokenizer reads from a folder (tokenization_siglip.py `VOCAB_FILES_NAMES`).
+HF_SIGLIP_VOCAB_FILE = "spiece.model"
+
+
+def _token_content(value) -> str | None:
+    # tokenizer_config.json / special_tokens_map.json write a special token as a string or as an
+    # AddedToken dict.
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+class SiglipTokenizer(Tokenizer):
+    """Hugging Face's `SiglipTokenizer` on a folder's `spiece.model` and `tokenizer_config.json`.
+
+    `encode_hf(texts, max_len)` gives the ids of `SiglipProcessor(text=texts, padding="max_length",
+    truncation=True, max_length=max_len)` (what HF's zero-shot pipeline calls for SigLIP):
+    1. `tokenize`: "\u2581" + text (inner "\u2581" -> " "), split on the special / added tokens (their
+       lstrip / rstrip applied to the neighbours);
+    2. each other chunk is canonicalised (`do_lower_case`: Python's `str.lower`; punctuation removed;
+       whitespace runs -> one space; stripped), encoded as `unk_token + chunk` and the unk token's
+       pieces cut off again; a leading lone "\u2581" before a special token is dropped;
+    3. pieces -> ids (added tokens first); truncation keeps the first `max_len - 1` ids, then EOS is
+       appended unless the ids already end in it; padding with `pad_token`'s id ("</s>" = EOS for the
+       google/siglip-* tokenizers) on the right.
+    `encode` (inherited) stays big_vision's op on the same model, for a `text_pp=big_vision` override.
+    """
+
+    def __init__(self, folder: str | os.PathLike, vocab_file: str | os.PathLike | None = None):
+        """`folder`: a HF SigLIP folder (its tokenizer_config.json); `vocab_file`: another sentencepiece
+        model under the same rules (default: the folder's own `spiece.model`)."""
+        folder = Path(folder)
+        try:
+            cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            cfg = {}  # SiglipTokenizer's own defaults (an old export without the config file)
+        except (OSError, json.JSONDecodeError) as e:
+            raise HarnessError(f"{folder}/tokenizer_config.json: not readable JSON ({e})") from None
+        try:
+            special_map = json.loads((folder / "special_tokens_map.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            special_map = {}
+        cls = cfg.get("tokenizer_class", "SiglipTokenizer")
+        if cls not in ("SiglipTokenizer", "SiglipTokenizerFast"):
+            raise HarnessError(f"{folder}: tokenizer_class {cls!r} is not SiglipTokenizer (SigLIP 2's Gemma "
+                               "tokenizer is not replicated); pass --set tokenizer=PATH --set text_pp=big_vision")
+        if cfg.get("sp_model_kwargs"):
+            raise HarnessError(f"{folder}/tokenizer_config.json: sp_model_kwargs {cfg['sp_model_kwargs']} "
+                               "(sampling) is not supported; remove it for deterministic evaluation")
+        super().__init__(vocab_file or folder / cfg.get("vocab_file", HF_SIGLIP_VOCAB_FILE))
+        self.folder = str(folder)
+        # SiglipTokenizer.__init__'s defaults where the folder does not say otherwise.
+        tok = {k: _token_content(special_map.get(k, cfg.get(k))) or default
+               for k, default in (("eos_token", "</s>"), ("unk_token", "<unk>"), ("pad_token", "</s>"))}
+        self.eos_token, self.unk_token, self.pad_token = tok["eos_token"], tok["unk_token"], tok["pad_token"]
+        self.do_lower_case = bool(cfg.get("do_lower_case", True))
+        self.model_max_length = cfg.get("model_max_length")
+        self.legacy = bool(cfg.get("legacy", True))
+        if not self.legacy:
+            # SentencePieceBackend: legacy=False switches the model's add_dummy_prefix off.
+            proto = sentencepiece_model_pb2.ModelProto.FromString(self._sp.serialized_model_proto())
+            if proto.normalizer_spec.add_dummy_prefix:
+                proto.normalizer_spec.add_dummy_prefix = False
+                self._sp.LoadFromSerializedProto(proto.SerializeToString())
+        # Added tokens: id -> (content, lstrip, rstrip). The special tokens are there too; one the config
+        # does not list gets SiglipTokenizer's AddedToken(lstrip=True, rstrip=True).
+        self._added: dict[str, tuple[int, bool, bool]] = {}
+        for idx, spec in (cfg.get("added_tokens_decoder") or {}).items():
+            content = _token_content(spec)
+            if content:
+                self._added[content] = (int(idx), bool(spec.get("lstrip")) if isinstance(spec, dict) else False,
+                                        bool(spec.get("rstrip")) if isinstance(spec, dict) else False)
+        extra = [_token_content(t) for t in (cfg.get("additional_special_tokens") or [])
+                 + (cfg.get("extra_special_tokens") or [])]
+        for content in (self.eos_token, self.unk_token, self.pad_token, *[t for t in extra if t]):
+            if content not in self._added:
+                self._added[content] = (int(self._sp.PieceToId(content)), True, True)
+        self._split = re.compile("(" + "|".join(re.escape(t) for t in sorted(self._added, key=len, reverse=True))
+                                 + ")")
+        self._unk_len = len(self._sp.EncodeAsPieces(self.unk_token))
+
+    def __repr__(self) -> str:
+        return f"SiglipTokenizer({self.folder!r}, vocab_size={self.vocab_size})"
+
+    @property
+    def hf_pad_id(self) -> int:
+        return self._added[self.pad_token][0]
+
+    @property
+    def hf_eos_id(self) -> int:
+        return self._added[self.eos_token][0]
+
+    def canonicalize(self, text: str) -> str:
+        """tokenization_siglip.py `canonicalize_text` (no kept string)."""
+        if self.do_lower_case:
+            text = text.lower()
+        return re.sub(r"\s+", " ", text.translate(_PUNCTUATION)).strip()
+
+    def _tokenize_chunk(self, chunk: str) -> list[str]:
+        # `_tokenize`: encode "<unk>" + text and cut the unk pieces, so sentencepiece's dummy prefix does
+        # not see the chunk's own start.
+        pieces = self._sp.EncodeAsPieces(self.unk_token + self.canonicalize(chunk))
+        return pieces[self._unk_len:] if len(pieces) >= self._unk_len else pieces
+
+    def pieces(self, text: str) -> list[str]:
+        """`SiglipTokenizer.tokenize(text)`."""
+        chunks = [c for c in self._split.split(SPIECE_UNDERLINE + text.replace(SPIECE_UNDERLINE, " "))]
+        for i, c in enumerate(chunks):  # an added token's lstrip / rstrip eat its neighbours' spaces
+            if c in self._added:
+                _, lstrip, rstrip = self._added[c]
+                if rstrip and i + 1 < len(chunks) and chunks[i + 1]:
+                    chunks[i + 1] = chunks[i + 1].lstrip()
+                if lstrip and i > 0 and chunks[i - 1]:
+                    chunks[i - 1] = chunks[i - 1].rstrip()
+        out: list[str] = []
+        for i, c in enumerate(chunks):
+            if not c:
+                continue
+            out.extend([c] if i % 2 else self._tokenize_chunk(c))  # odd chunks are the split tokens
+        if len(out) > 1 and out[0] == SPIECE_UNDERLINE and out[1] in self._added:
+            out = out[1:]
+        return out
+
+    def encode_hf(self, texts: Iterable[str | bytes], max_len: int, *, pad_id: int | None = None) -> np.ndarray:
+        """Texts -> int32 [N, max_len] as the HF processor gives them (class doc); `pad_id` overrides the
+        pad token's id."""
+        _check_max_len(max_len)
+        if isinstance(texts, (str, bytes)):
+            raise HarnessError("encode_hf takes a list of texts; wrap a single text in a list")
+        texts = list(texts)
+        eos = self.hf_eos_id
+        out = np.full((len(texts), max_len), self.hf_pad_id if pad_id is None else int(pad_id), np.int32)
+        for row, text in enumerate(texts):
+            ids = [self._added[p][0] if p in self._added else int(self._sp.PieceToId(p))
+                   for p in self.pieces(as_text(text))]
+            ids = ids[:max_len - 1] if len(ids) + 1 > max_len else ids  # room for the one EOS
+            if not ids or ids[-1] != eos:
+                ids.append(eos)
+            out[row, :len(ids)] = ids
+        return out
+
+
+__all__ = ["SiglipTokenizer", "Tokenizer", "as_text", "canonicalize_text"]

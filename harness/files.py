@@ -1,0 +1,153 @@
+"""Writing files safely: the one atomic write, the one file lock, the folder fsync (standard library only).
+
+Every file the harness writes (records, baselines, reports, checkpoints, feature-cache chunks, training
+state pointers, bench figures) goes through `atomic_file`: a reader sees the old file or the complete new
+one, never a part, and a full disk or unwritable folder is one line naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from harness.errors import os_error
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where /proc allows (os.umask can only swap it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w", *, what: str = ""):
+    """Yields a file object for `path`; on success it is fsynced and renamed into place, so readers see the
+    old file or the complete new one, never a part. The file gets the permissions a plain `open` would
+    (0666 less the umask): mkstemp's 0600 survives the rename and would hide a shared runs folder or cache
+    from everyone else. A full disk or unwritable folder is a one-line HarnessError naming the path (`what`
+    says whose path it is, e.g. "--out"); nothing is left behind."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~current_umask())
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and (mapped := os_error(e, path, what)) is not None:
+            raise mapped from None
+        raise
+
+
+def write_json_atomic(path: str | Path, obj, *, what: str = "") -> Path:
+    with atomic_file(path, "w", what=what) as f:
+        json.dump(obj, f, indent=2, sort_keys=False, allow_nan=True)
+        f.write("\n")
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str, *, what: str = "") -> Path:
+    with atomic_file(path, "w", what=what) as f:
+        f.write(text)
+    return Path(path)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Makes the entries of a folder (a file renamed into it) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fresh_dir(path: str | Path) -> Path:
+    """An empty folder at `path` (what an interrupted earlier write left there is removed)."""
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def replace_dir(tmp: str | Path, path: str | Path) -> None:
+    """Moves the finished folder `tmp` to `path` (an old folder there is removed first); the folder above
+    is fsynced so that the rename survives a crash."""
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+# One flock per (lock file, thread), re-entrant: the feature cache locks an entry inside a build that
+# already holds it.
+_held_locks: dict[tuple[str, int], list[int]] = {}  # (path, thread id) -> [fd, depth]
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, *, on_wait: Callable[[], None] | None = None) -> Iterator[bool]:
+    """An exclusive flock on the file `path` (created, with its folder, if missing); yields whether it had
+    to wait for another process, calling `on_wait()` before it does. Re-entrant per thread. The kernel
+    drops the lock when its holder dies, so a killed process never leaves a stale one behind."""
+    path = Path(path)
+    slot = (str(path), threading.get_ident())
+    with _held_guard:
+        held = _held_locks.get(slot)
+        if held:
+            held[1] += 1
+    if held:
+        try:
+            yield False
+        finally:
+            with _held_guard:
+                held[1] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            waited = False
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            waited = True
+        with _held_guard:
+            _held_locks[slot] = [fd, 1]
+        try:
+            yield waited
+        finally:
+            with _held_guard:
+                del _held_locks[slot]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock too
+
+
+__all__ = ["atomic_file", "current_umask", "file_lock", "fresh_dir", "fsync_dir", "replace_dir",
+           "write_json_atomic", "write_text_atomic"]

@@ -1,0 +1,1 @@
+"""The models: the ViT encoder and its named shapes, the two-tower text tower, the decoder."""

@@ -1,0 +1,399 @@
+"""`load_encoder`: one shared encoder, built from a checkpoint, used by every task.
+
+The config is read off the checkpoint tree wherever the tree determines it (width, depth, MLP size, heads,
+patch, pooling, posemb, rep_size, classifier size), so `--ckpt` alone is enough. Explicit keys or a
+variant string override and are checked against the tree. Parameters are built abstractly with
+`jax.eval_shape` (never a jitted init, which would materialise a second copy of a large model).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import math
+import re
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from harness import checkpoints
+from harness.errors import HarnessError, did_you_mean
+from harness.models.variants import Shape, decode_variant, rep_width
+from harness.models.vit import ViT
+from harness.scale import sharding
+from harness.scale.runtime import tune_malloc
+
+CONFIG_KEYS = ("variant", "width", "depth", "mlp_dim", "num_heads", "patch_size", "pool_type", "posemb",
+               "rep_size", "num_classes", "scan", "dtype_mm", "gelu", "res")
+# Keys the checkpoint tree can disagree with (the others are free choices of the user).
+TREE_KEYS = ("width", "depth", "mlp_dim", "num_heads", "patch_size", "rep_size", "num_classes", "posemb")
+# gelu: big_vision's tanh approximation; a checkpoint whose architecture uses the exact GELU (timm's SigLIP v1 /
+# augreg ViTs, `harness.checkpoints.torch_formats`) states gelu="exact" as a hint.
+DEFAULTS = dict(pool_type="gap", posemb="learn", rep_size=False, num_classes=None, scan=False,
+                dtype_mm="float32", gelu="tanh")
+
+
+# Which axis of which leaf states which dimension (D = width, M = MLP, H = heads), in big_vision's tree
+# (`models/vit.py`). Suffixes are matched after a block prefix (`Transformer/encoderblock_{i}/`, the scanned
+# `Transformer/encoderblock/`, or `MAPHead_0/`), whose MLP and heads are the encoder's own.
+_BLOCK_DIMS: tuple[tuple[str, dict[str, int]], ...] = (
+    (r"LayerNorm_\d+/(scale|bias)", {"width": -1}),
+    (r"MultiHeadDotProductAttention_0/(query|key|value)/kernel", {"width": 0, "num_heads": 1}),
+    (r"MultiHeadDotProductAttention_0/(query|key|value)/bias", {"num_heads": 0}),
+    (r"MultiHeadDotProductAttention_0/out/kernel", {"num_heads": 0, "width": 2}),
+    (r"MultiHeadDotProductAttention_0/out/bias", {"width": 0}),
+    (r"MlpBlock_0/Dense_0/kernel", {"width": 0, "mlp_dim": 1}),
+    (r"MlpBlock_0/Dense_0/bias", {"mlp_dim": 0}),
+    (r"MlpBlock_0/Dense_1/kernel", {"mlp_dim": 0, "width": 1}),
+    (r"MlpBlock_0/Dense_1/bias", {"width": 0}),
+)
+_TOP_DIMS: dict[str, dict[str, int]] = {
+    "embedding/kernel": {"width": 3}, "embedding/bias": {"width": 0}, "pos_embedding": {"width": 2},
+    "cls": {"width": 2}, "Transformer/encoder_norm/scale": {"width": 0},
+    "Transformer/encoder_norm/bias": {"width": 0}, "MAPHead_0/probe": {"width": 2},
+    "pre_logits/kernel": {"width": 0},
+}
+
+
+def _dimension_votes(flat: dict[str, np.ndarray]) -> dict[str, list[tuple[int, str]]]:
+    """Every (value, leaf) that states the width, MLP size, heads or (scanned) depth of a tree."""
+    votes: dict[str, list[tuple[int, str]]] = {"width": [], "mlp_dim": [], "num_heads": [], "depth": []}
+
+    def add(key: str, arr, dims: dict[str, int], lead: int):
+        shape = np.shape(arr)
+        for dim, axis in dims.items():
+            ax = axis if axis < 0 else axis + lead
+            if -len(shape) <= ax < len(shape):
+                votes[dim].append((int(shape[ax]), key))
+        if lead:
+            votes["depth"].append((int(shape[0]), key))
+
+    for key, arr in flat.items():
+        if key in _TOP_DIMS:
+            add(key, arr, _TOP_DIMS[key], 0)
+            continue
+        m = re.match(r"^(Transformer/encoderblock_\d+/|Transformer/encoderblock/|MAPHead_0/)(.+)$", key)
+        if m:
+            for pattern, dims in _BLOCK_DIMS:
+                if re.fullmatch(pattern, m.group(2)):
+                    add(key, arr, dims, 1 if m.group(1) == "Transformer/encoderblock/" else 0)
+                    break
+    return votes
+
+
+def _majority(votes: list[tuple[int, str]]) -> int | None:
+    # The value most leaves agree on: one corrupt leaf then disagrees with the model built from the rest
+    # and is reported by name (`fit_params`), instead of moving every other leaf's expected shape.
+    if not votes:
+        return None
+    return collections.Counter(v for v, _ in votes).most_common(1)[0][0]
+
+
+def infer_config(flat: dict[str, np.ndarray]) -> dict:
+    """What the parameter tree says about the model (a partial config)."""
+    cfg: dict[str, Any] = {}
+    votes = _dimension_votes(flat)
+    for dim in ("width", "mlp_dim", "num_heads"):
+        if (value := _majority(votes[dim])) is not None:
+            cfg[dim] = value
+    if "embedding/kernel" in flat:
+        k = flat["embedding/kernel"]
+        cfg["patch_size"] = (int(k.shape[0]), int(k.shape[1]))
+    scanned = checkpoints.is_scanned(flat)
+    if scanned:
+        if (depth := _majority(votes["depth"])) is not None:
+            cfg["depth"] = depth
+    else:
+        idx = {int(m.group(1)) for k in flat if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))}
+        if idx:
+            cfg["depth"] = max(idx) + 1
+    cfg["scan"] = scanned
+    if "MAPHead_0/probe" in flat:
+        cfg["pool_type"] = "map"
+    elif "cls" in flat:
+        cfg["pool_type"] = "tok"
+    cfg["posemb"] = "learn" if "pos_embedding" in flat else "sincos2d"
+    if "pos_embedding" in flat and "patch_size" in cfg:
+        n = int(flat["pos_embedding"].shape[1])
+        # A count that is not a square is refused by `check_posemb`, against the nearest grid below it.
+        cfg["res"] = max(1, math.isqrt(n)) * cfg["patch_size"][0]
+    cfg["rep_size"] = int(flat["pre_logits/kernel"].shape[1]) if "pre_logits/kernel" in flat else False
+    cfg["num_classes"] = int(flat["head/kernel"].shape[1]) if "head/kernel" in flat else None
+    return cfg
+
+
+def check_posemb(flat: dict[str, np.ndarray], cfg: dict, *, path: str = "checkpoint") -> None:
+    """A learned posemb must be a square grid of tokens (`checkpoints.fix_old_layout` has already folded
+    big_vision's old cls row, where the tree has a cls token to fold it into)."""
+    pe = flat.get("pos_embedding")
+    if pe is None or cfg.get("posemb") != "learn":
+        return
+    n = int(pe.shape[1]) if pe.ndim == 3 else -1
+    if pe.ndim == 3 and math.isqrt(n) ** 2 == n:
+        return
+    grid = cfg["res"] // cfg["patch_size"][0]
+    want = (1, grid * grid, cfg["width"])
+    why = (f"{n} tokens is not a square grid" + ("" if "cls" in flat else
+           " (the tree has no cls token, so it is not big_vision's old cls+posemb layout either)")
+           if pe.ndim == 3 else "it is not (1, tokens, width)")
+    raise HarnessError(f"checkpoint {path}: pos_embedding has shape {tuple(pe.shape)}: {why}; a {cfg['res']} px "
+                       f"model wants {want}. The file is corrupt or not a ViT posemb: re-export it")
+
+
+def _norm_patch(p):
+    if p is None:
+        return None
+    if isinstance(p, (int, np.integer)):
+        return (int(p), int(p))
+    return tuple(int(x) for x in p)
+
+
+def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "checkpoint") -> dict:
+    """Merges, in increasing priority: defaults, checkpoint hints, the tree, the variant, explicit keys.
+    Explicit keys that contradict the tree are an error (the weights could not be loaded)."""
+    unknown = set(user) - set(CONFIG_KEYS) - {"head_zeroinit", "dropout", "remat_policy"}
+    if unknown:
+        bad = sorted(unknown)[0]
+        raise HarnessError(f"unknown encoder config key {bad!r}{did_you_mean(bad, CONFIG_KEYS)}; "
+                           f"known: {', '.join(CONFIG_KEYS)}")
+    explicit = {k: v for k, v in user.items() if v is not None and k != "variant"}
+    if user.get("variant"):
+        explicit = {**decode_variant(user["variant"]), **explicit}
+    if "patch_size" in explicit:
+        explicit["patch_size"] = _norm_patch(explicit["patch_size"])
+    cfg = {**DEFAULTS, **hints, **tree_cfg}
+    cfg.pop("variant", None)
+    if "patch_size" in cfg:
+        cfg["patch_size"] = _norm_patch(cfg["patch_size"])
+    width = explicit.get("width", cfg.get("width"))
+    for k, v in explicit.items():
+        have = tree_cfg.get(k)
+        if k == "rep_size" and width is not None:
+            # `rep_size=True` is a pre_logits layer as wide as the encoder: the same as the tree's int.
+            v, have = rep_width(v, width) or False, rep_width(have, width) or False
+        if k in TREE_KEYS and k in tree_cfg and have != v:
+            raise HarnessError(f"{path}: {k}={v} was asked for but the checkpoint has {k}={have}; "
+                               f"drop the flag or pick the matching checkpoint")
+        if k == "gelu" and hints.get("gelu", v) != v:  # the file's architecture states it, as the tree would
+            raise HarnessError(f"{path}: gelu={v} was asked for but the checkpoint's architecture uses "
+                               f"gelu={hints['gelu']}; drop the flag")
+        cfg[k] = v
+    missing = [k for k in ("width", "depth", "mlp_dim", "num_heads", "patch_size") if k not in cfg]
+    if missing:
+        raise HarnessError(f"{path}: cannot tell {', '.join(missing)} from the checkpoint; pass --variant "
+                           "(e.g. So400m/14) or --set key=value")
+    if cfg.get("pool_type") not in ("gap", "map", "tok", "0", "none"):
+        raise HarnessError(f"pool_type {cfg.get('pool_type')!r} is not one of gap, map, tok, 0, none")
+    if cfg.get("posemb") not in ("learn", "sincos2d"):
+        raise HarnessError(f"posemb {cfg.get('posemb')!r} is not one of learn, sincos2d")
+    if cfg.get("gelu") not in ("tanh", "exact"):
+        raise HarnessError(f"gelu {cfg.get('gelu')!r} is not one of tanh (big_vision), exact")
+    if cfg.get("dtype_mm") not in ("float32", "bfloat16"):
+        raise HarnessError(f"dtype_mm {cfg.get('dtype_mm')!r} is not one of float32, bfloat16")
+    if cfg["width"] % cfg["num_heads"]:
+        raise HarnessError(f"width {cfg['width']} is not divisible by num_heads {cfg['num_heads']}")
+    cfg.setdefault("res", 224)
+    if cfg["res"] % cfg["patch_size"][0]:
+        raise HarnessError(f"resolution {cfg['res']} is not a multiple of the patch size {cfg['patch_size'][0]}")
+    cfg["scan"] = bool(cfg["scan"])
+    cfg["rep_size"] = rep_width(cfg.get("rep_size"), cfg["width"]) or False  # one spelling in records and keys
+    return cfg
+
+
+def build_model(cfg: dict):
+    kw = {k: cfg[k] for k in ("width", "depth", "mlp_dim", "num_heads", "pool_type", "posemb", "rep_size",
+                              "num_classes", "scan", "dtype_mm", "gelu") if k in cfg}
+    kw["patch_size"] = tuple(cfg["patch_size"])
+    for k in ("head_zeroinit", "dropout", "remat_policy"):
+        if k in cfg:
+            kw[k] = cfg[k]
+    return ViT(**kw)
+
+
+def abstract_tree(model, *inputs) -> dict[str, Any]:
+    """A flax model's parameter shapes and dtypes for `inputs` (arrays or `jax.ShapeDtypeStruct`s), without
+    allocating them (flat "/" keys): `jax.eval_shape`, never a jitted init, which would materialise a
+    second copy of a large model. The image encoder's and the text tower's alike."""
+    shapes = jax.eval_shape(lambda *xs: model.init(jax.random.PRNGKey(0), *xs), *inputs)
+    return checkpoints.flatten(shapes["params"])
+
+
+def abstract_params(model, res: int) -> dict[str, Any]:
+    """The image encoder's parameter tree at `res` px (see `abstract_tree`)."""
+    return abstract_tree(model, jax.ShapeDtypeStruct((1, res, res, 3), jnp.float32))
+
+
+def _layer_shapes(target: dict) -> dict[str, tuple]:
+    """`Transformer/encoderblock_{i}/leaf` -> the per-layer shape the model wants, in either layout."""
+    out = {}
+    for k, t in target.items():
+        if m := re.match(r"^Transformer/encoderblock/(.+)$", k):
+            for i in range(t.shape[0]):
+                out[f"Transformer/encoderblock_{i}/{m.group(1)}"] = tuple(t.shape[1:])
+        else:
+            out[k] = tuple(t.shape)
+    return out
+
+
+def _wrong_shape(path, key: str, have: tuple, want: tuple) -> HarnessError:
+    return HarnessError(f"checkpoint {path}: wrong shape at {key}: checkpoint {have} vs model {want}; the "
+                        "leaf is corrupt, or the variant flags do not fit this checkpoint")
+
+
+def check_finite(key: str, array: np.ndarray, *, path="checkpoint") -> None:
+    """Refuses a leaf holding NaN or Inf: every later number would be garbage (or a solver's traceback)."""
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise HarnessError(f"checkpoint {path}: {key} holds {bad} non-finite value{'s' * (bad > 1)} (NaN or Inf) "
+                           "of " + f"{array.size}; the file is corrupt or saved from a diverged run: use a healthy one")
+
+
+def fit_params(flat: dict, target: dict, *, path: str = "checkpoint") -> dict:
+    """Checks every key and shape against the model (each block leaf in the checkpoint's own layout, so a
+    wrong leaf is named as the file names it), converts layouts, resamples the posemb, and refuses
+    non-finite values."""
+    layer_shapes = _layer_shapes(target)
+    for k, a in flat.items():
+        if k == "pos_embedding":  # resampled below
+            continue
+        if m := re.match(r"^Transformer/encoderblock/(.+)$", k):
+            want_layers = [layer_shapes.get(f"Transformer/encoderblock_{i}/{m.group(1)}")
+                           for i in range(np.shape(a)[0])]
+            if want_layers and None not in want_layers and tuple(np.shape(a)[1:]) != want_layers[0]:
+                raise _wrong_shape(path, k, tuple(np.shape(a)), (len(want_layers), *want_layers[0]))
+        elif k in layer_shapes and tuple(np.shape(a)) != layer_shapes[k]:
+            raise _wrong_shape(path, k, tuple(np.shape(a)), layer_shapes[k])
+    flat = checkpoints.to_layout(flat, checkpoints.is_scanned(target))
+    if "pos_embedding" in flat and "pos_embedding" in target:
+        flat["pos_embedding"] = checkpoints.resample_posemb(flat["pos_embedding"], target["pos_embedding"].shape[1])
+    missing = sorted(set(target) - set(flat))
+    extra = sorted(set(flat) - set(target))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:4]}" + (f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""))
+        if extra:
+            parts.append(f"unexpected keys {extra[:4]}" + (f" (+{len(extra) - 4} more)" if len(extra) > 4 else ""))
+        raise HarnessError(f"checkpoint {path}: does not match the model: {'; '.join(parts)}; check the variant, "
+                           "pool_type and rep_size (or pick a sub-tree with 'file.npz:img')")
+    out = {}
+    for k, t in target.items():
+        a = np.asarray(flat.pop(k))  # pop: never hold two full copies of a large model
+        if tuple(a.shape) != tuple(t.shape):
+            raise _wrong_shape(path, k, tuple(a.shape), tuple(t.shape))
+        if not np.issubdtype(a.dtype, np.floating) and a.dtype.name != "bfloat16":
+            raise HarnessError(f"checkpoint {path}: {k} has non-float dtype {a.dtype}")
+        out[k] = a.astype(t.dtype, copy=False)
+        check_finite(k, out[k], path=path)
+    return out
+
+
+@dataclasses.dataclass
+class Encoder:
+    """A loaded encoder: flax model + params + config, with a jitted `features`."""
+
+    model: Any
+    params: dict
+    config: dict
+    spec: str | None
+    sha256: str | None
+    load_seconds: float = 0.0
+
+    @property
+    def res(self) -> int:
+        return int(self.config["res"])
+
+    @property
+    def shape(self) -> Shape:
+        c = self.config
+        return Shape(width=c["width"], depth=c["depth"], mlp_dim=c["mlp_dim"], num_heads=c["num_heads"],
+                     patch=c["patch_size"][0], pool_type=c["pool_type"], posemb=c["posemb"],
+                     rep_size=rep_width(c["rep_size"], c["width"]), num_classes=int(c["num_classes"] or 0))
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        out = ["stem", "encoded", "pre_logits_2d", "pre_logits"]
+        if self.config.get("num_classes"):
+            out += ["logits", "logits_2d"]
+        return tuple(out)
+
+    def describe(self) -> dict:
+        """The JSON-able identity of this encoder, for result records and cache keys."""
+        cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()}
+        return {"spec": self.spec, "sha256": self.sha256, "config": cfg,
+                "params_m": round(self.shape.num_params(self.res) / 1e6, 3),
+                "gflops": round(self.shape.gflops(self.res), 3)}
+
+    @functools.cached_property
+    def _apply(self):
+        @functools.partial(jax.jit, static_argnames=("names",))
+        def apply(params, images, names):
+            _, out = self.model.apply({"params": params}, images)
+            return {n: out[n] for n in names}
+
+        return apply
+
+    def features(self, images, outputs: tuple[str, ...] | list[str] | None = None) -> dict[str, np.ndarray]:
+        """images: float array [N, H, W, 3] in [-1, 1] at `self.res`; returns the named outputs as numpy."""
+        names = tuple(outputs or self.outputs)
+        bad = [n for n in names if n not in self.outputs]
+        if bad:
+            raise HarnessError(f"output {bad[0]!r} is not available for this encoder; available: {', '.join(self.outputs)}")
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise HarnessError(f"images must be [N, H, W, 3], got shape {images.shape}")
+        if sharding.is_sharded():
+            return {k: v.astype(np.float32) for k, v in self._apply_on_mesh(images, names).items()}
+        out = self._apply(self.params, images, names)
+        return {k: np.asarray(jax.device_get(v)).astype(np.float32) for k, v in out.items()}
+
+    def _apply_on_mesh(self, images: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The batch split over every device of the run, params placed once (see `harness.scale.sharding`)."""
+        return sharding.apply_to_batch(lambda p, x: self._apply(p, x, names), self.params, images)
+
+    def save(self, path: str, fmt: str = "npz") -> str:
+        if fmt == "npz":
+            return str(checkpoints.save_npz(path, self.params_numpy()))
+        return str(checkpoints.save_harness(path, self.params_numpy(), self.config))
+
+    def params_numpy(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(jax.device_get(v)) for k, v in checkpoints.flatten(self.params).items()}
+
+
+def random_encoder(seed: int = 0, **config) -> Encoder:
+    """A randomly initialised encoder (e.g. the baseline every probe must beat)."""
+    cfg = resolve_config({}, {}, config, path="random init")
+    model = build_model(cfg)
+    res = cfg["res"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, res, res, 3), jnp.float32))["params"]
+    return Encoder(model=model, params=params, config=cfg, spec=f"random:{seed}", sha256=None)
+
+
+def load_encoder(spec: str | None = None, *, sha256: str | None = None, **config) -> Encoder:
+    """Loads an encoder from a checkpoint spec (see `harness.checkpoints`), or random init for
+    `spec="random[:seed]"`. Keyword config uses big_vision's names plus `res`. `sha256` is the checkpoint
+    file's, when the caller has hashed it already (a large file is then read once more, not twice)."""
+    if spec is None or str(spec).startswith("random"):
+        seed = int(str(spec).split(":", 1)[1]) if spec and ":" in str(spec) else 0
+        return random_encoder(seed, **config)
+    t0 = time.perf_counter()
+    flat, hints, info = checkpoints.read_params(spec)
+    cfg = resolve_config(infer_config(flat), hints, config, path=info["path"])
+    check_posemb(flat, cfg, path=info["path"])
+    model = build_model(cfg)
+    target = abstract_params(model, cfg["res"])
+    flat = fit_params(flat, target, path=info["path"])
+    params = {}
+    for k in list(flat):  # one leaf at a time, so host memory holds ~one copy of the weights
+        params[k] = jnp.asarray(flat.pop(k))
+    params = checkpoints.unflatten(params)
+    sha = sha256 or checkpoints.file_sha256(checkpoints.parse_spec(spec)[0])
+    jax.block_until_ready(params)
+    # After loading (whose big temporaries go back to the OS at once), before the forward passes.
+    tune_malloc()
+    return Encoder(model=model, params=params, config=cfg, spec=str(spec), sha256=sha,
+                   load_seconds=time.perf_counter() - t0)

@@ -1,0 +1,1 @@
+"""Running tasks: one task on one checkpoint (runner), suites of them."""

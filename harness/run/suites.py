@@ -1,0 +1,236 @@
+"""Suites: named lists of (task, preset, settings) entries run on one checkpoint.
+
+Built in: `proxy` (every task on the offline proxies; the README's demo and the CI gate) and `paper` (the
+paper's full protocol on real datasets). A user's own suite is a TOML file:
+
+    ckpt = "path/to/ckpt.npz"   # optional: the default --ckpt (relative to the file)
+    [[task]]
+    name = "fewshot"
+    preset = "proxy"            # optional
+    set = { shots = "1,5" }     # optional: --set overrides
+
+Each entry becomes one result record; finished records are reused on rerun, so a killed suite resumes at
+the first unfinished task. A `--set` on the command line goes to every entry whose task has that setting
+(and an encoder key to all of them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from harness import ASSETS, api
+from harness.api import Task
+from harness.api.registry import get_task
+from harness.errors import HarnessError, did_you_mean
+from harness.models.encoder import CONFIG_KEYS
+from harness.run.distributed import run_task_distributed
+from harness.run.runner import Encoders, run_task, split_sets
+
+PROXY_CKPT = ASSETS / "proxy_sovit.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    task: str
+    preset: str | None = None
+    sets: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in self.sets)
+        return f"{self.task}" + (f"[{self.preset}]" if self.preset else "") + (f"({extra})" if extra else "")
+
+
+SUITES: dict[str, tuple[Entry, ...]] = {
+    "proxy": (
+        Entry("fewshot", "proxy"),
+        Entry("linear_probe", "proxy"),
+        Entry("imagenet_finetune", "proxy"),
+        Entry("coco_captioning", "proxy"),
+        Entry("vqa", "proxy"),
+        Entry("lit_zeroshot", "proxy"),
+    ),
+    "paper": (
+        Entry("fewshot"),
+        Entry("linear_probe"),
+        Entry("imagenet_finetune", None, (("res", "224"),)),
+        Entry("imagenet_finetune", None, (("res", "384"),)),
+        Entry("imagenet_finetune", None, (("res", "518"),)),
+        Entry("coco_captioning"),
+        Entry("vqa"),
+        Entry("lit_zeroshot"),
+    ),
+}
+
+DEFAULT_CKPT = {"proxy": str(PROXY_CKPT)}
+
+
+_ENTRY_KEYS = {"name", "preset", "set"}
+
+
+def load_suite(name_or_path: str) -> tuple[Entry, ...]:
+    if name_or_path in SUITES:
+        return SUITES[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        return _read_toml(path)[0]
+    raise HarnessError(f"unknown suite {name_or_path!r}{did_you_mean(name_or_path, SUITES)}; built in: "
+                       f"{', '.join(SUITES)}, or a path to a .toml suite file")
+
+
+def _read_toml(path: Path) -> tuple[tuple[Entry, ...], str | None]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the same parser as a package
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise HarnessError("suite files need Python 3.11+ (tomllib) or `pip install tomli`") from None
+
+    try:
+        spec = tomllib.loads(path.read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        raise HarnessError(f"suite file {path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise HarnessError(f"suite file {path}: not valid TOML ({e})") from None
+    tasks = spec.get("task")
+    if not isinstance(tasks, list) or not tasks:
+        raise HarnessError(f"suite file {path}: expected one or more [[task]] tables with a name")
+    out = []
+    for i, t in enumerate(tasks):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise HarnessError(f"suite file {path}: [[task]] number {i + 1} has no name")
+        unknown = set(t) - _ENTRY_KEYS
+        if unknown:
+            raise HarnessError(f"suite file {path}: task {t['name']!r} has unknown key(s) {', '.join(sorted(unknown))}; "
+                               f"a [[task]] takes {', '.join(sorted(_ENTRY_KEYS))}")
+        sets = t.get("set", {})
+        if not isinstance(sets, dict):
+            raise HarnessError(f"suite file {path}: 'set' of task {t['name']!r} must be a table")
+        preset = t.get("preset")
+        if preset is not None and not isinstance(preset, str):
+            raise HarnessError(f"suite file {path}: 'preset' of task {t['name']!r} must be a string")
+        out.append(Entry(t["name"], preset, tuple((k, _toml_value(v)) for k, v in sets.items())))
+    ckpt = spec.get("ckpt")
+    if ckpt is not None:
+        if not isinstance(ckpt, str):
+            raise HarnessError(f"suite file {path}: 'ckpt' must be a string (a checkpoint spec)")
+        if not ckpt.startswith("random") and not Path(ckpt).is_absolute():
+            ckpt = str(path.parent / ckpt)
+    return tuple(out), ckpt
+
+
+def _toml_value(v) -> str:
+    """`--set` strings from TOML values: lists become "1,5", booleans "true"/"false"."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return ",".join(_toml_value(x) for x in v)
+    return str(v)
+
+
+def default_ckpt(suite: str) -> str | None:
+    """The checkpoint a suite runs on without --ckpt: the committed proxy SoViT for `proxy`, or a suite
+    file's own `ckpt`."""
+    if suite in SUITES:
+        ck = DEFAULT_CKPT.get(suite)
+        return ck if ck and os.path.exists(ck) else None
+    return _read_toml(Path(suite))[1]
+
+
+@dataclasses.dataclass
+class Planned:
+    """One entry to run: its task (looked up once, here), preset and `--set` values (the task's settings
+    and encoder keys); `load_error` when the task's module does not load (the entry fails when its turn
+    comes, the others still run)."""
+
+    task_name: str
+    preset: str | None
+    sets: dict[str, str]
+    task: Task | None = None
+    load_error: Exception | None = None
+
+    @property
+    def label(self) -> str:
+        return self.task_name + (f"[{self.preset}]" if self.preset else "")
+
+
+def plan(entries: tuple[Entry, ...], cli_sets: dict[str, str]) -> list[Planned]:
+    """Each entry with its own settings, then each command-line `--set` that its task (or the encoder)
+    takes. Every entry's settings are checked before the first one runs (a bad one would otherwise fail
+    only when its turn comes, and once per entry that takes it); a key no task of the suite takes is an
+    error too."""
+    planned = []
+    for e in entries:
+        p = Planned(e.task, e.preset, dict(e.sets))
+        try:
+            p.task = get_task(e.task)
+        except Exception as err:  # noqa: BLE001 - a task module that does not import fails as its own entry
+            p.load_error = err
+        planned.append(p)
+    fields = {id(p): {f.name for f in dataclasses.fields(p.task.Config)} if p.task else set() for p in planned}
+    known = set(CONFIG_KEYS).union(*fields.values())
+    for key in cli_sets:
+        if key not in known:
+            raise HarnessError(f"--set {key}: no task of the suite has that setting, and it is not an encoder key"
+                               + did_you_mean(key, known))
+    for i, p in enumerate(planned):
+        p.sets.update({k: v for k, v in cli_sets.items() if k in CONFIG_KEYS or k in fields[id(p)]})
+        where = f"suite entry {i + 1}/{len(planned)} {p.label}"
+        if isinstance(p.load_error, HarnessError):
+            raise HarnessError(f"{where}: {p.load_error}") from None
+        if p.task is None:
+            continue
+        try:
+            task_sets, _ = split_sets(p.task, p.sets)
+            api.make_config(p.task, p.preset, task_sets)
+        except HarnessError as e:
+            message = str(e).removeprefix(f"{p.task_name}: ")  # the entry already names the task
+            raise HarnessError(f"{where}: {message}") from None
+    return planned
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What became of one entry: its record (and where it is, whether it was reused), or the error."""
+
+    index: int
+    label: str
+    record: dict | None = None
+    path: Path | None = None
+    reused: bool = False
+    seconds: float = 0.0
+    error: Exception | None = None
+
+
+def run_entries(entries: list[Planned], ckpt: str | None, *, encoder_config: dict | None = None,
+                keep_going: bool = False, distributed: bool = False, **run_kw) -> Iterator[Outcome]:
+    """Runs the entries in order on one checkpoint, one loaded encoder shared by consecutive entries
+    that take the same encoder config; yields each one's outcome. With `keep_going` (a suite) a failed
+    entry (a missing dataset, a task module that does not import) is an outcome and the next one runs, so
+    one problem does not cost the other tasks; without it the error is raised. `distributed`: every
+    process of a `jax.distributed` run computes each entry, process 0 writes its record."""
+    encoders = Encoders()
+    for i, p in enumerate(entries):
+        t0 = time.perf_counter()
+        try:
+            if p.load_error is not None:
+                raise p.load_error
+            task = p.task or p.task_name
+            kw = dict(preset=p.preset, sets=p.sets, encoder_config=encoder_config, encoders=encoders, **run_kw)
+            if distributed:  # every process computes, process 0 writes; a failure stops every process
+                kw.pop("cache_dir", None), kw.pop("force", None)  # fresh caches, never a reused record
+                record, path = run_task_distributed(task, ckpt, **kw)
+                reused = False
+            else:
+                record, path, reused = run_task(task, ckpt, **kw)
+        except Exception as e:
+            if not keep_going:
+                raise
+            yield Outcome(i, p.label, error=e)
+            continue
+        yield Outcome(i, p.label, record, path, reused, time.perf_counter() - t0)

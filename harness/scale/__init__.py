@@ -1,0 +1,1 @@
+"""Scale: the device mesh (sharding, multi-process) and the CPU runtime settings."""

@@ -1,0 +1,1 @@
+"""Tools around the harness: the encoder benchmark and the foundation demo."""

@@ -189,13 +189,13 @@ class ImageNetFinetune(Task):
     def encoder_overrides(self, config: FinetuneConfig) -> dict:
         return {"res": int(config.res)} if config.res else {}
 
-    def metrics(self, config: FinetuneConfig) -> list[Metric]:
-        # The resolution may only be known once the encoder is loaded; list both name shapes' leaves
-        # for the configured one (0 stands for "the encoder's").
-        base = metric_base(config.dataset, config.res or 0)
-        return self._metrics(base, config)
+    def resolve_config(self, config: FinetuneConfig, encoder) -> FinetuneConfig:
+        # res=0 is the encoder's resolution, known once it is loaded; the metric names carry it.
+        return config if config.res else dataclasses.replace(config, res=int(encoder.res))
 
-    def _metrics(self, base: str, config: FinetuneConfig) -> list[Metric]:
+    def metrics(self, config: FinetuneConfig) -> list[Metric]:
+        # Before the encoder is loaded, res=0 names the metrics ".../0/..."; the runner resolves it first.
+        base = metric_base(config.dataset, config.res)
         test_leaf = "val" if config.dataset == IMAGENET else "test"
         out = [Metric(f"{base}/{test_leaf}", True, "%", f"top-1 on {config.dataset} {test_leaf}"),
                Metric(f"{base}/minival", True, "%", "top-1 on minival (held-out train, for model selection)")]
@@ -396,7 +396,7 @@ def _headed_checkpoint(encoder, num_classes: int):
     have = encoder.config.get("num_classes")
     if not have:
         raise HarnessError("imagenet_finetune: train_steps=0 evaluates an already fine-tuned checkpoint, but this "
-                           f"one has no classifier head; fine-tune it first (train_steps > 0)")
+                           "one has no classifier head; fine-tune it first (train_steps > 0)")
     if int(have) != num_classes:
         raise HarnessError(f"imagenet_finetune: the checkpoint's head has {have} classes but the dataset has "
                            f"{num_classes}; pick the matching checkpoint or fine-tune (train_steps > 0)")

@@ -69,6 +69,11 @@ def features_of(dataset: str) -> data.VqaFeatures:
     return features
 
 
+def _generated(dataset: str) -> bool:
+    """A proxy the pipeline generates on first use (never skipped as unprepared)."""
+    return data.base_name(dataset) in data.GENERATED
+
+
 def _metric_base(dataset: str) -> str:
     features_of(dataset)
     suffix = dataset[len(dataset.split("/")[0]):] if "/" in dataset else ""  # "proxy_scenes/tiny"
@@ -133,14 +138,16 @@ class VQA(Task):
         out = []
         for ds in config.datasets:
             base = _metric_base(ds)
+            # A dataset that is not prepared is skipped (run() says so), so its metrics may be missing.
+            opt = not _generated(ds)
             if features_of(ds).answers:
-                out.append(Metric(f"{base}/accuracy", True, "%", f"official VQAv2 accuracy on {ds}"))
-                out += [Metric(f"{base}/accuracy/{n}", True, "%", f"VQAv2 accuracy, answer type {t}")
+                out.append(Metric(f"{base}/accuracy", True, "%", f"official VQAv2 accuracy on {ds}", opt))
+                out += [Metric(f"{base}/accuracy/{n}", True, "%", f"VQAv2 accuracy, answer type {t}", opt)
                         for t, n in ANSWER_TYPE_NAMES.items()]
             else:
-                out.append(Metric(f"{base}/accuracy", True, "%", f"exact match (VQA-normalised) on {ds}"))
+                out.append(Metric(f"{base}/accuracy", True, "%", f"exact match (VQA-normalised) on {ds}", opt))
             out.append(Metric(f"{base}/log_perplexity", False, "nats",
-                              "decoder NLL per answer (summed over its tokens), mean over questions"))
+                              "decoder NLL per answer (summed over its tokens), mean over questions", opt))
         return out
 
     def run(self, encoder, ctx: RunContext, config: VQAConfig) -> dict[str, float]:
@@ -148,7 +155,7 @@ class VQA(Task):
         skipped = []
         for ds in config.datasets:
             spec = features_of(ds)
-            if data.get_info(ds).name not in data.GENERATED and not data.is_prepared(ds, ctx.data_dir):
+            if not _generated(ds) and not data.is_prepared(ds, ctx.data_dir):
                 info = data.get_info(ds)
                 skipped.append(ds)
                 log.warning("vqa: %s is not prepared under %s (%s); skipped", ds, data.default_data_dir(ctx.data_dir),

@@ -122,3 +122,76 @@ def test_the_package_list_is_the_tree():
     tree = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "harness").rglob("*")
             if p.is_file() and "__pycache__" not in p.parts}
     assert set(conf["packages"]) == tree | {"harness.tasks"}
+
+
+# ------------------------------------------------------------------------------------------------ layers
+# The layers of docs/architecture.md, bottom up: a module imports from its own package or from a lower
+# layer, never from one beside or above it (function-local imports included).
+LAYERS = [("harness", "harness.errors"), ("harness.files",), ("harness.checkpoints", "harness.scale", "harness.data"),
+          ("harness.models", "harness.api"), ("harness.eval",), ("harness.train",), ("harness.tasks",),
+          ("harness.report",), ("harness.run",), ("harness.shape", "harness.tools"), ("harness.cli",)]
+# `harness.load_encoder` is the package's one lazy convenience import upwards.
+ALLOWED_UP = {("harness", "harness.models.encoder")}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in [*(ROOT / "harness").rglob("*.py"), *(ROOT / "tasks").glob("*.py")]:
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        parts = ["harness", *parts] if parts[0] == "tasks" else parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The harness modules `name` imports anywhere in its body (`from p import m` of a submodule counts as
+    importing m; a package's own __init__, which Python runs first anyway, is not counted)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            subs = [f"{node.module}.{a.name}" for a in node.names]
+            targets = [s for s in subs if s in modules] or [node.module]
+        else:
+            continue
+        for t in targets:
+            while t and t not in modules:
+                t = t.rpartition(".")[0]
+            if t and t != name and not name.startswith(t + "."):
+                found.add(t)
+    return found
+
+
+def _layer(name: str) -> tuple[int, str]:
+    for level, packages in enumerate(LAYERS):
+        for package in packages:
+            if name == package or (package != "harness" and name.startswith(package + ".")):
+                return level, package
+    raise AssertionError(f"{name} is in no layer of LAYERS (docs/architecture.md)")
+
+
+def test_imports_point_down_and_form_no_cycle():
+    modules = _modules()
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    wrong = [f"{a} -> {b}" for a, targets in graph.items() for b in targets
+             if (a, b) not in ALLOWED_UP and _layer(b) != _layer(a) and _layer(b)[0] >= _layer(a)[0]]
+    assert not wrong, wrong
+    # No cycle inside a layer either (between layers there is none once every import points down).
+    state: dict[str, int] = {}
+
+    def visit(node, path):
+        state[node] = 1
+        for nxt in graph[node]:
+            if (node, nxt) in ALLOWED_UP:
+                continue
+            assert state.get(nxt) != 1, " -> ".join([*path[path.index(nxt):], nxt])
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [node])

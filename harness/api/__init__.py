@@ -92,6 +92,11 @@ class Task:
     def encoder_overrides(self, config) -> dict:
         return {}
 
+    # The config with settings that depend on the loaded encoder filled in (e.g. a resolution of 0, "the
+    # encoder's"); `run()` and `metrics()` get this one, the record keeps the config as it was asked for.
+    def resolve_config(self, config, encoder):
+        return config
+
 
 # ------------------------------------------------------------------------------------------ configs
 def _type_words(typ) -> str:

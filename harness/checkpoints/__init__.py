@@ -85,7 +85,7 @@ def detect_format(path: Path) -> str:
             return fmt
     if path.is_dir():
         raise HarnessError(f"checkpoint {path}: folder is not a known checkpoint format (big_vision "
-                           "tensorstore, Hugging Face SigLIP, or a harness checkpoint)")
+                           "tensorstore, a Hugging Face SigLIP, timm or open_clip folder, or a harness checkpoint)")
     raise HarnessError(f"checkpoint {path}: no such file or folder; check the --ckpt path")
 
 

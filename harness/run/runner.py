@@ -182,6 +182,7 @@ def _compute(task, config, cfg, cfg_hash, preset, rec_path, out_dir, encoder, t0
     ctx = api.RunContext(data_dir=data_dir, cache_dir=Path(cache_dir or default_cache_dir()),
                          out_dir=out_dir / "artifacts" / rec_path.stem, progress=progress,
                          seed=int(getattr(config, "seed", 0) or 0))
+    config = task.resolve_config(config, encoder)
     metrics = task.run(encoder, ctx, config)
     t_total = time.perf_counter() - t0
     info = {m.name: m for m in task.metrics(config)}

@@ -229,12 +229,12 @@ def preprocess_numpy(pp: str | Preprocess, images_uint8, *, seed: int = 0,
     pp = as_preprocess(pp)
     encode = any(call.name == "decode" for call in pp.ops)
     outputs = []
-    for index, image in enumerate(images_uint8):
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3:
+    for index, raw in enumerate(images_uint8):
+        array = np.asarray(raw)
+        if array.dtype != np.uint8 or array.ndim != 3:
             raise HarnessError(f"preprocess_numpy takes uint8 [H, W, C] images; image {index} "
-                               f"is {image.dtype} {image.shape}")
-        value = tf.io.encode_png(image) if encode else tf.constant(image)
+                               f"is {array.dtype} {array.shape}")
+        value = tf.io.encode_png(array) if encode else tf.constant(array)
         out = pp({key: value}, seed=example_seed(seed, index))
         outputs.append(np.asarray(out[key]))
     return np.stack(outputs) if outputs else np.zeros((0,), np.float32)

@@ -322,7 +322,7 @@ def ls_datasets(data_dir):
 @click.option("--baseline", default=None, help="Baseline JSON, a run folder or record of one checkpoint, or a row "
               "name (e.g. 'SoViT-400m/14 (paper)'): its row comes first and every cell gets a delta.")
 @click.option("--with", "with_", multiple=True, type=click.Choice(["paper"]),
-              help="paper: add the paper's published rows (reports/paper.json).")
+              help="paper: add the paper's published rows (harness/assets/paper.json).")
 @click.option("--show-seeds", is_flag=True, help="Also show per-seed and std-over-seeds columns.")
 def report(runs, fmt, output, baseline, with_, show_seeds):
     """Comparison tables of the result records under RUNS (rows = checkpoints, columns = metrics by task)."""

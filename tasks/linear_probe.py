@@ -252,6 +252,7 @@ class LinearProbe(Task):
 
         base = f"linear_probe/{config.dataset}"
         metrics = {f"{base}/minival": acc}
+        ctx.note_per_example(f"{base}/minival", top1(predict(params, mx), my) * 100)
         for ds, tag in self._eval_sets(config):
             ds_info = data.get_info(ds)
             if ds == "imagenet2012_real":

@@ -195,7 +195,10 @@ class VQA(Task):
             scores = metrics.vqa_scores(predictions, questions)
             values[f"{base}/accuracy"] = scores["overall"]
             for t, v in scores["per_answer_type"].items():
-                values[f"{base}/accuracy/{ANSWER_TYPE_NAMES.get(t, t.replace('/', '_'))}"] = v
+                name = f"{base}/accuracy/{ANSWER_TYPE_NAMES.get(t, t.replace('/', '_'))}"
+                values[name] = v
+                ctx.note_per_example(name, [scores["per_question"][q] for q in table.ids
+                                            if questions[q].get("answer_type") == t])
             ctx.note_per_example(f"{base}/accuracy", [scores["per_question"][q] for q in table.ids])
         else:
             gt = {qid: item["answer"] for qid, item in zip(table.ids, table.extra)}

@@ -41,7 +41,7 @@ def build_table(records: Sequence[dict], *, columns: Sequence[str] | None = None
         elif isinstance(baseline, str) and not Path(baseline).exists() and baseline.endswith("(paper)"):
             match = [r for r in paper.load_paper_rows() if row_name(r) == baseline]
             if not match:
-                raise HarnessError(f"--baseline {baseline!r}: no such paper row; see reports/paper.json")
+                raise HarnessError(f"--baseline {baseline!r}: no such paper row; see harness/assets/paper.json")
             paper_rows = [r for r in paper_rows if row_name(r) != baseline]
             base_name, base_rec = baseline, match
         else:

@@ -23,11 +23,11 @@ def paper_doc(path: str | Path | None = None) -> dict:
         try:
             doc = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise HarnessError(f"{path}: cannot read the paper's rows ({e}); restore reports/paper.json "
+            raise HarnessError(f"{path}: cannot read the paper's rows ({e}); restore harness/assets/paper.json "
                                "from the repository") from None
         if doc.get("schema") != PAPER_SCHEMA:
             raise HarnessError(f"{path}: not a paper-rows file (schema {doc.get('schema')!r}, expected "
-                               f"{PAPER_SCHEMA!r}); restore reports/paper.json from the repository")
+                               f"{PAPER_SCHEMA!r}); restore harness/assets/paper.json from the repository")
         _PAPER_CACHE[key] = doc
     return _PAPER_CACHE[key]
 

@@ -70,7 +70,7 @@ def table_notes(table: Table, cols: Sequence[Column], arrows: tuple[str, str] = 
         notes.append("Lower is better: " + ", ".join(lower) + ".")
     notes.append("-: not measured.")
     if any(r.kind == "paper" for r in table.rows):
-        notes.append(f"(paper) rows: published numbers, {table.paper_source} (reports/paper.json).")
+        notes.append(f"(paper) rows: published numbers, {table.paper_source} (harness/assets/paper.json).")
     by_note: dict[tuple[str, str], list[str]] = {}
     for (row, metric), cell in table.cells.items():
         if cell.note and metric in visible and cell.value is not None:

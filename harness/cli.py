@@ -312,8 +312,9 @@ def ls_datasets(data_dir):
     for name, info in data.DATASETS.items():
         prepared = data.is_prepared(name, d)
         # A missing one says how to prepare it (generated proxies: on first use, or `harness prepare`).
-        how = "" if prepared else f"; to prepare: {info.prepare_command(d)}"
-        click.echo(f"{name:<22} {'prepared' if prepared else 'missing '}  {info.description}{how}")
+        how = "" if prepared else f"to prepare: {info.prepare_command(d)}"
+        click.echo(f"{name:<22} {'prepared' if prepared else 'missing '}  "
+                   + "; ".join(x for x in (info.description, how) if x))
 
 
 @main.command()

@@ -310,8 +310,11 @@ def ls_datasets(data_dir):
     d = data.default_data_dir(data_dir)
     click.echo(f"data dir: {d}")
     for name, info in data.DATASETS.items():
-        ok = "prepared" if data.is_prepared(name, d) else "missing "
-        click.echo(f"{name:<22} {ok}  {info.description if hasattr(info, 'description') else ''}")
+        prepared = data.is_prepared(name, d)
+        # A missing one says how to prepare it (generated proxies: on first use, or `harness prepare`).
+        how = "" if prepared else f"to prepare: {info.prepare_command(d)}"
+        click.echo(f"{name:<22} {'prepared' if prepared else 'missing '}  "
+                   + "; ".join(x for x in (info.description, how) if x))
 
 
 @main.command()
@@ -361,9 +364,9 @@ def check(runs, baseline, tolerance, rel_tolerance, write_baseline, name):
 @click.argument("name")
 @click.option("--data-dir", default=None, help="TFDS data dir to prepare into.")
 @click.option("--manual-dir", default=None, help="Folder with manually downloaded files (e.g. VQAv2 JSON + COCO "
-              "images); default <data-dir>/downloads/manual.")
+              "images); default <data-dir>/downloads/manual (GQA, OCR-VQA: its gqa/, ocrvqa/ folder).")
 def prepare(name, data_dir, manual_dir):
-    """Prepare a dataset the harness builds itself (proxy_scenes, proxy_digits, vqav2)."""
+    """Prepare a dataset the harness builds itself (proxy_scenes, proxy_digits, vqav2, gqa, ocrvqa)."""
     from harness import data
 
     path = data.prepare(name, data_dir, manual_dir=manual_dir)

@@ -2,20 +2,25 @@
 
 Per dataset, a 2-layer decoder (`harness.models.decoder`) reads the frozen encoder's `encoded` tokens and is
 trained to generate the answer after the question, which it gets as a prefix (loss only on the answer
-tokens); then it answers the eval split's questions. Scoring:
+tokens); then it answers the eval split's questions. Scoring, each as its official evaluation does:
 - VQAv2 (and the proxy's VQA questions, same format): the official VQAv2 accuracy (10 annotators,
   `harness.eval.metrics.vqa_scores`), overall and per answer type;
-- GQA and OCR-VQA: exact match after the same answer normalisation. They have no builder in this
-  project; when one is prepared as a TFDS dataset with the features its registry entry names
-  (`harness.data.DATASETS[name].vqa`), it is evaluated, otherwise skipped with one line saying so.
+- GQA (`testdev_balanced`): exact string match of prediction and answer, nothing normalised (GQA's
+  eval.py `predicted == gold`; big_vision's `proj.paligemma.transfers.vqa` evaluator without `to_lower`,
+  `configs/proj/paligemma/transfers/gqa.py`);
+- OCR-VQA (`test`): exact match after lower-casing both (the same evaluator with `to_lower=True`,
+  `configs/proj/paligemma/transfers/ocrvqa.py`).
+A dataset that is not prepared is skipped with one line naming its preparation command.
 For VQAv2-style data the decoder trains on the 10 annotators' answers, each question going through all
 of them, one per visit, in a fresh random order per cycle (big_vision's VQAv2 transfer,
 `configs/proj/paligemma/transfers/vqav2.py`: `choice_no_replacement(inkey="answers")`); GQA / OCR-VQA
-on their one answer. Log-perplexity (nats per answer, the mean over a question's annotator answers) is
-reported beside the accuracy.
+on their one answer (`copy(inkey="answer", outkey="suffix")` in their transfers). Log-perplexity (nats per
+answer, the mean over a question's annotator answers) is reported beside the accuracy.
 
 Metric names: `vqa/<dataset>/accuracy` (%), `.../accuracy/<answer type>`, `.../log_perplexity`.
-Predictions are exported in the official results format `[{"question_id": int, "answer": str}]`.
+Predictions are exported in each dataset's results format: VQAv2's `[{"question_id": int, "answer": str}]`,
+GQA's `[{"questionId": str, "prediction": str}]` (what its eval.py reads), OCR-VQA as VQAv2's with its
+string question ids.
 """
 
 from __future__ import annotations
@@ -37,6 +42,17 @@ log = logging.getLogger("harness")
 
 
 ANSWER_TYPE_NAMES = {"yes/no": "yes_no", "number": "number", "other": "other"}
+# How a single-answer dataset's official evaluation compares the prediction with the answer
+# (`harness.eval.metrics.exact_match_per_example`): GQA's eval.py compares the strings as they are
+# (big_vision's vqa evaluator, to_lower=False in transfers/gqa.py); big_vision lower-cases both for OCR-VQA
+# (transfers/ocrvqa.py: to_lower=True).
+EXACT_MATCH = {"gqa": "exact", "ocrvqa": "lower"}
+# Image pp where big_vision's transfer differs from the decoder's `decode|resize(res)|value_range(-1,1)`:
+# OCR-VQA's covers are resized with antialiasing (transfers/ocrvqa.py: `resize({res}, antialias=True)`).
+DEFAULT_PP = {"ocrvqa": "decode|resize({res}, antialias=True)|value_range(-1, 1)"}
+# The keys of a results file where the dataset's evaluator reads others than VQAv2's
+# ("question_id", "answer"): GQA's eval.py reads `p["questionId"]`, `p["prediction"]`.
+RESULTS_KEYS = {"gqa": ("questionId", "prediction")}
 
 
 @dataclasses.dataclass
@@ -80,6 +96,11 @@ def _metric_base(dataset: str) -> str:
     return f"vqa/{data.base_name(dataset)}{suffix}"
 
 
+def _exact_match(dataset: str) -> str:
+    """The `match` rule of a single-answer dataset; "vqa" (VQA-normalised) for one with no official rule."""
+    return EXACT_MATCH.get(data.base_name(dataset), "vqa")
+
+
 def _read_text(spec: data.VqaFeatures, dataset: str):
     def read(batch: dict) -> TextTable:
         missing = [k for k in spec.keys if k not in batch]
@@ -103,7 +124,8 @@ def _read_text(spec: data.VqaFeatures, dataset: str):
                 if spec.answer_type:
                     item["answer_type"] = as_text(get(spec.answer_type))
                 rows.append(r)
-                ids.append(int(get(spec.question_id)))
+                qid = get(spec.question_id)  # VQAv2's are ints; GQA's and OCR-VQA's are strings
+                ids.append(as_text(qid) if isinstance(qid, (bytes, str)) else int(qid))
                 prefixes.append(question)
                 # big_vision's VQAv2 transfer trains on the annotators' answers as written, not the
                 # most common one (`multiple_choice_answer`).
@@ -145,7 +167,9 @@ class VQA(Task):
                 out += [Metric(f"{base}/accuracy/{n}", True, "%", f"VQAv2 accuracy, answer type {t}", opt)
                         for t, n in ANSWER_TYPE_NAMES.items()]
             else:
-                out.append(Metric(f"{base}/accuracy", True, "%", f"exact match (VQA-normalised) on {ds}", opt))
+                how = {"exact": "exact match", "lower": "exact match, lower-cased",
+                       "vqa": "exact match, VQA-normalised"}[_exact_match(ds)]
+                out.append(Metric(f"{base}/accuracy", True, "%", f"{how} on {ds}", opt))
             out.append(Metric(f"{base}/log_perplexity", False, "nats",
                               "decoder NLL per answer (summed over its tokens), mean over questions", opt))
         return out
@@ -172,6 +196,8 @@ class VQA(Task):
     def _run_one(self, encoder, ctx: RunContext, config: VQAConfig, ds: str,
                  spec: data.VqaFeatures) -> dict[str, float]:
         info = data.get_info(ds)
+        if not config.pp and data.base_name(ds) in DEFAULT_PP:
+            config = dataclasses.replace(config, pp=DEFAULT_PP[data.base_name(ds)].format(res=encoder.res))
         train_split = config.train_split or info.split("train")
         eval_split = config.eval_split or info.split(spec.eval_role)
         out = train_and_decode(encoder, ctx, config, dataset=ds, train_split=train_split, eval_split=eval_split,
@@ -202,21 +228,22 @@ class VQA(Task):
             ctx.note_per_example(f"{base}/accuracy", [scores["per_question"][q] for q in table.ids])
         else:
             gt = {qid: item["answer"] for qid, item in zip(table.ids, table.extra)}
-            per = metrics.exact_match_per_example(predictions, gt)
+            per = metrics.exact_match_per_example(predictions, gt, match=_exact_match(ds))
             values[f"{base}/accuracy"] = 100.0 * float(np.mean([per[q] for q in table.ids]))
             ctx.note_per_example(f"{base}/accuracy", [100.0 * per[q] for q in table.ids])
         if scored:
             values[f"{base}/log_perplexity"] = out["log_perplexity"]
 
         pred_path = ctx.out_dir / f"vqa_{ds.replace('/', '_')}_{eval_split.replace('/', '_')}_predictions.json"
-        write_json_atomic(pred_path, [{"question_id": int(q), "answer": predictions[q]} for q in table.ids])
+        id_key, answer_key = RESULTS_KEYS.get(data.base_name(ds), ("question_id", "answer"))
+        write_json_atomic(pred_path, [{id_key: q, answer_key: predictions[q]} for q in table.ids])
         ctx.note_artifact(f"predictions/{ds}", pred_path)
         ctx.info.setdefault("decoder", {})[ds] = {
             k: out[k] for k in ("steps", "train_loss_first", "train_loss_last", "num_train_text_examples",
                                 "num_eval_text_examples")}
         ctx.info.setdefault("feature_extraction", []).extend(out["feature_extraction"])
         ctx.info.setdefault("examples", {})[ds] = [
-            {"question_id": int(q), "question": p, "answer": predictions[q], "gt": e.get("answers") or e["answer"]}
+            {"question_id": q, "question": p, "answer": predictions[q], "gt": e.get("answers") or e["answer"]}
             for q, p, e in list(zip(table.ids, table.prefixes, table.extra))[:3]]
         timings = ctx.info.setdefault("timings", {})
         for k, v in out["timings"].items():

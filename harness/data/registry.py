@@ -174,16 +174,28 @@ DATASETS: dict[str, DatasetInfo] = {
             vqa=VqaFeatures("question", "question_id", "multiple_choice_answer", "answers", "answer_type",
                             eval_role="validation"),
             description="VQAv2 open-ended questions on COCO images, one example per question"),
-        # GQA and OCR-VQA have no builder in this project: their features are the layout the VQA task
-        # assumes for a TFDS build of them, one example per question with its one answer.
         DatasetInfo(
-            "gqa", "gqa", {"train": "train_balanced", "test": "testdev"}, _tfds_build("gqa"),
-            label_key=None, vqa=VqaFeatures("question", "question_id", "answer"),
-            description="GQA balanced questions (no builder here; one example per question assumed)"),
+            # big_vision's GQA transfer (configs/proj/paligemma/transfers/gqa.py) trains on train_balanced and
+            # reports testdev_balanced (val_balanced tunes hyper-parameters).
+            "gqa", "gqa",
+            {"train": "train_balanced", "validation": "val_balanced", "test": "testdev_balanced",
+             "test_balanced": "test_balanced", "challenge_balanced": "challenge_balanced"},
+            "unzip GQA's questions1.2.zip and images.zip into {data_dir}/downloads/manual/gqa/ (see `gqa` "
+            "MANUAL_DOWNLOAD_INSTRUCTIONS) and run `harness prepare gqa --data-dir {data_dir}`",
+            label_key=None, short_name="gqa", text_key="question",
+            vqa=VqaFeatures("question", "question_id", "answer", eval_role="test"),
+            description="GQA balanced questions on Visual Genome images, one example per question"),
         DatasetInfo(
-            "ocrvqa", "ocrvqa", {"train": "train", "test": "test"}, _tfds_build("ocrvqa"),
-            label_key=None, vqa=VqaFeatures("question", "question_id", "answer"),
-            description="OCR-VQA (no builder here; one example per question assumed)"),
+            # big_vision's OCR-VQA transfer (configs/proj/paligemma/transfers/ocrvqa.py, final_split=False):
+            # train on train + val[20000:], val[:20000] as minival, report test.
+            "ocrvqa", "ocrvqa",
+            {"train": "train+val[20000:]", "minival": "val[:20000]", "validation": "val", "test": "test"},
+            "place OCR-VQA's dataset.json and the covers its downloader fetched (images/) in "
+            "{data_dir}/downloads/manual/ocrvqa/ (see `ocrvqa` MANUAL_DOWNLOAD_INSTRUCTIONS) and run "
+            "`harness prepare ocrvqa --data-dir {data_dir}`",
+            label_key=None, short_name="ocrvqa", text_key="question",
+            vqa=VqaFeatures("question", "question_id", "answer", eval_role="test"),
+            description="OCR-VQA questions on book covers, one example per question"),
     ]
 }
 
@@ -223,4 +235,4 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> str:
 # Datasets the harness generates itself, offline, in seconds: prepared on first use.
 GENERATED = ("proxy_scenes", "proxy_digits")
 # Datasets with a builder of ours that `harness prepare` runs (the others: `tfds build`).
-OWN_BUILDERS = GENERATED + ("vqav2",)
+OWN_BUILDERS = GENERATED + ("vqav2", "gqa", "ocrvqa")

@@ -1,7 +1,8 @@
 """Captioning and VQA metrics, number for number with the official implementations.
 
 - VQA: the official VQAv2 evaluation (the VQA API's `vqaEval.py`, GT-Vision-Lab/VQA), including its
-  quirks, which are kept on purpose so our numbers match the official ones.
+  quirks, which are kept on purpose so our numbers match the official ones. Single-answer datasets: exact
+  match under the dataset's rule (`EXACT_MATCH_RULES`: GQA as it is, OCR-VQA lower-cased).
 - Captioning: CIDEr (the CIDEr-D variant), BLEU-4 and ROUGE-L from pycocoevalcap, on inputs tokenised by
   its Java PTB tokenizer (references and predictions in two separate calls, as COCOEvalCap does).
 - `bootstrap_ci`: a percentile bootstrap of a mean, for confidence intervals on per-example scores.
@@ -27,6 +28,7 @@ __all__ = [
     "normalize_vqa_answer",
     "vqa_accuracy",
     "vqa_scores",
+    "EXACT_MATCH_RULES",
     "exact_match_accuracy",
     "exact_match_per_example",
     "ptb_tokenize",
@@ -220,22 +222,37 @@ def vqa_scores(predictions: Mapping[Hashable, str],
     }
 
 
-def exact_match_per_example(predictions: Mapping[Hashable, str],
-                            gt: Mapping[Hashable, str]) -> dict[Hashable, float]:
-    """1.0 where the prediction equals the answer after `normalize_vqa_answer` on both, else 0.0."""
+# How `exact_match_per_example` compares the two strings: "exact" as they are (GQA's official eval.py:
+# `predicted == gold`), "lower" after lower-casing both (big_vision's evaluators/proj/paligemma/transfers/vqa.py
+# with `to_lower=True`, its OCR-VQA setting), "vqa" after `normalize_vqa_answer` on both.
+EXACT_MATCH_RULES = {
+    "exact": lambda s: s,
+    "lower": lambda s: s.lower(),
+    "vqa": normalize_vqa_answer,
+}
+
+
+def exact_match_per_example(predictions: Mapping[Hashable, str], gt: Mapping[Hashable, str], *,
+                            match: str = "vqa") -> dict[Hashable, float]:
+    """1.0 where the prediction equals the answer after the `match` rule (`EXACT_MATCH_RULES`) on both,
+    else 0.0."""
+    if match not in EXACT_MATCH_RULES:
+        raise MetricInputError(f"match={match!r} is not one of {', '.join(EXACT_MATCH_RULES)}")
     _check_same_ids(predictions, gt, what="ground-truth answers")
+    rule = EXACT_MATCH_RULES[match]
     scores = {}
     for key, answer in gt.items():
         if not isinstance(answer, str) or not isinstance(predictions[key], str):
             raise MetricInputError(f"id {key!r}: exact match needs one string answer on each side; "
                                    "pass str values")
-        scores[key] = float(normalize_vqa_answer(predictions[key]) == normalize_vqa_answer(answer))
+        scores[key] = float(rule(predictions[key]) == rule(answer))
     return scores
 
 
-def exact_match_accuracy(predictions: Mapping[Hashable, str], gt: Mapping[Hashable, str]) -> float:
-    """Exact-match accuracy in percent (GQA, OCR-VQA), after `normalize_vqa_answer` on both sides."""
-    scores = exact_match_per_example(predictions, gt)
+def exact_match_accuracy(predictions: Mapping[Hashable, str], gt: Mapping[Hashable, str], *,
+                         match: str = "vqa") -> float:
+    """Exact-match accuracy in percent under the `match` rule (GQA: "exact", OCR-VQA: "lower")."""
+    scores = exact_match_per_example(predictions, gt, match=match)
     return 100.0 * float(np.mean(list(scores.values())))
 
 

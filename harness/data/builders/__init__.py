@@ -4,13 +4,17 @@
   questions, for offline proxy runs of every task.
 - `proxy_digits`: scikit-learn's handwritten digits as a 32x32 image classification dataset.
 - `vqav2`: the official VQAv2 files plus COCO images from a manual directory.
+- `gqa`: the official GQA balanced questions and images from a manual directory.
+- `ocrvqa`: OCR-VQA's dataset.json and the downloaded book covers from a manual directory.
 
 Load them like any TFDS dataset once this package is imported, e.g.
 `tfds.builder("proxy_scenes/tiny", data_dir=...)`.
 """
 
+from harness.data.builders.gqa import Gqa
+from harness.data.builders.ocrvqa import Ocrvqa
 from harness.data.builders.proxy_digits import ProxyDigits
 from harness.data.builders.proxy_scenes import ProxyScenes, ProxyScenesConfig
 from harness.data.builders.vqav2 import Vqav2
 
-__all__ = ["ProxyDigits", "ProxyScenes", "ProxyScenesConfig", "Vqav2"]
+__all__ = ["Gqa", "Ocrvqa", "ProxyDigits", "ProxyScenes", "ProxyScenesConfig", "Vqav2"]

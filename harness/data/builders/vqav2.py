@@ -13,8 +13,6 @@ train2014/ itself (~13 GB of JPEGs there).
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import logging
 import os
 from typing import Any, Iterator
@@ -22,6 +20,7 @@ from typing import Any, Iterator
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from harness.data.builders import manual
 from harness.errors import HarnessError
 
 
@@ -53,15 +52,6 @@ SPLIT_FILES = {
 ANSWERS_PER_QUESTION = 10
 
 
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise HarnessError(f"VQAv2 file {path} is not valid JSON ({e}); "
-                           "re-extract it from the official zip") from e
-
-
 def _find_split_files(manual_dir: str) -> dict[str, SplitFiles]:
     """Splits whose questions file is present; a present split with a missing file is an error."""
     found = {}
@@ -90,25 +80,16 @@ def _find_split_files(manual_dir: str) -> dict[str, SplitFiles]:
     return found
 
 
-@functools.lru_cache(maxsize=32)
-def _read_image(path: str) -> bytes:
-    # Questions come grouped by image in the official files, so a small cache reads each JPEG once.
-    if not os.path.exists(path):
-        raise HarnessError(f"VQAv2 image {path} is missing; unzip the COCO image folder it names")
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def iter_split(manual_dir: str, files: SplitFiles) -> Iterator[tuple[int, dict[str, Any]]]:
     """(question_id, example) for every question of one split, images as JPEG bytes."""
     questions_path = os.path.join(manual_dir, files.questions)
-    questions = _read_json(questions_path).get("questions")
+    questions = manual.read_json(questions_path, "VQAv2").get("questions")
     if questions is None:
         raise HarnessError(f"{questions_path} has no 'questions' list; is it a VQAv2 questions file?")
     annotations: dict[int, dict[str, Any]] = {}
     if files.annotations:
         annotations_path = os.path.join(manual_dir, files.annotations)
-        records = _read_json(annotations_path).get("annotations")
+        records = manual.read_json(annotations_path, "VQAv2").get("annotations")
         if records is None:
             raise HarnessError(f"{annotations_path} has no 'annotations' list; "
                                "is it a VQAv2 annotations file?")
@@ -116,7 +97,8 @@ def iter_split(manual_dir: str, files: SplitFiles) -> Iterator[tuple[int, dict[s
     for q in questions:
         question_id, image_id = int(q["question_id"]), int(q["image_id"])
         example = {
-            "image": _read_image(files.image_path(manual_dir, image_id)),
+            "image": manual.read_image(files.image_path(manual_dir, image_id), "VQAv2",
+                                       "unzip the COCO image folder it names"),
             "image_id": image_id,
             "question_id": question_id,
             "question": q["question"],
@@ -196,12 +178,7 @@ class Vqav2(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
-        try:
-            manual_dir = os.fspath(dl_manager.manual_dir)
-        except AssertionError as e:  # TFDS's "does not exist or is empty"
-            where = str(e.args[0]).split(" does not exist")[0]  # "Manual directory <path>"
-            raise HarnessError(f"VQAv2: {where} does not exist or is empty; place the official "
-                               "files there as `vqav2` MANUAL_DOWNLOAD_INSTRUCTIONS say") from e
+        manual_dir = manual.manual_dir(dl_manager, "VQAv2", "vqav2")
         return {split: self._generate_examples(manual_dir, files)
                 for split, files in _find_split_files(manual_dir).items()}
 

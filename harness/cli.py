@@ -304,14 +304,16 @@ def ls_models(pattern, res, pool_type):
 @ls.command("datasets")
 @click.option("--data-dir", default=None, help="TFDS data dir to check.")
 def ls_datasets(data_dir):
-    """Known datasets and whether each is prepared under --data-dir."""
+    """Known datasets, whether each is prepared under --data-dir, and how to prepare a missing one."""
     from harness import data
 
     d = data.default_data_dir(data_dir)
     click.echo(f"data dir: {d}")
     for name, info in data.DATASETS.items():
-        ok = "prepared" if data.is_prepared(name, d) else "missing "
-        click.echo(f"{name:<22} {ok}  {info.description if hasattr(info, 'description') else ''}")
+        prepared = data.is_prepared(name, d)
+        click.echo(f"{name:<22} {'prepared' if prepared else 'missing '}  {info.description}".rstrip())
+        if not prepared:
+            click.echo(f"{'':<22} to prepare: {info.prepare_command(d)}")
 
 
 @main.command()
@@ -361,9 +363,9 @@ def check(runs, baseline, tolerance, rel_tolerance, write_baseline, name):
 @click.argument("name")
 @click.option("--data-dir", default=None, help="TFDS data dir to prepare into.")
 @click.option("--manual-dir", default=None, help="Folder with manually downloaded files (e.g. VQAv2 JSON + COCO "
-              "images); default <data-dir>/downloads/manual.")
+              "images, the unzipped objectnet-1.0/); default <data-dir>/downloads/manual.")
 def prepare(name, data_dir, manual_dir):
-    """Prepare a dataset the harness builds itself (proxy_scenes, proxy_digits, vqav2)."""
+    """Prepare a dataset the harness builds itself (proxy_scenes, proxy_digits, vqav2, objectnet)."""
     from harness import data
 
     path = data.prepare(name, data_dir, manual_dir=manual_dir)

@@ -4,13 +4,16 @@
   questions, for offline proxy runs of every task.
 - `proxy_digits`: scikit-learn's handwritten digits as a 32x32 image classification dataset.
 - `vqav2`: the official VQAv2 files plus COCO images from a manual directory.
+- `objectnet`: ObjectNet 1.0's folder release (its ImageNet-mapped classes, border cropped) from a manual
+  directory.
 
 Load them like any TFDS dataset once this package is imported, e.g.
 `tfds.builder("proxy_scenes/tiny", data_dir=...)`.
 """
 
+from harness.data.builders.objectnet import Objectnet
 from harness.data.builders.proxy_digits import ProxyDigits
 from harness.data.builders.proxy_scenes import ProxyScenes, ProxyScenesConfig
 from harness.data.builders.vqav2 import Vqav2
 
-__all__ = ["ProxyDigits", "ProxyScenes", "ProxyScenesConfig", "Vqav2"]
+__all__ = ["Objectnet", "ProxyDigits", "ProxyScenes", "ProxyScenesConfig", "Vqav2"]

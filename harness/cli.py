@@ -304,17 +304,16 @@ def ls_models(pattern, res, pool_type):
 @ls.command("datasets")
 @click.option("--data-dir", default=None, help="TFDS data dir to check.")
 def ls_datasets(data_dir):
-    """Known datasets and whether each is prepared under --data-dir."""
+    """Known datasets, whether each is prepared under --data-dir, and how to prepare a missing one."""
     from harness import data
 
     d = data.default_data_dir(data_dir)
     click.echo(f"data dir: {d}")
     for name, info in data.DATASETS.items():
         prepared = data.is_prepared(name, d)
-        # A missing one says how to prepare it (generated proxies: on first use, or `harness prepare`).
-        how = "" if prepared else f"to prepare: {info.prepare_command(d)}"
-        click.echo(f"{name:<22} {'prepared' if prepared else 'missing '}  "
-                   + "; ".join(x for x in (info.description, how) if x))
+        click.echo(f"{name:<22} {'prepared' if prepared else 'missing '}  {info.description}".rstrip())
+        if not prepared:
+            click.echo(f"{'':<22} to prepare: {info.prepare_command(d)}")
 
 
 @main.command()
@@ -364,9 +363,10 @@ def check(runs, baseline, tolerance, rel_tolerance, write_baseline, name):
 @click.argument("name")
 @click.option("--data-dir", default=None, help="TFDS data dir to prepare into.")
 @click.option("--manual-dir", default=None, help="Folder with manually downloaded files (e.g. VQAv2 JSON + COCO "
-              "images); default <data-dir>/downloads/manual (GQA, OCR-VQA: its gqa/, ocrvqa/ folder).")
+              "images, GQA and OCR-VQA: their gqa/, ocrvqa/ folders, the unzipped objectnet-1.0/); default "
+              "<data-dir>/downloads/manual.")
 def prepare(name, data_dir, manual_dir):
-    """Prepare a dataset the harness builds itself (proxy_scenes, proxy_digits, vqav2, gqa, ocrvqa)."""
+    """Prepare a dataset the harness builds itself (proxy_scenes, proxy_digits, vqav2, gqa, ocrvqa, objectnet)."""
     from harness import data
 
     path = data.prepare(name, data_dir, manual_dir=manual_dir)

@@ -21,6 +21,9 @@ dataset's class count).
 
 Metric names: `imagenet_finetune/<res>/{val,real,v2,minival}` for ImageNet (as harness/assets/paper.json's
 Table 1 rows), `imagenet_finetune/<dataset>/<res>/{test,minival}` for other datasets (e.g. the proxy).
+`ood_datasets` (none by default: Table 1 reports none) adds ImageNet-R / -A / ObjectNet as
+`imagenet_finetune/<res>/{r,a,objectnet}`, the prediction restricted to the ImageNet classes each covers
+(`harness.eval.metrics.restricted_argmax`); one that is not prepared is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from harness import api, checkpoints, data
 from harness.api import Metric, RunContext, Task
 from harness.data.pp import Preprocess, eval_pp, side_before_crop
 from harness.errors import HarnessError
+from harness.eval.metrics import restricted_argmax
 from harness.scale import sharding
 from harness.train import finetune, optim
 from harness.train import loop as train
@@ -56,6 +60,9 @@ class FinetuneConfig:
     # Extra test sets scored with the same model; empty to skip.
     real_dataset: str = "imagenet2012_real"
     v2_dataset: str = "imagenet_v2"
+    # Out-of-distribution test sets (e.g. imagenet_r,imagenet_a,objectnet), scored on the ImageNet classes each
+    # covers; the paper's Table 1 reports none. One that is not prepared is skipped with a warning.
+    ood_datasets: tuple[str, ...] = ()
     # 0: the encoder's resolution (--res, else the checkpoint's); else the posemb is resampled to it.
     res: int = 0
     batch_size: int = 512
@@ -82,6 +89,7 @@ class FinetuneConfig:
     # Caps for quick runs (0 = whole split); the record states the counts used.
     max_train_examples: int = 0
     max_eval_examples: int = 0
+    may_be_empty = ("ood_datasets",)
 
     def validate(self) -> None:
         """Rules checked before the encoder is loaded or any data read (empty lists and NaN: harness.api)."""
@@ -96,6 +104,17 @@ class FinetuneConfig:
         api.check_range(self, "seed", low=0)
         api.check_range(self, "max_train_examples", low=0)
         api.check_range(self, "max_eval_examples", low=0)
+        api.check_unique(self, "ood_datasets")
+        for ds in self.ood_datasets:
+            data.get_info(ds).split("test")
+            if not data.get_info(ds).class_subset:
+                raise api.bad_setting("ood_datasets", self.ood_datasets,
+                                      f"has {ds}, which is not a class subset of ImageNet; list only such sets "
+                                      "(imagenet_r, imagenet_a, objectnet)")
+            if self.dataset != IMAGENET:
+                raise api.bad_setting("ood_datasets", self.ood_datasets,
+                                      f"are scored on ImageNet-1k classes, but the model is fine-tuned on "
+                                      f"{self.dataset}; fine-tune on {IMAGENET} or drop them")
 
 
 def paper_layer_decay(res: int) -> float:
@@ -171,6 +190,7 @@ class ImageNetFinetune(Task):
     report_title = "ImageNet fine-tuning, top-1 % (paper Table 1)"
     report_order = (1, 0)
     Config = FinetuneConfig
+    neutral_settings = ("ood_datasets",)  # which extra test sets are scored, not how
     presets = {
         # proxy_scenes at the proxy checkpoint's 64 px: train on train (1000 images), minival = val (250),
         # test (500); 150 steps at batch 64 (~10 epochs, about a minute on 2 CPU cores). Chosen on minival
@@ -203,6 +223,10 @@ class ImageNetFinetune(Task):
             out.append(Metric(f"{base}/real", True, "%", f"ReaL top-1 on {config.real_dataset}"))
         if config.v2_dataset:
             out.append(Metric(f"{base}/v2", True, "%", f"top-1 on {config.v2_dataset}"))
+        # Skipped when not prepared, so optional.
+        out += [Metric(f"{base}/{data.get_info(ds).report_tag or ds}", True, "%",
+                       f"top-1 on {ds}, restricted to its ImageNet classes", optional=True)
+                for ds in config.ood_datasets]
         return out
 
     # --------------------------------------------------------------------------------------------- run
@@ -221,6 +245,14 @@ class ImageNetFinetune(Task):
         for name in (config.dataset, config.real_dataset, config.v2_dataset):
             if name:
                 data.require_prepared(name, ctx.data_dir)
+        ood, skipped = [], []
+        for name in config.ood_datasets:
+            if data.is_prepared(name, ctx.data_dir):
+                ood.append(name)
+            else:
+                log.warning("imagenet_finetune: %s is not prepared under %s (%s); skipped", name,
+                            data.default_data_dir(ctx.data_dir), data.get_info(name).prepare_command(ctx.data_dir))
+                skipped.append(name)
         num_classes = info.num_classes or data.num_classes(config.dataset, ctx.data_dir)
         layer_decay = paper_layer_decay(res) if config.layer_decay is None else float(config.layer_decay)
         mixup_alpha = paper_mixup(res) if config.mixup is None else float(config.mixup)
@@ -252,17 +284,23 @@ class ImageNetFinetune(Task):
             evals.append(("real", config.real_dataset, *_test_split_and_key(config.real_dataset, "real_label"), True))
         if config.v2_dataset:
             evals.append(("v2", config.v2_dataset, *_test_split_and_key(config.v2_dataset, "label"), False))
+        for ds in ood:
+            evals.append((data.get_info(ds).report_tag or ds, ds, *_test_split_and_key(ds, "label"),
+                          data.label_is_set(ds, ctx.data_dir)))
         metrics = {}
         for leaf, ds, split, key, multi in evals:
             scores = _evaluate(predict, params, ds, split, key=key, multi_label=multi, num_classes=num_classes,
                                pp=pp_eval, batch_size=config.eval_batch_size, ctx=ctx,
-                               num_examples=config.max_eval_examples or None, role=leaf)
+                               num_examples=config.max_eval_examples or None, role=leaf,
+                               classes=data.class_subset(ds, ctx.data_dir))
             name = f"{base}/{leaf}"
             metrics[name] = float(100.0 * scores.mean()) if scores.size else float("nan")
             ctx.note_per_example(name, 100.0 * scores)
         timings["eval_seconds"] = time.perf_counter() - t0
         ctx.info["timings"] = timings
         ctx.info["finetune"] = run_info
+        if config.ood_datasets:
+            ctx.info["skipped_datasets"] = skipped
         return metrics
 
     def _finetune(self, encoder, ctx: RunContext, config: FinetuneConfig, *, out_dir: Path, num_classes: int,
@@ -424,14 +462,16 @@ def _predictor(model):
     @jax.jit
     def predict(params, images):
         logits, _ = model.apply({"params": params}, images)
-        return jnp.argmax(logits.astype(jnp.float32), axis=-1)
+        return logits.astype(jnp.float32)
 
     return predict
 
 
 def _evaluate(predict, params, dataset: str, split: str, *, key: str, multi_label: bool, num_classes: int,
-              pp: str, batch_size: int, ctx: RunContext, num_examples: int | None, role: str) -> np.ndarray:
-    """Per-example 0/1 scores (ReaL: of the images that have a label) on one split."""
+              pp: str, batch_size: int, ctx: RunContext, num_examples: int | None, role: str,
+              classes=None) -> np.ndarray:
+    """Per-example 0/1 scores (ReaL: of the images that have a label) on one split, of the argmax over
+    `classes` only (None: all)."""
 
     full_pp = f'{pp}|keep("image", "{key}")'
     total = data.eval_num_batches(dataset, split, batch_size=batch_size, data_dir=ctx.data_dir,
@@ -446,8 +486,8 @@ def _evaluate(predict, params, dataset: str, split: str, *, key: str, multi_labe
         for batch in data.iterate(dataset, split, batch_size=batch_size, pp=full_pp, data_dir=ctx.data_dir,
                                   num_examples=num_examples):
             mask = np.asarray(batch["_mask"], bool)
-            pred = sharding.apply_to_batch(predict, params, np.asarray(batch["image"]))
-            preds.append(pred[mask])
+            logits = sharding.apply_to_batch(predict, params, np.asarray(batch["image"]))
+            preds.append(restricted_argmax(np.asarray(logits)[mask], classes))
             labels.append(np.asarray(batch[key])[mask])
             if bar is not None:
                 bar.update(1)

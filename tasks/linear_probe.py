@@ -4,8 +4,11 @@ A softmax classifier on the cached `pre_logits` (for SoViT: the MAP-head output)
 (momentum 0.9, cosine schedule, batch 512, mixup 0.1) for every point of the paper's grid, learning rate
 {1e-3, 3e-4, 1e-4} x epochs {1, 3, 10} x weight decay {1e-4, none}. The grid point with the best minival
 top-1 (ImageNet: train[99%:], held out of the probe's training data) is the one evaluated, so model
-selection never sees the test sets. Metrics: `linear_probe/<dataset>/<eval set>` (top-1 %), with eval sets
-`val` (ImageNet validation), `real` (ReaL multi-labels), `v2`, and `minival`.
+selection never sees the test sets. Metrics: `linear_probe/<dataset>/<eval set>` (top-1 %), with Table 2's
+eval sets `val` (ImageNet validation), `real` (ReaL multi-labels), `v2`, `r` (ImageNet-R), `a` (ImageNet-A),
+`objectnet`, and `minival`. ImageNet-R / -A / ObjectNet cover part of ImageNet's classes: the 1000-way
+prediction is restricted to those (`harness.eval.metrics.restricted_argmax`); one that is not prepared is
+skipped with a warning (its metric is optional).
 
 Features are computed once per split through the feature cache; because the encoder is frozen, mixup is
 applied to the features (a convex combination of two examples' features and labels) rather than pixels.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import time
 
 import numpy as np
@@ -24,7 +28,10 @@ from harness.api import Metric, RunContext, Task
 from harness.data.pp import eval_pp, side_before_crop
 from harness.errors import HarnessError
 from harness.eval.features import extract
+from harness.eval.metrics import restricted_argmax
 from harness.train import finetune
+
+log = logging.getLogger("harness")
 
 
 @dataclasses.dataclass
@@ -34,7 +41,9 @@ class LinearProbeConfig:
     train_split: str = "minitrain"
     minival_split: str = "minival"
     # Datasets whose "test" split is evaluated with the selected probe; `dataset` itself is evaluated too.
-    eval_datasets: tuple[str, ...] = ("imagenet2012_real", "imagenet_v2")
+    # The paper's Table 2 columns: ReaL, v2, ImageNet-R, ImageNet-A, ObjectNet (the last three, when not
+    # prepared, are skipped with a warning).
+    eval_datasets: tuple[str, ...] = ("imagenet2012_real", "imagenet_v2", "imagenet_r", "imagenet_a", "objectnet")
     lrs: tuple[float, ...] = (1e-3, 3e-4, 1e-4)
     epochs: tuple[int, ...] = (1, 3, 10)
     weight_decays: tuple[float, ...] = (1e-4, 0.0)
@@ -56,6 +65,10 @@ class LinearProbeConfig:
             info.split(role)
         for ds in self.eval_datasets:
             data.get_info(ds).split("test")
+            if data.get_info(ds).class_subset and not info.imagenet_labels:
+                raise api.bad_setting("eval_datasets", self.eval_datasets,
+                                      f"has {ds}, which is scored on ImageNet-1k classes, but the probe is trained "
+                                      f"on {self.dataset}; train it on imagenet2012 or drop {ds}")
         api.check_unique(self, "eval_datasets")
         api.check_range(self, "lrs", low=0, low_open=True)
         api.check_range(self, "epochs", low=1)
@@ -76,20 +89,22 @@ def default_pp(res: int) -> str:
     return eval_pp(res, side_before_crop(res), resize_op="resize_small")
 
 
-def real_pp(base: str, num_classes: int) -> str:
-    # ReaL labels are a variable-length list per image; a multi-hot vector has a fixed size to cache.
-    return f"{base}|onehot({num_classes},key='real_label',key_result='real_multihot')"
+def label_set_pp(base: str, num_classes: int, key: str = "real_label") -> tuple[str, str]:
+    """(pp, the key it writes): a label set per image (ReaL's `real_label`, ObjectNet's `label`) is a
+    variable-length list; a multi-hot vector has a fixed size to cache."""
+    out = f"{key.removesuffix('_label')}_multihot"
+    return f"{base}|onehot({num_classes},key={key!r},key_result={out!r})", out
 
 
-def top1(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-example 0/1 correctness of the argmax."""
-    return finetune.top1_correct(np.argmax(logits, -1), labels)
+def top1(logits: np.ndarray, labels: np.ndarray, classes=None) -> np.ndarray:
+    """Per-example 0/1 correctness of the argmax (over `classes` only, if given)."""
+    return finetune.top1_correct(restricted_argmax(logits, classes), labels)
 
 
-def real_correct(logits: np.ndarray, multihot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ReaL scoring of the argmax (`harness.train.finetune.real_correct`): (per-example 0/1 over the images that
-    have a label, mask of those images)."""
-    return finetune.real_correct(np.argmax(logits, -1), multihot)
+def real_correct(logits: np.ndarray, multihot: np.ndarray, classes=None) -> tuple[np.ndarray, np.ndarray]:
+    """Label-set scoring of the argmax (over `classes` only, if given; `harness.train.finetune.real_correct`):
+    (per-example 0/1 over the images that have a label, mask of those images)."""
+    return finetune.real_correct(restricted_argmax(logits, classes), multihot)
 
 
 def probe_optimizer(lr, weight_decay, momentum, total_steps):
@@ -187,6 +202,12 @@ def predict(params, x: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float32) @ params["kernel"] + params["bias"]
 
 
+def _skippable(ds: str) -> bool:
+    """An out-of-distribution test set (a class subset of ImageNet: ImageNet-R / -A / ObjectNet): skipped with a
+    warning when it is not prepared, so that a user without it still gets the other columns."""
+    return bool(data.get_info(ds).class_subset)
+
+
 class LinearProbe(Task):
     name = "linear_probe"
     # 2: big_vision's SGD chain (momentum_hp; wd on kernels, not times lr; issue 14).
@@ -211,7 +232,9 @@ class LinearProbe(Task):
 
     def metrics(self, config) -> list[Metric]:
         base = f"linear_probe/{config.dataset}"
-        out = [Metric(f"{base}/{tag}", True, "%", f"top-1 on {ds} test split") for ds, tag in self._eval_sets(config)]
+        # An out-of-distribution set (ImageNet-R / -A / ObjectNet) that is not prepared is skipped.
+        out = [Metric(f"{base}/{tag}", True, "%", f"top-1 on {ds} test split", optional=_skippable(ds))
+               for ds, tag in self._eval_sets(config)]
         return out + [Metric(f"{base}/minival", True, "%", "top-1 of the selected probe on minival")]
 
     def run(self, encoder, ctx: RunContext, config) -> dict[str, float]:
@@ -253,17 +276,25 @@ class LinearProbe(Task):
         base = f"linear_probe/{config.dataset}"
         metrics = {f"{base}/minival": acc}
         ctx.note_per_example(f"{base}/minival", top1(predict(params, mx), my) * 100)
+        skipped = []
         for ds, tag in self._eval_sets(config):
             ds_info = data.get_info(ds)
-            if ds == "imagenet2012_real":
-                feats = features(ds, "test", config.max_eval_examples, real_pp(pp, num_classes),
-                                 ("real_multihot",))
-                correct, _ = real_correct(predict(params, feats[rep]), feats["real_multihot"])
+            if _skippable(ds) and not data.is_prepared(ds, ctx.data_dir):
+                log.warning("linear_probe: %s is not prepared under %s (%s); skipped", ds,
+                            data.default_data_dir(ctx.data_dir), ds_info.prepare_command(ctx.data_dir))
+                skipped.append(ds)
+                continue
+            classes = data.class_subset(ds, ctx.data_dir)
+            if data.label_is_set(ds, ctx.data_dir):  # a label set per image: ReaL, ObjectNet
+                set_pp, key = label_set_pp(pp, num_classes, ds_info.label_key)
+                feats = features(ds, "test", config.max_eval_examples, set_pp, (key,))
+                correct, _ = real_correct(predict(params, feats[rep]), feats[key], classes)
             else:
                 feats = features(ds, "test", config.max_eval_examples, pp, (ds_info.label_key,))
-                correct = top1(predict(params, feats[rep]), feats[ds_info.label_key])
+                correct = top1(predict(params, feats[rep]), feats[ds_info.label_key], classes)
             metrics[f"{base}/{tag}"] = float(correct.mean() * 100) if len(correct) else None
             ctx.note_per_example(f"{base}/{tag}", correct * 100)
+        ctx.info["skipped_datasets"] = skipped
         ctx.info["selected"] = chosen
         ctx.info["grid"] = grid
         ctx.info["timings"] = {"probe_seconds": probe_seconds,

@@ -11,13 +11,15 @@ zero-shot classification and image-text retrieval, with big_vision's evaluator s
    Texts become tokens under the checkpoint family's own text pp (`harness.models.text.TextPP`, recorded in
    `info.text_pp`): big_vision's `tokenize(max_len=L, eos="sticky", pad_value=<EOS>)` for big_vision
    two-tower checkpoints and LiT towers, a HF SigLIP folder's own processor for that folder.
-2. Zero-shot classification (big_vision `discriminative_classifier`, image pp `_square875`): class names
-   (CLIP's curated names for ImageNet, else the dataset's label names) and prompt templates are
-   canonicalised (underscores to spaces, punctuation stripped, lower-cased), only a name's first alias is
-   used, every class's template embeddings are L2-normalised, averaged and normalised again; prediction =
-   argmax of the image embedding against them (t and b are not used: neither changes an argmax or a
-   ranking). Multi-label sets (ImageNet ReaL) count a hit if the prediction is any of the labels, and leave out
-   images without labels. Metric `lit_zeroshot/<dataset>/top1` (%).
+2. Zero-shot classification (big_vision `discriminative_classifier`, image pp `_square875`; ImageNet-A
+   `_aspect75`): class names (CLIP's curated names for ImageNet, else the dataset's label names) and prompt
+   templates are canonicalised (underscores to spaces, punctuation stripped, lower-cased), only a name's
+   first alias is used, every class's template embeddings are L2-normalised, averaged and normalised again;
+   prediction = argmax of the image embedding against them (t and b are not used: neither changes an argmax
+   or a ranking). A test set drawn from part of ImageNet's classes (ImageNet-R / -A, ObjectNet:
+   `harness.data.class_subset`) is classified among those classes' names only, as big_vision's evaluator
+   does with its ImageNet-R / -A label sets. Multi-label sets (ImageNet ReaL, ObjectNet) count a hit if the
+   prediction is any of the labels, and leave out images without labels. Metric `lit_zeroshot/<dataset>/top1` (%).
 3. Retrieval (big_vision `image_text_retrieval`, image pp `resize(res)`): Recall@1/5/10 in both directions
    over the test split's images and all their captions; an image query is a hit if ANY of its captions is in the top k. Metrics
    `lit_zeroshot/<dataset>/i2t_recall@k`, `.../t2i_recall@k` (%).
@@ -157,6 +159,18 @@ class LitZeroShotConfig:
             api.check_pp(self, name)
 
 
+# big_vision configs/proj/image_text/common.py DISCLF_DATASET_OVERRIDES: ImageNet-A's zero-shot pp is
+# `_aspect75`, resize_small(int(sz/0.75))|central_crop(sz), where every other dataset's is `_square875`.
+ASPECT75_DATASETS = ("imagenet_a",)
+
+
+def zeroshot_pp(config, res: int, dataset: str) -> str:
+    """The zero-shot image pp of `dataset`: `image_pps`'s, but `_aspect75` for ImageNet-A unless a pp is set."""
+    if not (config.pp or config.zeroshot_pp) and data.base_name(dataset) in ASPECT75_DATASETS:
+        return eval_pp(res, int(res / 0.75), resize_op="resize_small")
+    return image_pps(config, res)["zeroshot"]
+
+
 def image_pps(config, res: int) -> dict[str, str]:
     """{"zeroshot", "retrieval", "train"} -> the image pp of that pass."""
     # big_vision configs/proj/image_text/common.py: zero-shot `_square875` (get_disclf's pp_img, ReaL and
@@ -256,9 +270,12 @@ def class_embeddings(embed, names: list[str], templates: list[str]) -> np.ndarra
 
 
 # ---------------------------------------------------------------------------------------- metrics
-def zeroshot_hits(zimg: np.ndarray, zclass: np.ndarray, labels: list) -> np.ndarray:
-    """1.0 where argmax(zimg . zclass) is the label, or one of the labels for a label set."""
+def zeroshot_hits(zimg: np.ndarray, zclass: np.ndarray, labels: list, classes=None) -> np.ndarray:
+    """1.0 where argmax(zimg . zclass) is the label, or one of the labels for a label set. `classes`: the label
+    ids of zclass's rows when they are a subset (ImageNet-R's 200 of ImageNet's 1000); None: row i is label i."""
     pred = np.argmax(zimg @ zclass.T, axis=1)
+    if classes is not None:
+        pred = np.asarray(classes)[pred]
     return np.array([float(p in set(np.atleast_1d(y).tolist())) for p, y in zip(pred, labels)])
 
 
@@ -408,7 +425,8 @@ class LitZeroShot(Task):
         templates = prompt_templates(config.prompt_templates)
         for ds in config.zeroshot_datasets:
             metrics[f"lit_zeroshot/{ds}/top1"] = self._zeroshot(
-                encoder, ctx, config, ds, pps["zeroshot"], representation, templates, embed_texts, stats)
+                encoder, ctx, config, ds, zeroshot_pp(config, encoder.res, ds), representation, templates,
+                embed_texts, stats)
         timings["zeroshot_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for ds in config.retrieval_datasets:
@@ -565,10 +583,13 @@ class LitZeroShot(Task):
         else:
             labels = [int(v) for v in np.asarray(feats[info.label_key])]
         names = class_texts(ds, config.class_names, ctx.data_dir)
+        classes = data.class_subset(ds, ctx.data_dir)
+        if classes is not None:  # big_vision prompt_engineering.py: CLIP's names of IMAGENET_A/R_LABELSET only
+            names = [names[i] for i in classes]
         zclass = class_embeddings(lambda t: embed_texts(t, desc=f"prompts {ds}"), names, templates)
         keep = [i for i, y in enumerate(labels) if np.size(y)]  # ReaL: images without labels are left out
         zimg = text.l2_normalize(np.asarray(feats[representation], np.float32)[keep])
-        hits = zeroshot_hits(zimg, zclass, [labels[i] for i in keep])
+        hits = zeroshot_hits(zimg, zclass, [labels[i] for i in keep], classes)
         ctx.note_per_example(f"lit_zeroshot/{ds}/top1", hits * 100)
         return float(hits.mean() * 100) if len(hits) else float("nan")
 

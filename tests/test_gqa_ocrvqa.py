@@ -256,9 +256,11 @@ def test_prepare_run_and_report_end_to_end(manual, tmp_path):
     data_dir, runs = tmp_path / "tfds", tmp_path / "runs"
     listing = runner.invoke(main, ["ls", "datasets", "--data-dir", str(data_dir)])
     assert listing.exit_code == 0, listing.output
+    lines = listing.output.splitlines()
     for name in ("gqa", "ocrvqa"):
-        line = next(x for x in listing.output.splitlines() if x.startswith(name + " "))
-        assert "missing" in line and f"harness prepare {name} --data-dir {data_dir}" in line
+        i = next(i for i, x in enumerate(lines) if x.startswith(name + " "))
+        # The missing dataset's line, then the line with its preparation command.
+        assert "missing" in lines[i] and f"harness prepare {name} --data-dir {data_dir}" in lines[i + 1]
 
     ckpt = load_encoder("random:0", **{**TINY_ENC, "depth": 1}).save(str(tmp_path / "tiny.npz"))
     sets = {**TINY_DEC, "datasets": "gqa,ocrvqa", "prefix_len": "16", "target_len": "12"}

@@ -2,7 +2,8 @@
 
 - `registry`: `DatasetInfo` / `DATASETS` (TFDS names, split roles, preparation hints, feature keys);
   no data is read and TensorFlow is not imported there.
-- `pipeline`: `iterate` (TFDS -> tf.data -> numpy batches), `num_examples`, `class_names`, preparing.
+- `pipeline`: `iterate` (TFDS -> tf.data -> numpy batches), `num_examples`, `class_names`, `class_subset`,
+  preparing.
 - `pp`: pp strings (big_vision's ops); `tokenizer`: sentencepiece; `builders`: our TFDS builders.
 
 TensorFlow and TFDS are imported on first use inside `pipeline` and the pp ops, not when this package
@@ -12,6 +13,7 @@ is imported: every task module imports it, and `harness ls tasks` and the report
 from harness.data.pipeline import (
     DEFAULT_SHUFFLE_BUFFER,
     class_names,
+    class_subset,
     eval_num_batches,
     is_prepared,
     iterate,
@@ -28,6 +30,7 @@ from harness.data.registry import (
     GENERATED,
     OWN_BUILDERS,
     PAPER_DATASET_ORDER,
+    SUBSET_IN_BUILD,
     DatasetInfo,
     VqaFeatures,
     base_name,
@@ -43,10 +46,12 @@ __all__ = [
     "GENERATED",
     "OWN_BUILDERS",
     "PAPER_DATASET_ORDER",
+    "SUBSET_IN_BUILD",
     "DatasetInfo",
     "VqaFeatures",
     "base_name",
     "class_names",
+    "class_subset",
     "default_data_dir",
     "eval_num_batches",
     "get_info",

@@ -34,6 +34,7 @@ from harness.data.registry import (
     DATASETS,
     GENERATED,
     OWN_BUILDERS,
+    SUBSET_IN_BUILD,
     base_name,
     default_data_dir,
     get_info,
@@ -326,6 +327,22 @@ def num_classes(name: str, data_dir: str | os.PathLike | None = None) -> int:
 def class_names(name: str, data_dir: str | os.PathLike | None = None) -> list[str]:
     """The label names of the ClassLabel feature, in class-id order."""
     return list(_label_feature(name, data_dir).names)
+
+
+def class_subset(name: str, data_dir: str | os.PathLike | None = None) -> np.ndarray | None:
+    """The sorted ImageNet-1k ids a test set is drawn from, to which a classifier's prediction is restricted
+    (the registry's `class_subset`; ObjectNet's from its prepared dataset), or None: the whole label space."""
+    subset = get_info(name).class_subset
+    if not subset:
+        return None
+    if subset == SUBSET_IN_BUILD:
+        metadata = _builder(name, data_dir).info.metadata or {}
+        subset = metadata.get("class_subset")
+        if not subset:
+            raise HarnessError(f"dataset '{name}' under {default_data_dir(data_dir)} has no class subset in its "
+                               f"metadata (built by an older builder?); rebuild it: "
+                               f"{get_info(name).prepare_command(data_dir)}")
+    return np.asarray(sorted(int(i) for i in subset), np.int64)
 
 
 def eval_num_batches(name: str, split: str, *, batch_size: int,

@@ -66,6 +66,12 @@ class DatasetInfo:
     report_tag: str = ""
     # The labels are ImageNet-1k class ids, so CLIP's curated ImageNet class names apply to them.
     imagenet_labels: bool = False
+    # A test set drawn from part of ImageNet-1k's classes (ImageNet-R / -A: 200; ObjectNet: the ImageNet
+    # classes its 113 overlapping classes map to): the ImageNet ids a prediction is restricted to before
+    # its argmax (`harness.eval.metrics.restricted_argmax`; `harness.data.class_subset` reads it). A tuple of
+    # ids, or SUBSET_IN_BUILD where our builder derives them from the release and stores them in the
+    # prepared dataset's metadata. (): all of the label space.
+    class_subset: tuple[int, ...] | str = ()
 
     def split(self, role: str) -> str:
         """The TFDS split string for a role, e.g. `DATASETS["imagenet2012"].split("minival")`."""
@@ -92,6 +98,37 @@ def _fewshot(train: str, test: str, **more: str) -> dict[str, str]:
 
 _HARNESS_PREPARE = "run `harness prepare {name} --data-dir {data_dir}`"
 
+# The ImageNet-1k ids (TFDS / PyTorch order: sorted WordNet ids) of the 200 classes of ImageNet-A and of
+# ImageNet-R, as the datasets' authors score them (hendrycks/natural-adv-examples eval.py `indices_in_1k`,
+# hendrycks/imagenet-r eval.py `imagenet_r_mask`) and big_vision lists them
+# (big_vision/datasets/imagenet/class_names.py IMAGENET_A_LABELSET, IMAGENET_R_LABELSET).
+IMAGENET_A_CLASSES = (
+    6, 11, 13, 15, 17, 22, 23, 27, 30, 37, 39, 42, 47, 50, 57, 70, 71, 76, 79, 89, 90, 94, 96, 97, 99, 105,
+    107, 108, 110, 113, 124, 125, 130, 132, 143, 144, 150, 151, 207, 234, 235, 254, 277, 283, 287, 291, 295,
+    298, 301, 306, 307, 308, 309, 310, 311, 313, 314, 315, 317, 319, 323, 324, 326, 327, 330, 334, 335, 336,
+    347, 361, 363, 372, 378, 386, 397, 400, 401, 402, 404, 407, 411, 416, 417, 420, 425, 428, 430, 437, 438,
+    445, 456, 457, 461, 462, 470, 472, 483, 486, 488, 492, 496, 514, 516, 528, 530, 539, 542, 543, 549, 552,
+    557, 561, 562, 569, 572, 573, 575, 579, 589, 606, 607, 609, 614, 626, 627, 640, 641, 642, 643, 658, 668,
+    677, 682, 684, 687, 701, 704, 719, 736, 746, 749, 752, 758, 763, 765, 768, 773, 774, 776, 779, 780, 786,
+    792, 797, 802, 803, 804, 813, 815, 820, 823, 831, 833, 835, 839, 845, 847, 850, 859, 862, 870, 879, 880,
+    888, 890, 897, 900, 907, 913, 924, 932, 933, 934, 937, 943, 945, 947, 951, 954, 956, 957, 959, 971, 972,
+    980, 981, 984, 986, 987, 988,
+)
+IMAGENET_R_CLASSES = (
+    1, 2, 4, 6, 8, 9, 11, 13, 22, 23, 26, 29, 31, 39, 47, 63, 71, 76, 79, 84, 90, 94, 96, 97, 99, 100, 105,
+    107, 113, 122, 125, 130, 132, 144, 145, 147, 148, 150, 151, 155, 160, 161, 162, 163, 171, 172, 178, 187,
+    195, 199, 203, 207, 208, 219, 231, 232, 234, 235, 242, 245, 247, 250, 251, 254, 259, 260, 263, 265, 267,
+    269, 276, 277, 281, 288, 289, 291, 292, 293, 296, 299, 301, 308, 309, 310, 311, 314, 315, 319, 323, 327,
+    330, 334, 335, 337, 338, 340, 341, 344, 347, 353, 355, 361, 362, 365, 366, 367, 368, 372, 388, 390, 393,
+    397, 401, 407, 413, 414, 425, 428, 430, 435, 437, 441, 447, 448, 457, 462, 463, 469, 470, 471, 472, 476,
+    483, 487, 515, 546, 555, 558, 570, 579, 583, 587, 593, 594, 596, 609, 613, 617, 621, 629, 637, 657, 658,
+    701, 717, 724, 763, 768, 774, 776, 779, 780, 787, 805, 812, 815, 820, 824, 833, 847, 852, 866, 875, 883,
+    889, 895, 907, 928, 931, 932, 933, 934, 936, 937, 943, 945, 947, 948, 949, 951, 953, 954, 957, 963, 965,
+    967, 980, 981, 983, 988,
+)
+# `class_subset` of a dataset whose builder (ours) stores the subset in the prepared dataset's metadata.
+SUBSET_IN_BUILD = "metadata"
+
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in [
@@ -116,6 +153,27 @@ DATASETS: dict[str, DatasetInfo] = {
             "imagenet_v2", "imagenet_v2", {"test": "test"}, _tfds_build("imagenet_v2"),
             num_classes=1000, short_name="v2", report_tag="v2", imagenet_labels=True,
             description="ImageNetV2 matched-frequency test set"),
+        # ImageNet-R / -A: TFDS's builders (labels = ImageNet-1k ids); their archives, placed by hand,
+        # are used instead of a download when the file name matches (TFDS checks them against its checksums).
+        DatasetInfo(
+            "imagenet_r", "imagenet_r", {"test": "test"},
+            "download imagenet-r.tar (https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar) into "
+            "{data_dir}/downloads/manual/ and run `tfds build imagenet_r --data_dir {data_dir}`",
+            num_classes=1000, report_tag="r", imagenet_labels=True, class_subset=IMAGENET_R_CLASSES,
+            description="ImageNet-R: 30000 renditions of 200 ImageNet classes"),
+        DatasetInfo(
+            "imagenet_a", "imagenet_a", {"test": "test"},
+            "download imagenet-a.tar (https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar) into "
+            "{data_dir}/downloads/manual/ and run `tfds build imagenet_a --data_dir {data_dir}`",
+            num_classes=1000, report_tag="a", imagenet_labels=True, class_subset=IMAGENET_A_CLASSES,
+            description="ImageNet-A: 7500 natural adversarial examples of 200 ImageNet classes"),
+        DatasetInfo(
+            "objectnet", "objectnet", {"test": "test"},
+            "download objectnet-1.0.zip (https://objectnet.dev/download.html), unzip it into "
+            "{data_dir}/downloads/manual/ (so that objectnet-1.0/images/ and objectnet-1.0/mappings/ are "
+            "there) and run `harness prepare objectnet --data-dir {data_dir}`",
+            num_classes=1000, report_tag="objectnet", imagenet_labels=True, class_subset=SUBSET_IN_BUILD,
+            description="ObjectNet 1.0: the images of its 113 classes that map to ImageNet, border cropped"),
         DatasetInfo(
             "coco_captions", "coco_captions",
             # TFDS's coco_captions holds the Karpathy splits; Karpathy's train is train+restval.
@@ -204,8 +262,7 @@ FEWSHOT_DATASETS = ("imagenet2012", "cifar100", "oxford_iiit_pet", "caltech_bird
                     "caltech101", "cars196", "colorectal_histology", "dtd", "uc_merced")
 # The paper's datasets in its tables' order, spelt as in metric names (reports order columns by it):
 # Table 3's few-shot columns, Table 4's OCR-VQA, GQA, VQAv2 and COCO (the panoptic rows), then Table 2's
-# ImageNet test sets under their `report_tag`s; "r", "a" and "objectnet" (ImageNet-R / -A, ObjectNet) appear
-# only in the paper's rows and have no entry.
+# ImageNet test sets under their `report_tag`s (val, ReaL, v2, ImageNet-R, -A, ObjectNet).
 PAPER_DATASET_ORDER = (*FEWSHOT_DATASETS, "ocrvqa", "gqa", "vqav2", "coco",
                        "val", "real", "v2", "r", "a", "objectnet")
 
@@ -235,4 +292,4 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> str:
 # Datasets the harness generates itself, offline, in seconds: prepared on first use.
 GENERATED = ("proxy_scenes", "proxy_digits")
 # Datasets with a builder of ours that `harness prepare` runs (the others: `tfds build`).
-OWN_BUILDERS = GENERATED + ("vqav2", "gqa", "ocrvqa")
+OWN_BUILDERS = GENERATED + ("vqav2", "gqa", "ocrvqa", "objectnet")

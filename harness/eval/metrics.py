@@ -5,6 +5,8 @@
   match under the dataset's rule (`EXACT_MATCH_RULES`: GQA as it is, OCR-VQA lower-cased).
 - Captioning: CIDEr (the CIDEr-D variant), BLEU-4 and ROUGE-L from pycocoevalcap, on inputs tokenised by
   its Java PTB tokenizer (references and predictions in two separate calls, as COCOEvalCap does).
+- Classification on part of a label space: `restricted_argmax`, the top-1 prediction among a test set's
+  classes only (ImageNet-R / -A / ObjectNet scored on the ImageNet classes they cover).
 - `bootstrap_ci`: a percentile bootstrap of a mean, for confidence intervals on per-example scores.
 
 Only numpy and the standard library are imported at module level (pycocoevalcap lazily, inside the
@@ -35,6 +37,7 @@ __all__ = [
     "cider",
     "cider_per_example",
     "caption_scores",
+    "restricted_argmax",
     "bootstrap_ci",
 ]
 
@@ -367,6 +370,28 @@ def caption_scores(references: Mapping[Hashable, Sequence[str]],
         "rouge_l_per_example": np.asarray(rouge_scores, dtype=np.float64),
         "num_examples": len(gts),
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Classification on a subset of the classes
+# ---------------------------------------------------------------------------------------------------
+
+def restricted_argmax(logits, classes=None) -> np.ndarray:
+    """Per row of `logits` [N, C], the class id (0..C-1) with the largest logit among `classes` only (ids,
+    any order; ties go to the smaller id); None: among all C. The datasets' authors score ImageNet-R / -A
+    this way (`net(x)[:, indices_in_1k]`, hendrycks/imagenet-r and natural-adv-examples eval.py), and a
+    prediction is then right when it is the label (ObjectNet: one of the image's mapped ImageNet classes,
+    which is wise-ft's max over each class's logits but for exact ties)."""
+    logits = np.asarray(logits)
+    if logits.ndim != 2:
+        raise MetricInputError(f"restricted_argmax needs logits [N, C]; got shape {logits.shape}")
+    if classes is None:
+        return np.argmax(logits, axis=-1)
+    classes = np.unique(np.asarray(classes, np.int64))
+    if classes.size == 0 or classes[0] < 0 or classes[-1] >= logits.shape[1]:
+        raise MetricInputError(f"restricted_argmax: class ids must be a non-empty subset of 0..{logits.shape[1] - 1}; "
+                               f"got {classes.size} ids in [{classes.min(initial=0)}, {classes.max(initial=0)}]")
+    return classes[np.argmax(logits[:, classes], axis=-1)]
 
 
 # ---------------------------------------------------------------------------------------------------

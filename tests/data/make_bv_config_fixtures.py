@@ -75,6 +75,13 @@ def image_text() -> dict:
     return out
 
 
+def imagenet_label_sets() -> dict:
+    """The ImageNet-1k ids of ImageNet-A's and ImageNet-R's 200 classes (`datasets/imagenet/class_names.py`)."""
+    from big_vision.datasets.imagenet import class_names
+
+    return {"imagenet_a": list(class_names.IMAGENET_A_LABELSET), "imagenet_r": list(class_names.IMAGENET_R_LABELSET)}
+
+
 def siglip_lit_coco() -> dict:
     """The public SigLIP-style LiT config on COCO (`configs/proj/image_text/siglip_lit_coco.py`)."""
     from big_vision.configs.proj.image_text import siglip_lit_coco as lit
@@ -101,6 +108,7 @@ def main():
         "transfer_imagenet_384": transfer("model=vit-i21k-augreg-l/16,dataset=imagenet2012,crop=inception_crop"),
         "transfer_imagenet_224": transfer("model=vit-i21k-augreg-l/16,dataset=imagenet2012,crop=inception_crop,h_res=256,l_res=224"),
         "image_text": image_text(),
+        "imagenet_label_sets": imagenet_label_sets(),
         "siglip_lit_coco": siglip_lit_coco(),
     }
     with open(args.out, "w") as f:

@@ -6,15 +6,18 @@
 - `vqav2`: the official VQAv2 files plus COCO images from a manual directory.
 - `gqa`: the official GQA balanced questions and images from a manual directory.
 - `ocrvqa`: OCR-VQA's dataset.json and the downloaded book covers from a manual directory.
+- `objectnet`: ObjectNet 1.0's folder release (its ImageNet-mapped classes, border cropped) from a manual
+  directory.
 
 Load them like any TFDS dataset once this package is imported, e.g.
 `tfds.builder("proxy_scenes/tiny", data_dir=...)`.
 """
 
 from harness.data.builders.gqa import Gqa
+from harness.data.builders.objectnet import Objectnet
 from harness.data.builders.ocrvqa import Ocrvqa
 from harness.data.builders.proxy_digits import ProxyDigits
 from harness.data.builders.proxy_scenes import ProxyScenes, ProxyScenesConfig
 from harness.data.builders.vqav2 import Vqav2
 
-__all__ = ["Gqa", "Ocrvqa", "ProxyDigits", "ProxyScenes", "ProxyScenesConfig", "Vqav2"]
+__all__ = ["Gqa", "Objectnet", "Ocrvqa", "ProxyDigits", "ProxyScenes", "ProxyScenesConfig", "Vqav2"]

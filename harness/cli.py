@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from harness import progress
 from harness.errors import HarnessError, os_error
 from harness.files import write_text_atomic
 from harness.models.variants import decode_variant, model_table
@@ -71,18 +72,6 @@ def _quiet_libraries() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
-def _close_progress_bars() -> bool:
-    """Closes every live tqdm bar (leaving the cursor at the start of a line); True if there was one."""
-    tqdm_mod = sys.modules.get("tqdm")
-    if tqdm_mod is None:
-        return False
-    bars = list(getattr(tqdm_mod.tqdm, "_instances", ()))
-    for bar in bars:
-        with contextlib.suppress(Exception):
-            bar.close()
-    return bool(bars)
-
-
 def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for v in values:
@@ -112,13 +101,13 @@ class _Group(click.Group):
             sys.exit(mapped.exit_code)
         except KeyboardInterrupt:
             # A progress bar's line has no newline yet: the message must not be glued onto its end.
-            fresh = "\n" if _close_progress_bars() else ""
+            fresh = "\n" if progress.close_all() else ""
             click.echo(f"{fresh}interrupted; finished work is kept and a rerun resumes it", err=True)
             sys.exit(130)
 
     @staticmethod
     def _error_line(e: Exception) -> None:
-        fresh = "\n" if _close_progress_bars() else ""
+        fresh = "\n" if progress.close_all() else ""
         click.echo(f"{fresh}error: {e}", err=True)
 
 

@@ -313,13 +313,17 @@ def ls_datasets(data_dir):
 @click.option("--with", "with_", multiple=True, type=click.Choice(["paper"]),
               help="paper: add the paper's published rows (harness/assets/paper.json).")
 @click.option("--show-seeds", is_flag=True, help="Also show per-seed and std-over-seeds columns.")
-def report(runs, fmt, output, baseline, with_, show_seeds):
-    """Comparison tables of the result records under RUNS (rows = checkpoints, columns = metrics by task)."""
+@click.option("--layout", type=click.Choice(["long", "wide"]), default=None,
+              help="Markdown: long (default; per task, rows = metrics, columns = checkpoints, value ± CI "
+              "half-width) or wide (rows = checkpoints, columns = metrics, value [lo, hi]).")
+def report(runs, fmt, output, baseline, with_, show_seeds, layout):
+    """Comparison tables of the result records under RUNS, one per task (Markdown: rows = metrics, columns =
+    checkpoints; --layout wide, CSV, LaTeX and HTML: rows = checkpoints, columns = metrics)."""
     from harness.report import report_command
 
     check_output_file("-o", output)
     click.echo(report_command(runs, fmt=fmt, output=output, baseline=baseline, with_paper="paper" in with_,
-                              show_seeds=show_seeds), nl=False)
+                              show_seeds=show_seeds, layout=layout), nl=False)
 
 
 @main.command()

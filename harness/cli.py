@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from harness import progress
 from harness.errors import HarnessError, os_error
 from harness.files import write_text_atomic
 from harness.models.variants import decode_variant, model_table
@@ -71,18 +72,6 @@ def _quiet_libraries() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
-def _close_progress_bars() -> bool:
-    """Closes every live tqdm bar (leaving the cursor at the start of a line); True if there was one."""
-    tqdm_mod = sys.modules.get("tqdm")
-    if tqdm_mod is None:
-        return False
-    bars = list(getattr(tqdm_mod.tqdm, "_instances", ()))
-    for bar in bars:
-        with contextlib.suppress(Exception):
-            bar.close()
-    return bool(bars)
-
-
 def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for v in values:
@@ -112,13 +101,13 @@ class _Group(click.Group):
             sys.exit(mapped.exit_code)
         except KeyboardInterrupt:
             # A progress bar's line has no newline yet: the message must not be glued onto its end.
-            fresh = "\n" if _close_progress_bars() else ""
+            fresh = "\n" if progress.close_all() else ""
             click.echo(f"{fresh}interrupted; finished work is kept and a rerun resumes it", err=True)
             sys.exit(130)
 
     @staticmethod
     def _error_line(e: Exception) -> None:
-        fresh = "\n" if _close_progress_bars() else ""
+        fresh = "\n" if progress.close_all() else ""
         click.echo(f"{fresh}error: {e}", err=True)
 
 
@@ -326,13 +315,17 @@ def ls_datasets(data_dir):
 @click.option("--with", "with_", multiple=True, type=click.Choice(["paper"]),
               help="paper: add the paper's published rows (harness/assets/paper.json).")
 @click.option("--show-seeds", is_flag=True, help="Also show per-seed and std-over-seeds columns.")
-def report(runs, fmt, output, baseline, with_, show_seeds):
-    """Comparison tables of the result records under RUNS (rows = checkpoints, columns = metrics by task)."""
+@click.option("--layout", type=click.Choice(["long", "wide"]), default=None,
+              help="Markdown: long (default; per task, rows = metrics, columns = checkpoints, value ± CI "
+              "half-width) or wide (rows = checkpoints, columns = metrics, value [lo, hi]).")
+def report(runs, fmt, output, baseline, with_, show_seeds, layout):
+    """Comparison tables of the result records under RUNS, one per task (Markdown: rows = metrics, columns =
+    checkpoints; --layout wide, CSV, LaTeX and HTML: rows = checkpoints, columns = metrics)."""
     from harness.report import report_command
 
     check_output_file("-o", output)
     click.echo(report_command(runs, fmt=fmt, output=output, baseline=baseline, with_paper="paper" in with_,
-                              show_seeds=show_seeds), nl=False)
+                              show_seeds=show_seeds, layout=layout), nl=False)
 
 
 @main.command()

@@ -41,6 +41,7 @@ from harness.api import Metric, RunContext, Task
 from harness.data.pp import Preprocess, eval_pp, side_before_crop
 from harness.errors import HarnessError
 from harness.eval.metrics import restricted_argmax
+from harness.progress import Progress
 from harness.scale import sharding
 from harness.train import finetune, optim
 from harness.train import loop as train
@@ -476,24 +477,15 @@ def _evaluate(predict, params, dataset: str, split: str, *, key: str, multi_labe
     full_pp = f'{pp}|keep("image", "{key}")'
     total = data.eval_num_batches(dataset, split, batch_size=batch_size, data_dir=ctx.data_dir,
                                   num_examples=num_examples)
-    bar = None
-    if ctx.progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, desc=f"eval {role} {dataset}/{split}", unit="batch", dynamic_ncols=True,
-                   leave=False)
     preds, labels = [], []
-    try:
+    with Progress(total, f"eval {role} {dataset}/{split}", "batch", enabled=ctx.progress) as bar:
         for batch in data.iterate(dataset, split, batch_size=batch_size, pp=full_pp, data_dir=ctx.data_dir,
                                   num_examples=num_examples):
             mask = np.asarray(batch["_mask"], bool)
             logits = sharding.apply_to_batch(predict, params, np.asarray(batch["image"]))
             preds.append(restricted_argmax(np.asarray(logits)[mask], classes))
             labels.append(np.asarray(batch[key])[mask])
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(1)
     n = sum(len(p) for p in preds)
     ctx.note_dataset(dataset, split, n, full_pp, role=role)
     if not n:

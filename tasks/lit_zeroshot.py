@@ -42,6 +42,7 @@ from harness.data.tokenizer import SiglipTokenizer, Tokenizer, canonicalize_text
 from harness.errors import HarnessError
 from harness.eval.features import extract
 from harness.models import text
+from harness.progress import Progress
 from harness.train import optim
 
 log = logging.getLogger("harness")
@@ -305,18 +306,12 @@ def _read_field(name: str, split: str, key: str, n: int, data_dir, progress: boo
     """One (possibly variable-length) field of the first n examples, in split order, without the images."""
     rows = []
     it = data.iterate(name, split, batch_size=256, pp=f"keep({key!r})", data_dir=data_dir, num_examples=n)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=n, desc=f"{key} {name}/{split}", unit="ex", dynamic_ncols=True, leave=False)
-    for batch in it:
-        mask = np.asarray(batch["_mask"], bool)
-        values = np.asarray(batch[key])[mask]
-        rows.extend(list(values))
-        if bar is not None:
+    with Progress(n, f"{key} {name}/{split}", "ex", enabled=progress) as bar:
+        for batch in it:
+            mask = np.asarray(batch["_mask"], bool)
+            values = np.asarray(batch[key])[mask]
+            rows.extend(list(values))
             bar.update(int(mask.sum()))
-    if bar is not None:
-        bar.close()
     return rows[:n]
 
 

@@ -1,6 +1,7 @@
 """CLI (click runner), task registry via a test-only entry point, result records."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -103,7 +104,9 @@ def test_run_writes_versioned_record(plugin, ckpt, tmp_path):
     assert "wrote" in r3.output
     # report: Markdown and CSV
     md = CliRunner().invoke(main, ["report", str(out)])
-    assert "| tiny.npz |" in md.output and "feature_norm/mean" in md.output
+    # The long layout: per task, a row per metric, a column per checkpoint.
+    assert "### feature_norm" in md.output and "| metric | tiny.npz |" in md.output, md.output
+    assert re.search(r"\n\| mean \| \d+\.\d\d ± \d+\.\d\d \|\n", md.output), md.output
     csv = CliRunner().invoke(main, ["report", str(out), "--format", "csv"])
     assert csv.output.splitlines()[0] == "checkpoint,feature_norm/mean"
 

@@ -1,6 +1,7 @@
 """`harness report`: every format rendered from fixed records against committed golden files, deltas and
 bootstrap intervals checked by hand / an independent numpy bootstrap, missing cells, the paper's rows, the
-HTML page opened in headless Chromium.
+long Markdown layout (every measured number shown, no empty column), the HTML page opened in headless
+Chromium.
 
 Regenerate the goldens after an intended change with `UPDATE_GOLDEN=1 pytest tests/test_report.py` and
 review the diff.
@@ -8,13 +9,11 @@ review the diff.
 
 import base64
 import csv
-import html.parser
 import io
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -63,6 +62,16 @@ def test_golden_markdown_with_baseline(records):
     _golden("report_baseline.md", report.to_markdown(records, baseline=str(BASELINE)))
 
 
+def test_golden_markdown_with_paper_and_baseline(records):
+    _golden("report_paper.md", report.to_markdown(records, baseline=str(BASELINE), with_paper=True))
+
+
+def test_golden_markdown_wide(records):
+    # The wide layout is the one the long layout replaced as the default: byte for byte the same.
+    _golden("report_wide.md", report.to_markdown(records, layout="wide"))
+    _golden("report_wide_baseline.md", report.to_markdown(records, layout="wide", baseline=str(BASELINE)))
+
+
 def test_golden_csv_with_baseline(records):
     _golden("report_baseline.csv", report.to_csv(records, baseline=str(BASELINE)))
 
@@ -88,7 +97,7 @@ def test_golden_html(records):
 
 # ------------------------------------------------------------------------------------------- values
 def _md_rows(text: str, task: str) -> dict[str, list[str]]:
-    """{row label: cells} of one task's Markdown table."""
+    """{row label: cells} of one task's wide Markdown table."""
     block = text.split(f"### {task}\n", 1)[1].lstrip("\n").split("\n\n", 1)[0]
     lines = [ln for ln in block.splitlines() if ln.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -99,21 +108,120 @@ def _md_rows(text: str, task: str) -> dict[str, list[str]]:
     return out
 
 
+def _md_long(text: str, task: str) -> list[tuple[list[str], dict[str, list[str]]]]:
+    """One task's long Markdown tables: [(checkpoint columns, {metric row label: cells})] per block."""
+    section = text.split(f"### {task}", 1)[1].split("\n### ", 1)[0]
+    blocks = []
+    for chunk in section.split("\n\n"):
+        lines = [ln for ln in chunk.splitlines() if ln.startswith("|")]
+        if not lines:
+            continue
+        header = [c.strip() for c in lines[0].strip("|").split("|")]
+        assert header[0] == "metric" and set(lines[1].strip("|").split("|")[1:]) == {"---:"}, lines[:2]
+        rows = {}
+        for ln in lines[2:]:
+            cells = [c.strip() for c in ln.strip("|").split("|")]
+            assert len(cells) == len(header), ln
+            rows[cells[0]] = cells[1:]
+        blocks.append((header[1:], rows))
+    return blocks
+
+
+def _long_cells(text: str, task: str) -> dict[tuple[str, str], str]:
+    """{(metric row label, checkpoint): cell} over one task's long blocks (each pair printed once)."""
+    out = {}
+    for names, rows in _md_long(text, task):
+        for label, cells in rows.items():
+            for name, cell in zip(names, cells):
+                assert (label, name) not in out, (label, name)
+                out[(label, name)] = cell
+    return out
+
+
 def test_newest_record_wins_and_values_by_hand(records):
     t = report.build_table(records)
     # fewshot_sovit_old (2025-01-01) said 51.0; the newer record (2025-01-02) says mean(61, 62.5, 60.75).
     assert t.cell("sovit_proxy.npz", "fewshot/proxy_scenes/10shot").value == pytest.approx((61 + 62.5 + 60.75) / 3)
-    rows = _md_rows(report.to_markdown(records), "fewshot")
-    col = rows[""].index("fewshot/proxy_scenes/10shot")
-    assert rows["sovit_proxy.npz"][col] == "61.42"
-    # CIDEr is stored raw and printed x100; log-perplexity in nats with 3 decimals.
-    coco = _md_rows(report.to_markdown(records), "coco_captioning")
-    assert coco[""][1:] == ["coco_captioning/cider (x100)", "coco_captioning/bleu4 (x100)",
-                            "coco_captioning/rouge_l (x100)", "coco_captioning/log_perplexity (nats)"]
-    assert coco["sovit_proxy.npz"][1].startswith("50.65 [")
-    assert coco["sovit_proxy.npz"][4].startswith("2.672 [")
+    md = report.to_markdown(records)
+    assert _long_cells(md, "fewshot")[("proxy_scenes/10shot", "sovit_proxy.npz")] == "61.42"
+    # CIDEr is stored raw and printed x100; log-perplexity in nats with 3 decimals; the CI as ± half-width.
+    ((names, coco),) = _md_long(md, "coco_captioning")
+    assert names == ["sovit_proxy.npz"]
+    assert list(coco) == ["cider (x100)", "bleu4 (x100)", "rouge_l (x100)", "log_perplexity (nats)"]
+    assert coco["cider (x100)"] == ["50.65 ± 15.18"]  # [35.80, 66.15]: (66.15 - 35.80) / 2
+    assert coco["log_perplexity (nats)"] == ["2.672 ± 0.134"]  # [2.537, 2.806]
     # Corpus BLEU-4 is not the mean of its per-example list: no interval for it.
-    assert coco["sovit_proxy.npz"][2] == "18.75"
+    assert coco["bleu4 (x100)"] == ["18.75"]
+    wide = _md_rows(report.to_markdown(records, layout="wide"), "coco_captioning")
+    assert wide[""][1:] == ["coco_captioning/cider (x100)", "coco_captioning/bleu4 (x100)",
+                            "coco_captioning/rouge_l (x100)", "coco_captioning/log_perplexity (nats)"]
+    assert wide["sovit_proxy.npz"][1] == "50.65 [35.80, 66.15]" and wide["sovit_proxy.npz"][2] == "18.75"
+
+
+def _newest_values(records: list[dict]) -> dict[tuple[str, str], float]:
+    """(checkpoint, metric) -> value of the newest record that has it, straight from the records."""
+    out = {}
+    for rec in sorted(records, key=lambda r: r["created"]):
+        for metric, m in rec["metrics"].items():
+            out[(rec["checkpoint"]["name"], metric)] = m["value"]
+    return out
+
+
+@pytest.mark.parametrize("with_paper", [False, True])
+def test_long_layout_shows_every_measured_number_in_its_place(records, with_paper):
+    t = report.build_table(records, baseline=str(BASELINE), with_paper=with_paper)
+    md = report.to_markdown(t)
+    cols = {c.metric: c for c in t.columns}
+    shown = {task: _long_cells(md, task) for task, _ in t.groups()}
+    # Every value of every record (the newest per checkpoint and metric), the paper's and the baseline's.
+    expected = {k: v for k, v in _newest_values(records).items() if not is_hidden(k[1])}
+    assert len(expected) == 27  # 2 x 8 few-shot, 2 x 3 VQA, 4 captioning, 1 linear probe
+    if with_paper:
+        expected.update({(r["checkpoint"]["name"], m): e["value"] for r in report.load_paper_rows()
+                         for m, e in r["metrics"].items()})
+    base = json.loads(BASELINE.read_text())
+    expected.update({("sovit_proxy.npz (baseline)", m): e["value"] for m, e in base["metrics"].items()})
+    labels = {r.name: r.label for r in t.rows}
+    for (name, metric), value in expected.items():
+        col = cols[metric]
+        cell = shown[col.task][(col.row_label, labels[name])]
+        printed = fmt_value(report.Cell(value, decimals=t.cells[(name, metric)].decimals), col)
+        assert cell == printed or cell.startswith((printed + " ", printed + "†")), (name, metric, cell, printed)
+    # And nothing else: every printed number is one of them (the rest are "-").
+    printed_cells = [c for task in shown.values() for c in task.values() if c != "-"]
+    assert len(printed_cells) == len(expected)
+
+
+def test_long_layout_prints_no_empty_column_and_no_empty_row(records):
+    # Proxy runs and the paper's rows share no metric: they never share a table, so neither gets a
+    # column of "-"; a checkpoint that ran one dataset of two still stands beside the other's checkpoint.
+    only_scenes = json.loads((RECORDS / "fewshot_vitb.json").read_text())
+    only_scenes["checkpoint"] = {**only_scenes["checkpoint"], "name": "scenes_only.npz", "sha256": "d4" * 32}
+    only_scenes["metrics"] = {m: e for m, e in only_scenes["metrics"].items() if "proxy_scenes" in m}
+    for kwargs in ({}, {"with_paper": True}, {"with_paper": True, "baseline": str(BASELINE)}):
+        t = report.build_table([*records, only_scenes], **kwargs)
+        md = report.to_markdown(t)
+        for task, _ in t.groups():
+            for names, rows in _md_long(md, task):
+                for j, name in enumerate(names):
+                    assert any(cells[j] != "-" for cells in rows.values()), (task, name, "empty column")
+                for label, cells in rows.items():
+                    assert any(c != "-" for c in cells), (task, label, "empty row")
+                paper = [n for n in names if n.endswith("(paper)")]
+                runs = [n for n in names if not n.endswith("(paper)")]
+                assert not (paper and runs) or task == "coco_captioning", (task, names)  # shares cider
+    fewshot = _md_long(report.to_markdown(report.build_table([*records, only_scenes], with_paper=True)), "fewshot")
+    assert [names for names, _ in fewshot] == [
+        ["ViT-L/16 (paper)", "SoViT-400m/14 (paper)", "ViT-g/14 (paper)"],  # Table 3's datasets first
+        ["sovit_proxy.npz", "vit_b_proxy.npz", "scenes_only.npz"]]
+    proxy = fewshot[1][1]
+    assert list(proxy)[:4] == ["proxy_digits/1shot", "proxy_digits/5shot", "proxy_digits/10shot",
+                               "proxy_digits/25shot"]  # grouped by dataset, shots in order
+    assert proxy["proxy_digits/1shot"][2] == "-" and proxy["proxy_scenes/1shot"][2] != "-"
+    # The widest line fits a terminal; the wide layout of the same table does not.
+    t = report.build_table(records, with_paper=True, baseline=str(BASELINE))
+    assert max(map(len, report.to_markdown(t).splitlines())) <= 120
+    assert max(map(len, report.to_markdown(t, layout="wide").splitlines())) > 300
 
 
 def test_paper_order_of_columns(records):
@@ -148,9 +256,11 @@ def test_deltas_by_hand(records):
     assert t.cell("sovit_proxy.npz", "fewshot/proxy_scenes/1shot").delta is None
     same = t.cell("sovit_proxy.npz", "vqa/proxy_scenes/accuracy")
     assert same.delta == 0 and same.better is None
-    md = _md_rows(report.to_markdown(t), "coco_captioning")
-    assert md["sovit_proxy.npz"][1].endswith("(+0.65▲)")  # CIDEr delta printed x100: (0.5065 - 0.5) * 100
-    assert md["sovit_proxy.npz"][4].endswith("(-0.078▲)")
+    md = _long_cells(report.to_markdown(t), "coco_captioning")
+    assert md[("cider (x100)", "sovit_proxy.npz")].endswith("(+0.65▲)")  # printed x100: (0.5065 - 0.5) * 100
+    assert md[("log_perplexity (nats)", "sovit_proxy.npz")] == "2.672 ± 0.134 (-0.078▲)"
+    wide = _md_rows(report.to_markdown(t, layout="wide"), "coco_captioning")
+    assert wide["sovit_proxy.npz"][1] == "50.65 [35.80, 66.15] (+0.65▲)"
     rows = list(csv.reader(io.StringIO(report.to_csv(t))))
     header = rows[0]
     by_name = {r[0]: r for r in rows[1:]}
@@ -190,7 +300,7 @@ def test_bootstrap_intervals(records):
 
 def test_missing_cells_are_missing_not_zero(records):
     t = report.build_table(records, with_paper=True)
-    md = report.to_markdown(t)
+    md = report.to_markdown(t, layout="wide")  # the long layout prints no column of "-" (tested above)
     lp = _md_rows(md, "linear_probe")
     assert "sovit_proxy.npz" not in lp  # never ran the task: no row in that table
     assert lp["vit_b_proxy.npz"][1:7] == ["-"] * 6 and lp["vit_b_proxy.npz"][7] == "91.25"
@@ -204,7 +314,8 @@ def test_missing_cells_are_missing_not_zero(records):
     # A NaN metric value is missing too.
     rec = json.loads((RECORDS / "linear_probe_vitb.json").read_text())
     rec["metrics"]["linear_probe/proxy_digits/val"]["value"] = float("nan")
-    assert "| vit_b_proxy.npz |" not in report.to_markdown([rec])
+    assert "| vit_b_proxy.npz |" not in report.to_markdown([rec], layout="wide")
+    assert "vit_b_proxy.npz" not in report.to_markdown([rec]) and "proxy_digits/val" not in report.to_markdown([rec])
 
 
 def test_paper_rows_match_paper_md():
@@ -235,6 +346,10 @@ def test_cli_formats(records, tmp_path):
     runner = CliRunner()
     md = runner.invoke(main, ["report", str(RECORDS)])
     assert md.exit_code == 0 and md.output == report.to_markdown(records)
+    assert md.output.startswith("### linear_probe: Linear probe on frozen features") and "| metric |" in md.output
+    wide = runner.invoke(main, ["report", str(RECORDS), "--layout", "wide"])
+    assert wide.exit_code == 0 and wide.output == report.to_markdown(records, layout="wide")
+    assert wide.output == (GOLDEN / "report_wide.md").read_text()
     for fmt, marker in (("csv", "checkpoint,imagenet_finetune/224/val,imagenet_finetune/224/val delta,"),
                         ("latex", r"\begin{tabular}")):
         r = runner.invoke(main, ["report", str(RECORDS), "--format", fmt, "--baseline", str(BASELINE),
@@ -253,6 +368,7 @@ def test_cli_formats(records, tmp_path):
     (["report"], "no RUNS given"),
     (["report", "RECORDS", "--baseline", "/no/such/baseline.json"], "no such baseline file"),
     (["report", "RECORDS", "--baseline", "Nope (paper)"], "no such paper row"),
+    (["report", "RECORDS", "--format", "csv", "--layout", "wide"], "--layout applies to --format md"),
 ])
 def test_cli_errors_one_line(args, msg):
     r = CliRunner().invoke(main, [str(RECORDS) if a == "RECORDS" else a for a in args])
@@ -276,44 +392,60 @@ def test_load_records_skips_artifacts_and_hidden_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- Chromium
-class _Dom(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tables, self.rows, self.imgs, self.text = 0, 0, 0, []
-
-    def handle_starttag(self, tag, attrs):
-        self.tables += tag == "table"
-        self.rows += tag == "tr"
-        self.imgs += tag == "img" and dict(attrs).get("src", "").startswith("data:image/png;base64,")
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def test_html_renders_in_headless_chromium(records, tmp_path):
+def _render_check():
+    """scripts/render_html_check.py as a module; skips the test when no Chromium is installed."""
     script = Path(__file__).resolve().parent.parent / "scripts" / "render_html_check.py"
     sys.path.insert(0, str(script.parent))
     try:
         import render_html_check as rhc
     finally:
         sys.path.pop(0)
-    binary = rhc.find_chromium()
-    if binary is None:
+    if rhc.find_chromium() is None:
         pytest.skip("chromium not installed (Debian: apt-get install -y chromium)")
+    return rhc
+
+
+def test_html_renders_in_headless_chromium(records, tmp_path):
+    rhc = _render_check()
     page = tmp_path / "report.html"
     report.to_html(records, page, baseline=str(BASELINE), with_paper=True)
     shot = tmp_path / "report.png"
-    p = subprocess.run([sys.executable, str(script), str(page), "--screenshot", str(shot), "--min-rows", "30",
-                        "--min-images", "9"], capture_output=True, text=True, timeout=180)
-    assert p.returncode == 0, p.stdout + p.stderr
+    rendered = rhc.render(page, shot)
+    assert not isinstance(rendered, str), rendered
+    # No console message, every plot decoded and painted, known cells' text in the DOM Chromium built.
+    failures = rhc.check_rendered(rendered, page, shot, min_rows=30, min_images=9,
+                                  expect=["61.42", "+1.42▲", "50.65", "[35.80, 66.15]", "SoViT-400m/14 (paper)"])
+    assert failures == []
+    assert rendered.console == [] and rendered.hook["errors"] == []
+    assert rendered.dom.tables == 8 and rendered.dom.png_images == 9 and len(rendered.hook["imgs"]) == 9
+    assert all(img["w"] > 300 and img["h"] > 200 for img in rendered.hook["imgs"])
+    h, w = rendered.screenshot.shape[:2]
+    assert w == 1200 and h == rendered.hook["height"] > 2000  # the whole page
     assert shot.stat().st_size > 20_000
-    # The DOM Chromium built (after parsing) holds the tables' numbers and every plot.
-    dom = rhc.run_chromium(binary, ["--dump-dom", page.resolve().as_uri()])
-    d = _Dom()
-    d.feed(dom.stdout)
-    text = " ".join(d.text)
-    assert d.tables == 8 and d.imgs == 9
-    assert "61.42" in text and "+1.42▲" in text and "SoViT-400m/14 (paper)" in text
+
+
+def test_the_chromium_check_fails_a_broken_page(records, tmp_path):
+    """The check can fail: a script error, an image that does not decode, one that decodes to a blank
+    plot, a missing text."""
+    from PIL import Image
+
+    rhc = _render_check()
+    page = report.to_html(records, baseline=str(BASELINE), generated=GENERATED)
+    pngs = _PNG.findall(page)
+    buf = io.BytesIO()
+    first = Image.open(io.BytesIO(base64.b64decode(pngs[1])))
+    Image.new("RGB", first.size, "white").save(buf, format="PNG")
+    white = base64.b64encode(buf.getvalue()).decode()
+    page = page.replace(pngs[0], "AAAA" + pngs[0][40:], 1).replace(pngs[1], white, 1)
+    page = page.replace("</body>", "<script>notDefined()</script></body>")
+    (tmp_path / "broken.html").write_text(page)
+    failures = rhc.check(tmp_path / "broken.html", tmp_path / "broken.png", min_images=9, expect=["no such cell"])
+    text = "\n".join(failures)
+    assert "console: \"Uncaught ReferenceError: notDefined is not defined\"" in text, text
+    assert "page error: img failed to load" in text and "image 0 did not decode" in text, text
+    assert re.search(r"image 1 at \d+,\d+ \(\d+x\d+\) is blank in the screenshot", text), text
+    assert "text 'no such cell' is not in the rendered page" in text, text
+    assert not any(f.startswith("image 2") for f in failures), text
 
 
 def test_same_file_name_different_checkpoints_get_separate_rows(records):
@@ -394,8 +526,11 @@ def test_a_cell_made_under_another_protocol_is_marked_with_the_setting_and_both_
     assert "proxy_digits/test (fewshot_test) pp `decode|resize(80)|central_crop(64)` vs " \
            "`decode|resize(73)|central_crop(64)`" in note
     md = report.to_markdown(table)
-    assert "| c | 50.00‡ |" in md and "| a | 50.00 |" in md
-    assert f"‡ {metric} (c): other protocol than the column's other cells" in md
+    assert "| metric | a | b | c |" in md and "| proxy_digits/10shot | 50.00 | 50.00 | 50.00‡ |" in md
+    assert f"‡ {metric} (c): other protocol than the column's other cells" in " ".join(md.split())
+    wide = report.to_markdown(table, layout="wide")
+    assert "| c | 50.00‡ |" in wide and "| a | 50.00 |" in wide
+    assert f"‡ {metric} (c): other protocol than the column's other cells" in wide
     rows = list(csv.reader(io.StringIO(report.to_csv(table))))
     assert rows[0][-1] == f"{metric} protocol" and rows[3][-1] == note and rows[1][-1] == ""
     assert "$^\\ddagger$" in report.to_latex(table)

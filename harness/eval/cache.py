@@ -28,10 +28,10 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
-from tqdm.auto import tqdm
 
 from harness.errors import HarnessError, os_error
 from harness.files import atomic_file, file_lock, fsync_dir
+from harness.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -622,7 +622,7 @@ def _check_chunk(key: str, index: int, chunk: dict[str, np.ndarray], size: int, 
 
 
 def _progress_reporter(progress: ProgressArg, done: int, total: int, key: str) -> Callable[[int | None], None]:
-    """A function taking rows just finished (None = close): a tqdm bar, a callback or nothing."""
+    """A function taking rows just finished (None = close): a progress display, a callback or nothing."""
     if callable(progress):
         state = [done]
 
@@ -633,7 +633,7 @@ def _progress_reporter(progress: ProgressArg, done: int, total: int, key: str) -
 
         return report
     if progress:
-        bar = tqdm(total=total, initial=done, unit="ex", unit_scale=True, desc=f"features {key[:12]}")
+        bar = Progress(total, f"features {key[:12]}", "ex", initial=done)
 
         def report(rows: int | None) -> None:
             if rows is None:

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from harness import data
 from harness.eval.cache import FeatureCache, cache_key
+from harness.progress import Progress
 
 log = logging.getLogger("harness")
 
@@ -79,16 +79,14 @@ def extract(encoder, dataset: str, split: str, *, pp: str, cache_dir: str | Path
 
 
 def _progress(desc: str):
-    """A tqdm bar (images, rate, ETA) driven by the cache's progress callback."""
+    """A progress display (images, rate, ETA; `harness.progress`) driven by the cache's progress callback."""
     state = {}
 
     def report(done: int, total: int):
         bar = state.get("bar")
         if bar is None:
-            bar = state["bar"] = tqdm(total=total, initial=done, desc=desc, unit="img", dynamic_ncols=True,
-                                      leave=False)
-        bar.n = done
-        bar.refresh()
+            bar = state["bar"] = Progress(total, desc, "img", initial=done)
+        bar.update_to(done)
         if done >= total:
             bar.close()
 

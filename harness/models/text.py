@@ -25,13 +25,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from harness import checkpoints
 from harness.data.tokenizer import SiglipTokenizer, as_text, canonicalize_text
 from harness.errors import HarnessError
 from harness.models.encoder import abstract_tree
 from harness.models.vit import Encoder
+from harness.progress import Progress
 from harness.scale import sharding
 
 POOL_TYPES = ("last", "first", "gap", "max")
@@ -235,19 +235,14 @@ class TextTower:
         n = len(tokens)
         bs = max(1, min(batch_size, n))
         chunks = []
-        bar = None
-        if progress and n > bs:
-            bar = tqdm(total=n, desc=desc, unit="text", dynamic_ncols=True, leave=False)
-        for start in range(0, n, bs):
-            part = tokens[start:start + bs]
-            real = len(part)
-            if real < bs:  # pad the last batch: one compilation for the whole loop
-                part = np.concatenate([part, np.repeat(part[-1:], bs - real, axis=0)])
-            chunks.append(sharding.apply_to_batch(self._apply, self.params, part)[:real])
-            if bar is not None:
+        with Progress(n, desc, "text", enabled=progress and n > bs) as bar:
+            for start in range(0, n, bs):
+                part = tokens[start:start + bs]
+                real = len(part)
+                if real < bs:  # pad the last batch: one compilation for the whole loop
+                    part = np.concatenate([part, np.repeat(part[-1:], bs - real, axis=0)])
+                chunks.append(sharding.apply_to_batch(self._apply, self.params, part)[:real])
                 bar.update(real)
-        if bar is not None:
-            bar.close()
         width = self.config.get("num_classes") or self.config["width"]
         return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, width), np.float32)
 

@@ -2,7 +2,10 @@
 and a run checked against a committed baseline.
 
 `build_table` turns records (plus, optionally, a baseline and the paper's published rows) into a `Table`;
-the renderers `to_markdown`, `to_csv`, `to_latex` and `to_html` print it. Conventions:
+the renderers `to_markdown`, `to_csv`, `to_latex` and `to_html` print it. The table model's rows are
+checkpoints and its columns metrics, as CSV, LaTeX, HTML and `to_markdown(layout="wide")` print it; the
+default Markdown is the long layout (per task, a row per metric grouped by dataset, a column per checkpoint,
+`value ± CI half-width`, in blocks of datasets that share checkpoints: `Table.long_blocks`). Conventions:
 
 - A row is a checkpoint (`checkpoint.name`); when several records give the same cell, the newest
   (`created`) wins.

@@ -12,16 +12,22 @@ from harness.report.build import build_table
 from harness.report.check import check
 from harness.report.html import to_html
 from harness.report.records import load_records
-from harness.report.tables import to_csv, to_latex, to_markdown
+from harness.report.tables import MARKDOWN_LAYOUTS, to_csv, to_latex, to_markdown
 
 FORMATS = ("md", "csv", "latex", "html")
 
 
 def report_command(runs: Sequence[str], *, fmt: str = "md", output: str | None = None,
-                   baseline: str | None = None, with_paper: bool = False, show_seeds: bool = False) -> str:
-    """What `harness report` prints: the rendered table, or "wrote FILE" when `output` is given."""
+                   baseline: str | None = None, with_paper: bool = False, show_seeds: bool = False,
+                   layout: str | None = None) -> str:
+    """What `harness report` prints: the rendered table, or "wrote FILE" when `output` is given. `layout`
+    (Markdown only): "long" (the default) or "wide" (`to_markdown`)."""
     if fmt not in FORMATS:
         raise HarnessError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
+    if layout is not None and fmt != "md":
+        raise HarnessError(f"--layout applies to --format md; {fmt} has one layout (drop --layout)")
+    if layout is not None and layout not in MARKDOWN_LAYOUTS:
+        raise HarnessError(f"--layout {layout!r}: not one of {', '.join(MARKDOWN_LAYOUTS)}")
     if not runs and not with_paper:
         raise HarnessError("no RUNS given; pass folders or files of result records (or --with paper)")
     if fmt == "html" and not output:
@@ -33,7 +39,10 @@ def report_command(runs: Sequence[str], *, fmt: str = "md", output: str | None =
     if fmt == "html":
         to_html(table, output)
         return f"wrote {output}\n"
-    text = {"md": to_markdown, "csv": to_csv, "latex": to_latex}[fmt](table)
+    if fmt == "md":
+        text = to_markdown(table, layout=layout or "long")
+    else:
+        text = {"csv": to_csv, "latex": to_latex}[fmt](table)
     if output:
         write_text_atomic(output, text)
         return f"wrote {output}\n"

@@ -73,6 +73,19 @@ class Column:
     def decimals(self) -> int:
         return 3 if self.unit == "nats" else 2
 
+    @property
+    def dataset(self) -> str:
+        """What the long layout groups a metric's row by: the part after the task (the dataset; for the
+        paper's ImageNet fine-tuning rows the resolution); "" for a metric of the task as a whole."""
+        parts = self.metric.split("/")
+        return parts[1] if len(parts) > 2 else ""
+
+    @property
+    def row_label(self) -> str:
+        """The metric inside its task's long table: the name after the task, plus the printed scale or unit."""
+        sub = self.metric.split("/", 1)[-1]
+        return f"{sub} ({self.suffix})" if self.suffix else sub
+
 
 @dataclasses.dataclass
 class Cell:
@@ -128,6 +141,31 @@ class Table:
         """Rows holding at least one of `cols` (a task's table leaves out rows that never ran it)."""
         return [r for r in self.rows if any(self.cell(r.name, c.metric) for c in cols)]
 
+    def long_blocks(self, cols: Sequence[Column]) -> list[tuple[list[Column], list[Row]]]:
+        """One task's long layout: (metrics, checkpoints) blocks, each printed as one table whose rows are
+        metrics and whose columns are checkpoints.
+
+        Metrics are grouped by dataset (datasets in the paper's order, `dataset_sort_key`; inside one, its
+        metrics in `cols`' order); a block's checkpoints are those holding one of its metrics, so no column
+        is empty. A dataset that shares no checkpoint with the block before it starts a new block: the
+        paper's rows stand only beside the metrics the paper has, and proxy runs only beside theirs.
+        """
+        by_dataset: dict[str, list[Column]] = {}
+        for c in cols:
+            by_dataset.setdefault(c.dataset, []).append(c)
+        blocks: list[tuple[list[Column], list[Row]]] = []
+        for group in sorted(by_dataset.values(), key=lambda g: dataset_sort_key(g[0].metric)):
+            group = [c for c in group if self.rows_with_values([c])]  # a metric no checkpoint has: no row
+            rows = self.rows_with_values(group)
+            if not rows:
+                continue
+            if blocks and {r.name for r in rows} & {r.name for r in blocks[-1][1]}:
+                merged = [*blocks[-1][0], *group]
+                blocks[-1] = (merged, self.rows_with_values(merged))
+            else:
+                blocks.append((group, rows))
+        return blocks
+
     def best(self, col: Column, rows: Sequence[Row] | None = None) -> set[str]:
         """Rows with the best printed value of `col` (ties all count)."""
         vals = {}
@@ -176,6 +214,12 @@ def metric_sort_key(metric: str) -> tuple:
         ds_key = (order.index(ds), "") if ds in order else (len(order), ds)
         return (task_key, ((shots,), ds_key, tuple(_segment_key(p, ranked) for p in rest.split("/") if p)))
     return (task_key, tuple(_segment_key(p, ranked) for p in metric.split("/")[1:]))
+
+
+def dataset_sort_key(metric: str) -> tuple:
+    """`metric_sort_key` of the metric's dataset: few-shot datasets in Table 3's order whatever the shots."""
+    m = FEWSHOT_METRIC.match(metric)
+    return metric_sort_key(f"fewshot/{m.group(1)}/0shot" if m else metric)
 
 
 # ------------------------------------------------------------------------------------ collecting

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+import textwrap
 from collections.abc import Sequence
 
+from harness.errors import HarnessError
 from harness.report.build import as_table
 from harness.report.table import (
     CI_RESAMPLES,
@@ -43,25 +45,40 @@ def fmt_ci(cell: Cell, col: Column) -> str:
     return f"[{_num(lo * col.scale, d)}, {_num(hi * col.scale, d)}]"
 
 
-def fmt_delta(cell: Cell, col: Column, *, arrows: tuple[str, str] = ("▲", "▼")) -> str:
+def fmt_half_width(cell: Cell, col: Column) -> str:
+    """Half the width of the cell's CI, for `value ± half-width`."""
+    lo, hi = cell.ci95
+    return _num((hi - lo) / 2 * col.scale, col.decimals)
+
+
+def fmt_delta(cell: Cell, col: Column, *, arrows: tuple[str, str] = ("▲", "▼"), unchanged: str = "±") -> str:
+    """`+d▲` / `-d▼`; `unchanged` replaces the sign of a change too small to print (the long Markdown
+    layout, where ± is the CI's, gives none)."""
     text = f"{cell.delta * col.scale:+.{col.decimals}f}"
     if float(text) == 0:  # no visible change: neither better nor worse
-        return "±" + text[1:]
+        return unchanged + text[1:]
     if cell.better is None:
         return text
     return text + (arrows[0] if cell.better else arrows[1])
 
 
-def table_notes(table: Table, cols: Sequence[Column], arrows: tuple[str, str] = ("▲", "▼")) -> list[str]:
-    """The notes under a table: scales, intervals, deltas, directions, sources, † notes and ‡ marks."""
+def table_notes(table: Table, cols: Sequence[Column], arrows: tuple[str, str] = ("▲", "▼"),
+                half_widths: bool = False) -> list[str]:
+    """The notes under a table: scales, intervals (as [lo, hi], or as ± half-widths), deltas, directions,
+    sources, † notes and ‡ marks."""
     notes = []
     if any(c.scale != 1 for c in cols):
         notes.append("x100: captioning scores (CIDEr, BLEU-4, ROUGE-L) are stored raw and printed x100, as "
                      "papers do.")
     visible = {c.metric for c in cols}
     if any(cell.ci95 for (_, metric), cell in table.cells.items() if metric in visible):
-        notes.append(f"[lo, hi]: bootstrap 95% CI of the mean of the per-example scores ({CI_RESAMPLES} "
-                     f"resamples, seed {CI_SEED}).")
+        interval = (f"bootstrap 95% CI of the mean of the per-example scores ({CI_RESAMPLES} resamples, seed "
+                    f"{CI_SEED})")
+        if half_widths:
+            notes.append(f"± h: h is half the width of the {interval}; the percentile interval need not be "
+                         "symmetric: `--layout wide` and the HTML page print it as [lo, hi].")
+        else:
+            notes.append(f"[lo, hi]: {interval}.")
     if table.baseline is not None:
         notes.append(f"(+d): value minus the baseline {table.baseline!r}; {arrows[0]} better, {arrows[1]} worse "
                      f"(for lower-is-better metrics a negative change is {arrows[0]}).")
@@ -100,7 +117,7 @@ def _md_escape(s: str) -> str:
     return s.replace("|", "\\|")
 
 
-def _md_cell(table: Table, row: Row, col: Column) -> str:
+def _md_cell(table: Table, row: Row, col: Column, *, half_width: bool = False) -> str:
     cell = table.cell(row.name, col.metric)
     if cell is None:
         return "-"
@@ -110,29 +127,57 @@ def _md_cell(table: Table, row: Row, col: Column) -> str:
     if cell.protocol:
         text += PROTOCOL_MARK
     if cell.ci95:
-        text += " " + fmt_ci(cell, col)
+        text += f" ± {fmt_half_width(cell, col)}" if half_width else " " + fmt_ci(cell, col)
     if cell.delta is not None:
-        text += f" ({fmt_delta(cell, col)})"
+        text += f" ({fmt_delta(cell, col, unchanged='' if half_width else '±')})"
     return text
 
 
-def to_markdown(records_or_table, **build_kwargs) -> str:
-    """One Markdown table per task (full metric names as headers), then notes."""
+MARKDOWN_LAYOUTS = ("long", "wide")
+NOTE_WIDTH = 100  # the long layout's notes, in characters: a terminal's width with room to spare
+
+
+def to_markdown(records_or_table, *, layout: str = "long", **build_kwargs) -> str:
+    """Markdown tables per task, then notes.
+
+    layout "long" (the default; lm-evaluation-harness's shape, readable for any number of metrics): per
+    task, rows are metrics grouped by dataset and columns are checkpoints, `value ± half-width of the CI`,
+    split into blocks that share checkpoints (`Table.long_blocks`), so no column is empty. "wide": rows
+    are checkpoints and columns are the task's metrics (full names), `value [lo, hi]`.
+    """
+    if layout not in MARKDOWN_LAYOUTS:
+        raise HarnessError(f"--layout {layout!r}: not one of {', '.join(MARKDOWN_LAYOUTS)}")
     table = as_table(records_or_table, build_kwargs)
     if not table.rows:
         return "(no result records)\n"
     out = []
     for task, cols in table.groups():
-        rows = table.rows_with_values(cols)
-        out.append(f"### {task}\n")
-        out.append("| checkpoint | " + " | ".join(_md_escape(c.label) for c in cols) + " |")
-        out.append("|---|" + "|".join("---:" for _ in cols) + "|")
-        for r in rows:
-            out.append(f"| {_md_escape(r.label)} | " + " | ".join(_md_cell(table, r, c) for c in cols) + " |")
-        out.append("")
+        if layout == "wide":
+            rows = table.rows_with_values(cols)
+            out.append(f"### {task}\n")
+            out.append("| checkpoint | " + " | ".join(_md_escape(c.label) for c in cols) + " |")
+            out.append("|---|" + "|".join("---:" for _ in cols) + "|")
+            for r in rows:
+                out.append(f"| {_md_escape(r.label)} | " + " | ".join(_md_cell(table, r, c) for c in cols) + " |")
+            out.append("")
+            continue
+        title = table.titles.get(task)
+        out.append(f"### {task}" + (f": {title}" if title else "") + "\n")
+        for block_cols, rows in table.long_blocks(cols):
+            out.append("| metric | " + " | ".join(_md_escape(r.label) for r in rows) + " |")
+            out.append("|---|" + "|".join("---:" for _ in rows) + "|")
+            for c in block_cols:
+                out.append(f"| {_md_escape(c.row_label)} | "
+                           + " | ".join(_md_cell(table, r, c, half_width=True) for r in rows) + " |")
+            out.append("")
     if not table.columns:
         out.append("(no metrics)\n")
-    out += [f"- {n}" for n in table_notes(table, table.columns)]
+    notes = table_notes(table, table.columns, half_widths=layout == "long")
+    if layout == "wide":
+        out += [f"- {n}" for n in notes]
+    else:  # wrapped to fit a terminal, continuation lines indented (still one Markdown list item each)
+        out += [textwrap.fill(n, NOTE_WIDTH, initial_indent="- ", subsequent_indent="  ", break_long_words=False,
+                              break_on_hyphens=False) for n in notes]
     return "\n".join(out) + "\n"
 
 

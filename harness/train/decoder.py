@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from harness import ASSETS, data
 from harness.data.pp import eval_pp
@@ -37,6 +36,7 @@ from harness.models.decoder import (
     target_logits,
     weighted_softmax_xent,
 )
+from harness.progress import Progress
 from harness.scale import sharding
 from harness.train.loop import fit
 from harness.train.optim import cosine_schedule, make_optimizer
@@ -359,21 +359,16 @@ def _decode_table(model, params, feats, table: TextTable, tokenizer, layout, cfg
                              beam_size=cfg.beam_size if cfg.decode == "beam" else 1,
                              length_penalty=cfg.length_penalty)
     size = min(cfg.eval_batch_size, max(len(table), 1))
-    bar = None
-    if progress:
-        bar = tqdm(total=len(table), desc=f"{desc} decode", unit="ex", dynamic_ncols=True, leave=False)
     out = {}
-    for idx, real in _padded_chunks(len(table), size):
-        prompt, valid = encode_prompts(tokenizer, [table.prefixes[j] for j in idx], layout)
-        encoded = _feature_rows(feats, table.rows[idx])
-        tokens, _ = sharding.apply_to_batch(generate, params, encoded, prompt, valid)
-        texts = tokenizer.decode(np.asarray(tokens)[:real])
-        for j, text in zip(idx[:real], texts):
-            out[table.ids[j]] = text
-        if bar is not None:
+    with Progress(len(table), f"{desc} decode", "ex", enabled=progress) as bar:
+        for idx, real in _padded_chunks(len(table), size):
+            prompt, valid = encode_prompts(tokenizer, [table.prefixes[j] for j in idx], layout)
+            encoded = _feature_rows(feats, table.rows[idx])
+            tokens, _ = sharding.apply_to_batch(generate, params, encoded, prompt, valid)
+            texts = tokenizer.decode(np.asarray(tokens)[:real])
+            for j, text in zip(idx[:real], texts):
+                out[table.ids[j]] = text
             bar.update(real)
-    if bar is not None:
-        bar.close()
     return out
 
 

@@ -20,10 +20,10 @@ import jax
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from tqdm.auto import tqdm
 
 from harness.errors import HarnessError
 from harness.files import replace_dir, write_text_atomic
+from harness.progress import Progress
 from harness.scale import sharding
 
 log = logging.getLogger("harness")
@@ -124,7 +124,7 @@ def fit(*, params, tx, loss_fn: Callable, batches: Callable[[int], Iterator[dict
     step_fn = jax.jit(step_fn, out_shardings=(p_sh, o_sh, None, None)) if on_mesh else jax.jit(step_fn)
     losses: list[float] = []
     t0 = time.perf_counter()
-    bar = _bar(total_steps, start, desc, progress)
+    bar = Progress(total_steps, desc, "step", initial=start, enabled=progress)
     first_loss = None
     it = batches(start)
     step = start
@@ -146,7 +146,7 @@ def fit(*, params, tx, loss_fn: Callable, batches: Callable[[int], Iterator[dict
             elif abs(loss) > diverge_factor * first_loss:
                 raise HarnessError(f"{desc}: the loss diverged at step {step} ({loss:.3g} vs {first_loss:.3g} at "
                                    "the start); lower the learning rate")
-            if bar is not None:
+            if progress:
                 bar.update(1)
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{loss:.4f}")
@@ -159,13 +159,7 @@ def fit(*, params, tx, loss_fn: Callable, batches: Callable[[int], Iterator[dict
         else:
             step = total_steps
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return FitResult(params=params, opt_state=opt_state, steps=step, losses=losses,
                      seconds=time.perf_counter() - t0, resumed_from=start)
 
-
-def _bar(total: int, start: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    return tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, leave=False)

@@ -340,11 +340,12 @@ def test_paper_order_and_tags():
     order = data.PAPER_DATASET_ORDER
     assert order[:len(data.FEWSHOT_DATASETS)] == data.FEWSHOT_DATASETS and len(set(order)) == len(order)
     tags = {name: info.report_tag for name, info in data.DATASETS.items() if info.report_tag}
-    assert tags == {"imagenet2012": "val", "imagenet2012_real": "real", "imagenet_v2": "v2"}
+    assert tags == {"imagenet2012": "val", "imagenet2012_real": "real", "imagenet_v2": "v2", "imagenet_r": "r",
+                    "imagenet_a": "a", "objectnet": "objectnet"}
     assert set(tags.values()) <= set(order)
     assert {"ocrvqa", "gqa", "vqav2"} <= set(order)
     labels = [name for name, info in data.DATASETS.items() if info.imagenet_labels]
-    assert labels == ["imagenet2012", "imagenet2012_real", "imagenet_v2"]
+    assert labels == ["imagenet2012", "imagenet2012_real", "imagenet_v2", "imagenet_r", "imagenet_a", "objectnet"]
     assert all(data.DATASETS[n].num_classes == 1000 for n in labels)
     assert data.DATASETS["coco_captions"].image_id_key == "image/id"
     assert data.DATASETS["proxy_scenes"].image_id_key == "image_id"

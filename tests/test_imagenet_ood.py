@@ -364,16 +364,24 @@ def test_linear_probe_to_report_cells(ood_env):
     assert pps["objectnet"].endswith("|onehot(1000,key='label',key_result='label_multihot')")
     assert pps["imagenet_r"] == pps["imagenet2012"] == "decode|resize_small(37)|central_crop(32)|value_range(-1,1)"
 
+    # The default (long) report: rows are metrics, columns checkpoints; our cells sit beside the paper's.
     table = report_command([str(ood_env["out"])], with_paper=True)
-    lines = table.split("### linear_probe")[1].split("###")[0].strip().splitlines()
-    cols = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = {cells[0]: dict(zip(cols, cells)) for cells in
-            ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    section = table.split("### linear_probe")[1].split("###")[0]
+    rows = {}
+    for block in section.strip().split("\n\n"):
+        lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+        if len(lines) < 3:
+            continue
+        cols = [c.strip() for c in lines[0].strip("|").split("|")]
+        for line in lines[2:]:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows.setdefault(cells[0], {}).update(zip(cols[1:], cells[1:]))
     paper = {"r": "89.0", "a": "76.4", "objectnet": "68.7"}
     for tag, ours in (("r", "66.67"), ("a", "66.67"), ("objectnet", "75.00")):
-        column = f"linear_probe/imagenet2012/{tag}"
-        assert rows["tiny.npz"][column].startswith(ours + " ["), (column, rows["tiny.npz"])  # the value, its CI
-        assert rows["SoViT-400m/14 (paper)"][column] == paper[tag]
+        row = rows[f"imagenet2012/{tag}"]
+        assert row["tiny.npz"].startswith(ours + " ± "), (tag, row)  # the value, its CI half-width
+        assert row["SoViT-400m/14 (paper)"] == paper[tag]
+
 
 def test_linear_probe_skips_an_unprepared_ood_set(ood_env, caplog, tmp_path):
     """Without ObjectNet the run still finishes: one warning line, its (optional) cell absent."""

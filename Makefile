@@ -61,7 +61,7 @@ package-check: venv
 	"$$harness" run --task lit_zeroshot --preset proxy --ckpt "$$ckpt" --out runs --data-dir "$$d/tfds" \
 	    --cache-dir "$$d/cache"; \
 	"$$harness" report runs --with paper > report.md; \
-	grep -q "^| proxy_sovit.npz |" report.md; grep -q "(paper) |" report.md; \
+	grep -q "^| metric | proxy_sovit.npz |" report.md; grep -q "^| metric | .*(paper) |" report.md; \
 	echo "package-check: the installed wheel ran lit_zeroshot[proxy] from $$PWD and reported it with the paper's rows"
 
 clean:

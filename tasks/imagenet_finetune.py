@@ -246,14 +246,8 @@ class ImageNetFinetune(Task):
         for name in (config.dataset, config.real_dataset, config.v2_dataset):
             if name:
                 data.require_prepared(name, ctx.data_dir)
-        ood, skipped = [], []
-        for name in config.ood_datasets:
-            if data.is_prepared(name, ctx.data_dir):
-                ood.append(name)
-            else:
-                log.warning("imagenet_finetune: %s is not prepared under %s (%s); skipped", name,
-                            data.default_data_dir(ctx.data_dir), data.get_info(name).prepare_command(ctx.data_dir))
-                skipped.append(name)
+        skipped = [name for name in config.ood_datasets if data.skip_unprepared(name, ctx.data_dir, self.name)]
+        ood = [name for name in config.ood_datasets if name not in skipped]
         num_classes = info.num_classes or data.num_classes(config.dataset, ctx.data_dir)
         layer_decay = paper_layer_decay(res) if config.layer_decay is None else float(config.layer_decay)
         mixup_alpha = paper_mixup(res) if config.mixup is None else float(config.mixup)

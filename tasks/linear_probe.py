@@ -279,9 +279,7 @@ class LinearProbe(Task):
         skipped = []
         for ds, tag in self._eval_sets(config):
             ds_info = data.get_info(ds)
-            if _skippable(ds) and not data.is_prepared(ds, ctx.data_dir):
-                log.warning("linear_probe: %s is not prepared under %s (%s); skipped", ds,
-                            data.default_data_dir(ctx.data_dir), ds_info.prepare_command(ctx.data_dir))
+            if _skippable(ds) and data.skip_unprepared(ds, ctx.data_dir, self.name):
                 skipped.append(ds)
                 continue
             classes = data.class_subset(ds, ctx.data_dir)

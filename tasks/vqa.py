@@ -179,11 +179,8 @@ class VQA(Task):
         skipped = []
         for ds in config.datasets:
             spec = features_of(ds)
-            if not _generated(ds) and not data.is_prepared(ds, ctx.data_dir):
-                info = data.get_info(ds)
+            if data.skip_unprepared(ds, ctx.data_dir, self.name):
                 skipped.append(ds)
-                log.warning("vqa: %s is not prepared under %s (%s); skipped", ds, data.default_data_dir(ctx.data_dir),
-                            info.prepare_command(ctx.data_dir))
                 continue
             results.update(self._run_one(encoder, ctx, config, ds, spec))
         ctx.info["skipped_datasets"] = skipped

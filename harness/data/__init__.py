@@ -22,6 +22,7 @@ from harness.data.pipeline import (
     num_examples,
     prepare,
     require_prepared,
+    skip_unprepared,
 )
 from harness.data.registry import (
     DATA_DIR_ENV,
@@ -62,4 +63,5 @@ __all__ = [
     "num_examples",
     "prepare",
     "require_prepared",
+    "skip_unprepared",
 ]

@@ -129,6 +129,16 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None, *, manual_dir:
     return str(builder.data_dir)
 
 
+def skip_unprepared(name: str, data_dir: str | os.PathLike | None, task: str) -> bool:
+    """For a dataset a task may do without: True, after one warning line naming its preparation command,
+    when it is not prepared. The generated proxies are never skipped (they are built on first use)."""
+    if base_name(name) in GENERATED or is_prepared(name, data_dir):
+        return False
+    log.warning("%s: %s is not prepared under %s (%s); skipped", task, name, default_data_dir(data_dir),
+                get_info(name).prepare_command(data_dir))
+    return True
+
+
 def require_prepared(name: str, data_dir: str | os.PathLike | None = None) -> None:
     """Raise a HarnessError with the preparation command unless the dataset is prepared.
     The generated proxies are built on first use instead."""

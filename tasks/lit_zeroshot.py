@@ -38,7 +38,7 @@ import numpy as np
 from harness import ASSETS, api, checkpoints, data
 from harness.api import Metric, RunContext, Task
 from harness.data.pp import eval_pp
-from harness.data.tokenizer import SiglipTokenizer, Tokenizer, canonicalize_text
+from harness.data.tokenizer import PROXY_TOKENIZER, SiglipTokenizer, Tokenizer, canonicalize_text
 from harness.errors import HarnessError
 from harness.eval.features import extract
 from harness.models import text
@@ -47,7 +47,6 @@ from harness.train import optim
 
 log = logging.getLogger("harness")
 
-PROXY_TOKENIZER = ASSETS / "proxy_spm.model"
 TEMPLATE_SETS = {"clip_paper": "clip_paper_templates.txt", "clip_best": "clip_best_templates.txt"}
 RECALL_AT = (1, 5, 10)
 # "auto": the checkpoint family's own text pp (harness.models.text.TextPP); or force one of the two rules.

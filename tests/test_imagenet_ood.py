@@ -24,6 +24,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 import harness.data.builders  # noqa: E402,F401  (registers the builders)
 from harness import data  # noqa: E402
 from harness.data.builders import objectnet  # noqa: E402
+from harness.data.tokenizer import PROXY_TOKENIZER  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.eval.metrics import MetricInputError, restricted_argmax  # noqa: E402
 from harness.tasks import lit_zeroshot as lz  # noqa: E402
@@ -409,7 +410,7 @@ def test_lit_zeroshot_on_the_subsets(ood_env):
     sets = {"train_dataset": TINY_DS, "zeroshot_datasets": "imagenet_r,imagenet_a,objectnet", "retrieval_datasets": "",
             "train_steps": "8", "batch_size": "16", "text_width": "32", "text_depth": "1", "text_mlp_dim": "64",
             "text_num_heads": "4", "max_len": "16", "prompt_templates": "class_name_only", "image_batch_size": "24",
-            "ckpt_every": "0", "tokenizer": str(lz.PROXY_TOKENIZER)}
+            "ckpt_every": "0", "tokenizer": str(PROXY_TOKENIZER)}
     rec, _, _ = run_task("lit_zeroshot", ood_env["ckpt"], sets=sets, data_dir=ood_env["data_dir"],
                          out_dir=ood_env["out"], cache_dir=ood_env["cache_dir"], progress=False)
     for ds, n in (("imagenet_r", 3), ("imagenet_a", 3), ("objectnet", 4)):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness import checkpoints
-from harness.data.tokenizer import canonicalize_text
+from harness.data.tokenizer import PROXY_TOKENIZER, canonicalize_text
 from harness.errors import HarnessError
 from harness.models import text
 from harness.models.encoder import load_encoder
@@ -154,7 +154,7 @@ def test_zeroshot_hits_single_and_multi_label():
 def test_tokenize_sticky_eos_and_pad_value():
     from harness.data.tokenizer import Tokenizer
 
-    tok = Tokenizer(lz.PROXY_TOKENIZER)
+    tok = Tokenizer(PROXY_TOKENIZER)
     a = text.tokenize(tok, ["a red circle", "a large red circle on a plain background " * 3], 8)
     assert a[0, -1] == tok.pad_id and (a[0] == tok.eos_id).sum() == 1
     assert a[1, -1] == tok.eos_id  # truncated: EOS kept at the end
@@ -332,7 +332,7 @@ def test_task_matches_an_independent_zero_shot_computation(task_env):
     path = rec["artifacts"]["lit_checkpoint"]
     enc = load_encoder(f"{path}:img")
     tower = text.load_text_tower(path)
-    tok = Tokenizer(lz.PROXY_TOKENIZER)
+    tok = Tokenizer(PROXY_TOKENIZER)
     names = [n.lower() for n in data.class_names("proxy_scenes/tiny", task_env["data_dir"])]
     templates = ["itap of a {}", "a bad photo of the {}", "a origami {}", "a photo of the large {}",
                  "a {} in a video game", "art of the {}", "a photo of the small {}", "{}"]
@@ -371,7 +371,7 @@ def test_hf_two_tower_runs_the_task_without_training(task_env):
     tokenizer larger than its vocabulary is refused."""
     folder = HF / "two_tower_spm"
     with pytest.raises(HarnessError, match="pieces"):
-        run(task_env, ckpt=str(folder), tokenizer=str(lz.PROXY_TOKENIZER))
+        run(task_env, ckpt=str(folder), tokenizer=str(PROXY_TOKENIZER))
     rec, _, _ = run(task_env, ckpt=str(folder), prompt_templates="class_name_only")
     assert rec["info"]["text_tower"]["source"] == "checkpoint" and "lit_training" not in rec["info"]
     assert rec["info"]["tokenizer"] == str(folder / "spiece.model")

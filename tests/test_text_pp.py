@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from harness import data
-from harness.data.tokenizer import SiglipTokenizer
+from harness.data.tokenizer import PROXY_TOKENIZER, SiglipTokenizer
 from harness.errors import HarnessError
 from harness.models import text
 from harness.tasks import lit_zeroshot as lz
@@ -141,17 +141,17 @@ def test_lit_family_and_overrides(bv_tower):
     cfg = lz.LitZeroShotConfig(train_dataset="proxy_scenes", zeroshot_datasets=("proxy_scenes",),
                                retrieval_datasets=("proxy_scenes",), max_len=24)
     tok, pp = lz.text_pipeline(cfg, None)  # a tower LiT is about to train
-    assert tok.model_path == str(lz.PROXY_TOKENIZER)
+    assert tok.model_path == str(PROXY_TOKENIZER)
     assert pp.info() == {"family": "lit", "max_len": 24, "pad_id": tok.eos_id, "eos": "sticky", "lower": "ascii",
                          "canonicalize": False}
     ids = text.tokenize_pp(tok, ["a red circle"], pp)[0]
     assert ids[-1] == tok.eos_id == 1 and (ids == tok.pad_id).sum() == 0  # EOS all the way: the pooled token
-    _, pp7 = lz.text_pipeline(lz.LitZeroShotConfig(tokenizer=str(lz.PROXY_TOKENIZER), pad_value=7), bv_tower)
+    _, pp7 = lz.text_pipeline(lz.LitZeroShotConfig(tokenizer=str(PROXY_TOKENIZER), pad_value=7), bv_tower)
     assert pp7.pad_id == 7
     with pytest.raises(HarnessError, match="text_pp"):
         lz.text_pipeline(lz.LitZeroShotConfig(text_pp="clip"), bv_tower)
     with pytest.raises(HarnessError, match="Hugging Face"):
-        lz.text_pipeline(lz.LitZeroShotConfig(text_pp="hf_siglip", tokenizer=str(lz.PROXY_TOKENIZER)), bv_tower)
+        lz.text_pipeline(lz.LitZeroShotConfig(text_pp="hf_siglip", tokenizer=str(PROXY_TOKENIZER)), bv_tower)
 
 
 # --------------------------------------------------------------------------------------------- image pp

@@ -312,7 +312,7 @@ def pretrain(out, data_dir, sets, ckpt_dir):
 def shape(budgets, kind, from_runs, metric, start, num_heads, patch, res, bootstrap, seed, plots_dir, output):
     """Compute-optimal ViT shape for a compute budget (the paper's scaling law), from its exponents or a sweep."""
     from harness.report.records import load_records
-    from harness.shape.law import shape_report
+    from harness.shape.report import shape_report
 
     try:
         start_shape = tuple(float(v) for v in start.split(","))

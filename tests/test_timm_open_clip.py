@@ -1,4 +1,4 @@
-"""timm and open_clip checkpoints (`harness.checkpoints.torch_formats`): small random models of the SigLIP and augreg
+"""timm and open_clip checkpoints (`harness.checkpoints.timm`, `harness.checkpoints.open_clip`): small random models of the SigLIP and augreg
 families built by the libraries themselves, every parameter perturbed off its init, saved as safetensors in
 the hub layouts, loaded by the harness and compared with the library's own forward.
 
@@ -35,7 +35,7 @@ open_clip = pytest.importorskip("open_clip")
 
 from click.testing import CliRunner  # noqa: E402
 
-from harness.checkpoints import torch_formats  # noqa: E402
+from harness.checkpoints.timm_arch import TIMM_VIT, TIMM_VIT_REFUSED  # noqa: E402
 from harness.cli import main  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.models import text  # noqa: E402
@@ -117,7 +117,7 @@ def test_timm_siglip_family_matches_timm(arch, expect, kw, tmp_path):
     torch.manual_seed(0)
     model = _perturb(timm.create_model(arch, pretrained=False, depth=2, mlp_ratio=3.7362, num_classes=0, **kw), 1)
     enc = load_encoder(str(_save_timm(model, tmp_path / arch)))
-    heads, gelu, _ = torch_formats.TIMM_VIT[arch]
+    heads, gelu, _ = TIMM_VIT[arch]
     assert (enc.config["gelu"], enc.config["pool_type"]) == expect and enc.config["num_heads"] == heads
     assert enc.config["res"] == kw["img_size"] // kw["patch_size"] * kw["patch_size"]
     x = _images(enc.res)
@@ -474,8 +474,8 @@ def test_arch_table_is_timms():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     ok, refused = mod.table()
-    assert ok == torch_formats.TIMM_VIT
-    assert refused == torch_formats.TIMM_VIT_REFUSED
+    assert ok == TIMM_VIT
+    assert refused == TIMM_VIT_REFUSED
 
 
 def test_print_measured_errors():

@@ -26,7 +26,7 @@ from harness import data  # noqa: E402
 from harness.data.builders import objectnet  # noqa: E402
 from harness.data.tokenizer import PROXY_TOKENIZER  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.eval.metrics import MetricInputError, restricted_argmax  # noqa: E402
+from harness.eval.metrics import MetricInputError, restricted_argmax, zeroshot_hits  # noqa: E402
 from harness.tasks import lit_zeroshot as lz  # noqa: E402
 from harness.tasks.linear_probe import (  # noqa: E402
     LinearProbe,
@@ -296,8 +296,8 @@ def test_zeroshot_hits_over_a_subset_of_class_names():
     """Zero-shot on a subset classifies among the subset's names; rows of zclass are those classes."""
     zimg = np.array([[1.0, 0.0], [0.0, 1.0]])
     zclass = np.array([[0.0, 1.0], [1.0, 0.0]])  # row 0 = class 530, row 1 = class 409
-    assert lz.zeroshot_hits(zimg, zclass, [409, 530], classes=[530, 409]).tolist() == [1.0, 1.0]
-    assert lz.zeroshot_hits(zimg, zclass, [[409, 530], [954]], classes=[530, 409]).tolist() == [1.0, 0.0]
+    assert zeroshot_hits(zimg, zclass, [409, 530], classes=[530, 409]).tolist() == [1.0, 1.0]
+    assert zeroshot_hits(zimg, zclass, [[409, 530], [954]], classes=[530, 409]).tolist() == [1.0, 0.0]
 
 
 def test_zeroshot_pp_is_big_visions_per_dataset():

@@ -126,7 +126,7 @@ def build_objectnet(manual: pathlib.Path, data_dir: pathlib.Path):
 
 
 def write_imagenet_tars(manual: pathlib.Path):
-    """TFDS's imagenet2012 archives (as tests/test_datasets.py): a train tar of per-class tars, a val tar."""
+    """TFDS's imagenet2012 archives (as tests/test_builders.py): a train tar of per-class tars, a val tar."""
     with tarfile.open(manual / "ILSVRC2012_img_val.tar", "w") as tar:
         for i in (1, 2, 3):
             _add_file(tar, f"ILSVRC2012_val_{i:08d}.JPEG", _jpeg(10 * i))

@@ -17,6 +17,7 @@ Predictions: `[{"image_id": int, "caption": str}]` (COCO results format) beside 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -49,8 +50,6 @@ class CocoCaptioningConfig(DecoderSettings):
 def validate_decoder_settings(cfg) -> None:
     """The decoding tasks' shared rules (`DecoderSettings` fields), before any data is read; a field that
     does not exist (any more) is skipped."""
-    from pathlib import Path
-
     for name in ("decoder_depth", "decoder_width", "decoder_mlp_dim", "decoder_heads", "total_steps",
                  "batch_size", "eval_batch_size", "target_len", "beam_size"):
         api.check_range(cfg, name, low=1)

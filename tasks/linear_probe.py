@@ -21,6 +21,8 @@ import itertools
 import logging
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from harness import api, data
@@ -121,8 +123,6 @@ def probe_optimizer(lr, weight_decay, momentum, total_steps):
 def _epoch_fn(batch_sharding=None):
     """One jitted SGD epoch. `batch_sharding` (on a mesh): each step's batch is split over the data axis,
     so every device computes the gradient of its rows and the sum is reduced over the mesh."""
-    import jax
-    import jax.numpy as jnp
     import optax
 
     def loss_fn(params, bx, by_soft):
@@ -163,9 +163,6 @@ def train_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, lr: float, ep
     One jitted epoch (a scan over its steps); the example order of epoch e is `default_rng([seed, e])`.
     The features live on the device for the whole run (ImageNet's 1.28M x 1152 float32: 5.9 GB), on every
     device of a mesh (replicated; each step's batch is split over the devices)."""
-    import jax
-    import jax.numpy as jnp
-
     from harness.scale import sharding
 
     n, d = x.shape

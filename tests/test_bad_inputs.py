@@ -507,6 +507,15 @@ def test_the_matrix_is_big_enough():
     assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
 
 
+def test_a_library_error_is_quoted_by_its_first_line():
+    from harness.errors import first_line
+
+    long = ValueError("\n  NOT_FOUND: Error opening \"zarr\" driver\n  [source locations='tensorstore/x.cc:1']\n")
+    assert first_line(long) == 'NOT_FOUND: Error opening "zarr" driver'
+    assert first_line(long, 9) == "NOT_FOUND"
+    assert first_line(RuntimeError("")) == first_line(RuntimeError("  \n ")) == "RuntimeError"
+
+
 # -------------------------------------------------------------------------------- follow-ups of the matrix
 def test_a_full_disk_during_a_run_resumes_once_there_is_room(env, tmp_path, monkeypatch):
     """The cache fills up during the extraction: one line, nothing half-written; once space is freed, the

@@ -112,6 +112,11 @@ def _type_words(typ) -> str:
         typ, getattr(typ, "__name__", str(typ)))
 
 
+# The words a `--set` true/false value may be (task settings and encoder keys alike).
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
 def _coerce(value: str, typ, key: str):
     """Parses a `--set key=value` string into the field's declared type."""
     origin = typing.get_origin(typ)
@@ -129,9 +134,9 @@ def _coerce(value: str, typ, key: str):
         raise HarnessError(f"--set {key}={value}: expected {_type_words(typ)}")
     try:
         if typ is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
+            if value.lower() in TRUE_WORDS:
                 return True
-            if value.lower() in ("0", "false", "no", "off"):
+            if value.lower() in FALSE_WORDS:
                 return False
             raise ValueError(value)
         if typ is int:
@@ -286,5 +291,8 @@ def config_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config), default=list, sort_keys=True))
 
 
-def config_hash(config) -> str:
-    return hashlib.sha256(json.dumps(config_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+def config_hash(config, encoder: dict | None = None) -> str:
+    """The hash in a record's key: of the task config (`config_dict`) alone, or with the encoder settings
+    when there are any (the same weights at another resolution make another record)."""
+    obj = {"task": config_dict(config), "encoder": encoder} if encoder else config_dict(config)
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()[:16]

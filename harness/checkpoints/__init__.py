@@ -8,7 +8,8 @@ detect a checkpoint's format there and read it with that format's reader:
 - `tensorstore`: big_vision tensorstore folders `checkpoint.bv-<step>` (one zarr array per leaf);
 - `harness`: the harness's own folders (orbax arrays + `harness.json` with the encoder config);
 - `hf`: Hugging Face SigLIP folders (`config.json` + `model.safetensors`), converted by name;
-- `timm`, `open_clip`: their safetensors checkpoints, converted by name (`torch_formats`).
+- `timm`, `open_clip`: their safetensors checkpoints, converted by name (`timm`, `open_clip`; what the two
+  share is `torch_common`, timm's architecture table `timm_arch`).
 Every reader's tree comes back in the current big_vision layout (`layout`).
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.checkpoints import harness_dir, hf, npz, tensorstore, torch_formats
+from harness.checkpoints import harness_dir, hf, npz, open_clip, tensorstore, timm
 from harness.checkpoints.harness_dir import HARNESS_META, read_harness, save_harness
 from harness.checkpoints.layout import (
     TEXT_BLOCKS,
@@ -59,9 +60,8 @@ def _no_text_tower(path: Path) -> None:
 
 # Detection goes down the table in this order; the first format whose `detect` holds is the file's.
 READERS: dict[str, Reader] = {
-    "open_clip": Reader(torch_formats.is_open_clip, torch_formats.read_open_clip_image_tower,
-                        torch_formats.read_open_clip_text),
-    "timm": Reader(torch_formats.is_timm, torch_formats.read_timm_image, _no_text_tower),
+    "open_clip": Reader(open_clip.detect, open_clip.read_image, open_clip.read_text),
+    "timm": Reader(timm.detect, timm.read_image, _no_text_tower),
     "npz": Reader(npz.detect, npz.read_image, npz.read_text),
     "harness": Reader(harness_dir.detect, harness_dir.read_image, _no_text_tower),
     "hf": Reader(hf.detect, hf.read_image, hf.read_text),

@@ -75,7 +75,7 @@ def text_tower(flat: dict | None, *, path, fmt: str, tokenizer: str | None = Non
                text_pp: str = "big_vision") -> dict | None:
     """`harness.checkpoints.read_text_tower`'s answer from a two-tower tree's `txt/...`, `t` and `b`
     entries; None when it has no `txt/` tree. `text_pp` is the family whose text pp the tower was trained
-    with (`harness.models.text.TextPP`): a HF folder's own processor, else big_vision's SigLIP / LiT
+    with (`harness.data.text_pp.TextPP`): a HF folder's own processor, else big_vision's SigLIP / LiT
     `tokenize`."""
     if not flat or not any(k.startswith("txt/") for k in flat):
         return None

@@ -9,7 +9,7 @@ import numpy as np
 import tensorstore as ts
 
 from harness.checkpoints.layout import text_tower, unwrap
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 
 def detect(path: Path) -> bool:
@@ -33,7 +33,7 @@ def read_tensorstore(path: Path, prefix: str = "params/") -> dict[str, np.ndarra
                           open=True).result().read().result()
         except Exception as e:  # tensorstore raises ValueError with a long status message
             raise HarnessError(f"checkpoint {path}: cannot read array {entry.name} "
-                               f"({str(e).splitlines()[0][:200]}); the folder may be incomplete") from None
+                               f"({first_line(e, 200)}); the folder may be incomplete") from None
         out[name] = np.asarray(arr)
     if not out:
         raise HarnessError(f"checkpoint {path}: no '{prefix}*' arrays in this tensorstore folder")

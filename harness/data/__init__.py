@@ -6,8 +6,9 @@
   preparing.
 - `pp`: pp strings (big_vision's ops); `tokenizer`: sentencepiece; `builders`: our TFDS builders.
 
-TensorFlow and TFDS are imported on first use inside `pipeline` and the pp ops, not when this package
-is imported: every task module imports it, and `harness ls tasks` and the report read the task modules.
+TensorFlow (`harness.tf_import`) and TFDS are imported on first use by `pipeline` and the pp ops, not when
+this package is imported: every task module imports it, and `harness ls tasks` and the report read the task
+modules.
 """
 
 from harness.data.pipeline import (

@@ -40,6 +40,7 @@ from harness.data.registry import (
     get_info,
 )
 from harness.errors import HarnessError, did_you_mean, os_error
+from harness.tf_import import tensorflow, tf
 
 log = logging.getLogger("harness")
 
@@ -51,23 +52,11 @@ _KEY_SEP = "/"
 # TFDS access
 
 
-# TF, TFDS and our builders (which import both) are imported on first use, not with this module: see
-# harness/data/__init__.py.
-@functools.cache
-def _tf():
-    import tensorflow as tf
-
-    # TF must not take the accelerators that JAX uses; a no-op for tensorflow-cpu.
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except (RuntimeError, ValueError):  # already initialised: leave it
-        pass
-    return tf
-
-
+# TF (`tf`), TFDS and our builders (which import both) are imported on first use, not with this module:
+# see harness/data/__init__.py.
 @functools.cache
 def _tfds():
-    _tf()
+    tensorflow()
     import tensorflow_datasets as tfds
 
     try:  # our own builders (proxy_scenes, proxy_digits, vqav2) register on import
@@ -195,7 +184,6 @@ def _process_bounds(total: int, process_index: int, process_count: int) -> tuple
 
 
 def _flatten(example: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    tf = _tf()
     out = {}
     for key, value in example.items():
         full = f"{prefix}{key}"
@@ -210,7 +198,6 @@ def _flatten(example: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _pad_value(dtype):
-    tf = _tf()
     if dtype == tf.string:
         return tf.constant(b"", tf.string)
     if dtype == tf.bool:
@@ -252,7 +239,6 @@ def _ensure_image_size(ds, builder, ranges, decoders, pp: Preprocess, key: str, 
 
     Images that differ from it then fail loudly (see `_numpy_batches`) instead of being padded.
     """
-    tf = _tf()
     spec = ds.element_spec.get(key) if isinstance(ds.element_spec, Mapping) else None
     if not (isinstance(spec, tf.TensorSpec) and spec.dtype != tf.string
             and spec.shape.rank is not None and None in spec.shape.as_list()):
@@ -273,7 +259,6 @@ def _batched(ds, batch_size: int, *, drop_remainder: bool):
 
 
 def _numpy_batches(ds, pp: Preprocess, image_key: str) -> Iterator[dict[str, np.ndarray]]:
-    tf = _tf()
     batches = ds.as_numpy_iterator()
     while True:
         try:
@@ -290,7 +275,6 @@ def _numpy_batches(ds, pp: Preprocess, image_key: str) -> Iterator[dict[str, np.
 
 
 def _stream_options(ds):
-    tf = _tf()
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options)
@@ -441,7 +425,6 @@ def iterate(
 
 def _eval_stream(builder, ranges, total, pp, decoders, batch_size, seed, start_example,
                  process_index, process_count):
-    tf = _tf()
     lo, hi = _process_bounds(total, process_index, process_count)
     begin = min(lo + start_example, hi)
     largest = max(b - a for a, b in
@@ -481,7 +464,6 @@ def _eval_stream(builder, ranges, total, pp, decoders, batch_size, seed, start_e
 
 def _train_stream(builder, name, ranges, total, pp, decoders, batch_size, seed, start_example,
                   process_index, process_count, shuffle_buffer_size):
-    tf = _tf()
     lo, hi = _process_bounds(total, process_index, process_count)
     size = hi - lo
     if size == 0:

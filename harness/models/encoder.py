@@ -32,7 +32,7 @@ CONFIG_KEYS = ("variant", "width", "depth", "mlp_dim", "num_heads", "patch_size"
 # Keys the checkpoint tree can disagree with (the others are free choices of the user).
 TREE_KEYS = ("width", "depth", "mlp_dim", "num_heads", "patch_size", "rep_size", "num_classes", "posemb")
 # gelu: big_vision's tanh approximation; a checkpoint whose architecture uses the exact GELU (timm's SigLIP v1 /
-# augreg ViTs, `harness.checkpoints.torch_formats`) states gelu="exact" as a hint.
+# augreg ViTs, `harness.checkpoints.timm`) states gelu="exact" as a hint.
 DEFAULTS = dict(pool_type="gap", posemb="learn", rep_size=False, num_classes=None, scan=False,
                 dtype_mm="float32", gelu="tanh")
 

@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import numpy as np
 
-from harness import ASSETS, data
+from harness import data
 from harness.data.pp import eval_pp
-from harness.data.tokenizer import Tokenizer
+from harness.data.tokenizer import PROXY_TOKENIZER, Tokenizer
 from harness.errors import HarnessError
 from harness.eval.features import extract
 from harness.models.decoder import (
@@ -40,8 +40,6 @@ from harness.progress import Progress
 from harness.scale import sharding
 from harness.train.loop import fit
 from harness.train.optim import cosine_schedule, make_optimizer
-
-PROXY_TOKENIZER = ASSETS / "proxy_spm.model"
 
 
 @dataclasses.dataclass
@@ -401,5 +399,5 @@ def _log_perplexity(model, params, feats, table: TextTable, tokenizer, layout, c
     return float((np.bincount(owner, per_pair, minlength=len(table))[keep] / counts[keep]).mean())
 
 
-__all__ = ["PROXY_TOKENIZER", "DecoderSettings", "ReadText", "TextTable", "choose_target", "load_tokenizer",
+__all__ = ["DecoderSettings", "ReadText", "TextTable", "choose_target", "load_tokenizer",
            "read_split_text", "train_and_decode"]

@@ -29,6 +29,13 @@ def did_you_mean(name: str, known: Iterable[str], *, n: int = 1, cutoff: float =
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (libraries' messages run to pages), at most `limit` chars,
+    or its type's name when it has no message."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 

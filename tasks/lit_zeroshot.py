@@ -40,7 +40,6 @@ from harness.api import Metric, RunContext, Task
 from harness.data.pp import eval_pp
 from harness.data.tokenizer import SiglipTokenizer, Tokenizer, canonicalize_text
 from harness.errors import HarnessError
-from harness.eval.features import extract
 from harness.models import text
 from harness.progress import Progress
 from harness.train import optim
@@ -379,8 +378,8 @@ class LitZeroShot(Task):
         timings: dict[str, float] = {}
 
         tower = None
-        if config.text_tower != "train" and encoder.spec and not str(encoder.spec).startswith("random"):
-            tower = text.load_text_tower(encoder.spec)
+        if config.text_tower != "train" and encoder.checkpoint is not None:
+            tower = text.load_text_tower(encoder.checkpoint)
         if tower is None and (config.text_tower == "checkpoint" or config.train_steps <= 0):
             raise HarnessError(f"checkpoint {encoder.spec} has no text tower and training is off "
                                f"(text_tower={config.text_tower}, train_steps={config.train_steps}); pass a "
@@ -428,10 +427,8 @@ class LitZeroShot(Task):
             metrics.update(self._retrieval(encoder, ctx, config, ds, pps["retrieval"], representation, embed_texts,
                                            stats))
         timings["retrieval_seconds"] = time.perf_counter() - t0
-        timings["extract_seconds"] = sum(e["seconds"] for e in stats.get("extract", []))
         timings["task_seconds"] = time.perf_counter() - t_start
-        ctx.info["timings"] = timings
-        ctx.info["feature_extraction"] = stats.get("extract", [])
+        ctx.timings.update(timings)
         ctx.info["prompt_templates"] = {"name": config.prompt_templates, "count": len(templates)}
         return metrics
 
@@ -459,11 +456,8 @@ class LitZeroShot(Task):
         # and retrieval (resize) on one split are two entries.
         info = data.get_info(ds)
         keys = (info.label_key,) if info.label_key and not data.label_is_set(ds, ctx.data_dir) else ()
-        feats = extract(encoder, ds, split, pp=pp, cache_dir=ctx.cache_dir, data_dir=ctx.data_dir,
-                        representations=(representation,), keys=keys, batch_size=config.image_batch_size,
-                        num_examples=cap or None, progress=ctx.progress, stats=stats)
-        ctx.note_dataset(ds, split, len(feats["index"]), pp, role=role)
-        return feats
+        return ctx.extract(encoder, ds, split, pp=pp, representations=(representation,), keys=keys,
+                           batch_size=config.image_batch_size, num_examples=cap, role=role)
 
     def _train(self, encoder, ctx, config, tokenizer, text_pp, pp, representation, stats):
         import jax

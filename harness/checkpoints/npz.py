@@ -1,5 +1,8 @@
 """big_vision `.npz` checkpoints: flat "/" keys, optionally under `params/` or `opt/target/`, bfloat16
-stored as 2-byte void; `file.npz:img` names a sub-tree (a two-tower checkpoint's image tower)."""
+stored as 2-byte void; `file.npz:img` names a sub-tree (a two-tower checkpoint's image tower).
+
+The readers take the checkpoint's handle (`harness.checkpoints.handle.Checkpoint`), whose `.npz` is opened
+once; only the members a tower needs are decompressed, each once."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from harness.checkpoints.layout import as_flat, text_tower, unwrap
+from harness.checkpoints.layout import as_flat, text_tower, tower_prefix, wrapper_of
 from harness.errors import HarnessError
 from harness.files import atomic_file
 
@@ -26,54 +29,72 @@ def detect(path: Path) -> bool:
     return path.is_file()
 
 
-def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if path.exists() and not zipfile.is_zipfile(path):
+def _member(z, name: str, path) -> np.ndarray:
+    try:
+        return recover_dtype(z[name])
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise HarnessError(f"checkpoint {path}: {name} holds pickled object arrays; refusing to unpickle "
+                               "(re-save it with plain numeric arrays)") from None
+        raise HarnessError(f"checkpoint {path}: {name} is not a readable array ({e}); the file may be truncated "
+                           "or corrupt, re-download or re-export it") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+        raise HarnessError(f"checkpoint {path}: {name} is not readable ({type(e).__name__}: {e}); the file may "
+                           "be truncated or corrupt, re-download or re-export it") from None
+
+
+def _files(z, path) -> list[str]:
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise HarnessError(f"checkpoint {path}: is a single .npy array, not a .npz of named arrays")
+    return list(z.files)
+
+
+def _names(ckpt) -> list[str]:
+    return _files(ckpt.npz(), ckpt.path)
+
+
+def open_npz(file, path):
+    """numpy's lazy NpzFile over `file` (a path or an open binary file; no pickles), or one error line."""
+    if not zipfile.is_zipfile(file):
         raise HarnessError(f"checkpoint {path}: not a readable .npz (not a zip archive); the file may be "
                            "truncated or corrupt, re-download or re-export it")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise HarnessError(f"checkpoint {path}: is a single .npy array, not a .npz of named arrays")
-            out = {}
-            for k in z.files:
-                out[k] = recover_dtype(z[k])
-            return out
-    except HarnessError:
-        raise
+        return np.load(file, allow_pickle=False)
     except FileNotFoundError:
         raise HarnessError(f"checkpoint {path}: no such file; check the --ckpt path") from None
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise HarnessError(f"checkpoint {path}: holds pickled object arrays; refusing to unpickle "
-                               "(re-save it with plain numeric arrays)") from None
-        raise HarnessError(f"checkpoint {path}: not a readable .npz ({e}); the file may be truncated or "
-                           "corrupt, re-download or re-export it") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise HarnessError(f"checkpoint {path}: not a readable .npz ({type(e).__name__}: {e}); the file may "
                            "be truncated or corrupt, re-download or re-export it") from None
 
 
-def read_image(path: Path, subtree: str | None) -> tuple[dict, dict]:
-    return unwrap(read_npz(path), subtree, path=path), {}
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` file (a checkpoint written by `save_npz`, say), as saved."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"checkpoint {path}: no such file; check the --ckpt path")
+    with open(path, "rb") as fh, open_npz(fh, path) as z:
+        return {n: _member(z, n, path) for n in _files(z, path)}
 
 
-def read_text(path: Path) -> dict | None:
+def read_image(ckpt) -> tuple[dict, dict]:
+    """The image tower's arrays (the spec's sub-tree; `img` of a two-tower tree when none is named), with
+    the sub-tree read as the hint "subtree"."""
+    names = _names(ckpt)
+    prefix, subtree = tower_prefix(names, ckpt.subtree, path=ckpt.path)
+    flat = {n[len(prefix):]: _member(ckpt.npz(), n, ckpt.path) for n in names if n.startswith(prefix)}
+    return flat, {"subtree": subtree}
+
+
+def read_text(ckpt) -> dict | None:
     """The `txt/`, `t`, `b` entries of a big_vision two-tower .npz, reading only those arrays."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                return None
-            names = list(z.files)
-            wrapper = next((w for w in ("params/", "opt/target/") if any(n.startswith(w) for n in names)), "")
-            wanted = [n for n in names if n.startswith(wrapper)
-                      and (n[len(wrapper):].startswith("txt/") or n[len(wrapper):] in ("t", "b"))]
-            if not any(n[len(wrapper):].startswith("txt/") for n in wanted):
-                return None
-            flat = {n[len(wrapper):]: recover_dtype(z[n]) for n in wanted}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise HarnessError(f"checkpoint {path}: not a readable .npz ({type(e).__name__}: {e})") from None
-    return text_tower(flat, path=path, fmt="npz")
+    names = _names(ckpt)
+    wrapper = wrapper_of(names)
+    wanted = [n for n in names if n.startswith(wrapper)
+              and (n[len(wrapper):].startswith("txt/") or n[len(wrapper):] in ("t", "b"))]
+    if not any(n[len(wrapper):].startswith("txt/") for n in wanted):
+        return None
+    flat = {n[len(wrapper):]: _member(ckpt.npz(), n, ckpt.path) for n in wanted}
+    return text_tower(flat, path=ckpt.path, fmt="npz")
 
 
 def save_npz(path: str | Path, params, *, wrap: str | None = None) -> Path:

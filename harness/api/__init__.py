@@ -100,11 +100,8 @@ class RunContext:
         self.timings[name] = self.timings.get(name, 0.0) + float(seconds)
 
     def record_timings(self) -> dict[str, float]:
-        """The task's timings, with the feature extractions' total when there were any."""
-        out = dict(self.timings)
-        if self.extractions:
-            out["extract_seconds"] = sum(e["seconds"] for e in self.extractions)
-        return out
+        """The task's timings, with the feature extractions' total."""
+        return {**self.timings, "extract_seconds": sum(e["seconds"] for e in self.extractions)}
 
 
 class Task:

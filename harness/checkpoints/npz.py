@@ -2,15 +2,18 @@
 stored as 2-byte void; `file.npz:img` names a sub-tree (a two-tower checkpoint's image tower).
 
 The readers take the checkpoint's handle (`harness.checkpoints.handle.Checkpoint`), whose `.npz` is opened
-once; only the members a tower needs are decompressed, each once."""
+once. They return `Member`s: arrays known by their headers, checked against the archive, decompressed when
+the loader takes them (after it has checked every key and shape against the model), each once."""
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+from numpy.lib import format as npy_format
 
 from harness.checkpoints.layout import as_flat, text_tower, tower_prefix, wrapper_of
 from harness.errors import HarnessError
@@ -30,6 +33,7 @@ def detect(path: Path) -> bool:
 
 
 def _member(z, name: str, path) -> np.ndarray:
+    """The array `name` of the open NpzFile `z`, read and decompressed now."""
     try:
         return recover_dtype(z[name])
     except ValueError as e:
@@ -41,6 +45,67 @@ def _member(z, name: str, path) -> np.ndarray:
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
         raise HarnessError(f"checkpoint {path}: {name} is not readable ({type(e).__name__}: {e}); the file may "
                            "be truncated or corrupt, re-download or re-export it") from None
+
+
+class Member:
+    """An array of an open `.npz` known by its `.npy` header alone (`shape`, `dtype`): the model is checked
+    against the shapes first, and the data is decompressed only when numpy asks for it (`np.asarray`), so a
+    member the model does not need is never inflated, and one whose header declares more bytes than the
+    archive holds for it is refused before anything is allocated."""
+
+    def __init__(self, z, name: str, path):
+        self._z, self.name, self.path = z, name, path
+        try:
+            info = z.zip.getinfo(f"{name}.npy")  # numpy lists members without their ".npy"
+        except KeyError:
+            info = z.zip.getinfo(name)
+        try:
+            with z.zip.open(info) as f:
+                version = npy_format.read_magic(f)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f".npy format version {version}")
+                read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+                shape, _, dtype = read(f)  # numpy's own limit on the header's size (10,000 bytes) applies
+                header = f.tell()
+        except ValueError as e:
+            why = ("a .npy header longer than numpy reads safely" if "large" in str(e) else
+                   "not a .npy array" if "magic" in str(e).lower() else str(e))
+            raise HarnessError(f"checkpoint {path}: member {name!r} is {why}; it is not an array numpy wrote: "
+                               "re-export the checkpoint with numpy.savez") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise HarnessError(f"checkpoint {path}: member {name!r} is not readable ({type(e).__name__}: {e}); the "
+                               "file may be truncated or corrupt, re-download or re-export it") from None
+        if dtype.hasobject:
+            raise HarnessError(f"checkpoint {path}: {name} holds pickled object arrays; refusing to unpickle "
+                               "(re-save it with plain numeric arrays)")
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = recover_dtype(np.empty(0, dtype)).dtype
+        declared = math.prod(self.shape) * dtype.itemsize
+        if declared > info.file_size - header:
+            raise HarnessError(f"checkpoint {path}: member {name!r} declares shape {self.shape} of {dtype} "
+                               f"({declared} bytes) but holds {max(info.file_size - header, 0)}: the file is "
+                               "truncated or crafted; re-download or re-export it")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        a = _member(self._z, self.name, self.path)
+        return a if dtype is None else a.astype(dtype)
+
+    def __getitem__(self, index):
+        return np.asarray(self)[index]
+
+    def astype(self, dtype, copy: bool = True):
+        return np.asarray(self).astype(dtype, copy=copy)
+
+    def __repr__(self) -> str:
+        return f"Member({self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
 def _files(z, path) -> list[str]:
@@ -81,7 +146,7 @@ def read_image(ckpt) -> tuple[dict, dict]:
     the sub-tree read as the hint "subtree"."""
     names = _names(ckpt)
     prefix, subtree = tower_prefix(names, ckpt.subtree, path=ckpt.path)
-    flat = {n[len(prefix):]: _member(ckpt.npz(), n, ckpt.path) for n in names if n.startswith(prefix)}
+    flat = {n[len(prefix):]: Member(ckpt.npz(), n, ckpt.path) for n in names if n.startswith(prefix)}
     return flat, {"subtree": subtree}
 
 
@@ -93,7 +158,7 @@ def read_text(ckpt) -> dict | None:
               and (n[len(wrapper):].startswith("txt/") or n[len(wrapper):] in ("t", "b"))]
     if not any(n[len(wrapper):].startswith("txt/") for n in wanted):
         return None
-    flat = {n[len(wrapper):]: _member(ckpt.npz(), n, ckpt.path) for n in wanted}
+    flat = {n[len(wrapper):]: Member(ckpt.npz(), n, ckpt.path) for n in wanted}
     return text_tower(flat, path=ckpt.path, fmt="npz")
 
 

@@ -20,7 +20,8 @@ from harness.progress import Progress
 
 logger = logging.getLogger("harness")
 
-# Bump when what is stored for a key, or how a key is made, changes (3: keyed on `Encoder.identity`).
+# Bump when what is stored for a key, or how a key is made, changes (3: keyed on `Encoder.identity`, and a
+# `tok` model's `encoded` keeps its class token as big_vision's does).
 FEATURES_VERSION = 3
 
 

@@ -203,8 +203,7 @@ def execute(task: api.Task, config, encoder: Encoder, ctx: api.RunContext) -> tu
         raise HarnessError(f"{task.name}: {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''} came out "
                            f"{metrics[bad[0]]}, so no record was written; a training run diverged or a setting "
                            "is degenerate: check the task's settings")
-    if ctx.extractions:
-        ctx.info["feature_extraction"] = ctx.extractions
+    ctx.info["feature_extraction"] = ctx.extractions
     return metrics, declared
 
 

@@ -188,8 +188,10 @@ def _feature_rows(arr, rows: np.ndarray) -> np.ndarray:
 
 def _encoded_dim(encoder) -> tuple[int, int]:
     c = encoder.config
-    # `encoded` holds the patch tokens only (a cls token is dropped from it).
-    return (encoder.res // c["patch_size"][0]) * (encoder.res // c["patch_size"][1]), int(c["width"])
+    # The decoder attends to every token of `encoded`, a `tok` model's class token included, as big_vision's
+    # decoders do (models/proj/cappa/cappa.py `encode`: out["encoded"] of models/vit.py, which keeps it).
+    patches = (encoder.res // c["patch_size"][0]) * (encoder.res // c["patch_size"][1])
+    return patches + (c["pool_type"] == "tok"), int(c["width"])
 
 
 def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_split: str, eval_split: str,

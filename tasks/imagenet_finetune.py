@@ -294,7 +294,7 @@ class ImageNetFinetune(Task):
             metrics[name] = float(100.0 * scores.mean()) if scores.size else float("nan")
             ctx.note_per_example(name, 100.0 * scores)
         timings["eval_seconds"] = time.perf_counter() - t0
-        ctx.info["timings"] = timings
+        ctx.timings.update(timings)
         ctx.info["finetune"] = run_info
         if config.ood_datasets:
             ctx.info["skipped_datasets"] = skipped

@@ -40,7 +40,6 @@ from harness.data.pp import eval_pp
 from harness.data.text_pp import TEXT_PP_CHOICES, choose_text_pp, tokenize_pp
 from harness.data.texts import TEMPLATE_SETS, class_texts, prompt_templates, read_captions, read_field
 from harness.errors import HarnessError
-from harness.eval.features import extract
 from harness.eval.metrics import RECALL_AT, retrieval_recall, zeroshot_hits
 from harness.models import text
 from harness.train import lit, optim
@@ -222,13 +221,13 @@ class LitZeroShot(Task):
     }
 
     def metrics(self, config: LitZeroShotConfig) -> list[Metric]:
-        out = [Metric(f"lit_zeroshot/{ds}/top1", True, "%", f"zero-shot top-1 accuracy on {ds}")
+        out = [Metric(self.metric_name(ds, "top1"), True, "%", f"zero-shot top-1 accuracy on {ds}")
                for ds in config.zeroshot_datasets]
         for ds in config.retrieval_datasets:
             for direction, what in (("i2t", "image->text"), ("t2i", "text->image")):
-                out += [Metric(f"lit_zeroshot/{ds}/{direction}_recall@{k}", True, "%",
+                out += [Metric(self.metric_name(ds, f"{direction}_recall@{k}"), True, "%",
                                f"{what} Recall@{k} on {ds}") for k in RECALL_AT]
-        out.append(Metric("lit_zeroshot/train/final_loss", False, "raw",
+        out.append(Metric(self.metric_name("train", "final_loss"), False, "raw",
                           "mean LiT loss of the last 10% of steps (absent when the checkpoint's text tower is used)",
                           optional=True))
         return out
@@ -241,13 +240,12 @@ class LitZeroShot(Task):
         if config.loss not in text.LOSSES:
             raise HarnessError(f"loss {config.loss!r} is not one of {', '.join(text.LOSSES)}")
         pps = image_pps(config, encoder.res)
-        stats: dict = {}
         metrics: dict[str, float] = {}
         timings: dict[str, float] = {}
 
         tower = None
-        if config.text_tower != "train" and encoder.spec and not str(encoder.spec).startswith("random"):
-            tower = text.load_text_tower(encoder.spec)
+        if config.text_tower != "train" and encoder.checkpoint is not None:
+            tower = text.load_text_tower(encoder.checkpoint)
         if tower is None and (config.text_tower == "checkpoint" or config.train_steps <= 0):
             raise HarnessError(f"checkpoint {encoder.spec} has no text tower and training is off "
                                f"(text_tower={config.text_tower}, train_steps={config.train_steps}); pass a "
@@ -258,9 +256,8 @@ class LitZeroShot(Task):
 
         if tower is None:
             t0 = time.perf_counter()
-            tower, loss = self._train(encoder, ctx, config, tokenizer, text_pp, pps["train"], representation,
-                                      stats)
-            metrics["lit_zeroshot/train/final_loss"] = loss
+            tower, loss = self._train(encoder, ctx, config, tokenizer, text_pp, pps["train"], representation)
+            metrics[self.metric_name("train", "final_loss")] = loss
             timings["train_seconds"] = time.perf_counter() - t0
             ctx.info["text_tower"] = {**tower.config, "source": "lit"}
         else:
@@ -286,19 +283,16 @@ class LitZeroShot(Task):
         t0 = time.perf_counter()
         templates = prompt_templates(config.prompt_templates)
         for ds in config.zeroshot_datasets:
-            metrics[f"lit_zeroshot/{ds}/top1"] = self._zeroshot(
+            metrics[self.metric_name(ds, "top1")] = self._zeroshot(
                 encoder, ctx, config, ds, zeroshot_pp(config, encoder.res, ds), representation, templates,
-                embed_texts, stats)
+                embed_texts)
         timings["zeroshot_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for ds in config.retrieval_datasets:
-            metrics.update(self._retrieval(encoder, ctx, config, ds, pps["retrieval"], representation, embed_texts,
-                                           stats))
+            metrics.update(self._retrieval(encoder, ctx, config, ds, pps["retrieval"], representation, embed_texts))
         timings["retrieval_seconds"] = time.perf_counter() - t0
-        timings["extract_seconds"] = sum(e["seconds"] for e in stats.get("extract", []))
         timings["task_seconds"] = time.perf_counter() - t_start
-        ctx.info["timings"] = timings
-        ctx.info["feature_extraction"] = stats.get("extract", [])
+        ctx.timings.update(timings)
         ctx.info["prompt_templates"] = {"name": config.prompt_templates, "count": len(templates)}
         return metrics
 
@@ -321,22 +315,19 @@ class LitZeroShot(Task):
         raise HarnessError(f"the text tower embeds into {want} dimensions but the image tower's outputs have "
                            f"{sizes}; pick the right image sub-tree or pass --set representation=...")
 
-    def _image_embeddings(self, encoder, ctx, config, ds, split, pp, representation, stats, cap, role) -> dict:
+    def _image_embeddings(self, encoder, ctx, config, ds, split, pp, representation, cap, role) -> dict:
         # The same keys for every use of a split; the pp is part of the cache key, so zero-shot (_square875)
         # and retrieval (resize) on one split are two entries.
         info = data.get_info(ds)
         keys = (info.label_key,) if info.label_key and not data.label_is_set(ds, ctx.data_dir) else ()
-        feats = extract(encoder, ds, split, pp=pp, cache_dir=ctx.cache_dir, data_dir=ctx.data_dir,
-                        representations=(representation,), keys=keys, batch_size=config.image_batch_size,
-                        num_examples=cap or None, progress=ctx.progress, stats=stats)
-        ctx.note_dataset(ds, split, len(feats["index"]), pp, role=role)
-        return feats
+        return ctx.extract(encoder, ds, split, pp=pp, representations=(representation,), keys=keys,
+                           batch_size=config.image_batch_size, num_examples=cap, role=role)
 
-    def _train(self, encoder, ctx, config, tokenizer, text_pp, pp, representation, stats):
+    def _train(self, encoder, ctx, config, tokenizer, text_pp, pp, representation):
         ds = config.train_dataset
         info = data.get_info(ds)
         split = config.train_split or info.split("train")
-        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation, stats,
+        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation,
                                        config.max_train_examples, "lit_train")
         zimg = np.asarray(feats[representation], np.float32)
         if zimg.ndim != 2:
@@ -371,13 +362,13 @@ class LitZeroShot(Task):
             ctx.note_artifact("lit_checkpoint", path)
         return tower, loss
 
-    def _zeroshot(self, encoder, ctx, config, ds, pp, representation, templates, embed_texts, stats) -> float:
+    def _zeroshot(self, encoder, ctx, config, ds, pp, representation, templates, embed_texts) -> float:
         info = data.get_info(ds)
         split = info.split("test")
         if not info.label_key:
             raise HarnessError(f"dataset '{ds}' has no class labels; zero-shot classification needs them")
         multi = data.label_is_set(ds, ctx.data_dir)
-        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation, stats,
+        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation,
                                        config.max_eval_examples, "zeroshot_test")
         n = len(feats["index"])
         if multi:
@@ -393,13 +384,13 @@ class LitZeroShot(Task):
         keep = [i for i, y in enumerate(labels) if np.size(y)]  # ReaL: images without labels are left out
         zimg = text.l2_normalize(np.asarray(feats[representation], np.float32)[keep])
         hits = zeroshot_hits(zimg, zclass, [labels[i] for i in keep], classes)
-        ctx.note_per_example(f"lit_zeroshot/{ds}/top1", hits * 100)
+        ctx.note_per_example(self.metric_name(ds, "top1"), hits * 100)
         return float(hits.mean() * 100) if len(hits) else float("nan")
 
-    def _retrieval(self, encoder, ctx, config, ds, pp, representation, embed_texts, stats) -> dict[str, float]:
+    def _retrieval(self, encoder, ctx, config, ds, pp, representation, embed_texts) -> dict[str, float]:
         info = data.get_info(ds)
         split = info.split("test")
-        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation, stats,
+        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation,
                                        config.max_eval_examples, "retrieval_test")
         n = len(feats["index"])
         texts, owner = read_captions(ds, split, n, ctx.data_dir, config.captions_per_image, ctx.progress)
@@ -409,6 +400,6 @@ class LitZeroShot(Task):
         hits = retrieval_recall(zimg @ ztxt.T, owner)
         out = {}
         for key, h in hits.items():
-            out[f"lit_zeroshot/{ds}/{key}"] = float(h.mean() * 100)
-            ctx.note_per_example(f"lit_zeroshot/{ds}/{key}", h * 100)
+            out[self.metric_name(ds, key)] = float(h.mean() * 100)
+            ctx.note_per_example(self.metric_name(ds, key), h * 100)
         return out

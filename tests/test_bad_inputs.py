@@ -73,6 +73,48 @@ def _bad_checkpoints(ck: Path, tiny: str) -> None:
     (ck / "harness_bad").mkdir()
     (ck / "harness_bad" / "harness.json").write_text("{not json")
     np.savez(ck / "two_tower.npz", **{f"img/{k}": v for k, v in good.items()}, **{"txt/x": np.zeros(3)})
+    # Crafted archives: a header declaring far more than the member holds (4 TiB), an unused member that
+    # inflates to 1 GiB, a zip nested where an array should be, a 60 kB .npy header.
+    members = {f"{k}.npy": _npy(v.shape, v.dtype) + v.tobytes() for k, v in good.items()}
+    _zip(ck / "declares_4tib.npz", {**members, "embedding/kernel.npy": _npy((1 << 20, 1 << 20), np.float32)
+                                    + b"\0" * 64})
+    _zip(ck / "nested_zip.npz", {**members, "inner.npy": (ck / "two_tower.npz").read_bytes()})
+    long_header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }" + b" " * 60_000 + b"\n"
+    _zip(ck / "long_header.npz", {**members, "embedding/bias.npy": b"\x93NUMPY\x02\x00"
+                                  + len(long_header).to_bytes(4, "little") + long_header + b"\0" * 12})
+    _zip(ck / "bomb.npz", members, inflating=("unused/zeros.npy", BOMB_BYTES))
+
+
+BOMB_BYTES = 1 << 30
+
+
+def _npy(shape, dtype) -> bytes:
+    """A .npy header (format 1.0) declaring `shape` and `dtype`."""
+    import io
+
+    from numpy.lib import format as npy_format
+
+    buf = io.BytesIO()
+    npy_format.write_array_header_1_0(buf, {"descr": npy_format.dtype_to_descr(np.dtype(dtype)),
+                                            "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def _zip(path: Path, members: dict[str, bytes], inflating: tuple[str, int] | None = None) -> None:
+    """An .npz written member by member (deflated); `inflating`: (name, n) adds a float32 member of n bytes of
+    zeros, streamed, so the archive stays small while the member would inflate to n bytes."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+        if inflating:
+            name, n = inflating
+            with z.open(name, "w", force_zip64=True) as f:
+                f.write(_npy((n // 4,), np.float32))
+                block = b"\0" * (1 << 20)
+                for _ in range(n // len(block)):
+                    f.write(block)
 
 
 def _suites(folder: Path, tiny: str) -> None:
@@ -239,6 +281,13 @@ CASES = [
     Case("ckpt-non-square-posemb", ck("nonsquare.npz"), says=r"6 tokens is not a square grid"),
     Case("ckpt-nan-leaf", ck("nan.npz"), says=r"MlpBlock_0/Dense_0/kernel holds 1 non-finite value"),
     Case("ckpt-inf-leaf", ck("inf.npz"), says=r"embedding/bias holds 1 non-finite value"),
+    Case("ckpt-declares-4tib", ck("declares_4tib.npz"), says=r"member 'embedding/kernel' declares shape "
+                                                                r"\(1048576, 1048576\).*but holds 64"),
+    Case("ckpt-nested-zip", ck("nested_zip.npz"), says="member 'inner' is not a .npy array"),
+    Case("ckpt-npy-header-too-long", ck("long_header.npz"),
+         says="member 'embedding/bias' is a .npy header longer than numpy reads safely"),
+    Case("ckpt-unused-member-bomb", ck("bomb.npz"), says=r"does not match the model: unexpected keys "
+                                                          r"\['unused/zeros'\]"),
     Case("ckpt-hf-pickle-only", ck("hf_pickle"), says="without .safetensors weights"),
     Case("ckpt-harness-json-corrupt", ck("harness_bad"), says="cannot read harness checkpoint"),
     Case("ckpt-bad-subtree", ck("tiny.npz:nope"), says="has no sub-tree 'nope'"),
@@ -517,6 +566,36 @@ def test_a_library_error_is_quoted_by_its_first_line():
 
 
 # -------------------------------------------------------------------------------- follow-ups of the matrix
+PEAK_RSS = """
+import resource, sys
+from harness.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code, file=sys.stderr)
+"""
+
+
+def _peak_rss_mb(args: list[str]) -> tuple[float, int]:
+    p = subprocess.run([sys.executable, "-c", PEAK_RSS, *args], capture_output=True, text=True, timeout=300)
+    line = [ln for ln in p.stderr.splitlines() if ln.startswith("peak_rss_kb")][-1].split()
+    return int(line[1]) / 1024, int(line[2])
+
+
+@pytest.mark.parametrize("name", ["bomb.npz", "declares_4tib.npz"])
+def test_crafted_archives_are_refused_within_a_memory_bound(env, tmp_path, name):
+    """A member that would inflate to 1 GiB, or whose header declares 4 TiB, is refused from its header:
+    the process stays within what the same command takes on a small archive refused at the same point (a
+    leaf of the wrong shape), plus 256 MiB: a bound that the 1 GiB member alone would break."""
+    subs = {**env["subs"], "out": str(tmp_path / "out")}
+    good, code = _peak_rss_mb([a.format(**subs) for a in ck("wrong_shape.npz")])
+    assert code == 2
+    peak, code = _peak_rss_mb([a.format(**subs) for a in ck(name)])
+    assert code == 2 and peak < good + 256, (peak, good)
+    assert BOMB_BYTES / 2**20 > 256 * 2
+
+
 def test_a_full_disk_during_a_run_resumes_once_there_is_room(env, tmp_path, monkeypatch):
     """The cache fills up during the extraction: one line, nothing half-written; once space is freed, the
     same command finishes, and its record equals that of a run that never ran out of space."""

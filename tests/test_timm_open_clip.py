@@ -94,8 +94,6 @@ def _save_timm(model, folder: Path) -> Path:
 def _check_timm(enc, model, x, tag: str, **norm):
     ff, pre, logits = _timm_outputs(model, x, **norm)
     out = enc.features(x)
-    if enc.config["pool_type"] == "tok":
-        ff = ff[:, 1:]  # big_vision's `encoded` drops the class token
     _close(f"{tag} encoded", out["encoded"], ff)
     _close(f"{tag} pre_logits", out["pre_logits"], pre)
     if model.num_classes:

@@ -55,12 +55,35 @@ def as_flat(tree) -> dict:
     return tree if is_flat(tree) else flatten(tree)
 
 
+WRAPPERS = ("params/", "opt/target/")  # training checkpoints' wrappers of the parameter tree
+
+
+def wrapper_of(names) -> str:
+    """The training wrapper a tree's keys share ("params/", "opt/target/"), or "" for a bare tree."""
+    return next((w for w in WRAPPERS if any(n.startswith(w) for n in names)), "")
+
+
+def tower_prefix(names, subtree: str | None = None, *, path="checkpoint") -> tuple[str, str | None]:
+    """(the key prefix of the arrays an image encoder is read from, the sub-tree that is): the training
+    wrapper, then `subtree`, or `img` for a two-tower (SigLIP / LiT) tree when none is named. Only the
+    names are looked at, so a reader decompresses just that tower."""
+    wrapper = wrapper_of(names)
+    inner = [n[len(wrapper):] for n in names if n.startswith(wrapper)]
+    if subtree is None and {"img", "txt"} <= {n.split("/")[0] for n in inner}:
+        subtree = "img"
+    if not subtree:
+        return wrapper, None
+    prefix = wrapper + subtree.strip("/") + "/"
+    if not any(n.startswith(prefix) for n in names):
+        tops = sorted({n.split("/")[0] for n in inner})
+        raise HarnessError(f"checkpoint {path}: has no sub-tree {subtree!r}; top-level keys are {tops[:8]}")
+    return prefix, subtree
+
+
 def unwrap(flat: dict[str, np.ndarray], subtree: str | None = None, *, path="checkpoint") -> dict:
     """Drops training-checkpoint wrappers (`params/`, `opt/target/`) and selects `subtree` if given."""
-    for prefix in ("params/", "opt/target/"):
-        if flat and any(k.startswith(prefix) for k in flat):
-            flat = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
-            break
+    wrapper = wrapper_of(flat)
+    flat = {k[len(wrapper):]: v for k, v in flat.items() if k.startswith(wrapper)}
     if subtree:
         prefix = subtree.strip("/") + "/"
         sub = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}

@@ -265,9 +265,10 @@ def text_tower_from_tree(flat: dict[str, np.ndarray], *, log_t=None, b=None, pat
     return TextTower(model=model, params=params, config=cfg, log_t=scalar(log_t), b=scalar(b))
 
 
-def load_text_tower(spec: str, **kw) -> TextTower | None:
-    """The text tower of a two-tower checkpoint spec (big_vision/SigLIP .npz or tensorstore, Hugging Face
-    SigLIP folder); None when the checkpoint has none (an image-only checkpoint)."""
+def load_text_tower(spec, **kw) -> TextTower | None:
+    """The text tower of a two-tower checkpoint (big_vision/SigLIP .npz or tensorstore, Hugging Face SigLIP or
+    open_clip folder), given as a spec or an open `Checkpoint` handle (an encoder's `checkpoint`: the file is
+    not detected or hashed again); None when the checkpoint has none (an image-only checkpoint)."""
     tt = checkpoints.read_text_tower(spec)
     if tt is None:
         return None

@@ -23,6 +23,7 @@ import numpy as np
 
 from harness import checkpoints
 from harness.errors import HarnessError, did_you_mean
+from harness.schema import Doc
 from harness.models.variants import Shape, decode_variant, rep_width
 from harness.models.vit import ViT
 from harness.scale import sharding
@@ -36,6 +37,18 @@ TREE_KEYS = ("width", "depth", "mlp_dim", "num_heads", "patch_size", "rep_size",
 # augreg ViTs, `harness.checkpoints.timm`) states gelu="exact" as a hint.
 DEFAULTS = dict(pool_type="gap", posemb="learn", rep_size=False, num_classes=None, scan=False,
                 dtype_mm="float32", gelu="tanh")
+# The encoder keys' types and allowed values, (kind, choices or None): how `--set key=value` parses them
+# (`harness.run.runner.encoder_value`) and how a harness checkpoint's harness.json must state them
+# (`file_config`).
+ENCODER_KEY_TYPES = {
+    "variant": ("str", None), "width": ("size", None), "depth": ("size", None), "mlp_dim": ("size", None),
+    "num_heads": ("size", None), "patch_size": ("size", None), "res": ("size", None),
+    "num_classes": ("size_or_none", None), "rep_size": ("size_or_bool", None), "scan": ("bool", None),
+    "pool_type": ("choice", ("gap", "map", "tok", "0", "none")), "posemb": ("choice", ("learn", "sincos2d")),
+    "dtype_mm": ("choice", ("float32", "bfloat16")), "gelu": ("choice", ("tanh", "exact")),
+}
+# Training-only keys an encoder config may carry (a fine-tuned model's).
+TRAINING_KEYS = ("head_zeroinit", "dropout", "remat_policy")
 
 
 # Which axis of which leaf states which dimension (D = width, M = MLP, H = heads), in big_vision's tree
@@ -151,6 +164,39 @@ def _norm_patch(p):
     if isinstance(p, (int, np.integer)):
         return (int(p), int(p))
     return tuple(int(x) for x in p)
+
+
+def _is_size(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def file_config(doc: Doc) -> dict:
+    """An encoder config a file states (a harness checkpoint's harness.json `config`), every key checked
+    against `ENCODER_KEY_TYPES` in its JSON type; a wrong one is one line naming the file and the field."""
+    doc.unknown([*ENCODER_KEY_TYPES, *TRAINING_KEYS], what="encoder key")
+    for key, _ in doc.items():
+        kind, choices = ENCODER_KEY_TYPES.get(key, (None, None))
+        if key == "patch_size":
+            doc.check(key, lambda v: _is_size(v) or (isinstance(v, list) and len(v) == 2 and all(map(_is_size, v))),
+                      "a positive integer or a list of two")
+        elif kind == "size":
+            doc.int(key, min=1)
+        elif kind == "size_or_none":
+            doc.check(key, lambda v: v is None or _is_size(v), "a positive integer or null")
+        elif kind == "size_or_bool":
+            doc.check(key, lambda v: isinstance(v, bool) or _is_size(v), "a positive integer, true or false")
+        elif kind == "bool" or key == "head_zeroinit":
+            doc.bool(key)
+        elif kind == "choice":
+            doc.str(key, choices=choices)
+        elif key == "dropout":
+            doc.check(key, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+                      "a number in [0, 1)")
+        else:  # variant, remat_policy
+            doc.str(key)
+    if "variant" in doc.value:
+        decode_variant(doc.value["variant"])
+    return dict(doc.value)
 
 
 def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "checkpoint") -> dict:
@@ -408,6 +454,9 @@ def load_encoder(spec=None, *, sha256: str | None = None, **config) -> Encoder:
     ckpt = checkpoints.open_checkpoint(spec)
     try:
         flat, hints, info = ckpt.read_image()
+        if info["format"] == "harness":  # the encoder config as harness.json states it
+            hints = file_config(Doc(hints, f"{info['path']}/{checkpoints.HARNESS_META}", "config",
+                                    "fix it or save the checkpoint again"))
         cfg = resolve_config(infer_config(flat), hints, config, path=info["path"])
         check_posemb(flat, cfg, path=info["path"])
         model = build_model(cfg)

@@ -51,10 +51,12 @@ class Member:
     """An array of an open `.npz` known by its `.npy` header alone (`shape`, `dtype`): the model is checked
     against the shapes first, and the data is decompressed only when numpy asks for it (`np.asarray`), so a
     member the model does not need is never inflated, and one whose header declares more bytes than the
-    archive holds for it is refused before anything is allocated."""
+    archive holds for it is refused before anything is allocated. It reads through its checkpoint's handle
+    (`ckpt.npz()`), which opens the file again, checked unchanged, if it was closed in between."""
 
-    def __init__(self, z, name: str, path):
-        self._z, self.name, self.path = z, name, path
+    def __init__(self, ckpt, name: str):
+        self._ckpt, self.name, self.path = ckpt, name, ckpt.path
+        z, path = ckpt.npz(), ckpt.path
         try:
             info = z.zip.getinfo(f"{name}.npy")  # numpy lists members without their ".npy"
         except KeyError:
@@ -95,7 +97,7 @@ class Member:
         return math.prod(self.shape)
 
     def __array__(self, dtype=None, copy=None):
-        a = _member(self._z, self.name, self.path)
+        a = _member(self._ckpt.npz(), self.name, self.path)
         return a if dtype is None else a.astype(dtype)
 
     def __getitem__(self, index):
@@ -146,7 +148,7 @@ def read_image(ckpt) -> tuple[dict, dict]:
     the sub-tree read as the hint "subtree"."""
     names = _names(ckpt)
     prefix, subtree = tower_prefix(names, ckpt.subtree, path=ckpt.path)
-    flat = {n[len(prefix):]: Member(ckpt.npz(), n, ckpt.path) for n in names if n.startswith(prefix)}
+    flat = {n[len(prefix):]: Member(ckpt, n) for n in names if n.startswith(prefix)}
     return flat, {"subtree": subtree}
 
 
@@ -158,7 +160,7 @@ def read_text(ckpt) -> dict | None:
               and (n[len(wrapper):].startswith("txt/") or n[len(wrapper):] in ("t", "b"))]
     if not any(n[len(wrapper):].startswith("txt/") for n in wanted):
         return None
-    flat = {n[len(wrapper):]: Member(ckpt.npz(), n, ckpt.path) for n in wanted}
+    flat = {n[len(wrapper):]: Member(ckpt, n) for n in wanted}
     return text_tower(flat, path=ckpt.path, fmt="npz")
 
 

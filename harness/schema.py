@@ -84,10 +84,10 @@ def read_bytes(file: str | Path, *, what: str, fix: str, max_bytes: int = MAX_BY
     return data
 
 
-def _parsed(file: Path, value: Any, *, what: str, fix: str) -> Doc:
+def _parsed(file: Path, value: Any, *, what: str, fix: str, toml: bool = False) -> Doc:
     if _depth(value) > MAX_DEPTH:
         raise HarnessError(f"{file}: nested more than {MAX_DEPTH} levels deep, which no {what} is; {fix}")
-    return Doc(value, file, fix=fix)
+    return Doc(value, file, fix=fix, toml=toml)
 
 
 def read_json(file: str | Path, *, what: str, fix: str, max_bytes: int = MAX_BYTES) -> Doc:
@@ -121,7 +121,7 @@ def read_toml(file: str | Path, *, what: str, fix: str, max_bytes: int = MAX_BYT
         raise HarnessError(f"{file}: nested too deeply to be a {what}; {fix}") from None
     except (UnicodeDecodeError, ValueError) as e:  # TOMLDecodeError is a ValueError
         raise HarnessError(f"{file}: not valid TOML ({first_line(e, 120)}); {fix}") from None
-    return _parsed(file, value, what=what, fix=fix)
+    return _parsed(file, value, what=what, fix=fix, toml=True)
 
 
 def _is_int(v: Any) -> bool:
@@ -140,8 +140,13 @@ class Doc:
     """A value parsed from `file` at field path `path` ("" for the whole document), read through typed
     getters whose errors name the file and the field, and end in `fix` (what to do)."""
 
-    def __init__(self, value: Any, file: str | Path, path: str = "", fix: str = "fix the file"):
-        self.value, self.file, self.path, self.fix = value, file, path, fix
+    def __init__(self, value: Any, file: str | Path, path: str = "", fix: str = "fix the file", *,
+                 toml: bool = False):
+        self.value, self.file, self.path, self.fix, self.toml = value, file, path, fix, toml
+        self.an_object = "a table" if toml else "an object"  # what TOML calls an object
+
+    def _child(self, key: str | int, value: Any) -> Doc:
+        return Doc(value, self.file, self.field(key), self.fix, toml=self.toml)
 
     def __repr__(self) -> str:
         return f"Doc({self.file}, {self.path or '(root)'}: {describe(self.value)})"
@@ -173,9 +178,9 @@ class Doc:
     def is_obj(self) -> bool:
         return isinstance(self.value, dict)
 
-    def require_obj(self, expected: str = "an object") -> Doc:
+    def require_obj(self, expected: str | None = None) -> Doc:
         if not isinstance(self.value, dict):
-            raise self.error(expected)
+            raise self.error(expected or self.an_object)
         return self
 
     def has(self, key: str) -> bool:
@@ -237,10 +242,10 @@ class Doc:
 
     def obj(self, key: str, default: Any = _MISSING, *, null_is_default: bool = False) -> Doc:
         """The object at `key` as a Doc (`default`, e.g. {}, when missing)."""
-        _, v = self._get(key, default, "an object", null_is_default)
+        _, v = self._get(key, default, self.an_object, null_is_default)
         if not isinstance(v, dict):
-            raise self.error("an object", key, v)
-        return Doc(v, self.file, self.field(key), self.fix)
+            raise self.error(self.an_object, key, v)
+        return self._child(key, v)
 
     def list(self, key: str, default: Any = _MISSING, *, length: int | None = None,
              null_is_default: bool = False) -> Doc:
@@ -249,7 +254,7 @@ class Doc:
         _, v = self._get(key, default, expected, null_is_default)
         if not isinstance(v, list) or (length is not None and len(v) != length):
             raise self.error(expected, key, v)
-        return Doc(v, self.file, self.field(key), self.fix)
+        return self._child(key, v)
 
     def numbers(self, key: str, default: Any = _MISSING, *, length: int | None = None, finite: bool = True,
                 positive: bool = False, null_is_default: bool = False) -> Any:
@@ -263,7 +268,7 @@ class Doc:
             raise self.error(expected, key, v)
         for i, x in enumerate(v):
             if not _number_ok(x, finite, positive):
-                raise Doc(v, self.file, self.field(key), self.fix).error(one, i, x)
+                raise self._child(key, v).error(one, i, x)
         return v
 
     def check(self, key: str, ok: Callable[[Any], bool], expected: str, default: Any = _MISSING) -> Any:
@@ -277,14 +282,14 @@ class Doc:
     def items(self) -> Iterator[tuple[str, Doc]]:
         """(key, Doc) of an object's entries."""
         for k, v in self.require_obj().value.items():
-            yield k, Doc(v, self.file, self.field(k), self.fix)
+            yield k, self._child(k, v)
 
     def entries(self) -> Iterator[Doc]:
         """The Docs of a list's items."""
         if not isinstance(self.value, list):
             raise self.error("a list")
         for i, v in enumerate(self.value):
-            yield Doc(v, self.file, self.field(i), self.fix)
+            yield self._child(i, v)
 
     def unknown(self, known, *, what: str = "key") -> None:
         """Refuses keys of this object outside `known`, naming the first and the nearest known one."""

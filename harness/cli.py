@@ -16,7 +16,14 @@ from harness import progress
 from harness.errors import HarnessError, os_error
 from harness.files import check_folder, check_output_file, write_text_atomic
 from harness.models.variants import decode_variant, model_table
-from harness.scale.runtime import ENV_CPU_DEVICES, parse_cpu_devices, use_cpu_devices
+from harness.scale.runtime import (
+    ENV_CPU_DEVICES,
+    check_xla_flags,
+    parse_cpu_devices,
+    start_backend,
+    start_jax,
+    use_cpu_devices,
+)
 from harness.tf_import import quiet_tensorflow_import
 
 
@@ -107,6 +114,7 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
     check_folder("--cache-dir" if cache_dir else "the feature cache ($HARNESS_CACHE_DIR)",
                  cache_dir or default_cache_dir())
     check_folder("--data-dir", data_dir, write=False)
+    check_xla_flags()  # the user's, before --cpu-devices adds its own
     if cpu_devices:
         use_cpu_devices(cpu_devices)
     from harness.report import to_markdown
@@ -114,6 +122,7 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
     from harness.scale import sharding
 
     distributed = sharding.initialize(coordinator, num_processes, process_id)
+    start_backend()
     sharding.set_param_strategy(param_sharding)
     enc = {}
     if variant:
@@ -287,6 +296,7 @@ def pretrain(out, data_dir, sets, ckpt_dir):
         Config = PretrainConfig
 
     cfg = api.make_config(_T(), None, _parse_sets(sets))
+    start_jax()
     summary = run_pretrain(cfg, out, data_dir=data_dir, ckpt_dir=ckpt_dir)
     click.echo(f"wrote {summary['out']} (loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}, "
                f"{summary['seconds']:.0f}s)")
@@ -344,6 +354,7 @@ def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
     if dry_run:
         click.echo(sw.describe_plan(cfg), nl=False)
         return
+    start_jax()
     records = sw.run_sweep(cfg, out_dir, data_dir=data_dir, cache_dir=cache_dir,
                            echo=lambda m: click.echo(m, err=True))
     click.echo(f"{len(records)} sweep records under {out_dir}/records; fit them with "
@@ -385,6 +396,7 @@ def demo(out_dir):
     """Build a tiny SoViT-shaped encoder, save it as big_vision .npz, reload it, print features and models."""
     from harness.tools.demo import main as demo_main
 
+    start_jax()
     demo_main(out_dir)
 
 

@@ -107,8 +107,17 @@ def _majority(votes: list[tuple[int, str]]) -> int | None:
     return collections.Counter(v for v, _ in votes).most_common(1)[0][0]
 
 
-def infer_config(flat: dict[str, np.ndarray]) -> dict:
+# The leaves whose shape `infer_config` reads a dimension of, with the rank they must have.
+_RANKS = {"embedding/kernel": (4, "(patch, patch, 3, width)"), "pre_logits/kernel": (2, "(width, rep_size)"),
+          "head/kernel": (2, "(width, classes)")}
+
+
+def infer_config(flat: dict[str, np.ndarray], *, path: str = "checkpoint") -> dict:
     """What the parameter tree says about the model (a partial config)."""
+    for key, (rank, layout) in _RANKS.items():
+        if key in flat and len(np.shape(flat[key])) != rank:
+            raise HarnessError(f"checkpoint {path}: {key} has shape {tuple(np.shape(flat[key]))}, not {layout}; the "
+                               "file is corrupt or not a ViT: re-export it")
     cfg: dict[str, Any] = {}
     votes = _dimension_votes(flat)
     for dim in ("width", "mlp_dim", "num_heads"):
@@ -131,9 +140,10 @@ def infer_config(flat: dict[str, np.ndarray]) -> dict:
     elif "cls" in flat:
         cfg["pool_type"] = "tok"
     cfg["posemb"] = "learn" if "pos_embedding" in flat else "sincos2d"
-    if "pos_embedding" in flat and "patch_size" in cfg:
+    if "pos_embedding" in flat and "patch_size" in cfg and len(np.shape(flat["pos_embedding"])) == 3:
         n = int(flat["pos_embedding"].shape[1])
-        # A count that is not a square is refused by `check_posemb`, against the nearest grid below it.
+        # A count that is not a square is refused by `check_posemb`, against the nearest grid below it (as is
+        # a posemb that is not (1, tokens, width)).
         cfg["res"] = max(1, math.isqrt(n)) * cfg["patch_size"][0]
     cfg["rep_size"] = int(flat["pre_logits/kernel"].shape[1]) if "pre_logits/kernel" in flat else False
     cfg["num_classes"] = int(flat["head/kernel"].shape[1]) if "head/kernel" in flat else None
@@ -457,7 +467,7 @@ def load_encoder(spec=None, *, sha256: str | None = None, **config) -> Encoder:
         if info["format"] == "harness":  # the encoder config as harness.json states it
             hints = file_config(Doc(hints, f"{info['path']}/{checkpoints.HARNESS_META}", "config",
                                     "fix it or save the checkpoint again"))
-        cfg = resolve_config(infer_config(flat), hints, config, path=info["path"])
+        cfg = resolve_config(infer_config(flat, path=info["path"]), hints, config, path=info["path"])
         check_posemb(flat, cfg, path=info["path"])
         model = build_model(cfg)
         target = abstract_params(model, cfg["res"])

@@ -35,14 +35,15 @@ _MISSING = object()
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def describe(value: Any) -> str:
-    """A value as an error line shows it: short, one line, its JSON type when long."""
+def describe(value: Any, *, toml: bool = False) -> str:
+    """A value as an error line shows it: short, one line, its JSON (or TOML) type when long."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
-        return "an object" if value else "an empty object"
+        kind = "table" if toml else "object"
+        return f"a {kind}" if value else f"an empty {kind}"
     if isinstance(value, list):
         return f"a list of {len(value)}" if value else "an empty list"
     if isinstance(value, int) and abs(value) >= 10**12:
@@ -173,7 +174,8 @@ class Doc:
                                     + f"field {key if isinstance(key, str) else f'[{key}]'}; expected "
                                     f"{expected}; {self.fix}")
         name = f"field {where}" if where else "the document"
-        return HarnessError(f"{self.file}: {name} is {describe(value)}; expected {expected}; {self.fix}")
+        return HarnessError(f"{self.file}: {name} is {describe(value, toml=self.toml)}; expected {expected}; "
+                            f"{self.fix}")
 
     def is_obj(self) -> bool:
         return isinstance(self.value, dict)

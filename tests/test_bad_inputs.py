@@ -32,6 +32,7 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.eval import cache as cache_mod
+from tests.formats import OPEN_CLIP_CONFIG, TIMM_CONFIG, write_open_clip, write_timm
 from tests.tiny import TINIEST
 
 TINY = dict(TINIEST, res=16, pool_type="map")
@@ -83,9 +84,79 @@ def _bad_checkpoints(ck: Path, tiny: str) -> None:
     _zip(ck / "long_header.npz", {**members, "embedding/bias.npy": b"\x93NUMPY\x02\x00"
                                   + len(long_header).to_bytes(4, "little") + long_header + b"\0" * 12})
     _zip(ck / "bomb.npz", members, inflating=("unused/zeros.npy", BOMB_BYTES))
+    variant("embedding_1d.npz", **{"embedding/kernel": np.ones(16, np.float32)})
+    _typed_fields(ck, tiny)
 
 
 BOMB_BYTES = 1 << 30
+HF_TWO_TOWER = Path(__file__).parent / "data" / "hf_siglip" / "two_tower"
+
+
+def _edited(doc: dict, path: str, value) -> dict:
+    """`doc` with the field at the dotted `path` set to `value`."""
+    doc = json.loads(json.dumps(doc))
+    *parents, last = path.split(".")
+    at = doc
+    for k in parents:
+        at = at[k]
+    at[last] = value
+    return doc
+
+
+def _typed_fields(ck: Path, tiny: str) -> None:
+    """Issue 23 section 5: each format's config with one field of the wrong type or range, and tensorstore
+    folders with a damaged pointer or array metadata."""
+    import tensorstore as ts
+
+    from harness.models.encoder import load_encoder
+
+    hf = json.loads((HF_TWO_TOWER / "config.json").read_text())
+    for name, path, value in (("hf_heads0", "vision_config.num_attention_heads", 0),
+                              ("hf_heads_negative", "vision_config.num_attention_heads", -4),
+                              ("hf_heads5", "vision_config.num_attention_heads", 5),
+                              ("hf_patch_text", "vision_config.patch_size", "4"),
+                              ("hf_vision_config_text", "vision_config", "vit"),
+                              ("hf_eps", "vision_config.layer_norm_eps", 1e-5)):
+        shutil.copytree(HF_TWO_TOWER, ck / name)
+        (ck / name / "config.json").write_text(json.dumps(_edited(hf, path, value)))
+    for name, path, value in (("timm_heads_text", "model_args.num_heads", "many"),
+                              ("timm_model_args_list", "model_args", [1, 2]),
+                              ("timm_mean_text", "pretrained_cfg.mean", ["a", "b", "c"]),
+                              ("timm_architecture_number", "architecture", 3)):
+        write_timm(ck / name, _edited(TIMM_CONFIG, path, value))
+    for name, path, value in (("oc_vision_cfg_text", "model_cfg.vision_cfg", "x"),
+                              ("oc_pool_number", "model_cfg.vision_cfg.timm_pool", 3),
+                              ("oc_std_zero", "preprocess_cfg.std", [0.5, 0, 0.5])):
+        write_open_clip(ck / name, _edited(OPEN_CLIP_CONFIG, path, value))
+    enc = load_encoder(tiny)
+    enc.save(str(ck / "harness_ok"), fmt="harness")
+    meta = json.loads((ck / "harness_ok" / "harness.json").read_text())
+    for name, path, value in (("harness_width_text", "config.width", "wide"),
+                              ("harness_format", "format", "other/2"),
+                              ("harness_config_list", "config", [])):
+        shutil.copytree(ck / "harness_ok", ck / name)
+        (ck / name / "harness.json").write_text(json.dumps(_edited(meta, path, value)))
+    shutil.copytree(ck / "harness_ok", ck / "harness_unknown_key")
+    meta["config"]["widht"] = meta["config"].pop("width")
+    (ck / "harness_unknown_key" / "harness.json").write_text(json.dumps(meta))
+    # tensorstore: big_vision's step folders of the tiny encoder, each broken one way
+    good = ck / "ts" / "tiny.bv-000000001"
+    for k, v in enc.params_numpy().items():
+        spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(good / f"params~{k.replace('/', '~')}")}}
+        ts.open(spec, create=True, dtype=v.dtype.name, shape=v.shape).result().write(v).result()
+    (ck / "ts" / "tiny.bv-LAST").write_text("000000005")  # a step that was deleted
+    kernel_1d = ck / "ts" / "kernel_1d.bv-000000001"
+    shutil.copytree(good, kernel_1d)
+    shutil.rmtree(kernel_1d / "params~embedding~kernel")
+    ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(kernel_1d / "params~embedding~kernel")}},
+            create=True, dtype="float32", shape=(16,)).result().write(np.ones(16, np.float32)).result()
+    for name, leaf, edit in (("missing_chunks", "embedding~bias", dict(shape=[1 << 36], chunks=[16])),
+                             ("chunk_bomb", "embedding~bias", dict(chunks=[1 << 36])),
+                             ("zarray_text", "embedding~bias", None)):
+        folder = ck / "ts" / f"{name}.bv-000000001"
+        shutil.copytree(good, folder)
+        zarray = folder / f"params~{leaf}" / ".zarray"
+        zarray.write_text("not json" if edit is None else json.dumps({**json.loads(zarray.read_text()), **edit}))
 
 
 def _npy(shape, dtype) -> bytes:
@@ -124,6 +195,8 @@ def _suites(folder: Path, tiny: str) -> None:
     (folder / "unknown_task.toml").write_text(head + '[[task]]\nname = "fewshoot"\n')
     (folder / "bad_setting.toml").write_text(head + entry.format(shots="-1"))
     (folder / "bad_key.toml").write_text(head + '[[task]]\nname = "fewshot"\nsett = 3\n')
+    (folder / "deep.toml").write_text(head + "x = " + "{ a = " * 600 + "1" + " }" * 600 + "\n")
+    (folder / "set_table.toml").write_text(head + '[[task]]\nname = "fewshot"\nset = { shots = { a = 1 } }\n')
     (folder / "ok.toml").write_text(head + entry.format(shots="1") + '[[task]]\nname = "linear_probe"\n'
                                     'preset = "proxy"\n')
 
@@ -150,6 +223,15 @@ def _gate_inputs(root: Path, record: Path) -> None:
     runs("runs_inf", edit=lambda r: r["metrics"][metric].update(value=-math.inf))
     runs("runs_text_value", edit=lambda r: r["metrics"][metric].update(value="high"))
     runs("runs_no_metrics", edit=lambda r: r.update(metrics={}))
+    runs("runs_checkpoint_text", edit=lambda r: r.update(checkpoint="tiny.npz"))
+    runs("runs_task_list", edit=lambda r: r.update(task=[]))
+    runs("runs_ci95_text", edit=lambda r: r["metrics"][metric].update(ci95=["low", "high"]))
+    runs("runs_decimals_text", edit=lambda r: r["metrics"][metric].update(decimals="2"))
+    runs("runs_per_example_text", edit=lambda r: r.update(per_example={metric: "1,0,1"}))
+    runs("runs_deep", text="[" * 100_000 + "]" * 100_000)
+    runs("runs_huge")
+    with open(root / "runs_huge" / record.name, "wb") as f:  # sparse: the size of a record too large to read
+        f.truncate((64 << 20) + 1)
     r = CliRunner().invoke(main, ["check", str(record.parent), "--write-baseline", str(root / "base.json")])
     assert r.exit_code == 0, r.output
     base = json.loads((root / "base.json").read_text())
@@ -168,6 +250,9 @@ def _gate_inputs(root: Path, record: Path) -> None:
     baseline("base_no_metrics.json", lambda b: b.update(metrics={}))
     baseline("base_other_schema.json", lambda b: b.update(schema="someone-else/3"))
     baseline("base_corrupt.json", text=json.dumps(base)[:100])
+    baseline("base_checkpoint_text.json", lambda b: b.update(checkpoint="tiny.npz"))
+    baseline("base_tasks_list.json", lambda b: b.update(tasks=["fewshot"]))
+    baseline("base_protocol_number.json", lambda b: b["tasks"]["fewshot"].update(protocol={"--set shots": 1}))
 
 
 def _try_mount(path: Path, options: str) -> bool:
@@ -240,6 +325,7 @@ class Case:
     others: bool = False  # lines of others may precede ours (a dataset's first-use build log)
     extracts: bool = False  # fails only once the data is seen: may leave cache entries, shows progress
     process: bool = False  # run as a real process (what the terminal shows depends on it)
+    env: dict = dataclasses.field(default_factory=dict)  # environment variables set (in a real process)
 
 
 def run(*extra, ckpt="{tiny}"):
@@ -289,7 +375,56 @@ CASES = [
     Case("ckpt-unused-member-bomb", ck("bomb.npz"), says=r"does not match the model: unexpected keys "
                                                           r"\['unused/zeros'\]"),
     Case("ckpt-hf-pickle-only", ck("hf_pickle"), says="without .safetensors weights"),
-    Case("ckpt-harness-json-corrupt", ck("harness_bad"), says="cannot read harness checkpoint"),
+    Case("ckpt-harness-json-corrupt", ck("harness_bad"), says=r"harness_bad/harness.json: not a readable harness "
+                                                              r"checkpoint file \(not JSON"),
+    Case("ckpt-embedding-1d", ck("embedding_1d.npz"), says=r"embedding/kernel has shape \(16,\), not \(patch, patch, "
+                                                           r"3, width\)"),
+    # every field of every format is typed input (issue 23 section 5): one line naming the file and the field
+    Case("ckpt-hf-heads-zero", ck("hf_heads0"), says=r"hf_heads0/config.json: field vision_config."
+                                                     r"num_attention_heads is 0; expected a positive integer"),
+    Case("ckpt-hf-heads-negative", ck("hf_heads_negative"), says=r"field vision_config.num_attention_heads is -4; "
+                                                                 r"expected a positive integer"),
+    Case("ckpt-hf-heads-not-dividing", ck("hf_heads5"), says=r"field vision_config.num_attention_heads is 5; "
+                                                             r"expected a number of heads that divides hidden_size 32"),
+    Case("ckpt-hf-patch-string", ck("hf_patch_text"), says=r"field vision_config.patch_size is '4'; expected a "
+                                                           r"positive integer"),
+    Case("ckpt-hf-vision-config-string", ck("hf_vision_config_text"), says=r"config.json: field vision_config is "
+                                                                           r"'vit'; expected an object"),
+    Case("ckpt-hf-layer-norm-eps", ck("hf_eps"), says=r"field vision_config.layer_norm_eps is 1e-05; the harness's "
+                                                      r"towers normalise with eps 1e-06"),
+    Case("ckpt-timm-heads-string", ck("timm_heads_text"), says=r"timm_heads_text/config.json: field model_args."
+                                                               r"num_heads is 'many'; expected a positive integer"),
+    Case("ckpt-timm-model-args-list", ck("timm_model_args_list"), says=r"field model_args is a list of 2; expected "
+                                                                       r"an object"),
+    Case("ckpt-timm-mean-strings", ck("timm_mean_text"), says=r"field pretrained_cfg.mean\[0\] is 'a'; expected a "
+                                                              r"finite number"),
+    Case("ckpt-timm-architecture-number", ck("timm_architecture_number"), says=r"field architecture is 3; expected "
+                                                                               r"a non-empty string"),
+    Case("ckpt-open-clip-vision-cfg-string", ck("oc_vision_cfg_text"), says=r"oc_vision_cfg_text/open_clip_config."
+                                                                             r"json: field model_cfg.vision_cfg is "
+                                                                             r"'x'; expected an object"),
+    Case("ckpt-open-clip-pool-number", ck("oc_pool_number"), says=r"field model_cfg.vision_cfg.timm_pool is 3; "
+                                                                   r"expected a string"),
+    Case("ckpt-open-clip-std-zero", ck("oc_std_zero"), says=r"field preprocess_cfg.std\[1\] is 0; expected a "
+                                                             r"positive number"),
+    Case("ckpt-harness-json-width-string", ck("harness_width_text"), says=r"harness_width_text/harness.json: field "
+                                                                           r"config.width is 'wide'; expected a "
+                                                                           r"positive integer"),
+    Case("ckpt-harness-json-format", ck("harness_format"), says=r"field format is 'other/2'; expected one of "
+                                                                 r"'sovit-harness/1'"),
+    Case("ckpt-harness-json-config-list", ck("harness_config_list"), says=r"field config is an empty list; "
+                                                                           r"expected an object"),
+    Case("ckpt-harness-json-unknown-key", ck("harness_unknown_key"), says=r"unknown encoder key 'widht' \(did you "
+                                                                           r"mean 'width'\?\)"),
+    Case("ckpt-ts-last-missing-step", ck("ts/tiny.bv"), says=r"tiny.bv-LAST: names step folder "
+                                                             r"tiny.bv-000000005, which does not exist"),
+    Case("ckpt-ts-kernel-1d", ck("ts/kernel_1d.bv-000000001"), says=r"embedding/kernel has shape \(16,\), not"),
+    Case("ckpt-ts-missing-chunks", ck("ts/missing_chunks.bv-000000001"), says=r"array params~embedding~bias of shape "
+                                                                             r"\(68719476736,\) is missing chunks"),
+    Case("ckpt-ts-chunk-bomb", ck("ts/chunk_bomb.bv-000000001"), says=r"declares chunks of shape \(68719476736,\) "
+                                                                     r"\(274877906944 bytes\), larger than the array"),
+    Case("ckpt-ts-zarray-not-json", ck("ts/zarray_text.bv-000000001"), says=r"cannot read array "
+                                                                           r"params~embedding~bias"),
     Case("ckpt-bad-subtree", ck("tiny.npz:nope"), says="has no sub-tree 'nope'"),
     Case("ckpt-bad-subtree-two-tower", ck("two_tower.npz:txt2"), says=r"no sub-tree 'txt2'.*\['img', 'txt'\]"),
     Case("ckpt-random-bad-seed", run(ckpt="random:abc"), says="random:SEED with an integer seed"),
@@ -364,7 +499,11 @@ CASES = [
     Case("suite-bad-toml", suite("bad.toml"), says=r"bad.toml: not valid TOML \(Expected ']]'"),
     Case("suite-unknown-task", suite("unknown_task.toml"), says="suite entry 1/1 fewshoot: unknown task"),
     Case("suite-bad-setting", suite("bad_setting.toml"), says="suite entry 1/1 fewshot: setting shots=-1 is out"),
-    Case("suite-unknown-entry-key", suite("bad_key.toml"), says="has unknown key\\(s\\) sett"),
+    Case("suite-unknown-entry-key", suite("bad_key.toml"), says=r"field task\[0\] has unknown key 'sett' \(did "
+                                                                 r"you mean 'set'\?\)"),
+    Case("suite-600-deep", suite("deep.toml"), says=r"deep.toml: nested too deeply to be a suite file"),
+    Case("suite-set-table", suite("set_table.toml"), says=r"field task\[0\].set.shots is a table; expected a "
+                                                          r"string, number, true/false or a list of them"),
     Case("suite-set-no-entry-takes", suite("ok.toml", "--set", "colour=red"),
          says="--set colour: no task of the suite has that setting"),
     Case("suite-set-bad-value", suite("ok.toml", "--set", "shots=0"), says="suite entry 1/2 fewshot: setting "
@@ -409,6 +548,21 @@ CASES = [
     Case("report-nan-value", ["report", "{root}/runs_nan"], code=0),
     Case("report-no-metrics", ["report", "{root}/runs_no_metrics"], code=0),
     Case("report-missing-folder", ["report", "{root}/no_such_runs"], says="no such file or folder"),
+    Case("report-checkpoint-string", ["report", "{root}/runs_checkpoint_text"],
+         says=r"\.json: field checkpoint is 'tiny.npz'; expected an object; delete it or rerun the task"),
+    Case("report-task-list", ["report", "{root}/runs_task_list"], says=r"field task is an empty list; expected an "
+                                                                       r"object"),
+    Case("report-ci95-strings", ["report", "{root}/runs_ci95_text"],
+         says=r'field metrics\["fewshot/proxy_digits/1shot"\].ci95\[0\] is \'low\'; expected a finite number'),
+    Case("report-decimals-string", ["report", "{root}/runs_decimals_text"],
+         says=r'field metrics\["fewshot/proxy_digits/1shot"\].decimals is \'2\'; expected an integer >= 0 up to 12'),
+    Case("report-per-example-string", ["report", "{root}/runs_per_example_text"],
+         says=r'field per_example\["fewshot/proxy_digits/1shot"\] is \'1,0,1\'; expected a list of numbers'),
+    Case("report-deep-json", ["report", "{root}/runs_deep"], says=r"nested too deeply to be a result record"),
+    Case("report-huge-record", ["report", "{root}/runs_huge"], says=r"67108865 bytes is too large for a result "
+                                                                     r"record \(at most 67108864\)"),
+    Case("report-baseline-checkpoint-string", ["report", "{records}", "--baseline", "{root}/base_checkpoint_text.json"],
+         says=r"base_checkpoint_text.json: field checkpoint is 'tiny.npz'; expected an object"),
     Case("report-nan-baseline", ["report", "{records}", "--baseline", "{root}/base_nan.json"],
          says="has the value nan, not a finite number"),
     # the gate
@@ -419,7 +573,18 @@ CASES = [
     Case("gate-baseline-ci-nan", gate("records", "base_ci_nan.json"), says="bad ci95"),
     Case("gate-baseline-no-metrics", gate("records", "base_no_metrics.json"), says="lists no metrics"),
     Case("gate-baseline-other-schema", gate("records", "base_other_schema.json"), says="not a baseline file"),
-    Case("gate-baseline-corrupt", gate("records", "base_corrupt.json"), says="unreadable baseline"),
+    Case("gate-baseline-corrupt", gate("records", "base_corrupt.json"), says="not a readable baseline"),
+    Case("gate-baseline-checkpoint-string", gate("records", "base_checkpoint_text.json"),
+         says=r"field checkpoint is 'tiny.npz'; expected an object"),
+    Case("gate-baseline-tasks-list", gate("records", "base_tasks_list.json"), says=r"field tasks is a list of 1; "
+                                                                                   r"expected an object"),
+    Case("gate-baseline-protocol-number", gate("records", "base_protocol_number.json"),
+         says=r'field tasks.fewshot.protocol\["--set shots"\] is 1; expected a string'),
+    Case("gate-run-checkpoint-string", gate("runs_checkpoint_text", "base.json"), says=r"field checkpoint is "
+                                                                                       r"'tiny.npz'; expected an object"),
+    Case("gate-run-ci95-strings", gate("runs_ci95_text", "base.json"), says=r"ci95\[0\] is 'low'; expected a finite"),
+    Case("gate-run-decimals-string", gate("runs_decimals_text", "base.json"), says=r"decimals is '2'; expected an "
+                                                                                   r"integer"),
     Case("gate-baseline-missing", gate("records", "base_none.json"), says="no such baseline file or run folder"),
     Case("gate-baseline-empty-folder", gate("records", "runs_empty"), says="no result records to use as a base"),
     Case("gate-tolerance-nan", gate("records", "base.json", "--tolerance", "nan"), says="--tolerance nan: must "
@@ -438,6 +603,14 @@ CASES = [
     Case("process-dataset-not-prepared", run("--set", "datasets=cifar100"), process=True,
          says=r"dataset 'cifar100' is not prepared under .*: run `tfds build cifar100 --data_dir"),
     Case("process-bad-setting", run("--set", "shots=-1"), process=True, says="shots=-1 is out of range"),
+    # the environment jax starts under
+    Case("env-jax-platforms-cuda", run(), env={"JAX_PLATFORMS": "cuda", "CUDA_VISIBLE_DEVICES": ""},
+         says=r"JAX_PLATFORMS=cuda: jax cannot start that backend here .*unset JAX_PLATFORMS to run on the CPU"),
+    Case("env-xla-flags-unknown", run(), env={"XLA_FLAGS": "--xla_no_such_flag=1"},
+         says=r"XLA_FLAGS='--xla_no_such_flag=1': XLA refuses it and would abort \(Unknown flag in XLA_FLAGS: "
+              r"--xla_no_such_flag=1\); fix or remove that flag"),
+    Case("env-xla-flags-bad-value", run(), env={"XLA_FLAGS": "--xla_force_host_platform_device_count=two"},
+         says=r"Couldn't interpret value two for flag xla_force_host_platform_device_count"),
 ]
 
 
@@ -537,9 +710,9 @@ def test_bad_input(case: Case, env, tmp_path, monkeypatch):
     args = [a.format(**subs) for a in case.args]
     before = _listing(env["cache"])
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(env["cache"]))
-    if case.process:
+    if case.process or case.env:
         p = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                           timeout=300, env={**os.environ})
+                           timeout=300, env={**os.environ, **case.env})
         code, stdout, stderr = p.returncode, p.stdout, p.stderr
     else:
         r = CliRunner().invoke(main, args)
@@ -583,17 +756,29 @@ def _peak_rss_mb(args: list[str]) -> tuple[float, int]:
     return int(line[1]) / 1024, int(line[2])
 
 
-@pytest.mark.parametrize("name", ["bomb.npz", "declares_4tib.npz"])
+@pytest.mark.parametrize("name", ["bomb.npz", "declares_4tib.npz", "ts/missing_chunks.bv-000000001",
+                                  "ts/chunk_bomb.bv-000000001"])
 def test_crafted_archives_are_refused_within_a_memory_bound(env, tmp_path, name):
-    """A member that would inflate to 1 GiB, or whose header declares 4 TiB, is refused from its header:
-    the process stays within what the same command takes on a small archive refused at the same point (a
-    leaf of the wrong shape), plus 256 MiB: a bound that the 1 GiB member alone would break."""
+    """A member that would inflate to 1 GiB, or whose header declares 4 TiB; a tensorstore array declaring
+    256 GiB in 16-element chunks (one present), or a 16-element array in one 256 GiB chunk: each is refused
+    from its metadata: the process stays within what the same command takes on a small archive refused at
+    the same point (a leaf of the wrong shape), plus 256 MiB: a bound that the 1 GiB member alone would
+    break."""
     subs = {**env["subs"], "out": str(tmp_path / "out")}
     good, code = _peak_rss_mb([a.format(**subs) for a in ck("wrong_shape.npz")])
     assert code == 2
     peak, code = _peak_rss_mb([a.format(**subs) for a in ck(name)])
     assert code == 2 and peak < good + 256, (peak, good)
     assert BOMB_BYTES / 2**20 > 256 * 2
+
+
+def test_a_record_too_large_is_refused_without_reading_it(env):
+    """A 64 MiB + 1 byte file among the records is refused by its size: `harness report` stays within what
+    it takes on a 300-byte corrupt record plus 32 MiB (reading the file alone would take 64)."""
+    small, code = _peak_rss_mb(["report", str(env["root"] / "runs_corrupt")])
+    assert code == 2
+    peak, code = _peak_rss_mb(["report", str(env["root"] / "runs_huge")])
+    assert code == 2 and peak < small + 32, (peak, small)
 
 
 def test_a_full_disk_during_a_run_resumes_once_there_is_room(env, tmp_path, monkeypatch):

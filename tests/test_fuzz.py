@@ -39,7 +39,7 @@ from harness.errors import HarnessError
 from tests.formats import OPEN_CLIP_CONFIG, TIMM_CONFIG, write_open_clip, write_timm
 from tests.tiny import TINIEST
 
-SMALL, LARGE = 12, 300
+SMALL, LARGE = 20, 300
 MEMORY_BOUND = 1 << 30
 HF_FOLDER = Path(__file__).parent / "data" / "hf_siglip" / "two_tower_spm"
 GOLDEN = Path(__file__).parent / "data" / "report_golden"

@@ -167,8 +167,8 @@ def test_toml_suite(tmp_path):
                       ("[[task]]\nname = 'vqa'\npresets = 'proxy'\n",
                        "field task[0] has unknown key 'presets' (did you mean 'preset'?)"),
                       ("[[task]]\nname = 'vqa'\nset = 3\n", "field task[0].set is 3; expected a table"),
-                      ("[[task]]\nname = 'vqa'\nset = { shots = { a = 1 } }\n", "field task[0].set.shots is an "
-                       "object; expected a string, number, true/false or a list of them"),
+                      ("[[task]]\nname = 'vqa'\nset = { shots = { a = 1 } }\n", "field task[0].set.shots is a "
+                       "table; expected a string, number, true/false or a list of them"),
                       ("ckpt = 3\n[[task]]\nname = 'vqa'\n", "field ckpt is 3; expected a string"),
                       ("chkpt = 'x'\n[[task]]\nname = 'vqa'\n", "has unknown key 'chkpt' (did you mean 'ckpt'?)"),
                       ("name = [\n", "not valid TOML"),

@@ -150,8 +150,11 @@ def coerce(value: str, typ, key: str):
             inner = args[0] if args else str
             return (tuple if origin is tuple else list)(coerce(v, inner, key) for v in items)
         if origin is dict or typ is dict:
-            return json.loads(value)
-    except (ValueError, json.JSONDecodeError, HarnessError):
+            out = json.loads(value)
+            if not isinstance(out, dict):
+                raise ValueError(value)
+            return out
+    except (ValueError, RecursionError, HarnessError):  # json.JSONDecodeError is a ValueError
         raise HarnessError(f"--set {key}={value}: expected {type_words(typ)}") from None
     return value
 

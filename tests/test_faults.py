@@ -7,12 +7,15 @@ The killed runs are real `harness run` processes; a small wrapper around the CLI
 still at a chosen point (a batch of the extraction, a training step) and says so in a marker file, so the
 kill lands exactly there. The reruns and the uninterrupted references run in-process. The cache's
 building blocks are tested on their own in tests/test_cache.py, the simulated kill of a fine-tune in
-tests/test_imagenet_finetune.py and the SIGKILL of a suite between records in tests/test_suites.py.
+tests/test_imagenet_finetune.py and the SIGKILL of a suite between records in tests/test_suites.py. A
+training state damaged on disk after a kill (its pointer, its meta.json) is one line naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -250,4 +253,32 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(env, tmp_path,
         assert resumed["info"]["finetune"]["resumed_from"] == 3
     reference = _reference(env, name, task_args, env["ckpt32"], monkeypatch)
     _same_result(resumed, reference)
+    assert all(np.isfinite(m["value"]) for m in resumed["metrics"].values())
+
+
+@pytest.mark.parametrize("damage,says", [
+    ("meta", r"train_state/state-000000003/meta.json: field step is 'three'; expected an integer >= 0; delete "),
+    ("pointer", r"train_state/LATEST: names '../../elsewhere', not a saved training state"),
+], ids=["meta-step-string", "pointer-outside"])
+def test_a_damaged_training_state_is_one_line(env, tmp_path, damage, says):
+    """Killed during the fine-tune, its training state then damaged on disk (issue 23 section 5: typed
+    input): the rerun is one line naming the file and the field (exit 2, nothing written), and deleting the
+    state folder, as that line says, lets the run train from the start."""
+    out, cache = tmp_path / "runs", tmp_path / "cache"
+    args = _args(env, FINETUNE, env["ckpt32"], out, cache)
+    proc, _ = _child(env, "fit", 5, args, tmp_path)
+    assert _kill(proc)[0] == -signal.SIGKILL
+    (latest,) = out.glob("artifacts/*/train_state/LATEST")
+    if damage == "meta":
+        meta = latest.parent / latest.read_text().strip() / "meta.json"
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "step": "three"}))
+    else:
+        latest.write_text("../../elsewhere")
+    r = CliRunner().invoke(main, args)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and re.search(says, lines[0]), r.output
+    assert not list(out.glob("*.json"))
+    _no_temporaries(out, cache)
+    shutil.rmtree(latest.parent)
+    resumed = _run_here(args)
     assert all(np.isfinite(m["value"]) for m in resumed["metrics"].values())

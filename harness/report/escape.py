@@ -10,14 +10,18 @@ code or structure to a report, whatever its text.
 - `md_text`, `md_cell`, `md_line`, `md_item`: Markdown. No HTML, no link, no table column and no block (heading, list,
   quote, fence) can come from a value.
 - `latex_text`: LaTeX's special characters, and what `\\\\` would take for its optional argument.
-- `csv_text`: a text cell that a spreadsheet would run as a formula is prefixed with a single quote (OWASP,
-  "CSV Injection"); the csv module quotes the rest. Numbers are written by the renderer, not through here.
+- `csv_text`, `csv_line`: a text cell that a spreadsheet would run as a formula is prefixed with a single
+  quote (OWASP, "CSV Injection"); the csv module quotes a cell holding a separator, a quote or a line break.
+  Numbers are written by the renderer, not through `csv_text`.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import textwrap
+from collections.abc import Sequence
 from typing import Any
 
 # C0 and C1 controls (newlines and tabs too), the line and paragraph separators, lone surrogates (not
@@ -109,3 +113,12 @@ def csv_text(value: Any) -> str:
     formula; lone surrogates, which UTF-8 cannot hold, as escapes."""
     s = re.sub(r"[\ud800-\udfff]", lambda m: _escaped(m.group()), str(value))
     return "'" + s if s.startswith(FORMULA_STARTS) else s
+
+
+def csv_line(cells: Sequence[str]) -> str:
+    """One CSV line, ending in "\n", of cells already made (`csv_text`, numbers): the csv module quotes a cell
+    holding a comma, a quote, "\r" or "\n" (it quotes the characters of its line terminator: given "\r\n",
+    which this line does not end in)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(cells)
+    return buf.getvalue()[:-2] + "\n"

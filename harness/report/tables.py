@@ -3,15 +3,13 @@ from a record goes through its format's escaping (`harness.report.escape`)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import textwrap
 from collections.abc import Sequence
 
 from harness.errors import HarnessError
 from harness.report.build import as_table
-from harness.report.escape import csv_text, latex_text, md_cell, md_item, md_text, visible
+from harness.report.escape import csv_line, csv_text, latex_text, md_cell, md_item, md_text, visible
 from harness.report.table import (
     CI_RESAMPLES,
     CI_SEED,
@@ -182,15 +180,13 @@ def to_csv(records_or_table, **build_kwargs) -> str:
     """One wide CSV: `checkpoint` then one column per metric (stored scale, full precision; empty =
     missing); with a baseline, a `<metric> delta` column follows each metric."""
     table = as_table(records_or_table, build_kwargs)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
     # A `<metric> protocol` column follows a metric with a cell made under another protocol (empty: same).
     flagged = {m for (_, m), cell in table.cells.items() if cell.protocol and cell.value is not None}
     header = ["checkpoint"]
     for c in table.columns:
         header += [c.metric] + ([f"{c.metric} delta"] if table.baseline is not None else [])
         header += [f"{c.metric} protocol"] if c.metric in flagged else []
-    w.writerow([header[0], *map(csv_text, header[1:])])
+    lines = [csv_line([header[0], *map(csv_text, header[1:])])]
     for r in table.rows:
         line = [csv_text(r.label)]
         for c in table.columns:
@@ -200,8 +196,8 @@ def to_csv(records_or_table, **build_kwargs) -> str:
                 line.append("" if cell is None or cell.delta is None else repr(cell.delta))
             if c.metric in flagged:
                 line.append(csv_text(cell.protocol or "") if cell is not None else "")
-        w.writerow(line)
-    return buf.getvalue()
+        lines.append(csv_line(line))
+    return "".join(lines)
 
 
 def _latex_cell(table: Table, row: Row, col: Column, best: set[str]) -> str:

@@ -282,7 +282,8 @@ def test_csv_of_hostile_records_round_trips_with_formulas_neutralised():
     # A text cell starting a formula gets a quote; the value after it is the record's, unchanged.
     for cell in [*header[1:], *(r[0] for r in rows[1:])]:
         assert not cell.startswith(FORMULA_STARTS), cell
-    assert rows[1][0] == f"'{hostile('checkpoint a', '=')} (baseline)" and rows[2][0] == "'" + hostile("checkpoint b", "-")
+    assert rows[1][0] == f"'{hostile('checkpoint a', '=')} (baseline)"
+    assert rows[2][0] == "'" + hostile("checkpoint b", "-")
     protocol = [r[header.index(f"fewshot/{FS_DATASET}/10shot protocol")] for r in rows[1:3]]
     assert all("other protocol" in p for p in protocol)
     # Numbers are not text: a negative delta keeps its sign.

@@ -85,8 +85,8 @@ code { font-size: 12px; }
 """
 
 
-# The page. Values reach it only through {{ }}: Jinja2 escapes each (autoescape) after `visible` (finalize);
-# the only markup not in the template is the macros' output. Whitespace control keeps each table on one line.
+# The page. Values reach it only through {{ }}: Jinja2 escapes each (autoescape) after `visible` (finalize).
+# Whitespace control keeps each table on one line; `{#- #}` joins a line to the one before.
 _TEMPLATE = """\
 {%- macro data_table(t) -%}
 <div class="scroll"><table><thead>
@@ -94,9 +94,10 @@ _TEMPLATE = """\
     <tr><th></th>{% for top, n in t.spans %}<th class="group" colspan="{{ n }}">{{ top }}</th>{% endfor %}</tr>
   {%- endif -%}
   <tr><th>checkpoint</th>{% for metric, head in t.heads %}<th title="{{ metric }}">{{ head }}</th>{% endfor %}</tr>
-  {%- raw %}</thead><tbody>{% endraw -%}
+  {#- #}</thead><tbody>
   {%- for r in t.rows -%}
-    <tr class="{{ r.kind }}"><td>{{ r.label }}{% if r.kind != "run" %}<span class="kind">{{ r.kind }}</span>{% endif %}</td>
+    <tr class="{{ r.kind }}"><td>{{ r.label }}
+    {%- if r.kind != "run" %}<span class="kind">{{ r.kind }}</span>{% endif %}</td>
     {%- for metric, c in r.cells -%}
       {%- if c is none -%}
         <td class="missing">–</td>
@@ -115,7 +116,7 @@ _TEMPLATE = """\
 {%- endmacro -%}
 {%- macro checkpoint_table(rows) -%}
 <div class="scroll"><table class="meta"><thead><tr><th>checkpoint</th><th>kind</th><th>variant / shape</th>
-{%- raw %}<th>res</th><th>params (M)</th><th>GFLOPs</th><th>sha256</th><th>source</th></tr></thead><tbody>{% endraw -%}
+{#- #}<th>res</th><th>params (M)</th><th>GFLOPs</th><th>sha256</th><th>source</th></tr></thead><tbody>
 {%- for kind, cells in rows -%}
   <tr class="{{ kind }}">{% for c in cells %}<td>{{ c }}</td>{% endfor %}</tr>
 {%- endfor -%}
@@ -144,7 +145,8 @@ _TEMPLATE = """\
 {% if curves %}
 <section id="fewshot-curves"><h2>Few-shot accuracy vs shots<small>log x axis; error bars: std over seeds</small></h2>
 {#- #}<figure><img src="data:image/png;base64,{{ curves }}" alt="few-shot accuracy vs shots">
-{#- #}<figcaption>One line per checkpoint per dataset; the paper's rows are 10-shot points</figcaption></figure></section>
+{#- #}<figcaption>One line per checkpoint per dataset; the paper's rows are 10-shot points</figcaption>
+{#- #}</figure></section>
 {% endif %}
 <section id="checkpoints"><h2>Checkpoints</h2>{{ checkpoint_table(checkpoints) }}</section>
 <ul class="notes">{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul></main></body></html>

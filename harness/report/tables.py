@@ -4,7 +4,6 @@ from a record goes through its format's escaping (`harness.report.escape`)."""
 from __future__ import annotations
 
 import re
-import textwrap
 from collections.abc import Sequence
 
 from harness.errors import HarnessError

@@ -13,8 +13,10 @@ the same errno.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import errno
+import io
 import json
 import math
 import os
@@ -32,6 +34,7 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.eval import cache as cache_mod
+from tests.test_report_inert import ATTACK, assert_inert_html, assert_inert_markdown, assert_latex_safe
 from tests.tiny import TINIEST
 
 TINY = dict(TINIEST, res=16, pool_type="map")
@@ -150,6 +153,7 @@ def _gate_inputs(root: Path, record: Path) -> None:
     runs("runs_inf", edit=lambda r: r["metrics"][metric].update(value=-math.inf))
     runs("runs_text_value", edit=lambda r: r["metrics"][metric].update(value="high"))
     runs("runs_no_metrics", edit=lambda r: r.update(metrics={}))
+    runs("runs_hostile", edit=_hostile)
     r = CliRunner().invoke(main, ["check", str(record.parent), "--write-baseline", str(root / "base.json")])
     assert r.exit_code == 0, r.output
     base = json.loads((root / "base.json").read_text())
@@ -168,6 +172,17 @@ def _gate_inputs(root: Path, record: Path) -> None:
     baseline("base_no_metrics.json", lambda b: b.update(metrics={}))
     baseline("base_other_schema.json", lambda b: b.update(schema="someone-else/3"))
     baseline("base_corrupt.json", text=json.dumps(base)[:100])
+
+
+def _hostile(rec: dict) -> None:
+    """The finished record with hostile text (`tests.test_report_inert.ATTACK`) in its checkpoint's name, a
+    metric's dataset, unit and note, a setting and a dataset's pp: reports must stay inert."""
+    rec["checkpoint"]["name"] = f"={ATTACK}"
+    entry = rec["metrics"].pop("fewshot/proxy_digits/1shot")
+    rec["metrics"][f"fewshot/{ATTACK.replace('/', '|')}/1shot"] = {**entry, "unit": f"-{ATTACK}", "note": ATTACK}
+    rec["task"]["config"][ATTACK] = ATTACK
+    for d in rec["datasets"]:
+        d["pp"] = ATTACK
 
 
 def _try_mount(path: Path, options: str) -> bool:
@@ -409,6 +424,12 @@ CASES = [
     Case("report-nan-value", ["report", "{root}/runs_nan"], code=0),
     Case("report-no-metrics", ["report", "{root}/runs_no_metrics"], code=0),
     Case("report-missing-folder", ["report", "{root}/no_such_runs"], says="no such file or folder"),
+    # hostile text in every name: reports stay inert (checked by test_reports_of_a_hostile_record_are_inert)
+    Case("report-hostile-record-md", ["report", "{root}/runs_hostile"], code=0),
+    Case("report-hostile-record-csv", ["report", "{root}/runs_hostile", "--format", "csv"], code=0),
+    Case("report-hostile-record-latex", ["report", "{root}/runs_hostile", "--format", "latex"], code=0),
+    Case("report-hostile-record-html", ["report", "{root}/runs_hostile", "--format", "html", "-o", "{out}/r.html"],
+         code=0),
     Case("report-nan-baseline", ["report", "{records}", "--baseline", "{root}/base_nan.json"],
          says="has the value nan, not a finite number"),
     # the gate
@@ -428,6 +449,8 @@ CASES = [
                                                                      r"which cannot be compared\)"),
     Case("gate-run-inf", gate("runs_inf", "base.json"), code=1, says="the run's value is -inf"),
     Case("gate-run-metric-missing", gate("runs_no_metrics", "base.json"), code=1, says=r"1shot \(missing in "),
+    Case("gate-run-hostile-record", gate("runs_hostile", "base.json"), code=1,
+         says=r"1shot \(missing in =\"'><script>.*<!--\\n# heading\\r\\n- item"),
     Case("gate-run-text-value", gate("runs_text_value", "base.json"), says="has the value 'high', not a number"),
     Case("gate-run-corrupt", gate("runs_corrupt", "base.json"), says="not a readable result record"),
     Case("gate-run-future-schema", gate("runs_future", "base.json"), says="schema version 99 is newer"),
@@ -617,6 +640,28 @@ def test_a_full_disk_during_a_run_resumes_once_there_is_room(env, tmp_path, monk
     assert CliRunner().invoke(main, fresh).exit_code == 0
     (a,), (b,) = (list((tmp_path / o).glob("*.json")) for o in ("out", "out2"))
     assert json.loads(a.read_text())["metrics"] == json.loads(b.read_text())["metrics"]
+
+
+def test_reports_of_a_hostile_record_are_inert(env, tmp_path):
+    """The matrix's hostile record (`_hostile`) through `harness report` in every format and `harness check`:
+    the outputs are inert (`tests/test_report_inert.py`'s checks)."""
+    runs = str(env["root"] / "runs_hostile")
+    out = {}
+    for fmt in ("md", "csv", "latex", "html"):
+        path = tmp_path / f"report.{fmt}"
+        r = CliRunner().invoke(main, ["report", runs, "--format", fmt, "-o", str(path)])
+        assert r.exit_code == 0, r.output
+        with open(path, encoding="utf-8", newline="") as f:  # as written: a "\r" in a CSV cell stays
+            out[fmt] = f.read()
+    assert_inert_markdown(out["md"])
+    assert_latex_safe(out["latex"])
+    assert_inert_html(out["html"], [f"={ATTACK}", f"-{ATTACK}", ATTACK])
+    rows = list(csv.reader(io.StringIO(out["csv"])))
+    assert rows[1][0] == f"'={ATTACK}" and all(len(row) == len(rows[0]) for row in rows)
+    r = CliRunner().invoke(main, ["check", runs, "--baseline", str(env["root"] / "base.json")])
+    assert r.exit_code == 1
+    assert_inert_markdown(r.stdout.rsplit("\n", 2)[0] + "\n")  # the table and notes, before the verdict line
+    assert r.stdout.rstrip("\n").splitlines()[-1].startswith("check FAILED")
 
 
 def test_written_files_respect_the_umask(env, tmp_path, monkeypatch):

@@ -35,8 +35,12 @@ Cases:
   `model_<case>_with_posemb`, `image_<case>` (p14, p32).
 - resample_posemb: `resample_posemb_16` (1, 256, 8) and `resample_posemb_12` (1, 144, 8) from `posemb`.
 
-Run (see tests/data/README.md; the venv of bv_vit/):
-    PYTHONPATH=/tmp/bv/big_vision JAX_PLATFORMS=cpu /tmp/bv/venv/bin/python \
+Run (the same packages as the bv_vit/ venv of tests/data/README.md):
+    python3 -m venv /tmp/bvvenv
+    /tmp/bvvenv/bin/pip install jax==0.10.2 jaxlib flax==0.12.8 'tensorflow-cpu==2.21.*' absl-py ml_dtypes \
+        scipy einops ml_collections
+    git clone /work/.mirror/google-research+big_vision/repo /tmp/bv/big_vision
+    PYTHONPATH=/tmp/bv/big_vision JAX_PLATFORMS=cpu /tmp/bvvenv/bin/python \
         tests/data/make_flexi_fixtures.py --big_vision /tmp/bv/big_vision
 """
 

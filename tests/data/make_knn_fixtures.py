@@ -16,8 +16,9 @@ same neighbours and scores: the "chunked matmul + second top-k" is exact.
 
 Cases (all float32, features raw, NOT L2-normalised: normalising is part of the protocol):
 - `main`: 420 train features of dim 16 over 7 classes (counts 110, 90, 70, 55, 40, 35, 20), 50 test
-  features (420 so that each of 2 ranks holds >= 200: DINOv2's per-rank `topk(max_k)` needs that), ks (10, 20, 100, 200), T 0.07. Run through DINOv2's module and metrics (`dinov2_*` keys) and
-  DINOv3's (`dinov3_*`); both must agree.
+  features (420 so that each of 2 ranks holds >= 200: DINOv2's per-rank `topk(max_k)` needs that),
+  ks (10, 20, 100, 200), T 0.07. Run through DINOv2's module and metrics (`dinov2_*` keys) and DINOv3's
+  (`dinov3_*`); both must agree.
 - `small`: 150 train features over 4 classes, 30 test features, same ks: DINOv3 only (DINOv2's
   `topk(200)` fails on 150 candidates); DINOv3 clips k = 200 to the train size (150) and reports top-1 only
   (fewer than 5 classes).
@@ -36,7 +37,10 @@ Keys of knn_reference.npz, for case C in (main, small):
 knn_reference.json: the settings, per-k accuracies as `evaluate` returned them (fractions; DINO logs them
 x100 as "<k> Top 1" / "<k> Top 5"), commits and versions.
 
-Run (see tests/data/README.md):
+Run:
+    python3 -m venv /tmp/refvenv
+    /tmp/refvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 numpy torchmetrics omegaconf termcolor \
+        pandas scikit-learn submitit ftfy regex iopath
     git clone /work/.mirror/facebookresearch+dinov2/repo /tmp/refsrc/dinov2
     git clone --no-checkout /work/.mirror/facebookresearch+dinov3/repo /tmp/refsrc/dinov3
     git -C /tmp/refsrc/dinov3 checkout HEAD -- dinov3
@@ -101,8 +105,6 @@ def tie_mask(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 def per_example(metric_collection: Any, scores: Any, labels: Any) -> dict[str, np.ndarray]:
     """The reference metric applied to one example at a time: 1.0 / 0.0 per example and metric."""
-    import torch
-
     out: dict[str, list[bool]] = {}
     for i in range(len(labels)):
         m = metric_collection.clone()

@@ -40,7 +40,7 @@ Outputs (per-class arrays have 150 entries, NaN where the union is 0):
   `torchmetrics_miou` (scalar; macro leaves out classes with an empty union).
 The script asserts that the three agree (DINOv3 and mmseg bit for bit, torchmetrics within 1e-6).
 
-Run (see tests/data/README.md):
+Run (in the venv of make_knn_fixtures.py, plus):
     git clone --no-checkout /work/.mirror/facebookresearch+dinov3/repo /tmp/refsrc/dinov3
     git -C /tmp/refsrc/dinov3 checkout HEAD -- dinov3
     /tmp/refvenv/bin/pip install torchmetrics pandas mmengine prettytable
@@ -123,7 +123,6 @@ def main() -> None:
     sys.path.insert(0, os.path.abspath(args.dinov3))
 
     import torch
-    import torchmetrics
     from dinov3.eval.segmentation.metrics import (
         calculate_intersect_and_union, calculate_segmentation_metrics, preprocess_nonzero_labels)
 

@@ -41,8 +41,12 @@ Outputs:
   then the mean over images); `per_image` (4, 6) float64: `run` on each example alone; `valid_pixels` (4,).
 nyu_depth_reference.json: the same numbers by name, shapes, the crop and versions.
 
-Run (see tests/data/README.md; the venv of bv_vit/):
-    PYTHONPATH=/tmp/bv/big_vision JAX_PLATFORMS=cpu /tmp/bv/venv/bin/python \
+Run (the same packages as the bv_vit/ venv of tests/data/README.md):
+    python3 -m venv /tmp/bvvenv
+    /tmp/bvvenv/bin/pip install jax==0.10.2 jaxlib flax==0.12.8 'tensorflow-cpu==2.21.*' absl-py ml_dtypes \
+        scipy einops ml_collections
+    git clone /work/.mirror/google-research+big_vision/repo /tmp/bv/big_vision
+    PYTHONPATH=/tmp/bv/big_vision JAX_PLATFORMS=cpu /tmp/bvvenv/bin/python \
         tests/data/make_nyu_depth_fixtures.py --big_vision /tmp/bv/big_vision
 """
 

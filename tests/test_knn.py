@@ -69,6 +69,16 @@ def test_task_end_to_end_shares_linear_probes_features(task_env):
     n_train = next(d["num_examples"] for d in rec["datasets"] if d["role"] == "knn_train")
     assert len(rec["per_example"][f"knn/{TINY_DS}/k3/top1"]) == n_test
     assert rec["info"]["k_used"][TINY_DS] == {"1": 1, "3": 3, "200": min(200, n_train)}
+    # The paper has no kNN number: a report with its rows says so in words.
+    from harness.report import load_records, to_html, to_markdown
+    from harness.report.tables import UNPUBLISHED
+
+    recs = [r for r in load_records(task_env["out"]) if r["task"]["name"] == "knn"]
+    md = to_markdown(recs, with_paper=True)
+    knn_part = md[md.index("### knn"):]
+    assert knn_part.splitlines()[2] == UNPUBLISHED
+    assert "### fewshot" in md and UNPUBLISHED not in md[:md.index("### knn")]
+    assert UNPUBLISHED in to_html(recs, with_paper=True) and UNPUBLISHED not in to_markdown(recs)
 
 
 @pytest.mark.parametrize("sets, says", [({"ks": "0"}, "ks=0 is out of range"), ({"ks": "10,10"}, "more than once"),

@@ -33,6 +33,7 @@ from harness.report.table import (
     metric_sort_key,
 )
 from harness.report.tables import (
+    UNPUBLISHED,
     fmt_ci,
     fmt_delta,
     fmt_value,
@@ -136,6 +137,7 @@ _TEMPLATE = """\
 <a href="#checkpoints">checkpoints</a></nav>
 {% for s in sections %}
 <section id="task-{{ s.task }}"><h2>{{ s.task }}<small>{{ s.title }}</small></h2>
+{% if s.unpublished %}<p class="unpublished">{{ unpublished }}</p>{% endif %}
 {{ data_table(s.table) }}
 {% for caption, png in s.charts %}
 <figure><img src="data:image/png;base64,{{ png }}" alt="{{ caption }}"><figcaption>{{ caption }}</figcaption></figure>
@@ -381,7 +383,8 @@ def to_html(records_or_table, path: str | Path | None = None, *, title: str = "s
         with_paper=any(r.kind == "paper" for r in table.rows), n_metrics=len(table.columns),
         generated=generated or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         sections=[{"task": task, "title": table.titles.get(task, ""), "table": _data_table(table, cols),
-                   "charts": _bar_charts(table, task, cols)} for task, cols in table.groups()],
+                   "charts": _bar_charts(table, task, cols), "unpublished": table.unpublished(cols)}
+                  for task, cols in table.groups()], unpublished=UNPUBLISHED,
         mark=PROTOCOL_MARK, has_curves=has_curves, curves=_fewshot_curves(table) if has_curves else None,
         checkpoints=_checkpoint_rows(table), notes=table_notes(table, table.columns))
     if path is not None:

@@ -137,6 +137,12 @@ class Table:
             out[-1][1].append(col)
         return out
 
+    def unpublished(self, cols: Sequence[Column]) -> bool:
+        """The paper's rows are shown but hold none of `cols`: a task the paper has no number for (kNN,
+        dense probes), which a report says in words rather than as an empty column."""
+        papers = [r for r in self.rows if r.kind == "paper"]
+        return bool(papers) and not any(self.cell(r.name, c.metric) for r in papers for c in cols)
+
     def rows_with_values(self, cols: Sequence[Column]) -> list[Row]:
         """Rows holding at least one of `cols` (a task's table leaves out rows that never ran it)."""
         return [r for r in self.rows if any(self.cell(r.name, c.metric) for c in cols)]

@@ -129,6 +129,7 @@ def _md_cell(table: Table, row: Row, col: Column, *, half_width: bool = False) -
 
 
 MARKDOWN_LAYOUTS = ("long", "wide")
+UNPUBLISHED = "No published number: the paper reports no result for this task."
 NOTE_WIDTH = 100  # the long layout's notes, in characters: a terminal's width with room to spare
 
 
@@ -150,6 +151,8 @@ def to_markdown(records_or_table, *, layout: str = "long", **build_kwargs) -> st
         if layout == "wide":
             rows = table.rows_with_values(cols)
             out.append(f"### {md_text(task)}\n")
+            if table.unpublished(cols):
+                out.append(f"{UNPUBLISHED}\n")
             out.append("| checkpoint | " + " | ".join(md_cell(c.label) for c in cols) + " |")
             out.append("|---|" + "|".join("---:" for _ in cols) + "|")
             for r in rows:
@@ -158,6 +161,8 @@ def to_markdown(records_or_table, *, layout: str = "long", **build_kwargs) -> st
             continue
         title = table.titles.get(task)
         out.append(f"### {md_text(task)}" + (f": {md_text(title)}" if title else "") + "\n")
+        if table.unpublished(cols):
+            out.append(f"{UNPUBLISHED}\n")
         for block_cols, rows in table.long_blocks(cols):
             out.append("| metric | " + " | ".join(md_cell(r.label) for r in rows) + " |")
             out.append("|---|" + "|".join("---:" for _ in rows) + "|")

@@ -54,6 +54,7 @@ SUITES: dict[str, tuple[Entry, ...]] = {
         Entry("coco_captioning", "proxy"),
         Entry("vqa", "proxy"),
         Entry("lit_zeroshot", "proxy"),
+        Entry("knn", "proxy"),
     ),
     "paper": (
         Entry("fewshot"),
@@ -64,6 +65,7 @@ SUITES: dict[str, tuple[Entry, ...]] = {
         Entry("coco_captioning"),
         Entry("vqa"),
         Entry("lit_zeroshot"),
+        Entry("knn"),
     ),
 }
 

@@ -82,3 +82,27 @@ def test_a_task_runs_at_another_patch_size_and_records_it(task_env):
     assert rec["checkpoint"]["gflops"] > base["checkpoint"]["gflops"]
     assert rec["info"]["feature_extraction"][0]["computed_images"] > 0  # another encoder: its own features
     assert rec["task"]["config_hash"] != base["task"]["config_hash"]
+
+
+def test_a_patch_size_sweep_is_one_row_per_patch_size_and_a_curve_in_the_html(task_env, tmp_path):
+    from harness.report import load_records, to_html, to_markdown
+    from harness.report.html import _patch_curves
+    from harness.report.build import as_table
+    from harness.run import suites
+
+    suite = tmp_path / "flexi.toml"
+    sets = ", ".join(f'{k} = "{v}"' for k, v in TINY_RUNS["fewshot"][1].items())
+    suite.write_text("".join(f'[[task]]\nname = "fewshot"\nset = {{ {sets}, patch_size = "{p}" }}\n'
+                             for p in (4, 8, 16)))
+    entries = suites.plan(suites.load_suite(str(suite)), {})
+    outs = list(suites.run_entries(entries, task_env["ckpt"], data_dir=task_env["data_dir"],
+                                   out_dir=tmp_path / "runs", cache_dir=task_env["cache_dir"], progress=False))
+    assert [o.error for o in outs] == [None] * 3
+    recs = load_records(tmp_path / "runs")
+    md = to_markdown(recs)
+    for p in (4, 8, 16):
+        assert f"tiny.npz [patch_size={p}]" in md
+    curves = _patch_curves(as_table(recs, {}))
+    assert [caption for caption, _ in curves] == ["fewshot: each metric against the patch size"]
+    assert 'id="patch-size"' in to_html(recs)
+    assert suites.SUITES["flexi"] and suites.default_ckpt("flexi")

@@ -134,6 +134,7 @@ _TEMPLATE = """\
 <nav>
 {%- for s in sections %}<a href="#task-{{ s.task }}">{{ s.task }}</a>{% endfor %}
 {%- if has_curves %}<a href="#fewshot-curves">few-shot curves</a>{% endif -%}
+{%- if patch_curves %}<a href="#patch-size">patch size</a>{% endif -%}
 <a href="#checkpoints">checkpoints</a></nav>
 {% for s in sections %}
 <section id="task-{{ s.task }}"><h2>{{ s.task }}<small>{{ s.title }}</small></h2>
@@ -149,6 +150,14 @@ _TEMPLATE = """\
 {#- #}<figure><img src="data:image/png;base64,{{ curves }}" alt="few-shot accuracy vs shots">
 {#- #}<figcaption>One line per checkpoint per dataset; the paper's rows are 10-shot points</figcaption>
 {#- #}</figure></section>
+{% endif %}
+{% if patch_curves %}
+<section id="patch-size"><h2>Metrics vs patch size<small>one checkpoint evaluated at several patch sizes (FlexiViT
+{#- #} resize); the top axis gives each point's GFLOPs per image</small></h2>
+{% for caption, png in patch_curves %}
+<figure><img src="data:image/png;base64,{{ png }}" alt="{{ caption }}"><figcaption>{{ caption }}</figcaption></figure>
+{% endfor %}
+</section>
 {% endif %}
 <section id="checkpoints"><h2>Checkpoints</h2>{{ checkpoint_table(checkpoints) }}</section>
 <ul class="notes">{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul></main></body></html>
@@ -313,6 +322,67 @@ def _bar_charts(table: Table, task: str, cols: Sequence[Column]) -> list[tuple[s
     return charts
 
 
+def _patch(row: Row) -> int | None:
+    size = (row.checkpoint.get("config") or {}).get("patch_size") if isinstance(row.checkpoint, dict) else None
+    return int(size[0]) if isinstance(size, (list, tuple)) and size and isinstance(size[0], int) else None
+
+
+def _patch_curves(table: Table) -> list[tuple[str, str]]:
+    """Per task, each metric against the patch size for every checkpoint (name and sha256) evaluated at two or
+    more patch sizes: the FlexiViT sweep (`harness run --suite flexi`), GFLOPs per point on the top axis."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    sweeps: dict[tuple, dict[int, Row]] = {}
+    for r in table.rows:
+        if r.kind == "run" and _patch(r) is not None:
+            sweeps.setdefault((r.checkpoint.get("name"), r.checkpoint.get("sha256")), {})[_patch(r)] = r
+    sweeps = {k: v for k, v in sweeps.items() if len(v) > 1}
+    out = []
+    for task, cols in table.groups():
+        lines = []  # (checkpoint, metric, {patch: value})
+        for (name, _), by_patch in sweeps.items():
+            for c in cols:
+                pts = {p: cell.value * c.scale for p, row in by_patch.items()
+                       if (cell := table.cell(row.name, c.metric)) is not None}
+                if len(pts) > 1:
+                    lines.append((str(name), c, pts))
+        if not lines:
+            continue
+        fig = Figure(figsize=(6.4, 3.6))
+        ax = fig.add_subplot(1, 1, 1)
+        handles, labels = [], []
+        patches: dict[int, float] = {}
+        for name, c, pts in lines:
+            xs = sorted(pts)
+            (h,) = ax.plot(xs, [pts[x] for x in xs], marker="o", markersize=4, linewidth=1.4)
+            handles.append(h)
+            labels.append(f"{name}: {c.row_label}" if len(sweeps) > 1 else c.row_label)
+            for (n, _), by_patch in sweeps.items():
+                if str(n) == name:
+                    patches.update({p: row.checkpoint.get("gflops") for p, row in by_patch.items()})
+        ticks = sorted(patches)
+        ax.set_xscale("log", base=2)
+        for axis in (ax.xaxis,):
+            axis.set_major_locator(FixedLocator(ticks))
+            axis.set_minor_locator(NullLocator())
+            axis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("patch size (pixels)", fontsize=8.5)
+        ax.set_ylabel(cols[0].unit if cols else "", fontsize=8.5, **_PLAIN)
+        top = ax.secondary_xaxis("top")
+        top.xaxis.set_major_locator(FixedLocator(ticks))
+        top.xaxis.set_minor_locator(NullLocator())
+        top.set_xticklabels([f"{patches[t]:.3g}" if isinstance(patches[t], (int, float)) else "?" for t in ticks])
+        top.set_xlabel("GFLOPs per image", fontsize=8.5)
+        ax.tick_params(labelsize=8)
+        top.tick_params(labelsize=8)
+        ax.grid(color="#e5e7eb", linewidth=0.8)
+        _legend(ax, handles, labels, fontsize=7.5, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.tight_layout()
+        out.append((f"{task}: each metric against the patch size", _png(fig)))
+    return out
+
+
 def _fewshot_curves(table: Table) -> str | None:
     """Accuracy vs shots (log x), one line per checkpoint per dataset, std over seeds as error bars."""
     from matplotlib.figure import Figure
@@ -386,6 +456,7 @@ def to_html(records_or_table, path: str | Path | None = None, *, title: str = "s
                    "charts": _bar_charts(table, task, cols), "unpublished": table.unpublished(cols)}
                   for task, cols in table.groups()], unpublished=UNPUBLISHED,
         mark=PROTOCOL_MARK, has_curves=has_curves, curves=_fewshot_curves(table) if has_curves else None,
+        patch_curves=_patch_curves(table),
         checkpoints=_checkpoint_rows(table), notes=table_notes(table, table.columns))
     if path is not None:
         write_text_atomic(path, page)

@@ -260,17 +260,42 @@ def row_name(rec: dict) -> str:
     return str(ck.get("name") or ck.get("spec") or "?")
 
 
+# Encoder settings that never make another row: `scan` moves no number, and a task's resolution is in its
+# metric names where it varies (imagenet_finetune's `.../384/...`).
+ROW_NEUTRAL = frozenset({"scan", "res"})
+
+
+def _shown(value) -> str:
+    """An encoder setting as a row name shows it: a square patch (14, 14) as 14."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
+        value = value[0]
+    return str(value)
+
+
 def row_names(records: Sequence[dict]) -> list[str]:
     """The report row of each record: its checkpoint's name, plus the sha256 prefix where one name covers
-    several different checkpoints (two `model.npz` in different folders must not share a row)."""
+    several different checkpoints (two `model.npz` in different folders must not share a row), plus the
+    encoder settings that differ between records of one checkpoint (the same weights at another patch size
+    or resolution are another row: `proxy.npz [patch_size=4]`)."""
     shas: dict[str, set] = {}
+    configs: dict[tuple, list[dict]] = {}
     for rec in records:
-        shas.setdefault(row_name(rec), set()).add((rec.get("checkpoint") or {}).get("sha256"))
+        ck = rec.get("checkpoint") or {}
+        shas.setdefault(row_name(rec), set()).add(ck.get("sha256"))
+        config = ck.get("config") if isinstance(ck.get("config"), dict) else {}
+        configs.setdefault((row_name(rec), ck.get("sha256")), []).append(config)
     out = []
     for rec in records:
         name = row_name(rec)
-        sha = (rec.get("checkpoint") or {}).get("sha256")
-        out.append(name if len(shas[name]) == 1 else f"{name} [{(sha or 'no sha256')[:8]}]")
+        ck = rec.get("checkpoint") or {}
+        sha = ck.get("sha256")
+        label = name if len(shas[name]) == 1 else f"{name} [{(sha or 'no sha256')[:8]}]"
+        group = configs[(name, sha)]
+        varying = sorted(k for k in set().union(*group) - ROW_NEUTRAL if len({repr(c.get(k)) for c in group}) > 1)
+        config = ck.get("config") if isinstance(ck.get("config"), dict) else {}
+        if varying:
+            label += " [" + ", ".join(f"{k}={_shown(config.get(k))}" for k in varying) + "]"
+        out.append(label)
     return out
 
 

@@ -1,7 +1,7 @@
 """Suites: named lists of (task, preset, settings) entries run on one checkpoint.
 
-Built in: `proxy` (every task on the offline proxies; the README's demo and the CI gate) and `paper` (the
-paper's full protocol on real datasets). A user's own suite is a TOML file:
+Built in: `proxy` (every task on the offline proxies; the README's demo and the CI gate), `paper` (the
+paper's full protocol on real datasets) and `flexi` (few-shot on the proxies at patch sizes 4, 8, 16, 32). A user's own suite is a TOML file:
 
     ckpt = "path/to/ckpt.npz"   # optional: the default --ckpt (relative to the file)
     [[task]]
@@ -69,7 +69,11 @@ SUITES: dict[str, tuple[Entry, ...]] = {
     ),
 }
 
-DEFAULT_CKPT = {"proxy": str(PROXY_CKPT)}
+# `flexi`: one checkpoint at several patch sizes (FlexiViT's resize of the patch embedding; the paper's
+# FlexiSoViT, Section 5.5), few-shot on the proxies; the HTML report plots each metric against the patch size.
+SUITES["flexi"] = tuple(Entry("fewshot", "proxy", (("patch_size", str(p)),)) for p in (4, 8, 16, 32))
+
+DEFAULT_CKPT = {"proxy": str(PROXY_CKPT), "flexi": str(PROXY_CKPT)}
 
 
 _ENTRY_KEYS = {"name", "preset", "set"}

@@ -240,6 +240,11 @@ class LinearProbe(Task):
     def run(self, encoder, ctx: RunContext, config) -> dict[str, float]:
         if not config.lrs or not config.epochs or not config.weight_decays:
             raise HarnessError("linear_probe: lrs, epochs and weight_decays each need at least one value")
+        # The data it cannot do without first (one error line), then the optional test sets (a warning each).
+        for ds in (config.dataset, *(ds for ds in config.eval_datasets if not _skippable(ds))):
+            data.require_prepared(ds, ctx.data_dir)
+        skipped = [ds for ds in config.eval_datasets
+                   if _skippable(ds) and data.skip_unprepared(ds, ctx.data_dir, self.name)]
         info = data.get_info(config.dataset)
         pp = config.pp or default_pp(encoder.res)
         rep = config.representation
@@ -276,11 +281,9 @@ class LinearProbe(Task):
         base = f"linear_probe/{config.dataset}"
         metrics = {f"{base}/minival": acc}
         ctx.note_per_example(f"{base}/minival", top1(predict(params, mx), my) * 100)
-        skipped = []
         for ds, tag in self._eval_sets(config):
             ds_info = data.get_info(ds)
-            if _skippable(ds) and data.skip_unprepared(ds, ctx.data_dir, self.name):
-                skipped.append(ds)
+            if ds in skipped:
                 continue
             classes = data.class_subset(ds, ctx.data_dir)
             if data.label_is_set(ds, ctx.data_dir):  # a label set per image: ReaL, ObjectNet

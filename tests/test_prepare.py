@@ -28,6 +28,7 @@ from click.testing import CliRunner  # noqa: E402
 from harness import data  # noqa: E402
 from harness.cli import main  # noqa: E402
 from harness.data import prepared  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
 from tests.tiny import TINY_DEC, TINY_DS, TINY_ENC  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -150,7 +151,7 @@ def test_imagenet2012_from_tiny_official_tars(tmp_path):
     data_dir, manual = tmp_path / "tfds", tmp_path / "manual"
     manual.mkdir()
     write_val_tar(manual)
-    # One archive only: one line naming the other, and nothing written (TFDS itself would build validation alone).
+    # One archive only: one line naming the other, and nothing written (TFDS would build validation alone).
     r = prepare("imagenet2012", "--data-dir", str(data_dir), "--manual-dir", str(manual))
     assert r.exit_code == 2 and _lines(r.output) == [
         f"error: imagenet2012: ILSVRC2012_img_train.tar is missing from {manual}/; it needs ILSVRC2012_img_train.tar "
@@ -186,6 +187,22 @@ def test_imagenet2012_from_tiny_official_tars(tmp_path):
     assert train == {f"{s}_{i}.JPEG": s for s, ids in TRAIN.items() for i in ids}
     listing = CliRunner().invoke(main, ["ls", "datasets", "--data-dir", str(data_dir)]).output
     assert re.search(r"^imagenet2012 +prepared", listing, re.M)
+
+
+def test_what_tfds_imagenet2012_builder_requires(tmp_path):
+    """TFDS's own call, as docs/data.md states it: the val archive is read even to build train; train is left
+    out (no error) without its archive."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    write_train_tar(manual)
+    config = tfds.download.DownloadConfig(manual_dir=str(manual))
+    with pytest.raises(tf.errors.NotFoundError, match="ILSVRC2012_img_val.tar"):
+        tfds.builder("imagenet2012", data_dir=str(tmp_path / "a")).download_and_prepare(download_config=config)
+    (manual / "ILSVRC2012_img_train.tar").unlink()
+    write_val_tar(manual)
+    builder = tfds.builder("imagenet2012", data_dir=str(tmp_path / "b"))
+    builder.download_and_prepare(download_config=config)
+    assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"validation": 3}
 
 
 def test_imagenet2012_real_needs_the_val_tar_then_real_json(tmp_path):
@@ -235,6 +252,26 @@ def test_a_download_offline_fails_at_once_in_one_line(name, tmp_path):
                              f"{'that file' if len(info.sources.downloads) == 1 else 'those files'} in {manual}/")
     assert seconds < 30  # TFDS's own downloader retries for minutes
     assert not data_dir.exists()
+
+
+def test_a_file_an_earlier_prepare_downloaded_needs_no_network(tmp_path):
+    """TFDS keeps a finished download under its cache name (address + checksum, with a .INFO file beside it) and
+    reuses it: the host check then leaves that file out."""
+    from tensorflow_datasets.core.download import resource
+
+    (download,) = data.get_info("cifar100").sources.downloads
+    if not _offline(download.url):
+        pytest.skip("this machine reaches the download host")
+    data_dir = tmp_path / "tfds"
+    builder = tfds.builder("cifar100", data_dir=str(data_dir))
+    with pytest.raises(HarnessError, match="cannot download cifar-100-binary.tar.gz"):
+        prepared.check_sources("cifar100", builder, str(data_dir), str(tmp_path / "manual"))
+    cached = data_dir / "downloads" / "cifar100" / resource.get_dl_fname(download.url,
+                                                                          builder.url_infos[download.url].checksum)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    resource.get_info_path(cached).write_text("{}")
+    prepared.check_sources("cifar100", builder, str(data_dir), str(tmp_path / "manual"))  # no error
 
 
 @pytest.mark.parametrize("name", ["imagenet_r", "imagenet_a"])
@@ -385,13 +422,12 @@ def test_a_skipped_optional_dataset_is_a_warning_line(tiny_ckpt, tmp_path):
 
 
 def test_linear_probe_checks_its_required_test_sets_before_any_work(task_env, tmp_path):
-    from harness.errors import HarnessError
     from harness.run.runner import run_task
     from tests.tiny import TINY_RUNS
 
     _, sets = TINY_RUNS["linear_probe"]
     cache = tmp_path / "cache"
-    with pytest.raises(HarnessError, match=r"^dataset 'imagenet_v2' is not prepared under .*harness prepare imagenet_v2"):
+    with pytest.raises(HarnessError, match=r"^dataset 'imagenet_v2' is not prepared under .*harness prepare imagen"):
         run_task("linear_probe", task_env["ckpt"], sets={**sets, "eval_datasets": "imagenet_v2"},
                  data_dir=task_env["data_dir"], out_dir=tmp_path / "runs", cache_dir=cache, progress=False)
     assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))  # no feature was computed

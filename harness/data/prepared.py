@@ -137,7 +137,8 @@ def require_prepared(name: str, data_dir: str | os.PathLike | None = None) -> No
 # preparing
 
 
-def prepare(name: str, data_dir: str | os.PathLike | None = None, *, manual_dir: str | os.PathLike | None = None) -> str:
+def prepare(name: str, data_dir: str | os.PathLike | None = None, *,
+            manual_dir: str | os.PathLike | None = None) -> str:
     """Prepares any dataset of the registry (or TFDS) under `data_dir`; returns the prepared folder. Nothing
     is written before the sources are checked; a prepared dataset is left as it is."""
     info = get_info(name)
@@ -201,12 +202,25 @@ def check_sources(name: str, builder, data_dir: str, manual: str) -> None:
         placed = os.path.join(manual, download.file)
         official = url_infos.get(download.url)
         if not os.path.exists(placed):
-            fetch.append(download)
+            if not _downloaded(builder, data_dir, download, official):
+                fetch.append(download)
         elif official is not None and os.path.getsize(placed) != int(official.size):
             raise HarnessError(f"{name}: {placed} has {os.path.getsize(placed)} bytes, but the official "
                                f"{download.file} has {int(official.size)}; download it again from {download.url} "
                                "(or remove it, and TFDS downloads it)")
     _check_hosts(name, builder, fetch, data_dir, manual)
+
+
+def _downloaded(builder, data_dir: str, download: Download, official) -> bool:
+    """Whether an earlier prepare downloaded the file already (TFDS reuses it without the network): TFDS's
+    cache name for the address and checksum, under `<data_dir>/downloads/<name>/` (or TFDS's older layout,
+    without `<name>/`)."""
+    from tensorflow_datasets.core.download import resource
+
+    if official is None:
+        return False
+    file_name = resource.get_dl_fname(download.url, official.checksum)
+    return any(resource.is_locally_cached(Path(data_dir) / "downloads" / sub / file_name) for sub in (builder.name, ""))
 
 
 def _check_hosts(name: str, builder, downloads: list[Download], data_dir: str, manual: str) -> None:
@@ -294,7 +308,8 @@ def _failure(e: Exception, name: str, builder, data_dir: str, manual: str) -> Ha
                             f"({get_info(name).needs(data_dir, manual)}) in {manual}/")
     if isinstance(e, AssertionError) and "Manual directory" in first_line:
         # TFDS's "Manual directory <path> does not exist or is empty."
-        return HarnessError(f"preparing {name}: {first_line.rstrip('.')}; it needs {get_info(name).needs(data_dir, manual)}")
+        needs = get_info(name).needs(data_dir, manual)
+        return HarnessError(f"preparing {name}: {first_line.rstrip('.')}; it needs {needs}")
     code = getattr(e, "errno", None)
     if code is None and any(m in str(e) for m in ("No space left on device", "Not enough disk space")):
         code = errno.ENOSPC

@@ -199,8 +199,9 @@ DATASETS: dict[str, DatasetInfo] = {
              "minitrain": "train[:99%]", "minival": "train[99%:]",
              # The first 65000 train images hold at least 30 shots of every class.
              "fewshot_train": "train[:65000]", "fewshot_test": "validation"},
-            # TFDS's builder makes one split per archive it finds and leaves out the others; the harness
-            # reads train and validation, so `harness prepare` asks for both.
+            # TFDS 4.9.10's builder reads the val archive's names for the validation labels whatever it builds
+            # (without it, even train fails) and leaves train out when its archive is missing; the harness reads
+            # both splits, so `harness prepare` asks for both archives.
             Sources(manual=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"), get=_IMAGENET_SITE),
             num_classes=1000, short_name="imagenet", report_tag="val", imagenet_labels=True,
             description="ImageNet-1k (ILSVRC 2012)"),
@@ -324,8 +325,8 @@ DATASETS: dict[str, DatasetInfo] = {
             # Our builder (harness/data/builders/gqa.py); val_balanced and the test splits are optional.
             Sources(manual=("gqa/train_balanced_questions.json", "gqa/testdev_balanced_questions.json",
                             "gqa/images/"),
-                    get="questions1.2.zip and images.zip from https://cs.stanford.edu/people/dorarad/gqa/download.html, "
-                        "unzipped"),
+                    get="questions1.2.zip and images.zip from "
+                        "https://cs.stanford.edu/people/dorarad/gqa/download.html, unzipped"),
             label_key=None, short_name="gqa", text_key="question",
             vqa=VqaFeatures("question", "question_id", "answer", eval_role="test"),
             description="GQA balanced questions on Visual Genome images, one example per question"),

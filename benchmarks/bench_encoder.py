@@ -2,7 +2,7 @@
 
     python benchmarks/bench_encoder.py --vit other_vit.py [--variants So150m/14] [--batches 8] [--dtypes float32]
 
-For each side, `harness bench` (harness/tools/bench.py: child processes, matmul peak, peak RSS) runs with the
+For each side, `harness bench` (harness/tools/bench*.py: child processes, matmul peak, peak RSS) runs with the
 `harness` package taken from this checkout or from a temporary copy whose vit.py is replaced; then both
 sides' `pre_logits` for the same random parameters and images are compared (max |difference|), so a
 faster model that computes something else is caught. Prints one JSON object.
@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FORWARD = """
 import sys, numpy as np, jax, jax.numpy as jnp
-from harness.tools import bench
-cfg = bench.encoder_config(sys.argv[1], int(sys.argv[2]), sys.argv[3], True)
-model, params = bench.random_params(cfg)
+from harness.tools.bench_encoder import encoder_config, random_params
+cfg = encoder_config(sys.argv[1], int(sys.argv[2]), sys.argv[3], True)
+model, params = random_params(cfg)
 x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (2, cfg["res"], cfg["res"], 3)).astype(np.float32))
 np.save(sys.argv[4], np.asarray(model.apply({"params": params}, x)[1]["pre_logits"], np.float32))
 """

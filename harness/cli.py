@@ -7,69 +7,17 @@ answer at once. This is the one place in the package that imports lazily for tha
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import logging
-import os
 import sys
-import tempfile
 import traceback
-from pathlib import Path
 
 import click
 
 from harness import progress
 from harness.errors import HarnessError, os_error
-from harness.files import write_text_atomic
+from harness.files import check_folder, check_output_file, write_text_atomic
 from harness.models.variants import decode_variant, model_table
 from harness.scale.runtime import ENV_CPU_DEVICES, parse_cpu_devices, use_cpu_devices
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter is not for our users
-
-
-@contextlib.contextmanager
-def _stderr_fd_silenced():
-    """Points file descriptor 2 at /dev/null for the block (C++ code writes there, not to sys.stderr)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-class _QuietTensorflowImport:
-    """A sys.meta_path finder that runs the first `import tensorflow` with fd 2 silenced: TF's C++ logs
-    "All log messages before absl::InitializeLog()" and a oneDNN notice at import, whatever
-    TF_CPP_MIN_LOG_LEVEL says, and those lines would frame the one line a user error prints. A failed
-    import still raises as usual. TF stays a lazy import (it costs seconds, and `--help` must not pay)."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow":
-            return None
-        sys.meta_path.remove(self)  # once; find the real spec without us
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def quiet_exec(module):
-            with _stderr_fd_silenced():
-                exec_module(module)
-
-        spec.loader.exec_module = quiet_exec
-        return spec
-
-
-def _quiet_libraries() -> None:
-    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorflowImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _QuietTensorflowImport())
-    # TFDS logs through absl ("WARNING:absl:Variant folder ... has no dataset_info.json"): not for our users.
-    logging.getLogger("absl").setLevel(logging.ERROR)
+from harness.tf_import import quiet_tensorflow_import
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
@@ -86,7 +34,7 @@ class _Group(click.Group):
     """Turns HarnessError into one line on stderr and exit code 2."""
 
     def invoke(self, ctx):
-        _quiet_libraries()
+        quiet_tensorflow_import()
         try:
             with progress.log_lines():  # the library's warnings as `warning: ...` lines
                 return super().invoke(ctx)
@@ -208,49 +156,6 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
     if failed:
         raise HarnessError(f"{len(failed)} of {len(entries)} suite entries failed: {', '.join(failed)}; "
                            "the others' records are written, and a rerun resumes")
-
-
-def check_folder(option: str, path, *, write: bool = True, named=None) -> None:
-    """Up front, one line naming the option: `path` must be a folder (or creatable as one: no file where it
-    or a folder above it should be), and with `write` the folder (or, if it does not exist yet, the
-    nearest one above it: nothing is created here) must take a small file: not read-only, not forbidden,
-    not on a full disk."""
-    if path is None:
-        return
-    named = path if named is None else named  # what the user typed (a file's path, for check_output_file)
-    p = Path(path).expanduser().absolute()
-    existing = p
-    for above in (p, *p.parents):
-        if above.exists() or above.is_symlink():
-            if not above.is_dir():
-                where = ("is a file, not a folder" if above == p and named == path
-                         else f"is under {above}, which is a file")
-                raise HarnessError(f"{option} {named}: {where}; pass {'a folder' if named == path else 'another path'}")
-            existing = above
-            break
-    if not write:
-        return
-    try:
-        # 64 KiB and an fsync: a disk with less room than that is full for any record or chunk.
-        with tempfile.TemporaryFile(dir=existing) as f:
-            f.write(b"\0" * 65536)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        mapped = os_error(e, named, option)
-        if mapped is None:
-            raise
-        raise mapped from None
-
-
-def check_output_file(option: str, path) -> None:
-    """Up front: `path` is a file to (over)write, not a folder, in a folder that can take it."""
-    if path is None:
-        return
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise HarnessError(f"{option} {path}: is a folder; pass a file name (e.g. {Path(path) / 'report.md'})")
-    check_folder(option, p.parent, named=path)
 
 
 @main.group()
@@ -411,7 +316,7 @@ def pretrain(out, data_dir, sets, ckpt_dir):
 def shape(budgets, kind, from_runs, metric, start, num_heads, patch, res, bootstrap, seed, plots_dir, output):
     """Compute-optimal ViT shape for a compute budget (the paper's scaling law), from its exponents or a sweep."""
     from harness.report.records import load_records
-    from harness.shape.law import shape_report
+    from harness.shape.report import shape_report
 
     try:
         start_shape = tuple(float(v) for v in start.split(","))

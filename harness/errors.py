@@ -1,4 +1,4 @@
-"""The one exception type a user can cause, and the two ways the harness words one.
+"""The one exception type a user can cause, and the ways the harness words one.
 
 A `HarnessError` carries a single line that says what is wrong and what to do.
 The CLI prints it (no traceback) and exits with code 2; library callers can catch it.
@@ -27,6 +27,13 @@ def did_you_mean(name: str, known: Iterable[str], *, n: int = 1, cutoff: float =
     "'x' or 'y'"), or "" when none is close: the tail of an "unknown ..." message."""
     close = difflib.get_close_matches(name, list(known), n=n, cutoff=cutoff)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (at most `limit` characters), or its type's name when it
+    has none: what a one-line HarnessError quotes of a library's long error text."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else type(e).__name__
 
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}

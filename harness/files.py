@@ -1,4 +1,5 @@
-"""Writing files safely: the one atomic write, the one file lock, the folder fsync (standard library only).
+"""Writing files safely: the one atomic write, the one file lock, the folder fsync, and the up-front check
+that an output folder or file can be written (standard library only).
 
 Every file the harness writes (records, baselines, reports, checkpoints, feature-cache chunks, training
 state pointers, bench figures) goes through `atomic_file`: a reader sees the old file or the complete new
@@ -17,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from harness.errors import os_error
+from harness.errors import HarnessError, os_error
 
 
 def current_umask() -> int:
@@ -149,5 +150,48 @@ def file_lock(path: str | Path, *, on_wait: Callable[[], None] | None = None) ->
         os.close(fd)  # closing the descriptor releases the lock too
 
 
-__all__ = ["atomic_file", "current_umask", "file_lock", "fresh_dir", "fsync_dir", "replace_dir",
-           "write_json_atomic", "write_text_atomic"]
+def check_folder(option: str, path, *, write: bool = True, named=None) -> None:
+    """Up front, one line naming the option: `path` must be a folder (or creatable as one: no file where it
+    or a folder above it should be), and with `write` the folder (or, if it does not exist yet, the
+    nearest one above it: nothing is created here) must take a small file: not read-only, not forbidden,
+    not on a full disk."""
+    if path is None:
+        return
+    named = path if named is None else named  # what the user typed (a file's path, for check_output_file)
+    p = Path(path).expanduser().absolute()
+    existing = p
+    for above in (p, *p.parents):
+        if above.exists() or above.is_symlink():
+            if not above.is_dir():
+                where = ("is a file, not a folder" if above == p and named == path
+                         else f"is under {above}, which is a file")
+                raise HarnessError(f"{option} {named}: {where}; pass {'a folder' if named == path else 'another path'}")
+            existing = above
+            break
+    if not write:
+        return
+    try:
+        # 64 KiB and an fsync: a disk with less room than that is full for any record or chunk.
+        with tempfile.TemporaryFile(dir=existing) as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        mapped = os_error(e, named, option)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def check_output_file(option: str, path) -> None:
+    """Up front: `path` is a file to (over)write, not a folder, in a folder that can take it."""
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise HarnessError(f"{option} {path}: is a folder; pass a file name (e.g. {Path(path) / 'report.md'})")
+    check_folder(option, p.parent, named=path)
+
+
+__all__ = ["atomic_file", "check_folder", "check_output_file", "current_umask", "file_lock", "fresh_dir",
+           "fsync_dir", "replace_dir", "write_json_atomic", "write_text_atomic"]

@@ -20,13 +20,12 @@ import dataclasses
 
 import numpy as np
 
-from harness import api, data
+from harness import data
 from harness.api import Metric, RunContext, Task
 from harness.data.tokenizer import as_text
 from harness.errors import HarnessError
 from harness.eval import metrics
 from harness.files import write_json_atomic
-from harness.train import optim
 from harness.train.decoder import DecoderSettings, TextTable, train_and_decode
 
 
@@ -41,38 +40,6 @@ class CocoCaptioningConfig(DecoderSettings):
     tokenizer: str = ""
     target_len: int = 32
 
-    def validate(self) -> None:
-        """Rules checked before any data is read (empty lists and NaN: harness.api)."""
-        validate_decoder_settings(self)
-
-
-def validate_decoder_settings(cfg) -> None:
-    """The decoding tasks' shared rules (`DecoderSettings` fields), before any data is read; a field that
-    does not exist (any more) is skipped."""
-    from pathlib import Path
-
-    for name in ("decoder_depth", "decoder_width", "decoder_mlp_dim", "decoder_heads", "total_steps",
-                 "batch_size", "eval_batch_size", "target_len", "beam_size"):
-        api.check_range(cfg, name, low=1)
-    if getattr(cfg, "decoder_width", 0) % max(1, getattr(cfg, "decoder_heads", 1)):
-        raise api.bad_setting("decoder_width", cfg.decoder_width,
-                              f"is not divisible by decoder_heads={cfg.decoder_heads}; pick a multiple of it")
-    for name in ("dropout", "label_smoothing"):
-        api.check_range(cfg, name, low=0, high=1, high_open=True)
-    api.check_range(cfg, "lr", low=0, low_open=True)
-    api.check_range(cfg, "warmup_fraction", low=0, high=1)
-    for name in ("weight_decay", "grad_clip_norm", "length_penalty", "prefix_len", "max_train_examples",
-                 "max_eval_examples", "seed", "ckpt_every"):
-        api.check_range(cfg, name, low=0)
-    api.check_choice(cfg, "decode", ("greedy", "beam"))
-    api.check_choice(cfg, "optimizer", optim.OPTIMIZERS)
-    api.check_choice(cfg, "feature_dtype", ("float32", "float16", "bfloat16"))
-    api.check_pp(cfg, "pp")
-    api.check_pp(cfg, "train_pp")
-    tok = getattr(cfg, "tokenizer", "")
-    # Empty is the paper default's "you must name one": the task says so when it starts.
-    if tok and tok != "proxy" and not Path(tok).expanduser().is_file():
-        raise api.bad_setting("tokenizer", tok, "is not a file; pass a sentencepiece .model file or proxy")
 
 
 def _split(info: data.DatasetInfo, role_or_split: str) -> str:
@@ -152,9 +119,8 @@ class CocoCaptioning(Task):
             "note": "CIDEr-D IDF from this set's references; not comparable across sets or caps"}
         ctx.info["decoder"] = {k: out[k] for k in ("steps", "train_loss_first", "train_loss_last",
                                                    "num_train_text_examples", "num_eval_text_examples")}
-        ctx.info["feature_extraction"] = out["feature_extraction"]
         ctx.info["examples"] = [{"image_id": int(i), "caption": predictions[i], "references": references[i][:2]}
                                 for i in table.ids[:3]]
-        ctx.info.setdefault("timings", {}).update(out["timings"])
+        ctx.timings.update(out["timings"])
         return {f"{base}/cider": scores["cider"], f"{base}/bleu4": scores["bleu4"],
                 f"{base}/rouge_l": scores["rouge_l"], f"{base}/log_perplexity": out["log_perplexity"]}

@@ -19,7 +19,6 @@ from harness.api import Metric, RunContext, Task
 from harness.data.pp import eval_pp, side_before_crop
 from harness.errors import HarnessError
 from harness.eval import fewshot
-from harness.eval.features import extract
 
 
 @dataclasses.dataclass
@@ -101,17 +100,15 @@ class FewShot(Task):
         out = []
         for ds in config.datasets:
             for k in config.shots:
-                base = f"fewshot/{ds}/{k}shot"
+                base = self.metric_name(ds, f"{k}shot")
                 out.append(Metric(base, True, "%", f"{k}-shot accuracy on {ds}, mean over seeds"))
-                out.append(Metric(base + "/std", False, "%", "std over seeds"))
+                out.append(Metric(f"{base}/std", False, "%", "std over seeds"))
                 out += [Metric(f"{base}/seed-{s}", True, "%") for s in config.seeds]
         return out
 
     def run(self, encoder, ctx: RunContext, config: FewShotConfig) -> dict[str, float]:
         pp = config.pp or default_pp(encoder.res)
         metrics: dict[str, float] = {}
-        stats: dict = {}
-        probe_seconds = 0.0
         for ds in config.datasets:
             info = data.get_info(ds)
             splits = {role: info.split(f"fewshot_{role}") for role in ("train", "test")}
@@ -122,11 +119,9 @@ class FewShot(Task):
                 if role == "test":  # the pool's labels are known now: check before the test extraction
                     config.check_pool(ds, labels=feats["train"][info.label_key])
                 cap = config.max_train_examples if role == "train" else config.max_test_examples
-                feats[role] = extract(encoder, ds, split, pp=pp, cache_dir=ctx.cache_dir, data_dir=ctx.data_dir,
-                                      representations=(config.representation,), keys=(info.label_key,),
-                                      batch_size=config.batch_size, num_examples=cap or None,
-                                      progress=ctx.progress, stats=stats)
-                ctx.note_dataset(ds, split, len(feats[role]["index"]), pp, role=f"fewshot_{role}")
+                feats[role] = ctx.extract(encoder, ds, split, pp=pp, representations=(config.representation,),
+                                          keys=(info.label_key,), batch_size=config.batch_size, num_examples=cap,
+                                          role=f"fewshot_{role}")
             num_classes = info.num_classes or data.num_classes(ds, ctx.data_dir)
             t0 = time.perf_counter()
             acc = fewshot.sweep(np.asarray(feats["train"][config.representation]),
@@ -134,15 +129,12 @@ class FewShot(Task):
                                 feats["test"][config.representation], np.asarray(feats["test"][info.label_key]),
                                 shots=config.shots, seeds=config.seeds, l2_reg=config.l2_reg,
                                 num_classes=num_classes, dtype=config.solve_dtype)
-            probe_seconds += time.perf_counter() - t0
+            ctx.add_time("probe_seconds", time.perf_counter() - t0)
             for k in config.shots:
                 vals = np.array([acc[(k, s)] for s in config.seeds]) * 100
-                base = f"fewshot/{ds}/{k}shot"
+                base = self.metric_name(ds, f"{k}shot")
                 metrics[base] = float(vals.mean())
                 metrics[base + "/std"] = float(vals.std())
                 for s, v in zip(config.seeds, vals):
                     metrics[f"{base}/seed-{s}"] = float(v)
-        ctx.info["timings"] = {"probe_seconds": probe_seconds,
-                               "extract_seconds": sum(e["seconds"] for e in stats.get("extract", []))}
-        ctx.info["feature_extraction"] = stats.get("extract", [])
         return metrics

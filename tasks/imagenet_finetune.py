@@ -34,6 +34,8 @@ import shutil
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from harness import api, checkpoints, data
@@ -292,7 +294,7 @@ class ImageNetFinetune(Task):
             metrics[name] = float(100.0 * scores.mean()) if scores.size else float("nan")
             ctx.note_per_example(name, 100.0 * scores)
         timings["eval_seconds"] = time.perf_counter() - t0
-        ctx.info["timings"] = timings
+        ctx.timings.update(timings)
         ctx.info["finetune"] = run_info
         if config.ood_datasets:
             ctx.info["skipped_datasets"] = skipped
@@ -301,8 +303,6 @@ class ImageNetFinetune(Task):
     def _finetune(self, encoder, ctx: RunContext, config: FinetuneConfig, *, out_dir: Path, num_classes: int,
                   label_key: str, train_split: str, pp_train: str, layer_decay: float, mixup_alpha: float,
                   run_info: dict):
-        import jax
-
         from harness.models.encoder import Encoder, abstract_params, build_model
 
         res = encoder.res
@@ -437,8 +437,6 @@ def _headed_checkpoint(encoder, num_classes: int):
 
 
 def _loss_fn(model, num_classes: int, mixup_alpha: float):
-    import jax
-
     def loss_fn(params, batch, rng):
         images = batch["image"]
         labels = jax.nn.one_hot(batch["label"], num_classes)
@@ -451,9 +449,6 @@ def _loss_fn(model, num_classes: int, mixup_alpha: float):
 
 
 def _predictor(model):
-    import jax
-    import jax.numpy as jnp
-
     @jax.jit
     def predict(params, images):
         logits, _ = model.apply({"params": params}, images)

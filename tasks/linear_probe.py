@@ -17,8 +17,6 @@ applied to the features (a convex combination of two examples' features and labe
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import logging
 import time
 
 import numpy as np
@@ -26,12 +24,8 @@ import numpy as np
 from harness import api, data
 from harness.api import Metric, RunContext, Task
 from harness.data.pp import eval_pp, side_before_crop
-from harness.errors import HarnessError
-from harness.eval.features import extract
 from harness.eval.metrics import restricted_argmax
-from harness.train import finetune
-
-log = logging.getLogger("harness")
+from harness.train import finetune, probe
 
 
 @dataclasses.dataclass
@@ -107,101 +101,6 @@ def real_correct(logits: np.ndarray, multihot: np.ndarray, classes=None) -> tupl
     return finetune.real_correct(restricted_argmax(logits, classes), multihot)
 
 
-def probe_optimizer(lr, weight_decay, momentum, total_steps):
-    """big_vision's chain (harness.train.optim) for the probe: momentum_hp (SGD momentum, bfloat16 trace), lr,
-    then `weight_decay` as big_vision's `wd` (wd * kernel, not times lr; the bias is not decayed), cosine
-    schedule without warm-up. Every argument may be traced."""
-    from harness.train import optim
-
-    # The probe's tree IS the head: its `kernel` is what big_vision's `.*/kernel$` matches as head/kernel.
-    return optim.make_optimizer("sgd_momentum", lr=lr, wd=weight_decay, momentum=momentum,
-                                schedule=optim.cosine_schedule(total_steps), wd_mults=(("kernel", 1.0),))
-
-
-def _epoch_fn(batch_sharding=None):
-    """One jitted SGD epoch. `batch_sharding` (on a mesh): each step's batch is split over the data axis,
-    so every device computes the gradient of its rows and the sum is reduced over the mesh."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    def loss_fn(params, bx, by_soft):
-        logits = bx @ params["kernel"] + params["bias"]
-        return -(by_soft * jax.nn.log_softmax(logits)).sum(-1).mean()
-
-    def epoch(state, xs, ys, order, lams, lr, weight_decay, momentum, total, *, num_classes):
-        tx = probe_optimizer(lr, weight_decay, momentum, total)
-
-        def step(state, inputs):
-            params, opt_state = state
-            idx, lam = inputs
-            bx, by = xs[idx], jax.nn.one_hot(ys[idx], num_classes)
-            if batch_sharding is not None:
-                bx = jax.lax.with_sharding_constraint(bx, batch_sharding)
-                by = jax.lax.with_sharding_constraint(by, batch_sharding)
-            # big_vision-style mixup: one lambda per batch, partner = the batch rolled by one.
-            bx = lam * bx + (1 - lam) * jnp.roll(bx, 1, axis=0)
-            by = lam * by + (1 - lam) * jnp.roll(by, 1, axis=0)
-            updates, opt_state = tx.update(jax.grad(loss_fn)(params, bx, by), opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
-
-        state, _ = jax.lax.scan(step, state, (order, lams))
-        return state
-
-    # Every hyper-parameter is an argument, so the whole grid runs on one compilation per data shape.
-    return jax.jit(epoch, static_argnames=("num_classes",))
-
-
-_EPOCHS: dict = {}
-
-
-def train_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, lr: float, epochs: int,
-                weight_decay: float, batch_size: int, momentum: float = 0.9, mixup: float = 0.0,
-                seed: int = 0):
-    """SGD (`probe_optimizer`: big_vision's momentum, cosine schedule, decoupled weight decay on the kernel)
-    on a zero-initialised softmax head.
-    One jitted epoch (a scan over its steps); the example order of epoch e is `default_rng([seed, e])`.
-    The features live on the device for the whole run (ImageNet's 1.28M x 1152 float32: 5.9 GB), on every
-    device of a mesh (replicated; each step's batch is split over the devices)."""
-    import jax
-    import jax.numpy as jnp
-
-    from harness.scale import sharding
-
-    n, d = x.shape
-    if n == 0:
-        raise HarnessError("linear_probe: the training split is empty")
-    batch_size = min(batch_size, n)
-    steps_per_epoch = n // batch_size
-    total = float(steps_per_epoch * epochs)
-    on_mesh = sharding.is_sharded()
-    key = sharding.batch_sharding() if on_mesh else None
-    if key not in _EPOCHS:
-        _EPOCHS[key] = _epoch_fn(key)
-    epoch_fn = _EPOCHS[key]
-    params = {"kernel": np.zeros((d, num_classes), np.float32), "bias": np.zeros((num_classes,), np.float32)}
-    # The state's structure does not depend on the values (a nonzero wd: the traced chain always has it).
-    state = (params, probe_optimizer(1.0, 1.0, momentum, total).init(params))
-    inputs = (np.asarray(x, np.float32), np.asarray(y, np.int32), state)
-    if on_mesh:
-        xs, ys, state = sharding.place(inputs, jax.tree.map(lambda _: sharding.replicated(), inputs))
-    else:
-        xs, ys, state = jax.tree.map(jnp.asarray, inputs)
-    for e in range(epochs):
-        rng = np.random.default_rng([seed, e])
-        order = rng.permutation(n)[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
-        lams = rng.beta(mixup, mixup, steps_per_epoch) if mixup > 0 else np.ones(steps_per_epoch)
-        order, lams = order.astype(np.int32), lams.astype(np.float32)
-        if on_mesh:
-            order, lams = sharding.place((order, lams), (sharding.replicated(), sharding.replicated()))
-        state = epoch_fn(state, xs, ys, order, lams, lr, weight_decay, momentum, total, num_classes=num_classes)
-    return sharding.to_host_tree(state[0]) if on_mesh else jax.tree.map(np.asarray, state[0])
-
-
-def predict(params, x: np.ndarray) -> np.ndarray:
-    return np.asarray(x, np.float32) @ params["kernel"] + params["bias"]
-
-
 def _skippable(ds: str) -> bool:
     """An out-of-distribution test set (a class subset of ImageNet: ImageNet-R / -A / ObjectNet): skipped with a
     warning when it is not prepared, so that a user without it still gets the other columns."""
@@ -231,15 +130,13 @@ class LinearProbe(Task):
             (ds, data.get_info(ds).report_tag or ds) for ds in config.eval_datasets]
 
     def metrics(self, config) -> list[Metric]:
-        base = f"linear_probe/{config.dataset}"
         # An out-of-distribution set (ImageNet-R / -A / ObjectNet) that is not prepared is skipped.
-        out = [Metric(f"{base}/{tag}", True, "%", f"top-1 on {ds} test split", optional=_skippable(ds))
-               for ds, tag in self._eval_sets(config)]
-        return out + [Metric(f"{base}/minival", True, "%", "top-1 of the selected probe on minival")]
+        out = [Metric(self.metric_name(config.dataset, tag), True, "%", f"top-1 on {ds} test split",
+                      optional=_skippable(ds)) for ds, tag in self._eval_sets(config)]
+        return out + [Metric(self.metric_name(config.dataset, "minival"), True, "%",
+                             "top-1 of the selected probe on minival")]
 
     def run(self, encoder, ctx: RunContext, config) -> dict[str, float]:
-        if not config.lrs or not config.epochs or not config.weight_decays:
-            raise HarnessError("linear_probe: lrs, epochs and weight_decays each need at least one value")
         # The data it cannot do without first (one error line), then the optional test sets (a warning each).
         for ds in (config.dataset, *(ds for ds in config.eval_datasets if not _skippable(ds))):
             data.require_prepared(ds, ctx.data_dir)
@@ -248,15 +145,11 @@ class LinearProbe(Task):
         info = data.get_info(config.dataset)
         pp = config.pp or default_pp(encoder.res)
         rep = config.representation
-        stats: dict = {}
 
         def features(ds, role, cap, pp_, keys):
-            split = data.get_info(ds).split(role)
-            out = extract(encoder, ds, split, pp=pp_, cache_dir=ctx.cache_dir, data_dir=ctx.data_dir,
-                          representations=(rep,), keys=keys, batch_size=config.extract_batch_size,
-                          num_examples=cap or None, progress=ctx.progress, stats=stats)
-            ctx.note_dataset(ds, split, len(out["index"]), pp_, role=f"linear_probe_{role}")
-            return out
+            return ctx.extract(encoder, ds, data.get_info(ds).split(role), pp=pp_, representations=(rep,),
+                               keys=keys, batch_size=config.extract_batch_size, num_examples=cap,
+                               role=f"linear_probe_{role}")
 
         label = (info.label_key,)
         train = features(config.dataset, config.train_split, config.max_train_examples, pp, label)
@@ -266,21 +159,17 @@ class LinearProbe(Task):
         mx, my = np.asarray(minival[rep]), np.asarray(minival[info.label_key])
 
         t0 = time.perf_counter()
-        grid, best = [], None
-        for lr, epochs, wd in itertools.product(config.lrs, config.epochs, config.weight_decays):
-            params = train_probe(x, y, num_classes, lr=lr, epochs=epochs, weight_decay=wd,
-                                 batch_size=config.batch_size, momentum=config.momentum, mixup=config.mixup,
-                                 seed=config.seed)
-            acc = float(top1(predict(params, mx), my).mean() * 100)
-            grid.append({"lr": lr, "epochs": epochs, "weight_decay": wd, "minival": acc})
-            if best is None or acc > best[0]:  # ties keep the earlier (larger lr, fewer epochs) point
-                best = (acc, grid[-1], params)
-        probe_seconds = time.perf_counter() - t0
-        acc, chosen, params = best
+        # Ties keep the earlier point: larger lr, fewer epochs, the first weight decay.
+        points = probe.grid(lr=config.lrs, epochs=config.epochs, weight_decay=config.weight_decays)
+        chosen, params, table = probe.select_on_minival(
+            points, lambda p: probe.train_linear(x, y, num_classes, **p, batch_size=config.batch_size,
+                                                 momentum=config.momentum, mixup=config.mixup, seed=config.seed),
+            lambda head: top1(probe.predict_linear(head, mx), my).mean() * 100)
+        ctx.add_time("probe_seconds", time.perf_counter() - t0)
 
-        base = f"linear_probe/{config.dataset}"
-        metrics = {f"{base}/minival": acc}
-        ctx.note_per_example(f"{base}/minival", top1(predict(params, mx), my) * 100)
+        metrics = {self.metric_name(config.dataset, "minival"): chosen["minival"]}
+        ctx.note_per_example(self.metric_name(config.dataset, "minival"),
+                             top1(probe.predict_linear(params, mx), my) * 100)
         for ds, tag in self._eval_sets(config):
             ds_info = data.get_info(ds)
             if ds in skipped:
@@ -289,16 +178,14 @@ class LinearProbe(Task):
             if data.label_is_set(ds, ctx.data_dir):  # a label set per image: ReaL, ObjectNet
                 set_pp, key = label_set_pp(pp, num_classes, ds_info.label_key)
                 feats = features(ds, "test", config.max_eval_examples, set_pp, (key,))
-                correct, _ = real_correct(predict(params, feats[rep]), feats[key], classes)
+                correct, _ = real_correct(probe.predict_linear(params, feats[rep]), feats[key], classes)
             else:
                 feats = features(ds, "test", config.max_eval_examples, pp, (ds_info.label_key,))
-                correct = top1(predict(params, feats[rep]), feats[ds_info.label_key], classes)
-            metrics[f"{base}/{tag}"] = float(correct.mean() * 100) if len(correct) else None
-            ctx.note_per_example(f"{base}/{tag}", correct * 100)
+                correct = top1(probe.predict_linear(params, feats[rep]), feats[ds_info.label_key], classes)
+            name = self.metric_name(config.dataset, tag)
+            metrics[name] = float(correct.mean() * 100) if len(correct) else None
+            ctx.note_per_example(name, correct * 100)
         ctx.info["skipped_datasets"] = skipped
-        ctx.info["selected"] = chosen
-        ctx.info["grid"] = grid
-        ctx.info["timings"] = {"probe_seconds": probe_seconds,
-                               "extract_seconds": sum(e["seconds"] for e in stats.get("extract", []))}
-        ctx.info["feature_extraction"] = stats.get("extract", [])
+        ctx.info["selected"] = {k: chosen[k] for k in ("lr", "epochs", "weight_decay", "minival")}
+        ctx.info["grid"] = table
         return metrics

@@ -8,7 +8,7 @@ zero-shot classification and image-text retrieval, with big_vision's evaluator s
    t' = 10, b = -10 at init) or the softmax contrastive loss, big_vision's Adam with decoupled weight
    decay on the kernels (harness.train.optim) and a cosine schedule with 20% warm-up.
    The result is written as a big_vision two-tower `.npz` (an artefact; reload it as `lit.npz:img`).
-   Texts become tokens under the checkpoint family's own text pp (`harness.models.text.TextPP`, recorded in
+   Texts become tokens under the checkpoint family's own text pp (`harness.data.text_pp.TextPP`, recorded in
    `info.text_pp`): big_vision's `tokenize(max_len=L, eos="sticky", pad_value=<EOS>)` for big_vision
    two-tower checkpoints and LiT towers, a HF SigLIP folder's own processor for that folder.
 2. Zero-shot classification (big_vision `discriminative_classifier`, image pp `_square875`; ImageNet-A
@@ -28,30 +28,23 @@ zero-shot classification and image-text retrieval, with big_vision's evaluator s
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
-from pathlib import Path
 
+import jax
 import numpy as np
 
-from harness import ASSETS, api, checkpoints, data
+from harness import api, checkpoints, data
 from harness.api import Metric, RunContext, Task
 from harness.data.pp import eval_pp
-from harness.data.tokenizer import SiglipTokenizer, Tokenizer, canonicalize_text
+from harness.data.text_pp import TEXT_PP_CHOICES, choose_text_pp, tokenize_pp
+from harness.data.texts import TEMPLATE_SETS, class_texts, prompt_templates, read_captions, read_field
 from harness.errors import HarnessError
-from harness.eval.features import extract
+from harness.eval.metrics import RECALL_AT, retrieval_recall, zeroshot_hits
 from harness.models import text
-from harness.progress import Progress
-from harness.train import optim
+from harness.train import lit, optim
 
 log = logging.getLogger("harness")
-
-PROXY_TOKENIZER = ASSETS / "proxy_spm.model"
-TEMPLATE_SETS = {"clip_paper": "clip_paper_templates.txt", "clip_best": "clip_best_templates.txt"}
-RECALL_AT = (1, 5, 10)
-# "auto": the checkpoint family's own text pp (harness.models.text.TextPP); or force one of the two rules.
-TEXT_PP_CHOICES = ("auto", "big_vision", "hf_siglip", "open_clip")
 
 
 @dataclasses.dataclass
@@ -90,7 +83,7 @@ class LitZeroShotConfig:
     max_len: int = 16
     # A sentencepiece .model file; empty: one shipped with the checkpoint, else (proxies only) the proxy's.
     tokenizer: str = ""
-    # Text pp (harness.models.text.TextPP): "auto" = the checkpoint family's own: big_vision two-tower .npz /
+    # Text pp (harness.data.text_pp.TextPP): "auto" = the checkpoint family's own: big_vision two-tower .npz /
     # tensorstore and LiT towers trained here: `tokenize(max_len=L, eos="sticky", pad_value=<EOS>)`
     # (configs/proj/image_text/common.py::get_coco pp_txt); a HF SigLIP folder: its SiglipProcessor's
     # tokens (padding="max_length", truncation=True). Or force "big_vision" / "hf_siglip".
@@ -184,151 +177,24 @@ def image_pps(config, res: int) -> dict[str, str]:
 
 def text_pipeline(config, tower) -> tuple:
     """(tokenizer, TextPP) the task embeds texts with: for `tower` (a loaded checkpoint tower), or for a
-    tower LiT is about to train (`tower=None`: family "lit", `config.max_len`)."""
-    if config.text_pp not in TEXT_PP_CHOICES:
-        raise HarnessError(f"text_pp {config.text_pp!r} is not one of {', '.join(TEXT_PP_CHOICES)}")
-    own = tower.config.get("text_pp", "big_vision") if tower is not None else "lit"
-    family = own if config.text_pp == "auto" else config.text_pp
-    ckpt = (tower.config.get("checkpoint") or {}) if tower is not None else {}
-    if family == "hf_siglip":
-        if ckpt.get("format") != "hf":
-            raise HarnessError("text_pp hf_siglip needs a Hugging Face SigLIP folder as the checkpoint; use "
-                               "text_pp=big_vision or auto")
-        # The folder's processor rules; --set tokenizer swaps only the vocabulary file.
-        tokenizer = SiglipTokenizer(ckpt["path"], vocab_file=config.tokenizer or tower.config.get("tokenizer"))
-    elif family == "open_clip":
-        if ckpt.get("format") != "open_clip":
-            raise HarnessError("text_pp open_clip needs an open_clip SigLIP folder as the checkpoint; use "
-                               "text_pp=big_vision or auto")
-        folder = tower.config.get("hf_tokenizer_folder")
-        if not folder:
-            raise HarnessError(
-                f"checkpoint {ckpt['path']}: open_clip tokenizes this tower's text with the Hugging Face tokenizer "
-                f"{tower.config.get('hf_tokenizer_name') or '(see open_clip_config.json)'}, which the folder does "
-                "not hold; save it there (AutoTokenizer.from_pretrained(name).save_pretrained(folder)), or pass "
-                "--set text_pp=big_vision --set tokenizer=PATH")
-        tokenizer = SiglipTokenizer(folder, vocab_file=config.tokenizer or None)
-    elif config.tokenizer:
-        tokenizer = Tokenizer(config.tokenizer)
-    elif tower is not None and tower.config.get("tokenizer"):
-        tokenizer = Tokenizer(tower.config["tokenizer"])
-    else:
-        used = set(config.zeroshot_datasets) | set(config.retrieval_datasets)
-        if tower is None:
-            used.add(config.train_dataset)
-        if not all(data.base_name(d) in data.GENERATED for d in used):
-            raise HarnessError("no tokenizer: pass a sentencepiece model with --set tokenizer=PATH (the "
-                               "checkpoint's own for a two-tower checkpoint; e.g. a 32k c4_en model for LiT, as in "
-                               "the paper)")
-        tokenizer = Tokenizer(PROXY_TOKENIZER)
-    max_len = tower.max_len if tower is not None else config.max_len
-    pp = text.text_pp_for(family, tokenizer, max_len, pad_value=None if config.pad_value < 0 else config.pad_value)
-    return tokenizer, pp
+    tower LiT is about to train (`tower=None`: family "lit", `config.max_len`). Without a tokenizer given or
+    shipped, the proxy's serves runs on generated proxy datasets only."""
+    used = set(config.zeroshot_datasets) | set(config.retrieval_datasets)
+    if tower is None:
+        used.add(config.train_dataset)
+    return choose_text_pp(tower.config if tower is not None else None,
+                          tower.max_len if tower is not None else config.max_len, text_pp=config.text_pp,
+                          tokenizer=config.tokenizer, pad_value=config.pad_value,
+                          proxy_ok=all(data.base_name(d) in data.GENERATED for d in used))
 
 
-# ------------------------------------------------------------------------------------ text handling
-def _read_lines(path: Path) -> list[str]:
-    return [ln.rstrip("\n") for ln in path.read_text(encoding="utf-8").splitlines()
-            if ln.strip() and not ln.startswith("#")]
-
-
-@functools.cache
-def clip_imagenet_class_names() -> tuple[str, ...]:
-    names = tuple(_read_lines(ASSETS / "clip_imagenet_class_names.txt"))
-    if len(names) != 1000:
-        raise HarnessError(f"{ASSETS / 'clip_imagenet_class_names.txt'}: expected 1000 names, found {len(names)}")
-    return names
-
-
-def prompt_templates(name: str) -> list[str]:
-    """Canonicalised templates, each with exactly one "{}"."""
-    if name == "class_name_only":
-        raw = ["{}"]
-    elif name in TEMPLATE_SETS:
-        raw = _read_lines(ASSETS / TEMPLATE_SETS[name])
-    else:
-        raise HarnessError(f"prompt_templates {name!r} is not one of class_name_only, {', '.join(TEMPLATE_SETS)}")
-    return [canonicalize_text(t, keep="{}") for t in raw]
-
-
-def class_texts(dataset: str, source: str, data_dir) -> list[str]:
-    """Canonicalised class names, first alias only (big_vision's `first_class_name_only`)."""
-    if source == "clip" and data.get_info(dataset).imagenet_labels:
-        names = list(clip_imagenet_class_names())
-    elif source in ("clip", "dataset"):
-        names = data.class_names(dataset, data_dir)
-    else:
-        raise HarnessError(f"class_names {source!r} is not one of clip, dataset")
-    return [canonicalize_text(n, keep=",").split(",")[0] for n in names]
-
-
+# ------------------------------------------------------------------------------------ zero-shot
 def class_embeddings(embed, names: list[str], templates: list[str]) -> np.ndarray:
     """Per class: the mean of the L2-normalised embeddings of its prompts, L2-normalised again.
     `embed(texts) -> [N, D]` must return normalised rows."""
     texts = [t.replace("{}", n, 1) for n in names for t in templates]
     z = np.asarray(embed(texts), np.float64).reshape(len(names), len(templates), -1)
     return text.l2_normalize(z.mean(axis=1)).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------- metrics
-def zeroshot_hits(zimg: np.ndarray, zclass: np.ndarray, labels: list, classes=None) -> np.ndarray:
-    """1.0 where argmax(zimg . zclass) is the label, or one of the labels for a label set. `classes`: the label
-    ids of zclass's rows when they are a subset (ImageNet-R's 200 of ImageNet's 1000); None: row i is label i."""
-    pred = np.argmax(zimg @ zclass.T, axis=1)
-    if classes is not None:
-        pred = np.asarray(classes)[pred]
-    return np.array([float(p in set(np.atleast_1d(y).tolist())) for p, y in zip(pred, labels)])
-
-
-def retrieval_recall(sims: np.ndarray, text_image: np.ndarray, ks=RECALL_AT) -> dict[str, np.ndarray]:
-    """Per-query hits for Recall@k from an [images, texts] similarity matrix.
-
-    `text_image[j]` is the image text j describes. image->text: a hit if any of the image's own texts is
-    among its k most similar texts; text->image: a hit if the text's image is among its k most similar
-    images. Ties go to the lower index (a stable sort), as big_vision's argsort of distances does.
-    """
-    sims = np.asarray(sims)
-    text_image = np.asarray(text_image)
-    n_img, n_txt = sims.shape
-    if text_image.shape != (n_txt,):
-        raise HarnessError(f"retrieval: {n_txt} texts but {text_image.shape} image ids")
-    by_image = np.argsort(-sims, axis=1, kind="stable")  # [images, texts]
-    by_text = np.argsort(-sims, axis=0, kind="stable")  # [images, texts]
-    out = {}
-    for k in ks:
-        out[f"i2t_recall@{k}"] = (text_image[by_image[:, :k]] == np.arange(n_img)[:, None]).any(axis=1) * 1.0
-        out[f"t2i_recall@{k}"] = (by_text[:k] == text_image[None]).any(axis=0) * 1.0
-    return out
-
-
-# ------------------------------------------------------------------------------------- data access
-def _read_field(name: str, split: str, key: str, n: int, data_dir, progress: bool) -> list:
-    """One (possibly variable-length) field of the first n examples, in split order, without the images."""
-    rows = []
-    it = data.iterate(name, split, batch_size=256, pp=f"keep({key!r})", data_dir=data_dir, num_examples=n)
-    with Progress(n, f"{key} {name}/{split}", "ex", enabled=progress) as bar:
-        for batch in it:
-            mask = np.asarray(batch["_mask"], bool)
-            values = np.asarray(batch[key])[mask]
-            rows.extend(list(values))
-            bar.update(int(mask.sum()))
-    return rows[:n]
-
-
-def _captions(name: str, split: str, n: int, data_dir, per_image: int, progress: bool):
-    """(texts, text_image): the captions of the first n images, flattened, and each caption's image."""
-    info = data.get_info(name)
-    if not info.text_key:
-        raise HarnessError(f"dataset '{name}' has no captions; pick one with captions (coco_captions, proxy_scenes)")
-    texts, owner = [], []
-    for i, row in enumerate(_read_field(name, split, info.text_key, n, data_dir, progress)):
-        caps = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in np.atleast_1d(row)]
-        caps = [c for c in caps if c]  # b"" is the batch padding of shorter caption lists
-        if per_image:
-            caps = caps[:per_image]
-        texts.extend(caps)
-        owner.extend([i] * len(caps))
-    return texts, np.asarray(owner, np.int64)
 
 
 # ----------------------------------------------------------------------------------------- the task
@@ -355,13 +221,13 @@ class LitZeroShot(Task):
     }
 
     def metrics(self, config: LitZeroShotConfig) -> list[Metric]:
-        out = [Metric(f"lit_zeroshot/{ds}/top1", True, "%", f"zero-shot top-1 accuracy on {ds}")
+        out = [Metric(self.metric_name(ds, "top1"), True, "%", f"zero-shot top-1 accuracy on {ds}")
                for ds in config.zeroshot_datasets]
         for ds in config.retrieval_datasets:
             for direction, what in (("i2t", "image->text"), ("t2i", "text->image")):
-                out += [Metric(f"lit_zeroshot/{ds}/{direction}_recall@{k}", True, "%",
+                out += [Metric(self.metric_name(ds, f"{direction}_recall@{k}"), True, "%",
                                f"{what} Recall@{k} on {ds}") for k in RECALL_AT]
-        out.append(Metric("lit_zeroshot/train/final_loss", False, "raw",
+        out.append(Metric(self.metric_name("train", "final_loss"), False, "raw",
                           "mean LiT loss of the last 10% of steps (absent when the checkpoint's text tower is used)",
                           optional=True))
         return out
@@ -374,13 +240,12 @@ class LitZeroShot(Task):
         if config.loss not in text.LOSSES:
             raise HarnessError(f"loss {config.loss!r} is not one of {', '.join(text.LOSSES)}")
         pps = image_pps(config, encoder.res)
-        stats: dict = {}
         metrics: dict[str, float] = {}
         timings: dict[str, float] = {}
 
         tower = None
-        if config.text_tower != "train" and encoder.spec and not str(encoder.spec).startswith("random"):
-            tower = text.load_text_tower(encoder.spec)
+        if config.text_tower != "train" and encoder.checkpoint is not None:
+            tower = text.load_text_tower(encoder.checkpoint)
         if tower is None and (config.text_tower == "checkpoint" or config.train_steps <= 0):
             raise HarnessError(f"checkpoint {encoder.spec} has no text tower and training is off "
                                f"(text_tower={config.text_tower}, train_steps={config.train_steps}); pass a "
@@ -391,9 +256,8 @@ class LitZeroShot(Task):
 
         if tower is None:
             t0 = time.perf_counter()
-            tower, loss = self._train(encoder, ctx, config, tokenizer, text_pp, pps["train"], representation,
-                                      stats)
-            metrics["lit_zeroshot/train/final_loss"] = loss
+            tower, loss = self._train(encoder, ctx, config, tokenizer, text_pp, pps["train"], representation)
+            metrics[self.metric_name("train", "final_loss")] = loss
             timings["train_seconds"] = time.perf_counter() - t0
             ctx.info["text_tower"] = {**tower.config, "source": "lit"}
         else:
@@ -419,19 +283,16 @@ class LitZeroShot(Task):
         t0 = time.perf_counter()
         templates = prompt_templates(config.prompt_templates)
         for ds in config.zeroshot_datasets:
-            metrics[f"lit_zeroshot/{ds}/top1"] = self._zeroshot(
+            metrics[self.metric_name(ds, "top1")] = self._zeroshot(
                 encoder, ctx, config, ds, zeroshot_pp(config, encoder.res, ds), representation, templates,
-                embed_texts, stats)
+                embed_texts)
         timings["zeroshot_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for ds in config.retrieval_datasets:
-            metrics.update(self._retrieval(encoder, ctx, config, ds, pps["retrieval"], representation, embed_texts,
-                                           stats))
+            metrics.update(self._retrieval(encoder, ctx, config, ds, pps["retrieval"], representation, embed_texts))
         timings["retrieval_seconds"] = time.perf_counter() - t0
-        timings["extract_seconds"] = sum(e["seconds"] for e in stats.get("extract", []))
         timings["task_seconds"] = time.perf_counter() - t_start
-        ctx.info["timings"] = timings
-        ctx.info["feature_extraction"] = stats.get("extract", [])
+        ctx.timings.update(timings)
         ctx.info["prompt_templates"] = {"name": config.prompt_templates, "count": len(templates)}
         return metrics
 
@@ -454,28 +315,19 @@ class LitZeroShot(Task):
         raise HarnessError(f"the text tower embeds into {want} dimensions but the image tower's outputs have "
                            f"{sizes}; pick the right image sub-tree or pass --set representation=...")
 
-    def _image_embeddings(self, encoder, ctx, config, ds, split, pp, representation, stats, cap, role) -> dict:
+    def _image_embeddings(self, encoder, ctx, config, ds, split, pp, representation, cap, role) -> dict:
         # The same keys for every use of a split; the pp is part of the cache key, so zero-shot (_square875)
         # and retrieval (resize) on one split are two entries.
         info = data.get_info(ds)
         keys = (info.label_key,) if info.label_key and not data.label_is_set(ds, ctx.data_dir) else ()
-        feats = extract(encoder, ds, split, pp=pp, cache_dir=ctx.cache_dir, data_dir=ctx.data_dir,
-                        representations=(representation,), keys=keys, batch_size=config.image_batch_size,
-                        num_examples=cap or None, progress=ctx.progress, stats=stats)
-        ctx.note_dataset(ds, split, len(feats["index"]), pp, role=role)
-        return feats
+        return ctx.extract(encoder, ds, split, pp=pp, representations=(representation,), keys=keys,
+                           batch_size=config.image_batch_size, num_examples=cap, role=role)
 
-    def _train(self, encoder, ctx, config, tokenizer, text_pp, pp, representation, stats):
-        import jax
-
-        from harness.models.variants import decode_variant
-        from harness.train.loop import fit
-        from harness.train.optim import cosine_schedule, make_optimizer
-
+    def _train(self, encoder, ctx, config, tokenizer, text_pp, pp, representation):
         ds = config.train_dataset
         info = data.get_info(ds)
         split = config.train_split or info.split("train")
-        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation, stats,
+        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation,
                                        config.max_train_examples, "lit_train")
         zimg = np.asarray(feats[representation], np.float32)
         if zimg.ndim != 2:
@@ -483,75 +335,22 @@ class LitZeroShot(Task):
                                "use an image tower with a pooling head (pool_type map/gap/tok)")
         zimg = text.l2_normalize(zimg)
         n_img = len(zimg)
-        texts, owner = _captions(ds, split, n_img, ctx.data_dir, 0, ctx.progress)
-        if n_img < config.batch_size:
-            raise HarnessError(f"LiT: {ds}/{split} has {n_img} images, fewer than batch_size={config.batch_size}; "
-                               "lower batch_size")
+        texts, owner = read_captions(ds, split, n_img, ctx.data_dir, 0, ctx.progress)
         # Trained and later evaluated under the same text pp ("lit": big_vision's rule, EOS padding).
-        tokens = text.tokenize_pp(tokenizer, texts, text_pp)
-        # Captions of image i are tokens[starts[i]:starts[i] + counts[i]] (owner is sorted by image).
-        counts = np.bincount(owner, minlength=n_img)
-        if (counts == 0).any():
-            raise HarnessError(f"LiT: {int((counts == 0).sum())} images of {ds}/{split} have no caption")
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-
-        shape = dict(width=encoder.config["width"], depth=encoder.config["depth"],
-                     mlp_dim=encoder.config["mlp_dim"], num_heads=encoder.config["num_heads"])
-        if config.text_variant:
-            v = decode_variant(config.text_variant)
-            shape.update({k: v[k] for k in shape if k in v})
-        for k in shape:
-            if getattr(config, f"text_{k}"):
-                shape[k] = getattr(config, f"text_{k}")
-        if shape["width"] % shape["num_heads"]:
-            raise HarnessError(f"text tower width {shape['width']} is not divisible by {shape['num_heads']} heads")
-        tcfg = dict(shape, vocab_size=config.vocab_size or tokenizer.vocab_size, max_len=config.max_len,
-                    num_classes=zimg.shape[1], pool_type="last", scan=False, dtype_mm="float32")
-        if tcfg["vocab_size"] < tokenizer.vocab_size:
-            raise HarnessError(f"vocab_size {tcfg['vocab_size']} is smaller than the tokenizer's "
-                               f"{tokenizer.vocab_size} pieces")
-        model = text.LiTTextHead(text=text.model_kwargs(tcfg), temperature_init=config.temperature_init,
-                                 bias_init=config.bias_init if config.loss == "sigmoid" else None)
-        params = jax.jit(model.init)(jax.random.PRNGKey(config.seed),
-                                     np.zeros((1, config.max_len), np.int32))["params"]
-
-        steps, bs = config.train_steps, config.batch_size
-        tx = make_optimizer(config.optimizer, lr=config.lr, wd=config.weight_decay,
-                            grad_clip_norm=config.grad_clip_norm,
-                            schedule=cosine_schedule(steps, int(config.warmup_frac * steps)))
-        kind = config.loss
-
-        def loss_fn(params, batch, rng):
-            ztxt, out = model.apply({"params": params}, batch["tokens"])
-            loss = text.contrastive_loss(kind, batch["zimg"], ztxt, out["t"], out.get("b"))
-            return loss, {}
-
-        steps_per_epoch = n_img // bs  # whole batches only: no image twice in a batch
-
-        def batches(start_step: int):
-            # A pure function of (seed, step): a resumed run sees exactly the same batches.
-            for step in range(start_step, steps):
-                epoch, pos = divmod(step, steps_per_epoch)
-                order = np.random.default_rng([config.seed, 0x11A, epoch]).permutation(n_img)
-                images = order[pos * bs:(pos + 1) * bs]
-                pick = np.random.default_rng([config.seed, 0x7E7, step]).integers(0, counts[images])
-                yield {"tokens": tokens[starts[images] + pick], "zimg": zimg[images]}
-
-        result = fit(params=params, tx=tx, loss_fn=loss_fn, batches=batches, total_steps=steps, seed=config.seed,
-                     ckpt_dir=ctx.out_dir / "lit_state" if config.ckpt_every else None,
-                     ckpt_every=config.ckpt_every, progress=ctx.progress, desc=f"LiT {kind}")
-        params = jax.device_get(result.params)
-        tail = result.losses[-max(1, len(result.losses) // 10):] if result.losses else [float("nan")]
+        tokens = tokenize_pp(tokenizer, texts, text_pp)
+        params, tcfg, result = lit.train_text_tower(
+            zimg, tokens, owner, lit.LitSettings.of(config), image_config=encoder.config,
+            tokenizer_vocab=tokenizer.vocab_size, ckpt_dir=ctx.out_dir / "lit_state" if config.ckpt_every else None,
+            progress=ctx.progress, what=f"{ds}/{split}")
+        loss = lit.final_loss(result.losses)
         ctx.info["lit_training"] = {"steps": result.steps, "seconds": result.seconds, "resumed_from": result.resumed_from,
                                     "first_loss": result.losses[0] if result.losses else None,
-                                    "final_loss": float(np.mean(tail)), "num_images": n_img,
-                                    "num_captions": len(texts), "loss": kind,
+                                    "final_loss": loss, "num_images": n_img,
+                                    "num_captions": len(texts), "loss": config.loss,
                                     "final_t": float(np.exp(np.asarray(params["t"])[0])),
                                     "final_b": float(np.asarray(params["b"])[0]) if "b" in params else None}
         ctx.note_dataset(ds, split, len(texts), None, role="lit_train_captions")
-        tower = text.TextTower(model=text.TextTransformer(**text.model_kwargs(tcfg)), params=params["txt"],
-                               config=tcfg, log_t=float(np.asarray(params["t"])[0]),
-                               b=float(np.asarray(params["b"])[0]) if "b" in params else None)
+        tower = lit.trained_tower(params, tcfg)
         if config.save_checkpoint:
             img = checkpoints.flatten(jax.device_get(encoder.params))
             if representation == "pre_logits":
@@ -561,20 +360,20 @@ class LitZeroShot(Task):
             path = text.save_two_tower(ctx.out_dir / "lit_two_tower.npz", img, params["txt"], params["t"],
                                        params.get("b"))
             ctx.note_artifact("lit_checkpoint", path)
-        return tower, float(np.mean(tail))
+        return tower, loss
 
-    def _zeroshot(self, encoder, ctx, config, ds, pp, representation, templates, embed_texts, stats) -> float:
+    def _zeroshot(self, encoder, ctx, config, ds, pp, representation, templates, embed_texts) -> float:
         info = data.get_info(ds)
         split = info.split("test")
         if not info.label_key:
             raise HarnessError(f"dataset '{ds}' has no class labels; zero-shot classification needs them")
         multi = data.label_is_set(ds, ctx.data_dir)
-        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation, stats,
+        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation,
                                        config.max_eval_examples, "zeroshot_test")
         n = len(feats["index"])
         if multi:
             labels = [[int(v) for v in np.atleast_1d(row) if v >= 0]
-                      for row in _read_field(ds, split, info.label_key, n, ctx.data_dir, ctx.progress)]
+                      for row in read_field(ds, split, info.label_key, n, ctx.data_dir, ctx.progress)]
         else:
             labels = [int(v) for v in np.asarray(feats[info.label_key])]
         names = class_texts(ds, config.class_names, ctx.data_dir)
@@ -585,22 +384,22 @@ class LitZeroShot(Task):
         keep = [i for i, y in enumerate(labels) if np.size(y)]  # ReaL: images without labels are left out
         zimg = text.l2_normalize(np.asarray(feats[representation], np.float32)[keep])
         hits = zeroshot_hits(zimg, zclass, [labels[i] for i in keep], classes)
-        ctx.note_per_example(f"lit_zeroshot/{ds}/top1", hits * 100)
+        ctx.note_per_example(self.metric_name(ds, "top1"), hits * 100)
         return float(hits.mean() * 100) if len(hits) else float("nan")
 
-    def _retrieval(self, encoder, ctx, config, ds, pp, representation, embed_texts, stats) -> dict[str, float]:
+    def _retrieval(self, encoder, ctx, config, ds, pp, representation, embed_texts) -> dict[str, float]:
         info = data.get_info(ds)
         split = info.split("test")
-        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation, stats,
+        feats = self._image_embeddings(encoder, ctx, config, ds, split, pp, representation,
                                        config.max_eval_examples, "retrieval_test")
         n = len(feats["index"])
-        texts, owner = _captions(ds, split, n, ctx.data_dir, config.captions_per_image, ctx.progress)
+        texts, owner = read_captions(ds, split, n, ctx.data_dir, config.captions_per_image, ctx.progress)
         ctx.note_dataset(ds, split, len(texts), None, role="retrieval_captions")
         zimg = text.l2_normalize(np.asarray(feats[representation], np.float32))
         ztxt = embed_texts(texts, desc=f"captions {ds}")
         hits = retrieval_recall(zimg @ ztxt.T, owner)
         out = {}
         for key, h in hits.items():
-            out[f"lit_zeroshot/{ds}/{key}"] = float(h.mean() * 100)
-            ctx.note_per_example(f"lit_zeroshot/{ds}/{key}", h * 100)
+            out[self.metric_name(ds, key)] = float(h.mean() * 100)
+            ctx.note_per_example(self.metric_name(ds, key), h * 100)
         return out

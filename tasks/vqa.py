@@ -68,9 +68,7 @@ class VQAConfig(DecoderSettings):
 
     def validate(self) -> None:
         """Rules checked before any data is read (empty lists and NaN: harness.api)."""
-        from harness.tasks.coco_captioning import validate_decoder_settings
-
-        validate_decoder_settings(self)
+        super().validate()
         api.check_range(self, "prefix_len", low=1)  # the question is the prefix
         api.check_unique(self, "datasets")
         for ds in self.datasets:
@@ -236,11 +234,9 @@ class VQA(Task):
         ctx.info.setdefault("decoder", {})[ds] = {
             k: out[k] for k in ("steps", "train_loss_first", "train_loss_last", "num_train_text_examples",
                                 "num_eval_text_examples")}
-        ctx.info.setdefault("feature_extraction", []).extend(out["feature_extraction"])
         ctx.info.setdefault("examples", {})[ds] = [
             {"question_id": q, "question": p, "answer": predictions[q], "gt": e.get("answers") or e["answer"]}
             for q, p, e in list(zip(table.ids, table.prefixes, table.extra))[:3]]
-        timings = ctx.info.setdefault("timings", {})
         for k, v in out["timings"].items():
-            timings[k] = timings.get(k, 0.0) + v
+            ctx.add_time(k, v)
         return values

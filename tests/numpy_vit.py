@@ -64,8 +64,8 @@ def forward(p, images, *, pool_type, posemb="learn", depth=None):
         y = layer_norm(x, p[b + "LayerNorm_1/scale"], p[b + "LayerNorm_1/bias"])
         x = x + mlp(y, p, b + "MlpBlock_0/")
     x = layer_norm(x, p["Transformer/encoder_norm/scale"], p["Transformer/encoder_norm/bias"])
-    encoded = x[:, 1:] if pool_type == "tok" else x
-    out["encoded"] = encoded
+    out["encoded"] = x  # every token: a tok model's class token first (big_vision's `encoded`)
+    patches = x[:, 1:] if pool_type == "tok" else x
     pooled = None
     if pool_type == "map":
         probe = np.repeat(p["MAPHead_0/probe"], n, 0)
@@ -78,7 +78,7 @@ def forward(p, images, *, pool_type, posemb="learn", depth=None):
         pooled = x[:, 0]
     elif pool_type == "none":
         pooled = x  # big_vision: pre_logits is then the token sequence
-    x2d = encoded.reshape(n, gh, gw, d)
+    x2d = patches.reshape(n, gh, gw, d)
     if "pre_logits/kernel" in p:
         x2d = np.tanh(x2d @ p["pre_logits/kernel"] + p["pre_logits/bias"])
         pooled = None if pooled is None else np.tanh(pooled @ p["pre_logits/kernel"] + p["pre_logits/bias"])

@@ -13,8 +13,10 @@ the same errno.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import errno
+import io
 import json
 import math
 import os
@@ -32,6 +34,7 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.eval import cache as cache_mod
+from tests.test_report_inert import ATTACK, assert_inert_html, assert_inert_markdown, assert_latex_safe
 from tests.tiny import TINIEST
 
 TINY = dict(TINIEST, res=16, pool_type="map")
@@ -73,6 +76,48 @@ def _bad_checkpoints(ck: Path, tiny: str) -> None:
     (ck / "harness_bad").mkdir()
     (ck / "harness_bad" / "harness.json").write_text("{not json")
     np.savez(ck / "two_tower.npz", **{f"img/{k}": v for k, v in good.items()}, **{"txt/x": np.zeros(3)})
+    # Crafted archives: a header declaring far more than the member holds (4 TiB), an unused member that
+    # inflates to 1 GiB, a zip nested where an array should be, a 60 kB .npy header.
+    members = {f"{k}.npy": _npy(v.shape, v.dtype) + v.tobytes() for k, v in good.items()}
+    _zip(ck / "declares_4tib.npz", {**members, "embedding/kernel.npy": _npy((1 << 20, 1 << 20), np.float32)
+                                    + b"\0" * 64})
+    _zip(ck / "nested_zip.npz", {**members, "inner.npy": (ck / "two_tower.npz").read_bytes()})
+    long_header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }" + b" " * 60_000 + b"\n"
+    _zip(ck / "long_header.npz", {**members, "embedding/bias.npy": b"\x93NUMPY\x02\x00"
+                                  + len(long_header).to_bytes(4, "little") + long_header + b"\0" * 12})
+    _zip(ck / "bomb.npz", members, inflating=("unused/zeros.npy", BOMB_BYTES))
+
+
+BOMB_BYTES = 1 << 30
+
+
+def _npy(shape, dtype) -> bytes:
+    """A .npy header (format 1.0) declaring `shape` and `dtype`."""
+    import io
+
+    from numpy.lib import format as npy_format
+
+    buf = io.BytesIO()
+    npy_format.write_array_header_1_0(buf, {"descr": npy_format.dtype_to_descr(np.dtype(dtype)),
+                                            "fortran_order": False, "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def _zip(path: Path, members: dict[str, bytes], inflating: tuple[str, int] | None = None) -> None:
+    """An .npz written member by member (deflated); `inflating`: (name, n) adds a float32 member of n bytes of
+    zeros, streamed, so the archive stays small while the member would inflate to n bytes."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+        if inflating:
+            name, n = inflating
+            with z.open(name, "w", force_zip64=True) as f:
+                f.write(_npy((n // 4,), np.float32))
+                block = b"\0" * (1 << 20)
+                for _ in range(n // len(block)):
+                    f.write(block)
 
 
 def _suites(folder: Path, tiny: str) -> None:
@@ -108,6 +153,7 @@ def _gate_inputs(root: Path, record: Path) -> None:
     runs("runs_inf", edit=lambda r: r["metrics"][metric].update(value=-math.inf))
     runs("runs_text_value", edit=lambda r: r["metrics"][metric].update(value="high"))
     runs("runs_no_metrics", edit=lambda r: r.update(metrics={}))
+    runs("runs_hostile", edit=_hostile)
     r = CliRunner().invoke(main, ["check", str(record.parent), "--write-baseline", str(root / "base.json")])
     assert r.exit_code == 0, r.output
     base = json.loads((root / "base.json").read_text())
@@ -126,6 +172,17 @@ def _gate_inputs(root: Path, record: Path) -> None:
     baseline("base_no_metrics.json", lambda b: b.update(metrics={}))
     baseline("base_other_schema.json", lambda b: b.update(schema="someone-else/3"))
     baseline("base_corrupt.json", text=json.dumps(base)[:100])
+
+
+def _hostile(rec: dict) -> None:
+    """The finished record with hostile text (`tests.test_report_inert.ATTACK`) in its checkpoint's name, a
+    metric's dataset, unit and note, a setting and a dataset's pp: reports must stay inert."""
+    rec["checkpoint"]["name"] = f"={ATTACK}"
+    entry = rec["metrics"].pop("fewshot/proxy_digits/1shot")
+    rec["metrics"][f"fewshot/{ATTACK.replace('/', '|')}/1shot"] = {**entry, "unit": f"-{ATTACK}", "note": ATTACK}
+    rec["task"]["config"][ATTACK] = ATTACK
+    for d in rec["datasets"]:
+        d["pp"] = ATTACK
 
 
 def _try_mount(path: Path, options: str) -> bool:
@@ -239,6 +296,13 @@ CASES = [
     Case("ckpt-non-square-posemb", ck("nonsquare.npz"), says=r"6 tokens is not a square grid"),
     Case("ckpt-nan-leaf", ck("nan.npz"), says=r"MlpBlock_0/Dense_0/kernel holds 1 non-finite value"),
     Case("ckpt-inf-leaf", ck("inf.npz"), says=r"embedding/bias holds 1 non-finite value"),
+    Case("ckpt-declares-4tib", ck("declares_4tib.npz"), says=r"member 'embedding/kernel' declares shape "
+                                                                r"\(1048576, 1048576\).*but holds 64"),
+    Case("ckpt-nested-zip", ck("nested_zip.npz"), says="member 'inner' is not a .npy array"),
+    Case("ckpt-npy-header-too-long", ck("long_header.npz"),
+         says="member 'embedding/bias' is a .npy header longer than numpy reads safely"),
+    Case("ckpt-unused-member-bomb", ck("bomb.npz"), says=r"does not match the model: unexpected keys "
+                                                          r"\['unused/zeros'\]"),
     Case("ckpt-hf-pickle-only", ck("hf_pickle"), says="without .safetensors weights"),
     Case("ckpt-harness-json-corrupt", ck("harness_bad"), says="cannot read harness checkpoint"),
     Case("ckpt-bad-subtree", ck("tiny.npz:nope"), says="has no sub-tree 'nope'"),
@@ -360,6 +424,12 @@ CASES = [
     Case("report-nan-value", ["report", "{root}/runs_nan"], code=0),
     Case("report-no-metrics", ["report", "{root}/runs_no_metrics"], code=0),
     Case("report-missing-folder", ["report", "{root}/no_such_runs"], says="no such file or folder"),
+    # hostile text in every name: reports stay inert (checked by test_reports_of_a_hostile_record_are_inert)
+    Case("report-hostile-record-md", ["report", "{root}/runs_hostile"], code=0),
+    Case("report-hostile-record-csv", ["report", "{root}/runs_hostile", "--format", "csv"], code=0),
+    Case("report-hostile-record-latex", ["report", "{root}/runs_hostile", "--format", "latex"], code=0),
+    Case("report-hostile-record-html", ["report", "{root}/runs_hostile", "--format", "html", "-o", "{out}/r.html"],
+         code=0),
     Case("report-nan-baseline", ["report", "{records}", "--baseline", "{root}/base_nan.json"],
          says="has the value nan, not a finite number"),
     # the gate
@@ -379,6 +449,8 @@ CASES = [
                                                                      r"which cannot be compared\)"),
     Case("gate-run-inf", gate("runs_inf", "base.json"), code=1, says="the run's value is -inf"),
     Case("gate-run-metric-missing", gate("runs_no_metrics", "base.json"), code=1, says=r"1shot \(missing in "),
+    Case("gate-run-hostile-record", gate("runs_hostile", "base.json"), code=1,
+         says=r"1shot \(missing in =\"'><script>.*<!--\\n# heading\\r\\n- item"),
     Case("gate-run-text-value", gate("runs_text_value", "base.json"), says="has the value 'high', not a number"),
     Case("gate-run-corrupt", gate("runs_corrupt", "base.json"), says="not a readable result record"),
     Case("gate-run-future-schema", gate("runs_future", "base.json"), says="schema version 99 is newer"),
@@ -507,7 +579,46 @@ def test_the_matrix_is_big_enough():
     assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
 
 
+def test_a_library_error_is_quoted_by_its_first_line():
+    from harness.errors import first_line
+
+    long = ValueError("\n  NOT_FOUND: Error opening \"zarr\" driver\n  [source locations='tensorstore/x.cc:1']\n")
+    assert first_line(long) == 'NOT_FOUND: Error opening "zarr" driver'
+    assert first_line(long, 9) == "NOT_FOUND"
+    assert first_line(RuntimeError("")) == first_line(RuntimeError("  \n ")) == "RuntimeError"
+
+
 # -------------------------------------------------------------------------------- follow-ups of the matrix
+PEAK_RSS = """
+import resource, sys
+from harness.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code, file=sys.stderr)
+"""
+
+
+def _peak_rss_mb(args: list[str]) -> tuple[float, int]:
+    p = subprocess.run([sys.executable, "-c", PEAK_RSS, *args], capture_output=True, text=True, timeout=300)
+    line = [ln for ln in p.stderr.splitlines() if ln.startswith("peak_rss_kb")][-1].split()
+    return int(line[1]) / 1024, int(line[2])
+
+
+@pytest.mark.parametrize("name", ["bomb.npz", "declares_4tib.npz"])
+def test_crafted_archives_are_refused_within_a_memory_bound(env, tmp_path, name):
+    """A member that would inflate to 1 GiB, or whose header declares 4 TiB, is refused from its header:
+    the process stays within what the same command takes on a small archive refused at the same point (a
+    leaf of the wrong shape), plus 256 MiB: a bound that the 1 GiB member alone would break."""
+    subs = {**env["subs"], "out": str(tmp_path / "out")}
+    good, code = _peak_rss_mb([a.format(**subs) for a in ck("wrong_shape.npz")])
+    assert code == 2
+    peak, code = _peak_rss_mb([a.format(**subs) for a in ck(name)])
+    assert code == 2 and peak < good + 256, (peak, good)
+    assert BOMB_BYTES / 2**20 > 256 * 2
+
+
 def test_a_full_disk_during_a_run_resumes_once_there_is_room(env, tmp_path, monkeypatch):
     """The cache fills up during the extraction: one line, nothing half-written; once space is freed, the
     same command finishes, and its record equals that of a run that never ran out of space."""
@@ -529,6 +640,28 @@ def test_a_full_disk_during_a_run_resumes_once_there_is_room(env, tmp_path, monk
     assert CliRunner().invoke(main, fresh).exit_code == 0
     (a,), (b,) = (list((tmp_path / o).glob("*.json")) for o in ("out", "out2"))
     assert json.loads(a.read_text())["metrics"] == json.loads(b.read_text())["metrics"]
+
+
+def test_reports_of_a_hostile_record_are_inert(env, tmp_path):
+    """The matrix's hostile record (`_hostile`) through `harness report` in every format and `harness check`:
+    the outputs are inert (`tests/test_report_inert.py`'s checks)."""
+    runs = str(env["root"] / "runs_hostile")
+    out = {}
+    for fmt in ("md", "csv", "latex", "html"):
+        path = tmp_path / f"report.{fmt}"
+        r = CliRunner().invoke(main, ["report", runs, "--format", fmt, "-o", str(path)])
+        assert r.exit_code == 0, r.output
+        with open(path, encoding="utf-8", newline="") as f:  # as written: a "\r" in a CSV cell stays
+            out[fmt] = f.read()
+    assert_inert_markdown(out["md"])
+    assert_latex_safe(out["latex"])
+    assert_inert_html(out["html"], [f"={ATTACK}", f"-{ATTACK}", ATTACK])
+    rows = list(csv.reader(io.StringIO(out["csv"])))
+    assert rows[1][0] == f"'={ATTACK}" and all(len(row) == len(rows[0]) for row in rows)
+    r = CliRunner().invoke(main, ["check", runs, "--baseline", str(env["root"] / "base.json")])
+    assert r.exit_code == 1
+    assert_inert_markdown(r.stdout.rsplit("\n", 2)[0] + "\n")  # the table and notes, before the verdict line
+    assert r.stdout.rstrip("\n").splitlines()[-1].startswith("check FAILED")
 
 
 def test_written_files_respect_the_umask(env, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""`harness bench` (harness/tools/bench.py) on tiny models: the arithmetic of every reported figure, the FLOP
+"""`harness bench` (harness/tools/bench*.py) on tiny models: the arithmetic of every reported figure, the FLOP
 count against XLA's own, the child-process RSS, the HF model's shape, and the suite-cost summary."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessError
-from harness.tools import bench
+from harness.tools import bench, bench_costs, bench_encoder, bench_peak, bench_report
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(width=64, depth=2, mlp_dim=256, num_heads=4, patch_size=8)
@@ -27,13 +27,13 @@ def test_matmul_peak_is_flops_over_seconds():
     except ImportError:
         pass
     for impl in impls:
-        p = bench.matmul_peak("float32", n=128, min_seconds=0.01, impl=impl)
+        p = bench_peak.matmul_peak("float32", n=128, min_seconds=0.01, impl=impl)
         assert p["impl"] == impl and p["gflops_per_s"] == pytest.approx(2 * 128**3 / p["seconds"] / 1e9)
         assert p["gflops_per_s"] > 0.1
     with pytest.raises(HarnessError, match="float32 only"):
-        bench.matmul_peak("bfloat16", n=128, impl="numpy")
+        bench_peak.matmul_peak("bfloat16", n=128, impl="numpy")
     # The peak is the best library's: every one measured is listed, the best is the one reported.
-    peaks = bench._peaks(64, 0.01)
+    peaks = bench_peak.peaks(64, 0.01)
     assert set(peaks["float32"]["by_impl"]) == {"xla", "numpy"} and set(peaks["bfloat16"]["by_impl"]) == {"xla"}
     for v in peaks.values():
         assert v["gflops_per_s"] == max(v["by_impl"].values()) and v["by_impl"][v["impl"]] == v["gflops_per_s"]
@@ -45,8 +45,8 @@ def test_analytic_flops_match_xla_cost_analysis():
     import jax
     import jax.numpy as jnp
 
-    cfg = bench.encoder_config("Ti/16", 64, "float32", scan=False, **{**TINY, "width": 128, "mlp_dim": 512})
-    model, params = bench.random_params(cfg)
+    cfg = bench_encoder.encoder_config("Ti/16", 64, "float32", scan=False, **{**TINY, "width": 128, "mlp_dim": 512})
+    model, params = bench_encoder.random_params(cfg)
     compiled = jax.jit(lambda p, x: model.apply({"params": p}, x)[1]["pre_logits"]).lower(
         params, jnp.zeros((2, 64, 64, 3))).compile()
     cost = compiled.cost_analysis()
@@ -60,8 +60,8 @@ def test_random_params_have_the_model_shapes():
     from harness import checkpoints
     from harness.models.encoder import abstract_params
 
-    cfg = bench.encoder_config("Ti/16", 32, "bfloat16", scan=True, **TINY)
-    model, params = bench.random_params(cfg)
+    cfg = bench_encoder.encoder_config("Ti/16", 32, "bfloat16", scan=True, **TINY)
+    model, params = bench_encoder.random_params(cfg)
     flat = checkpoints.flatten(params)
     target = abstract_params(model, 32)
     assert set(flat) == set(target)
@@ -72,7 +72,7 @@ def test_random_params_have_the_model_shapes():
 
 
 def test_encoder_rows_are_consistent():
-    rows = bench.measure_encoder("Ti/16", 32, [1, 2], "float32", min_seconds=0.02, overrides=TINY)
+    rows = bench_encoder.measure_encoder("Ti/16", 32, [1, 2], "float32", min_seconds=0.02, overrides=TINY)
     assert [r["batch"] for r in rows] == [1, 2]
     for r in rows:
         assert r["images_per_s"] == pytest.approx(r["batch"] / r["seconds_per_batch"])
@@ -100,7 +100,7 @@ def test_run_bench_in_children_with_peak_rss(tmp_path):
     assert res["rows"][0]["params_m"] < 1.0
     targets = {t["target"] for t in res["targets"]}
     assert targets == {"pct_of_float32_peak"}  # batch 8 float32 only; no So400m row, no HF row
-    text = bench.format_report(res)
+    text = bench_report.format_report(res)
     assert "| harness (jax) | Ti/16 | 32 | 8 | float32 |" in text
     assert "| harness (jax, 2 CPU devices) | Ti/16 | 32 | 8 | float32 |" in text
     assert len([t for t in res["targets"] if t["target"] == "pct_of_float32_peak"]) == 2
@@ -113,12 +113,12 @@ def test_check_targets_met_and_missed():
         dict(impl="harness (jax)", variant="So400m/14", batch=1, dtype="float32", scan=True, compile_seconds=6.0,
              pct_of_float32_peak=50.0, peak_rss_gb=2.7),
     ]
-    got = {(t["target"], t["batch"]): t["met"] for t in bench.check_targets(rows)}
+    got = {(t["target"], t["batch"]): t["met"] for t in bench_report.check_targets(rows)}
     assert got == {("pct_of_float32_peak", 8): True, ("speedup_vs_hf", 8): False,
                    ("compile_seconds", 8): True, ("compile_seconds", 1): False, ("peak_rss_gb", 8): False}
     # Each CPU-device count's child has its own RSS check (replicated params: one copy per device).
     two = dict(rows[0], impl="harness (jax, 2 CPU devices)", cpu_devices=2, peak_rss_gb=2.5)
-    rss = [(t["cpu_devices"], t["met"]) for t in bench.check_targets([dict(rows[0], peak_rss_gb=2.0), two])
+    rss = [(t["cpu_devices"], t["met"]) for t in bench_report.check_targets([dict(rows[0], peak_rss_gb=2.0), two])
            if t["target"] == "peak_rss_gb"]
     assert rss == [(1, True), (2, True)]
 
@@ -152,10 +152,10 @@ def test_hf_model_has_the_same_shape():
     pytest.importorskip("transformers")
     from harness.models.variants import Shape
 
-    cfg = bench.encoder_config("Ti/16", 32, "float32", **TINY)
-    model = bench.hf_vision_model(cfg)
+    cfg = bench_encoder.encoder_config("Ti/16", 32, "float32", **TINY)
+    model = bench_encoder.hf_vision_model(cfg)
     assert sum(p.numel() for p in model.parameters()) == Shape(64, 2, 256, 4, 8, "map").num_params(32)
-    rows = bench.measure_hf("Ti/16", 32, [2], "float32", min_seconds=0.02, overrides=TINY)
+    rows = bench_encoder.measure_hf("Ti/16", 32, [2], "float32", min_seconds=0.02, overrides=TINY)
     assert rows[0]["images_per_s"] == pytest.approx(2 / rows[0]["seconds_per_batch"])
 
 
@@ -170,7 +170,7 @@ def test_suite_costs_from_real_records(tmp_path):
     kw = dict(out_dir=tmp_path / "runs", cache_dir=tmp_path / "cache", progress=False)
     cold, _, _ = run_task("fewshot", ckpt, sets=sets, **kw)
     warm, _, _ = run_task("fewshot", ckpt, sets={**sets, "l2_reg": "16.0"}, **kw)
-    s = bench.suite_costs(tmp_path / "runs")
+    s = bench_costs.suite_costs(tmp_path / "runs")
     assert [t["images_encoded"] for t in s["tasks"]] == [96, 0]
     assert [t["images_from_cache"] for t in s["tasks"]] == [0, 96]
     assert s["cache_hits"] == 2 and s["cache_hits_with_cold_record"] == 2

@@ -125,6 +125,24 @@ def test_beam_decoding_and_finetuned_encoder_run(task_env):
     assert rec["info"]["feature_extraction"] == []
 
 
+def test_a_tok_encoder_is_decoded_over_every_token_its_class_token_included(tmp_path_factory):
+    """big_vision's decoders read the ViT's `encoded`, which keeps a `tok` model's class token
+    (models/proj/cappa/cappa.py `encode`)."""
+    from harness.eval.features import extract
+    from harness.models.encoder import load_encoder
+    from harness.train.decoder import _encoded_dim
+
+    env = make_task_env(tmp_path_factory.mktemp("tok"), depth=1, pool_type="tok")
+    enc = load_encoder(env["ckpt"])
+    assert _encoded_dim(enc) == (1 + 16, 32)
+    feats = extract(enc, DS, "test", pp="decode|resize(32)|value_range(-1,1)", cache_dir=env["cache_dir"],
+                    data_dir=env["data_dir"], representations=("encoded",), keys=(), num_examples=4,
+                    progress=False)
+    assert feats["encoded"].shape == (4, 17, 32)
+    rec, _, _ = run(env, "coco_captioning", total_steps="2")
+    assert math.isfinite(rec["metrics"]["coco_captioning/proxy_scenes/tiny/cider"]["value"])
+
+
 def test_user_errors_are_one_line(task_env):
     with pytest.raises(HarnessError, match="decode="):
         run(task_env, "coco_captioning", decode="sample")

@@ -305,7 +305,8 @@ def test_fewshot_splits_match_big_vision(short_name, tfds_name, train, test):
 @pytest.mark.parametrize("name", sorted(data.DATASETS))
 def test_registry_entries_are_complete(name):
     info = data.DATASETS[name]
-    assert info.name == name and "test" in info.splits or "validation" in info.splits
+    assert info.name == name
+    assert "test" in info.splits or "validation" in info.splits
     command = info.prepare_command("/d")
     assert "/d" in command and "{" not in command
     if info.label_key:

@@ -152,9 +152,9 @@ def test_length_penalty_prefers_longer_hypotheses():
 
 
 def test_layout_left_pads_prefix_and_masks_only_the_target():
-    from harness.data.tokenizer import Tokenizer
+    from harness.data.tokenizer import PROXY_TOKENIZER, Tokenizer
 
-    tok = Tokenizer(TD.PROXY_TOKENIZER)
+    tok = Tokenizer(PROXY_TOKENIZER)
     layout = D.Layout(prefix_len=6, target_len=4)
     q = tok.encode(["is it red?"], 6, eos="no")[0]
     q = q[q != tok.pad_id]

@@ -48,6 +48,8 @@ def test_matches_numpy_oracle(tmp_path, case, scan):
         np.testing.assert_allclose(got[k], v, atol=2e-5, rtol=1e-4, err_msg=k)
     if case["pool_type"] == "none":
         assert got["pre_logits"].ndim == 3  # big_vision: the token sequence
+    if case["pool_type"] == "tok":  # big_vision: `encoded` keeps the class token, the 2-D map drops it
+        assert got["encoded"].shape[1] == 1 + got["pre_logits_2d"].shape[1] * got["pre_logits_2d"].shape[2]
 
 
 def test_bfloat16_matmuls_close_to_float32(tmp_path):

@@ -24,8 +24,9 @@ tfds = pytest.importorskip("tensorflow_datasets")
 import harness.data.builders  # noqa: E402,F401  (registers the builders)
 from harness import data  # noqa: E402
 from harness.data.builders import objectnet  # noqa: E402
+from harness.data.tokenizer import PROXY_TOKENIZER  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.eval.metrics import MetricInputError, restricted_argmax  # noqa: E402
+from harness.eval.metrics import MetricInputError, restricted_argmax, zeroshot_hits  # noqa: E402
 from harness.tasks import lit_zeroshot as lz  # noqa: E402
 from harness.tasks.linear_probe import (  # noqa: E402
     LinearProbe,
@@ -125,7 +126,7 @@ def build_objectnet(manual: pathlib.Path, data_dir: pathlib.Path):
 
 
 def write_imagenet_tars(manual: pathlib.Path):
-    """TFDS's imagenet2012 archives (as tests/test_datasets.py): a train tar of per-class tars, a val tar."""
+    """TFDS's imagenet2012 archives (as tests/test_builders.py): a train tar of per-class tars, a val tar."""
     with tarfile.open(manual / "ILSVRC2012_img_val.tar", "w") as tar:
         for i in (1, 2, 3):
             _add_file(tar, f"ILSVRC2012_val_{i:08d}.JPEG", _jpeg(10 * i))
@@ -295,8 +296,8 @@ def test_zeroshot_hits_over_a_subset_of_class_names():
     """Zero-shot on a subset classifies among the subset's names; rows of zclass are those classes."""
     zimg = np.array([[1.0, 0.0], [0.0, 1.0]])
     zclass = np.array([[0.0, 1.0], [1.0, 0.0]])  # row 0 = class 530, row 1 = class 409
-    assert lz.zeroshot_hits(zimg, zclass, [409, 530], classes=[530, 409]).tolist() == [1.0, 1.0]
-    assert lz.zeroshot_hits(zimg, zclass, [[409, 530], [954]], classes=[530, 409]).tolist() == [1.0, 0.0]
+    assert zeroshot_hits(zimg, zclass, [409, 530], classes=[530, 409]).tolist() == [1.0, 1.0]
+    assert zeroshot_hits(zimg, zclass, [[409, 530], [954]], classes=[530, 409]).tolist() == [1.0, 0.0]
 
 
 def test_zeroshot_pp_is_big_visions_per_dataset():
@@ -409,7 +410,7 @@ def test_lit_zeroshot_on_the_subsets(ood_env):
     sets = {"train_dataset": TINY_DS, "zeroshot_datasets": "imagenet_r,imagenet_a,objectnet", "retrieval_datasets": "",
             "train_steps": "8", "batch_size": "16", "text_width": "32", "text_depth": "1", "text_mlp_dim": "64",
             "text_num_heads": "4", "max_len": "16", "prompt_templates": "class_name_only", "image_batch_size": "24",
-            "ckpt_every": "0", "tokenizer": str(lz.PROXY_TOKENIZER)}
+            "ckpt_every": "0", "tokenizer": str(PROXY_TOKENIZER)}
     rec, _, _ = run_task("lit_zeroshot", ood_env["ckpt"], sets=sets, data_dir=ood_env["data_dir"],
                          out_dir=ood_env["out"], cache_dir=ood_env["cache_dir"], progress=False)
     for ds, n in (("imagenet_r", 3), ("imagenet_a", 3), ("objectnet", 4)):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from harness.run.runner import run_task
-from harness.tasks.linear_probe import predict, real_correct, top1, train_probe
+from harness.tasks.linear_probe import real_correct, top1
+from harness.train.probe import grid, predict_linear, select_on_minival, train_linear
 
 
 def numpy_probe(x, y, c, *, lr, epochs, wd, bs, momentum, seed):
@@ -46,7 +47,7 @@ def test_sgd_matches_numpy():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 6)).astype(np.float32)
     y = rng.integers(0, 3, 40)
-    params = train_probe(x, y, 3, lr=0.3, epochs=3, weight_decay=1e-2, batch_size=8, momentum=0.9, seed=5)
+    params = train_linear(x, y, 3, lr=0.3, epochs=3, weight_decay=1e-2, batch_size=8, momentum=0.9, seed=5)
     w, b = numpy_probe(x.astype(np.float64), y, 3, lr=0.3, epochs=3, wd=1e-2, bs=8, momentum=0.9, seed=5)
     np.testing.assert_allclose(params["kernel"], w, atol=1e-5)
     np.testing.assert_allclose(params["bias"], b, atol=1e-5)
@@ -57,8 +58,25 @@ def test_probe_learns_separable_classes_with_mixup():
     centres = rng.normal(size=(4, 16)) * 3
     y = rng.integers(0, 4, 400)
     x = (centres[y] + rng.normal(size=(400, 16))).astype(np.float32)
-    params = train_probe(x, y, 4, lr=0.1, epochs=5, weight_decay=0.0, batch_size=32, mixup=0.1)
-    assert top1(predict(params, x), y).mean() > 0.95
+    params = train_linear(x, y, 4, lr=0.1, epochs=5, weight_decay=0.0, batch_size=32, mixup=0.1)
+    assert top1(predict_linear(params, x), y).mean() > 0.95
+
+
+def test_grid_search_keeps_the_best_minival_point_and_the_earlier_of_a_tie():
+    points = grid(lr=(0.1, 0.01), epochs=(1, 3))
+    assert points == [{"lr": 0.1, "epochs": 1}, {"lr": 0.1, "epochs": 3}, {"lr": 0.01, "epochs": 1},
+                      {"lr": 0.01, "epochs": 3}]
+    scores = {(0.1, 1): 50.0, (0.1, 3): 70.0, (0.01, 1): 70.0, (0.01, 3): 60.0}
+    fitted = []
+
+    def fit(p):
+        fitted.append(p)
+        return (p["lr"], p["epochs"])
+
+    chosen, head, table = select_on_minival(points, fit, lambda h: scores[h])
+    assert fitted == points and head == (0.1, 3)
+    assert chosen == {"lr": 0.1, "epochs": 3, "minival": 70.0}
+    assert [r["minival"] for r in table] == [50.0, 70.0, 70.0, 60.0]
 
 
 def test_real_scoring_multihot_and_empty_labels():

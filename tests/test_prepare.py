@@ -291,7 +291,7 @@ def test_a_placed_archive_that_is_not_the_official_one_is_one_line(name, tmp_pat
 
 # ------------------------------------------------------------------------------------------- our builders
 def _write_vqav2_with_train(manual: pathlib.Path) -> None:
-    from tests.test_datasets import _write_jpeg, _write_vqav2
+    from tests.test_builders import _write_jpeg, _write_vqav2
 
     _write_vqav2(manual)
     for kind in ("OpenEnded_mscoco_{}_questions", "mscoco_{}_annotations"):

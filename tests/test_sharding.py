@@ -27,7 +27,7 @@ FEWSHOT_SETS = {"datasets": "proxy_digits", "shots": "1,5", "seeds": "0,1", "bat
 TASK_RUNS = {task: run for task, run in TINY_RUNS.items() if task != "fewshot"}
 # The functions that must put work on the 8-device mesh in each task's run (`run_every_task`).
 MESH_SITES = {
-    "linear_probe": {"_apply_on_mesh", "train_probe"},            # encoder pass, SGD epochs
+    "linear_probe": {"_apply_on_mesh", "train_linear"},            # encoder pass, SGD epochs
     "imagenet_finetune": {"fit", "_evaluate"},                     # training steps, the model's eval
     "coco_captioning": {"_apply_on_mesh", "fit", "_decode_table", "_log_perplexity"},
     "vqa": {"fit", "_decode_table", "_log_perplexity"},            # its features: coco's cache hits

@@ -10,7 +10,7 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.models.variants import Shape
 from harness.shape import sweep as sw
-from harness.shape.law import points_from_records
+from harness.shape.points import points_from_records
 
 METRIC = "fewshot/proxy_scenes/tiny/1shot"
 

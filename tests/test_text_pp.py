@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from harness import data
-from harness.data.tokenizer import SiglipTokenizer
+from harness.data.text_pp import text_pp_for, tokenize, tokenize_pp
+from harness.data.tokenizer import PROXY_TOKENIZER, SiglipTokenizer
 from harness.errors import HarnessError
 from harness.models import text
 from harness.tasks import lit_zeroshot as lz
@@ -58,7 +59,7 @@ def test_hf_folder_default_is_its_processor_and_model(hf_tower, hf_io):
     assert isinstance(tok, SiglipTokenizer) and tok.model_path == str(HF_FOLDER / "spiece.model")
     assert pp.info() == {"family": "hf_siglip", "max_len": 16, "pad_id": 1, "eos": "sticky", "lower": "unicode",
                          "canonicalize": True}
-    np.testing.assert_array_equal(text.tokenize_pp(tok, PROMPTS, pp), hf_io["input_ids"])
+    np.testing.assert_array_equal(tokenize_pp(tok, PROMPTS, pp), hf_io["input_ids"])
     np.testing.assert_allclose(z, hf_io["text_embeds"], atol=1e-5)
     # Two prompts are longer than the tower: HF truncation keeps EOS as the last token, as sticky EOS does.
     long_rows = [i for i, n in enumerate(HF_META["lengths_without_truncation"]) if n > 16]
@@ -78,7 +79,7 @@ def test_hf_folder_needs_its_own_pp(hf_tower, hf_io):
     tok, pp_bv, z_bv = _embed_default(hf_tower, PROMPTS, text_pp="big_vision")
     assert pp_bv.family == "big_vision" and pp_bv.pad_id == 1
     # Punctuation (".", ",", "!", "(", "-") inside the first 15 tokens, or "É" (not ASCII-lower-cased).
-    other = (text.tokenize_pp(tok, PROMPTS, pp_bv) != hf_io["input_ids"]).any(axis=1)
+    other = (tokenize_pp(tok, PROMPTS, pp_bv) != hf_io["input_ids"]).any(axis=1)
     assert other.sum() >= 4
     err = np.abs(z_bv - hf_io["text_embeds"]).max(axis=1)
     assert (err[other] > 1e-3).all() and (err[~other] < 1e-5).all()
@@ -96,7 +97,7 @@ def test_hf_tokenizer_config_is_read(tmp_path):
     (folder / "tokenizer_config.json").write_text(json.dumps({**cfg, "do_lower_case": False}))
     tok = SiglipTokenizer(folder)
     assert not tok.do_lower_case and tok.canonicalize("A Dog, Running!") == "A Dog Running"
-    assert text.text_pp_for("hf_siglip", tok, 16).lower == "none"
+    assert text_pp_for("hf_siglip", tok, 16).lower == "none"
     (folder / "tokenizer_config.json").write_text(json.dumps({**cfg, "tokenizer_class": "GemmaTokenizer"}))
     with pytest.raises(HarnessError, match="GemmaTokenizer"):
         SiglipTokenizer(folder)
@@ -128,10 +129,10 @@ def test_big_vision_default_is_big_vision_tokenize(bv_tower, bv_ids, model, grou
     assert pp.info() == {"family": "big_vision", "max_len": 16, "pad_id": 1, "eos": "sticky", "lower": "ascii",
                          "canonicalize": False}
     want = bv_ids[f"{model}/siglip/{group}"]
-    np.testing.assert_array_equal(text.tokenize_pp(tok, texts, pp), want)
+    np.testing.assert_array_equal(tokenize_pp(tok, texts, pp), want)
     # The old default (pad_value=-1: the tokenizer's "<pad>", 0) is big_vision's op WITHOUT pad_value=1,
     # and not its SigLIP text pp wherever a row has padding.
-    old = text.tokenize(tok, texts, 16)
+    old = tokenize(tok, texts, 16)
     np.testing.assert_array_equal(old, bv_ids[f"{model}/default_pad/{group}"])
     padded = (want[:, -1] == 1) & (want[:, -2] == 1)
     assert padded.any() and (old != want).any(axis=1)[padded].all()
@@ -141,17 +142,17 @@ def test_lit_family_and_overrides(bv_tower):
     cfg = lz.LitZeroShotConfig(train_dataset="proxy_scenes", zeroshot_datasets=("proxy_scenes",),
                                retrieval_datasets=("proxy_scenes",), max_len=24)
     tok, pp = lz.text_pipeline(cfg, None)  # a tower LiT is about to train
-    assert tok.model_path == str(lz.PROXY_TOKENIZER)
+    assert tok.model_path == str(PROXY_TOKENIZER)
     assert pp.info() == {"family": "lit", "max_len": 24, "pad_id": tok.eos_id, "eos": "sticky", "lower": "ascii",
                          "canonicalize": False}
-    ids = text.tokenize_pp(tok, ["a red circle"], pp)[0]
+    ids = tokenize_pp(tok, ["a red circle"], pp)[0]
     assert ids[-1] == tok.eos_id == 1 and (ids == tok.pad_id).sum() == 0  # EOS all the way: the pooled token
-    _, pp7 = lz.text_pipeline(lz.LitZeroShotConfig(tokenizer=str(lz.PROXY_TOKENIZER), pad_value=7), bv_tower)
+    _, pp7 = lz.text_pipeline(lz.LitZeroShotConfig(tokenizer=str(PROXY_TOKENIZER), pad_value=7), bv_tower)
     assert pp7.pad_id == 7
     with pytest.raises(HarnessError, match="text_pp"):
         lz.text_pipeline(lz.LitZeroShotConfig(text_pp="clip"), bv_tower)
     with pytest.raises(HarnessError, match="Hugging Face"):
-        lz.text_pipeline(lz.LitZeroShotConfig(text_pp="hf_siglip", tokenizer=str(lz.PROXY_TOKENIZER)), bv_tower)
+        lz.text_pipeline(lz.LitZeroShotConfig(text_pp="hf_siglip", tokenizer=str(PROXY_TOKENIZER)), bv_tower)
 
 
 # --------------------------------------------------------------------------------------------- image pp

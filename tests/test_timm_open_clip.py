@@ -1,4 +1,4 @@
-"""timm and open_clip checkpoints (`harness.checkpoints.torch_formats`): small random models of the SigLIP and augreg
+"""timm and open_clip checkpoints (`harness.checkpoints.timm`, `harness.checkpoints.open_clip`): small random models of the SigLIP and augreg
 families built by the libraries themselves, every parameter perturbed off its init, saved as safetensors in
 the hub layouts, loaded by the harness and compared with the library's own forward.
 
@@ -35,8 +35,9 @@ open_clip = pytest.importorskip("open_clip")
 
 from click.testing import CliRunner  # noqa: E402
 
-from harness.checkpoints import torch_formats  # noqa: E402
+from harness.checkpoints.timm_arch import TIMM_VIT, TIMM_VIT_REFUSED  # noqa: E402
 from harness.cli import main  # noqa: E402
+from harness.data.text_pp import text_pp_for, tokenize, tokenize_pp  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.models import text  # noqa: E402
 from harness.models.encoder import load_encoder  # noqa: E402
@@ -93,8 +94,6 @@ def _save_timm(model, folder: Path) -> Path:
 def _check_timm(enc, model, x, tag: str, **norm):
     ff, pre, logits = _timm_outputs(model, x, **norm)
     out = enc.features(x)
-    if enc.config["pool_type"] == "tok":
-        ff = ff[:, 1:]  # big_vision's `encoded` drops the class token
     _close(f"{tag} encoded", out["encoded"], ff)
     _close(f"{tag} pre_logits", out["pre_logits"], pre)
     if model.num_classes:
@@ -117,7 +116,7 @@ def test_timm_siglip_family_matches_timm(arch, expect, kw, tmp_path):
     torch.manual_seed(0)
     model = _perturb(timm.create_model(arch, pretrained=False, depth=2, mlp_ratio=3.7362, num_classes=0, **kw), 1)
     enc = load_encoder(str(_save_timm(model, tmp_path / arch)))
-    heads, gelu, _ = torch_formats.TIMM_VIT[arch]
+    heads, gelu, _ = TIMM_VIT[arch]
     assert (enc.config["gelu"], enc.config["pool_type"]) == expect and enc.config["num_heads"] == heads
     assert enc.config["res"] == kw["img_size"] // kw["patch_size"] * kw["patch_size"]
     x = _images(enc.res)
@@ -346,7 +345,7 @@ def test_open_clip_pair_runs_lit_zeroshot_without_training(tmp_path, monkeypatch
     for b in data.iterate(ds, "test", batch_size=24, pp=pp, data_dir=str(tmp_path / "tfds")):
         images.append(b["image"][b["_mask"]])
         labels.append(b["label"][b["_mask"]])
-    ids = text.tokenize(Tokenizer(folder / "spiece.model"), [n.lower() for n in CLASS_NAMES], 8, pad_value=1)
+    ids = tokenize(Tokenizer(folder / "spiece.model"), [n.lower() for n in CLASS_NAMES], 8, pad_value=1)
     with torch.no_grad():
         zi = model.encode_image(_torch_input(np.concatenate(images)), normalize=True)
         zt = model.encode_text(torch.from_numpy(ids.astype(np.int64)), normalize=True)
@@ -391,7 +390,7 @@ def test_open_clip_text_pp_is_open_clips_own_tokenizer(tmp_path, monkeypatch):
     tower = text.load_text_tower(str(folder))
     tokenizer, pp = text_pipeline(LitZeroShotConfig(), tower)
     assert pp.family == "open_clip" and pp.max_len == 8 and pp.pad_id == 1  # SiglipTokenizer: "</s>"
-    ours = text.tokenize_pp(tokenizer, texts, pp)
+    ours = tokenize_pp(tokenizer, texts, pp)
     theirs = HFTokenizer(str(folder), context_length=8, clean="canonicalize")(texts).numpy()
     np.testing.assert_array_equal(ours, theirs)
     assert (ours[:, -1] == 1).all()  # every row ends in EOS: padded with it, or truncated keeping it
@@ -401,7 +400,7 @@ def test_open_clip_text_pp_is_open_clips_own_tokenizer(tmp_path, monkeypatch):
     # big_vision's rule (no cleaning but ASCII lower-casing) on the same folder gives other ids where
     # open_clip's cleaning changes the text within the tower's 8 tokens
     short = ["a?", "a"]
-    bv = text.tokenize_pp(tokenizer, short, text.text_pp_for("big_vision", tokenizer, 8))
+    bv = tokenize_pp(tokenizer, short, text_pp_for("big_vision", tokenizer, 8))
     oc = HFTokenizer(str(folder), context_length=8, clean="canonicalize")(short).numpy()
     assert not np.array_equal(bv[0], oc[0]) and np.array_equal(bv[1], oc[1])
 
@@ -474,8 +473,8 @@ def test_arch_table_is_timms():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     ok, refused = mod.table()
-    assert ok == torch_formats.TIMM_VIT
-    assert refused == torch_formats.TIMM_VIT_REFUSED
+    assert ok == TIMM_VIT
+    assert refused == TIMM_VIT_REFUSED
 
 
 def test_print_measured_errors():

@@ -5,24 +5,38 @@
         Config = FewShotConfig            # a dataclass whose defaults are the paper's protocol
         presets = {"proxy": {...}}        # named overrides; "proxy" runs on the offline proxies
         def metrics(self, config) -> list[Metric]: ...
-        def run(self, encoder, data, config) -> dict[str, float]: ...
+        def run(self, encoder, ctx, config) -> dict[str, float]: ...
 
-`run` gets the shared encoder (`harness.models.encoder.Encoder`), a `RunContext` (data dir, cache, output folder,
-and a place to note datasets, per-example scores and artefacts), and the config; it returns metric values.
-Register the class under the entry-point group `harness.tasks` (see pyproject.toml).
+`run` gets the shared encoder (`harness.models.encoder.Encoder`), a `RunContext` (data dir, feature cache,
+output folder; `ctx.extract(...)` for encoder features; places to note datasets, per-example scores,
+artefacts and timings), and the config; it returns metric values named by `metric_name` (the same helper
+builds the names `metrics()` declares). Settings are parsed and checked with `harness.settings`' helpers,
+re-exported here. Register the class under the entry-point group `harness.tasks` (see pyproject.toml).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
+import types
 import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import HarnessError, did_you_mean
+from harness.settings import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    bad_setting,
+    check_choice,
+    check_pp,
+    check_range,
+    check_unique,
+    coerce,
+    config_dict,
+    config_hash,
+    shown,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +54,9 @@ class Metric:
 
 @dataclasses.dataclass
 class RunContext:
-    """Everything a task needs besides the encoder and its config."""
+    """Everything a task needs besides the encoder and its config: where data, the feature cache and the
+    run's artefacts are, and the notes that go into the record (datasets read, per-example scores,
+    artefacts, timings, free-form info). `extract` is the one way a task reads encoder features."""
 
     data_dir: str | None
     cache_dir: Path
@@ -51,6 +67,25 @@ class RunContext:
     per_example: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds, by what they measure
+    extractions: list[dict] = dataclasses.field(default_factory=list)  # one entry per `extract` call
+
+    def extract(self, encoder, dataset: str, split: str, *, pp: str, representations: tuple[str, ...] = ("pre_logits",),
+                keys: tuple[str, ...] = ("label",), batch_size: int = 64, num_examples: int | None = None,
+                dtype: str = "float32", role: str | None = "eval") -> dict:
+        """The encoder's `representations` (and the per-example `keys`) of a split's first `num_examples`
+        examples (None or 0: all) under `pp`, through the feature cache (`harness.eval.features.extract`):
+        computed once, shown as progress, timed, and noted as a dataset of this run under `role` (None: the
+        caller notes the split itself)."""
+        from harness.eval import features  # numpy and the data pipeline: not for `harness ls` / `report`
+
+        arrays = features.extract(encoder, dataset, split, pp=pp, cache_dir=self.cache_dir, data_dir=self.data_dir,
+                                  representations=tuple(representations), keys=tuple(keys), batch_size=batch_size,
+                                  num_examples=num_examples or None, dtype=dtype, progress=self.progress,
+                                  log=self.extractions)
+        if role is not None:
+            self.note_dataset(dataset, split, len(arrays["index"]), pp, role=role)
+        return arrays
 
     def note_dataset(self, name: str, split: str, num_examples: int, pp: str | None = None, role: str = "eval"):
         self.datasets.append(dict(name=name, split=split, num_examples=int(num_examples), pp=pp, role=role))
@@ -61,6 +96,14 @@ class RunContext:
 
     def note_artifact(self, name: str, path: str | Path):
         self.artifacts[name] = str(path)
+
+    def add_time(self, name: str, seconds: float):
+        """Adds `seconds` to the timing `name` (e.g. "probe_seconds"), recorded with the run's own."""
+        self.timings[name] = self.timings.get(name, 0.0) + float(seconds)
+
+    def record_timings(self) -> dict[str, float]:
+        """The task's timings, with the feature extractions' total."""
+        return {**self.timings, "extract_seconds": sum(e["seconds"] for e in self.extractions)}
 
 
 class Task:
@@ -85,8 +128,12 @@ class Task:
     def metrics(self, config) -> list[Metric]:
         raise NotImplementedError
 
-    def run(self, encoder, data: RunContext, config) -> dict[str, float]:
+    def run(self, encoder, ctx: RunContext, config) -> dict[str, float]:
         raise NotImplementedError
+
+    def metric_name(self, *parts) -> str:
+        """`<task>/<part>/...`: the one place a task's metric names are made, for `metrics()` and `run()`."""
+        return "/".join([self.name, *(str(p) for p in parts)])
 
     # Encoder settings a task needs (e.g. the resolution it fine-tunes at); merged into load_encoder's config.
     def encoder_overrides(self, config) -> dict:
@@ -99,58 +146,6 @@ class Task:
 
 
 # ------------------------------------------------------------------------------------------ configs
-def _type_words(typ) -> str:
-    """How a setting's type reads in an error: "an integer", "a comma-separated list of numbers", ..."""
-    origin, args = typing.get_origin(typ), typing.get_args(typ)
-    if origin in (tuple, list):
-        inner = _type_words(args[0] if args else str).split(" ", 1)[-1]
-        return f"a comma-separated list of {inner}s"
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        words = [_type_words(a) for a in args if a is not type(None)]
-        return " or ".join(words) + (" or none" if type(None) in args else "")
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        typ, getattr(typ, "__name__", str(typ)))
-
-
-def _coerce(value: str, typ, key: str):
-    """Parses a `--set key=value` string into the field's declared type."""
-    origin = typing.get_origin(typ)
-    args = typing.get_args(typ)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value.lower() in ("none", "null") and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except HarnessError:
-                pass
-        raise HarnessError(f"--set {key}={value}: expected {_type_words(typ)}")
-    try:
-        if typ is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if typ is int:
-            return int(value)
-        if typ is float:
-            return float(value)
-        if typ is str:
-            return value
-        if origin in (tuple, list):
-            items = [v.strip() for v in value.strip("()[]").split(",") if v.strip()]
-            inner = args[0] if args else str
-            return (tuple if origin is tuple else list)(_coerce(v, inner, key) for v in items)
-        if origin is dict or typ is dict:
-            return json.loads(value)
-    except (ValueError, json.JSONDecodeError, HarnessError):
-        raise HarnessError(f"--set {key}={value}: expected {_type_words(typ)}") from None
-    return value
-
-
 def make_config(task: Task, preset: str | None = None, overrides: dict[str, str] | None = None):
     """The task's config: paper defaults, then the preset, then `--set` overrides (strings, parsed), then
     `validate_config`: a setting that would make garbage is an error here, before any data is read."""
@@ -163,93 +158,20 @@ def make_config(task: Task, preset: str | None = None, overrides: dict[str, str]
         if key not in fields:
             raise HarnessError(f"task {task.name!r} has no setting {key!r}{did_you_mean(key, fields)}; "
                                f"settings: {', '.join(fields)}")
-        values[key] = _coerce(raw, hints[key], key) if isinstance(raw, str) else raw
+        values[key] = coerce(raw, hints[key], key) if isinstance(raw, str) else raw
     config = task.Config(**values)
     validate_config(config, task.name)
     return config
 
 
 # --------------------------------------------------------------------------------------- validation
-def shown(value) -> str:
-    """A setting's value as one would write it after `--set key=`."""
-    if isinstance(value, (tuple, list)):
-        return ",".join(shown(v) for v in value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def bad_setting(name: str, value, allowed: str) -> HarnessError:
-    """The one-line error for a setting: which, its value, what is allowed."""
-    return HarnessError(f"setting {name}={shown(value)} {allowed}")
-
-
-def check_range(config, name: str, *, low=None, high=None, low_open: bool = False, high_open: bool = False,
-                allow: tuple = ()) -> None:
-    """Every value of setting `name` (a number or a list of numbers) lies in [low, high] (an open end with
-    `*_open`); values in `allow` (e.g. 0 for "off", None for "the paper's choice") pass as they are."""
-    if not hasattr(config, name):  # a field renamed or removed since the rule was written: moot
-        return
-    value = getattr(config, name)
-    for v in (value if isinstance(value, (tuple, list)) else (value,)):
-        if v in allow:
-            continue
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        ok = ok and (low is None or (v > low if low_open else v >= low))
-        ok = ok and (high is None or (v < high if high_open else v <= high))
-        if not ok:
-            parts = []
-            if low is not None:
-                parts.append(f"{'>' if low_open else '>='} {low}")
-            if high is not None:
-                parts.append(f"{'<' if high_open else '<='} {high}")
-            extra = "".join(f" or {shown(a) if a is not None else 'none'}" for a in allow)
-            each = "each value " if isinstance(value, (tuple, list)) else ""
-            got = f" (got {shown(v)})" if isinstance(value, (tuple, list)) else ""
-            raise bad_setting(name, value, f"is out of range{got}: {each}must be {' and '.join(parts)}{extra}")
-
-
-def check_choice(config, name: str, choices) -> None:
-    """Setting `name` (or each of its values) is one of `choices`."""
-    if not hasattr(config, name):  # a field renamed or removed since the rule was written: moot
-        return
-    value = getattr(config, name)
-    for v in (value if isinstance(value, (tuple, list)) else (value,)):
-        if v not in choices:
-            raise bad_setting(name, value, f"is not one of {', '.join(shown(c) for c in choices)}")
-
-
-def check_unique(config, name: str) -> None:
-    """No value twice in list setting `name` (metric names are made from them and would collide)."""
-    if not hasattr(config, name):  # a field renamed or removed since the rule was written: moot
-        return
-    value = getattr(config, name)
-    twice = sorted({shown(v) for v in value if list(value).count(v) > 1})
-    if twice:
-        raise bad_setting(name, value, f"lists {', '.join(twice)} more than once; give each value once")
-
-
-def check_pp(config, name: str) -> None:
-    """Setting `name` is empty (the task's default) or a pp string that parses (no data is touched)."""
-    if not hasattr(config, name):  # a field renamed or removed since the rule was written: moot
-        return
-    value = getattr(config, name)
-    if value:
-        from harness.data.pp import Preprocess
-
-        try:
-            Preprocess(value)
-        except HarnessError as e:
-            raise HarnessError(f"setting {name}: {e}") from None
-
-
 def _float_values(value, typ) -> list:
     origin, args = typing.get_origin(typ), typing.get_args(typ)
     if typ is float:
         return [value]
     if origin in (tuple, list) and args and args[0] is float:
         return list(value)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and float in args:
+    if origin in (typing.Union, types.UnionType) and float in args:
         return [value] if isinstance(value, float) else []
     return []
 
@@ -282,9 +204,5 @@ def validate_config(config, task_name: str = "") -> None:
         raise HarnessError(prefix + str(e)) from None
 
 
-def config_dict(config) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(config), default=list, sort_keys=True))
-
-
-def config_hash(config) -> str:
-    return hashlib.sha256(json.dumps(config_dict(config), sort_keys=True).encode()).hexdigest()[:16]
+__all__ = ["FALSE_WORDS", "TRUE_WORDS", "Metric", "RunContext", "Task", "bad_setting", "check_choice", "check_pp",
+           "check_range", "check_unique", "config_dict", "config_hash", "make_config", "shown", "validate_config"]

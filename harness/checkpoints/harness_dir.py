@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from harness.checkpoints.layout import flatten, is_flat, unflatten, unwrap
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.files import fresh_dir, replace_dir, write_text_atomic
 
 HARNESS_META = "harness.json"
@@ -26,7 +26,7 @@ def read_harness(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         tree = ocp.StandardCheckpointer().restore((path / "params").absolute())
     except Exception as e:  # orbax reports a missing/corrupt folder in many ways
         raise HarnessError(f"checkpoint {path}: cannot read harness checkpoint "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+                           f"({type(e).__name__}: {first_line(e, 200)})") from None
     return {k: np.asarray(v) for k, v in flatten(tree).items()}, meta
 
 

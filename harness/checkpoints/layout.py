@@ -55,12 +55,35 @@ def as_flat(tree) -> dict:
     return tree if is_flat(tree) else flatten(tree)
 
 
+WRAPPERS = ("params/", "opt/target/")  # training checkpoints' wrappers of the parameter tree
+
+
+def wrapper_of(names) -> str:
+    """The training wrapper a tree's keys share ("params/", "opt/target/"), or "" for a bare tree."""
+    return next((w for w in WRAPPERS if any(n.startswith(w) for n in names)), "")
+
+
+def tower_prefix(names, subtree: str | None = None, *, path="checkpoint") -> tuple[str, str | None]:
+    """(the key prefix of the arrays an image encoder is read from, the sub-tree that is): the training
+    wrapper, then `subtree`, or `img` for a two-tower (SigLIP / LiT) tree when none is named. Only the
+    names are looked at, so a reader decompresses just that tower."""
+    wrapper = wrapper_of(names)
+    inner = [n[len(wrapper):] for n in names if n.startswith(wrapper)]
+    if subtree is None and {"img", "txt"} <= {n.split("/")[0] for n in inner}:
+        subtree = "img"
+    if not subtree:
+        return wrapper, None
+    prefix = wrapper + subtree.strip("/") + "/"
+    if not any(n.startswith(prefix) for n in names):
+        tops = sorted({n.split("/")[0] for n in inner})
+        raise HarnessError(f"checkpoint {path}: has no sub-tree {subtree!r}; top-level keys are {tops[:8]}")
+    return prefix, subtree
+
+
 def unwrap(flat: dict[str, np.ndarray], subtree: str | None = None, *, path="checkpoint") -> dict:
     """Drops training-checkpoint wrappers (`params/`, `opt/target/`) and selects `subtree` if given."""
-    for prefix in ("params/", "opt/target/"):
-        if flat and any(k.startswith(prefix) for k in flat):
-            flat = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
-            break
+    wrapper = wrapper_of(flat)
+    flat = {k[len(wrapper):]: v for k, v in flat.items() if k.startswith(wrapper)}
     if subtree:
         prefix = subtree.strip("/") + "/"
         sub = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
@@ -75,7 +98,7 @@ def text_tower(flat: dict | None, *, path, fmt: str, tokenizer: str | None = Non
                text_pp: str = "big_vision") -> dict | None:
     """`harness.checkpoints.read_text_tower`'s answer from a two-tower tree's `txt/...`, `t` and `b`
     entries; None when it has no `txt/` tree. `text_pp` is the family whose text pp the tower was trained
-    with (`harness.models.text.TextPP`): a HF folder's own processor, else big_vision's SigLIP / LiT
+    with (`harness.data.text_pp.TextPP`): a HF folder's own processor, else big_vision's SigLIP / LiT
     `tokenize`."""
     if not flat or not any(k.startswith("txt/") for k in flat):
         return None
@@ -188,6 +211,34 @@ def to_layout(flat: dict, scan: bool, blocks: str = VIT_BLOCKS) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- posemb
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in]: TF2's `tf.image.resize(method="bilinear")` along one axis (half-pixel centres, no
+    antialias: source coordinate (i + 0.5) * n_in / n_out - 0.5, clamped to the edge pixels)."""
+    m = np.zeros((n_out, n_in), np.float64)
+    for i in range(n_out):
+        x = (i + 0.5) * n_in / n_out - 0.5
+        lo = int(np.floor(x))
+        frac = x - lo
+        m[i, min(max(lo, 0), n_in - 1)] += 1 - frac
+        m[i, min(max(lo + 1, 0), n_in - 1)] += frac
+    return m
+
+
+def resample_patchemb(kernel: np.ndarray, new_hw: tuple[int, int]) -> np.ndarray:
+    """FlexiViT's pseudo-inverse resize of a patch-embedding kernel (p, p, C, D) to (h, w, C, D) (big_vision
+    `models/proj/flexi/vit.py::resample_patchemb`): with B the bilinear resize of a patch as a matrix
+    (new pixels x old pixels), the new kernel is pinv(B^T) applied to each old (p*p) filter, the minimum-norm
+    w' with B^T w' = w, so <resize(x), w'> = <x, w> for every patch x when upsampling."""
+    old_h, old_w = kernel.shape[:2]
+    new_h, new_w = (int(v) for v in new_hw)
+    if (old_h, old_w) == (new_h, new_w):
+        return kernel
+    resize = np.kron(_bilinear_matrix(old_h, new_h), _bilinear_matrix(old_w, new_w))  # [new_n, old_n]
+    pinv = np.linalg.pinv(resize.T)  # [new_n, old_n]
+    flat = np.asarray(kernel, np.float64).reshape(old_h * old_w, -1)
+    return (pinv @ flat).reshape(new_h, new_w, *kernel.shape[2:]).astype(kernel.dtype)
+
+
 def resample_posemb(posemb: np.ndarray, new_tokens: int) -> np.ndarray:
     """Learned posemb (1, g*g, D) -> (1, G*G, D): bilinear (order-1 spline) zoom of the square grid."""
     n, d = posemb.shape[1], posemb.shape[2]

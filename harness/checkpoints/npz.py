@@ -1,15 +1,21 @@
 """big_vision `.npz` checkpoints: flat "/" keys, optionally under `params/` or `opt/target/`, bfloat16
-stored as 2-byte void; `file.npz:img` names a sub-tree (a two-tower checkpoint's image tower)."""
+stored as 2-byte void; `file.npz:img` names a sub-tree (a two-tower checkpoint's image tower).
+
+The readers take the checkpoint's handle (`harness.checkpoints.handle.Checkpoint`), whose `.npz` is opened
+once. They return `Member`s: arrays known by their headers, checked against the archive, decompressed when
+the loader takes them (after it has checked every key and shape against the model), each once."""
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+from numpy.lib import format as npy_format
 
-from harness.checkpoints.layout import as_flat, text_tower, unwrap
+from harness.checkpoints.layout import as_flat, text_tower, tower_prefix, wrapper_of
 from harness.errors import HarnessError
 from harness.files import atomic_file
 
@@ -26,54 +32,134 @@ def detect(path: Path) -> bool:
     return path.is_file()
 
 
-def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if path.exists() and not zipfile.is_zipfile(path):
+def _member(z, name: str, path) -> np.ndarray:
+    """The array `name` of the open NpzFile `z`, read and decompressed now."""
+    try:
+        return recover_dtype(z[name])
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise HarnessError(f"checkpoint {path}: {name} holds pickled object arrays; refusing to unpickle "
+                               "(re-save it with plain numeric arrays)") from None
+        raise HarnessError(f"checkpoint {path}: {name} is not a readable array ({e}); the file may be truncated "
+                           "or corrupt, re-download or re-export it") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+        raise HarnessError(f"checkpoint {path}: {name} is not readable ({type(e).__name__}: {e}); the file may "
+                           "be truncated or corrupt, re-download or re-export it") from None
+
+
+class Member:
+    """An array of an open `.npz` known by its `.npy` header alone (`shape`, `dtype`): the model is checked
+    against the shapes first, and the data is decompressed only when numpy asks for it (`np.asarray`), so a
+    member the model does not need is never inflated, and one whose header declares more bytes than the
+    archive holds for it is refused before anything is allocated."""
+
+    def __init__(self, z, name: str, path):
+        self._z, self.name, self.path = z, name, path
+        try:
+            info = z.zip.getinfo(f"{name}.npy")  # numpy lists members without their ".npy"
+        except KeyError:
+            info = z.zip.getinfo(name)
+        try:
+            with z.zip.open(info) as f:
+                version = npy_format.read_magic(f)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f".npy format version {version}")
+                read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+                shape, _, dtype = read(f)  # numpy's own limit on the header's size (10,000 bytes) applies
+                header = f.tell()
+        except ValueError as e:
+            why = ("a .npy header longer than numpy reads safely" if "large" in str(e) else
+                   "not a .npy array" if "magic" in str(e).lower() else str(e))
+            raise HarnessError(f"checkpoint {path}: member {name!r} is {why}; it is not an array numpy wrote: "
+                               "re-export the checkpoint with numpy.savez") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise HarnessError(f"checkpoint {path}: member {name!r} is not readable ({type(e).__name__}: {e}); the "
+                               "file may be truncated or corrupt, re-download or re-export it") from None
+        if dtype.hasobject:
+            raise HarnessError(f"checkpoint {path}: {name} holds pickled object arrays; refusing to unpickle "
+                               "(re-save it with plain numeric arrays)")
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = recover_dtype(np.empty(0, dtype)).dtype
+        declared = math.prod(self.shape) * dtype.itemsize
+        if declared > info.file_size - header:
+            raise HarnessError(f"checkpoint {path}: member {name!r} declares shape {self.shape} of {dtype} "
+                               f"({declared} bytes) but holds {max(info.file_size - header, 0)}: the file is "
+                               "truncated or crafted; re-download or re-export it")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        a = _member(self._z, self.name, self.path)
+        return a if dtype is None else a.astype(dtype)
+
+    def __getitem__(self, index):
+        return np.asarray(self)[index]
+
+    def astype(self, dtype, copy: bool = True):
+        return np.asarray(self).astype(dtype, copy=copy)
+
+    def __repr__(self) -> str:
+        return f"Member({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def _files(z, path) -> list[str]:
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise HarnessError(f"checkpoint {path}: is a single .npy array, not a .npz of named arrays")
+    return list(z.files)
+
+
+def _names(ckpt) -> list[str]:
+    return _files(ckpt.npz(), ckpt.path)
+
+
+def open_npz(file, path):
+    """numpy's lazy NpzFile over `file` (a path or an open binary file; no pickles), or one error line."""
+    if not zipfile.is_zipfile(file):
         raise HarnessError(f"checkpoint {path}: not a readable .npz (not a zip archive); the file may be "
                            "truncated or corrupt, re-download or re-export it")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise HarnessError(f"checkpoint {path}: is a single .npy array, not a .npz of named arrays")
-            out = {}
-            for k in z.files:
-                out[k] = recover_dtype(z[k])
-            return out
-    except HarnessError:
-        raise
+        return np.load(file, allow_pickle=False)
     except FileNotFoundError:
         raise HarnessError(f"checkpoint {path}: no such file; check the --ckpt path") from None
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise HarnessError(f"checkpoint {path}: holds pickled object arrays; refusing to unpickle "
-                               "(re-save it with plain numeric arrays)") from None
-        raise HarnessError(f"checkpoint {path}: not a readable .npz ({e}); the file may be truncated or "
-                           "corrupt, re-download or re-export it") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise HarnessError(f"checkpoint {path}: not a readable .npz ({type(e).__name__}: {e}); the file may "
                            "be truncated or corrupt, re-download or re-export it") from None
 
 
-def read_image(path: Path, subtree: str | None) -> tuple[dict, dict]:
-    return unwrap(read_npz(path), subtree, path=path), {}
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` file (a checkpoint written by `save_npz`, say), as saved."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"checkpoint {path}: no such file; check the --ckpt path")
+    with open(path, "rb") as fh, open_npz(fh, path) as z:
+        return {n: _member(z, n, path) for n in _files(z, path)}
 
 
-def read_text(path: Path) -> dict | None:
+def read_image(ckpt) -> tuple[dict, dict]:
+    """The image tower's arrays (the spec's sub-tree; `img` of a two-tower tree when none is named), with
+    the sub-tree read as the hint "subtree"."""
+    names = _names(ckpt)
+    prefix, subtree = tower_prefix(names, ckpt.subtree, path=ckpt.path)
+    flat = {n[len(prefix):]: Member(ckpt.npz(), n, ckpt.path) for n in names if n.startswith(prefix)}
+    return flat, {"subtree": subtree}
+
+
+def read_text(ckpt) -> dict | None:
     """The `txt/`, `t`, `b` entries of a big_vision two-tower .npz, reading only those arrays."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                return None
-            names = list(z.files)
-            wrapper = next((w for w in ("params/", "opt/target/") if any(n.startswith(w) for n in names)), "")
-            wanted = [n for n in names if n.startswith(wrapper)
-                      and (n[len(wrapper):].startswith("txt/") or n[len(wrapper):] in ("t", "b"))]
-            if not any(n[len(wrapper):].startswith("txt/") for n in wanted):
-                return None
-            flat = {n[len(wrapper):]: recover_dtype(z[n]) for n in wanted}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise HarnessError(f"checkpoint {path}: not a readable .npz ({type(e).__name__}: {e})") from None
-    return text_tower(flat, path=path, fmt="npz")
+    names = _names(ckpt)
+    wrapper = wrapper_of(names)
+    wanted = [n for n in names if n.startswith(wrapper)
+              and (n[len(wrapper):].startswith("txt/") or n[len(wrapper):] in ("t", "b"))]
+    if not any(n[len(wrapper):].startswith("txt/") for n in wanted):
+        return None
+    flat = {n[len(wrapper):]: Member(ckpt.npz(), n, ckpt.path) for n in wanted}
+    return text_tower(flat, path=ckpt.path, fmt="npz")
 
 
 def save_npz(path: str | Path, params, *, wrap: str | None = None) -> Path:

@@ -1,50 +1,95 @@
 """big_vision tensorstore checkpoints: a folder `checkpoint.bv-<step>` of one zarr array per leaf ("/" in
-a leaf's name written as "~"), and `<path>-LAST` naming the newest step."""
+a leaf's name written as "~"), and `<path>-LAST` naming the newest complete step
+(big_vision `utils.save_checkpoint_ts`: it holds `f"{step:09d}"`, with `-tmp` for a step not kept)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import tensorstore as ts
 
-from harness.checkpoints.layout import text_tower, unwrap
-from harness.errors import HarnessError
+from harness.checkpoints.layout import text_tower, tower_prefix
+from harness.errors import HarnessError, first_line
+
+PREFIX = "params/"  # the arrays read: the parameters, never the optimiser state
+_POINTER = re.compile(r"^(\d+)(-tmp)?$")
 
 
 def detect(path: Path) -> bool:
-    if path.is_dir():
-        return any("~" in p.name for p in path.iterdir())
-    # big_vision writes `<path>-LAST` naming the newest `<path>-<step>` folder.
-    return not path.exists() and Path(f"{path}-LAST").exists()
+    return path.is_dir() and any("~" in p.name for p in path.iterdir())
 
 
-def read_tensorstore(path: Path, prefix: str = "params/") -> dict[str, np.ndarray]:
+def resolve_last(path: Path) -> tuple[Path, int]:
+    """`<path>-LAST` -> (the step folder it names, the step); a pointer that names no step folder is one
+    error line."""
     last = Path(f"{path}-LAST")
-    if not path.is_dir() and last.exists():
-        path = Path(f"{path}-{last.read_text().strip()}")
+    try:
+        text = last.read_text(errors="replace")[:100].strip()
+    except OSError as e:
+        raise HarnessError(f"checkpoint {last}: cannot be read ({e.strerror}); check the --ckpt path") from None
+    m = _POINTER.match(text)
+    if not m:
+        raise HarnessError(f"checkpoint {last}: holds {text[:40]!r}, not a big_vision step (e.g. 000001000); the "
+                           "pointer is damaged: give the step folder itself, e.g. --ckpt <path>-<step>")
+    folder = Path(f"{path}-{text}")
+    if not folder.is_dir():
+        raise HarnessError(f"checkpoint {last}: names step folder {folder.name}, which does not exist (deleted, or "
+                           "not written completely); give an existing step folder with --ckpt")
+    return folder, int(m.group(1))
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.replace("~", "/").startswith(PREFIX))
+
+
+def array_files(folder: Path) -> list[tuple[str, Path]]:
+    """(relative name, path) of every file of the arrays this reader reads (the `params~*` ones): what a
+    tensorstore checkpoint's identity is the digest of."""
+    out = []
+    for entry in _entries(folder):
+        files = [entry] if entry.is_file() else sorted(p for p in entry.rglob("*") if p.is_file())
+        out += [(str(f.relative_to(folder)), f) for f in files]
+    return out
+
+
+def _read(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
     out = {}
-    for entry in sorted(path.iterdir()):
-        name = entry.name.replace("~", "/")
-        if prefix and not name.startswith(prefix):
-            continue
+    for name in names:
+        entry = folder / name.replace("/", "~")
         try:
             arr = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(entry)}},
                           open=True).result().read().result()
         except Exception as e:  # tensorstore raises ValueError with a long status message
-            raise HarnessError(f"checkpoint {path}: cannot read array {entry.name} "
-                               f"({str(e).splitlines()[0][:200]}); the folder may be incomplete") from None
+            raise HarnessError(f"checkpoint {folder}: cannot read array {entry.name} ({first_line(e, 200)}); the folder "
+                               "may be incomplete") from None
         out[name] = np.asarray(arr)
-    if not out:
-        raise HarnessError(f"checkpoint {path}: no '{prefix}*' arrays in this tensorstore folder")
     return out
 
 
-def read_image(path: Path, subtree: str | None) -> tuple[dict, dict]:
-    return unwrap(read_tensorstore(path), subtree, path=path), {}
+def _names(folder: Path) -> list[str]:
+    names = [p.name.replace("~", "/") for p in _entries(folder)]
+    if not names:
+        raise HarnessError(f"checkpoint {folder}: no '{PREFIX}*' arrays in this tensorstore folder")
+    return names
 
 
-def read_text(path: Path) -> dict | None:
-    flat = unwrap(read_tensorstore(path), None, path=path)
-    return text_tower({k: v for k, v in flat.items() if k.startswith("txt/") or k in ("t", "b")},
-                      path=path, fmt="tensorstore")
+def read_tensorstore(folder: Path) -> dict[str, np.ndarray]:
+    """Every parameter array of a step folder, by its tree path (`params/...`)."""
+    return _read(folder, _names(folder))
+
+
+def read_image(ckpt) -> tuple[dict, dict]:
+    names = _names(ckpt.path)
+    prefix, subtree = tower_prefix(names, ckpt.subtree, path=ckpt.path)
+    flat = _read(ckpt.path, [n for n in names if n.startswith(prefix)])
+    return {k[len(prefix):]: v for k, v in flat.items()}, {"subtree": subtree}
+
+
+def read_text(ckpt) -> dict | None:
+    wanted = [n for n in _names(ckpt.path) if n[len(PREFIX):].startswith("txt/") or n[len(PREFIX):] in ("t", "b")]
+    if not any(n[len(PREFIX):].startswith("txt/") for n in wanted):
+        return None
+    return text_tower({k[len(PREFIX):]: v for k, v in _read(ckpt.path, wanted).items()}, path=ckpt.path,
+                      fmt="tensorstore")

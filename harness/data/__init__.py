@@ -7,8 +7,9 @@
 - `pipeline`: `iterate` (TFDS -> tf.data -> numpy batches), `num_examples`, `class_names`, `class_subset`.
 - `pp`: pp strings (big_vision's ops); `tokenizer`: sentencepiece; `builders`: our TFDS builders.
 
-TensorFlow and TFDS are imported on first use inside `prepared`, `pipeline` and the pp ops, not when this package
-is imported: every task module imports it, and `harness ls tasks` and the report read the task modules.
+TensorFlow (`harness.tf_import`) and TFDS are imported on first use by `prepared`, `pipeline` and the pp ops,
+not when this package is imported: every task module imports it, and `harness ls tasks` and the report read the
+task modules.
 """
 
 from harness.data.pipeline import (

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from harness.data.pp import Preprocess, as_preprocess, example_seed
-from harness.data.prepared import _prepared_builder, _tf, _tfds, require_prepared
+from harness.data.prepared import _prepared_builder, _tfds, require_prepared
 from harness.data.registry import SUBSET_IN_BUILD, default_data_dir, get_info
 from harness.errors import HarnessError
+from harness.tf_import import tf
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
 _KEY_SEP = "/"
@@ -77,7 +78,6 @@ def _process_bounds(total: int, process_index: int, process_count: int) -> tuple
 
 
 def _flatten(example: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    tf = _tf()
     out = {}
     for key, value in example.items():
         full = f"{prefix}{key}"
@@ -92,7 +92,6 @@ def _flatten(example: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _pad_value(dtype):
-    tf = _tf()
     if dtype == tf.string:
         return tf.constant(b"", tf.string)
     if dtype == tf.bool:
@@ -134,7 +133,6 @@ def _ensure_image_size(ds, builder, ranges, decoders, pp: Preprocess, key: str, 
 
     Images that differ from it then fail loudly (see `_numpy_batches`) instead of being padded.
     """
-    tf = _tf()
     spec = ds.element_spec.get(key) if isinstance(ds.element_spec, Mapping) else None
     if not (isinstance(spec, tf.TensorSpec) and spec.dtype != tf.string
             and spec.shape.rank is not None and None in spec.shape.as_list()):
@@ -155,7 +153,6 @@ def _batched(ds, batch_size: int, *, drop_remainder: bool):
 
 
 def _numpy_batches(ds, pp: Preprocess, image_key: str) -> Iterator[dict[str, np.ndarray]]:
-    tf = _tf()
     batches = ds.as_numpy_iterator()
     while True:
         try:
@@ -172,7 +169,6 @@ def _numpy_batches(ds, pp: Preprocess, image_key: str) -> Iterator[dict[str, np.
 
 
 def _stream_options(ds):
-    tf = _tf()
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options)
@@ -323,7 +319,6 @@ def iterate(
 
 def _eval_stream(builder, ranges, total, pp, decoders, batch_size, seed, start_example,
                  process_index, process_count):
-    tf = _tf()
     lo, hi = _process_bounds(total, process_index, process_count)
     begin = min(lo + start_example, hi)
     largest = max(b - a for a, b in
@@ -363,7 +358,6 @@ def _eval_stream(builder, ranges, total, pp, decoders, batch_size, seed, start_e
 
 def _train_stream(builder, name, ranges, total, pp, decoders, batch_size, seed, start_example,
                   process_index, process_count, shuffle_buffer_size):
-    tf = _tf()
     lo, hi = _process_bounds(total, process_index, process_count)
     size = hi - lo
     if size == 0:

@@ -42,6 +42,7 @@ from harness.data.registry import (
 )
 from harness.errors import HarnessError, did_you_mean, os_error
 from harness.files import file_lock
+from harness.tf_import import tensorflow
 
 log = logging.getLogger("harness")
 
@@ -57,23 +58,11 @@ NETWORK_TIMEOUT_S = 10.0
 # TFDS access
 
 
-# TF, TFDS and our builders (which import both) are imported on first use, not with this module: see
-# harness/data/__init__.py.
-@functools.cache
-def _tf():
-    import tensorflow as tf
-
-    # TF must not take the accelerators that JAX uses; a no-op for tensorflow-cpu.
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except (RuntimeError, ValueError):  # already initialised: leave it
-        pass
-    return tf
-
-
+# TF (`harness.tf_import`), TFDS and our builders (which import both) are imported on first use, not with this
+# module: see harness/data/__init__.py.
 @functools.cache
 def _tfds():
-    _tf()
+    tensorflow()
     import tensorflow_datasets as tfds
 
     try:  # our own builders (proxy_scenes, proxy_digits, vqav2, ...) register on import

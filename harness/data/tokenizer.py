@@ -31,8 +31,11 @@ import numpy as np
 import sentencepiece
 from sentencepiece import sentencepiece_model_pb2
 
+from harness import ASSETS
 from harness.errors import HarnessError
 
+# The small BPE vocabulary of the offline proxy tasks (made by scripts/make_proxy_spm.py).
+PROXY_TOKENIZER = ASSETS / "proxy_spm.model"
 _EOS_MODES = ("yes", "sticky", "no")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

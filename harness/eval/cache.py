@@ -30,7 +30,7 @@ import ml_dtypes
 import numpy as np
 
 from harness.errors import HarnessError, os_error
-from harness.files import atomic_file, file_lock, fsync_dir
+from harness.files import atomic_file, file_lock, fsync_dir, write_json_atomic
 from harness.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -84,11 +84,6 @@ def _from_stored(array: np.ndarray, logical: str) -> np.ndarray:
 
 
 # --- small file helpers -------------------------------------------------------------------------
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with atomic_file(path, "wb", what=_WHAT) as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def _sha256_file(path: Path) -> str:
@@ -301,7 +296,7 @@ class FeatureCache:
             self._discard(partial)
         partial.mkdir(parents=True)
         try:
-            _write_json(plan_path, plan)
+            write_json_atomic(plan_path, plan, what=_WHAT)
         except BaseException:
             self._discard(partial)  # a partial without its plan is no resumable build (a full disk, say)
             raise
@@ -420,7 +415,7 @@ class FeatureCache:
             for name, (_, hashing) in writers.items()
         }
         now = time.time()
-        _write_json(staging / "meta.json", {
+        write_json_atomic(staging / "meta.json", {
             "format_version": FORMAT_VERSION,
             "key": key,
             "num_examples": num_examples,
@@ -429,7 +424,7 @@ class FeatureCache:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
             "created_unix": now,
             "build_seconds": round(now - started, 3),
-        })
+        }, what=_WHAT)
         fsync_dir(staging)
         entry = self.path(key)
         if entry.exists():  # explicit rebuild: move the old entry aside, then swap in the new one

@@ -18,28 +18,32 @@ from harness import data
 from harness.eval.cache import FeatureCache, cache_key
 from harness.progress import Progress
 
-log = logging.getLogger("harness")
+logger = logging.getLogger("harness")
 
-FEATURES_VERSION = 2  # bump when what is stored for a key changes (2: the CPU attention layout of harness.models.vit)
+# Bump when what is stored for a key, or how a key is made, changes (3: keyed on `Encoder.identity`, and a
+# `tok` model's `encoded` keeps its class token as big_vision's does).
+FEATURES_VERSION = 3
 
 
 def extract(encoder, dataset: str, split: str, *, pp: str, cache_dir: str | Path,
             representations: tuple[str, ...] = ("pre_logits",), keys: tuple[str, ...] = ("label",),
             data_dir: str | None = None, batch_size: int = 64, num_examples: int | None = None,
             dtype: str = "float32", chunk_size: int = 4096, progress: bool = True,
-            stats: dict | None = None) -> dict[str, np.ndarray]:
+            log: list | None = None) -> dict[str, np.ndarray]:
     """Returns {representation: [N, ...], key: [N, ...], "index": [N]} for the split's first N examples.
 
     `keys` are numeric per-example fields carried along (e.g. "label"); `dtype` ("float32", "float16",
-    "bfloat16") is the storage type of the representations (token features halve in 16 bits).
+    "bfloat16") is the storage type of the representations (token features halve in 16 bits). `log`: a list
+    that gets one entry per call (dataset, split, examples, images computed, seconds, cache key).
     """
     data.require_prepared(dataset, data_dir)
     total = data.num_examples(dataset, split, data_dir)
     n = min(total, num_examples) if num_examples else total
     desc = encoder.describe()
-    key = cache_key(version=FEATURES_VERSION, checkpoint_sha256=desc["sha256"], checkpoint_spec=desc["sha256"] and None
-                    or desc["spec"], encoder_config=desc["config"], dataset=dataset, split=split, num_examples=n,
-                    pp=str(pp), representations=list(representations), keys=list(keys), dtype=dtype)
+    # Keyed on the weights' content (`Encoder.identity`), never on a path: the same file anywhere reuses it.
+    key = cache_key(version=FEATURES_VERSION, encoder=encoder.identity, encoder_config=desc["config"],
+                    dataset=dataset, split=split, num_examples=n, pp=str(pp), representations=list(representations),
+                    keys=list(keys), dtype=dtype)
     cache = FeatureCache(Path(cache_dir) / "features")
     t0 = time.perf_counter()
     computed = {"images": 0}
@@ -68,12 +72,12 @@ def extract(encoder, dataset: str, split: str, *, pp: str, cache_dir: str | Path
                                       "checkpoint": desc["spec"], "representations": list(representations)},
                                 progress=_progress(f"features {dataset}/{split}") if progress else False)
     seconds = time.perf_counter() - t0
-    if stats is not None:
-        stats.setdefault("extract", []).append({"dataset": dataset, "split": split, "num_examples": n,
+    if log is not None:
+        log.append({"dataset": dataset, "split": split, "num_examples": n,
                                                 "computed_images": computed["images"], "seconds": seconds,
                                                 "cache_key": key})
     if computed["images"]:
-        log.info("features %s/%s: %d images in %.1fs (%.1f images/s)", dataset, split, computed["images"],
+        logger.info("features %s/%s: %d images in %.1fs (%.1f images/s)", dataset, split, computed["images"],
                  seconds, computed["images"] / max(seconds, 1e-9))
     return arrays
 

@@ -7,6 +7,9 @@
   its Java PTB tokenizer (references and predictions in two separate calls, as COCOEvalCap does).
 - Classification on part of a label space: `restricted_argmax`, the top-1 prediction among a test set's
   classes only (ImageNet-R / -A / ObjectNet scored on the ImageNet classes they cover).
+- Two-tower evaluation (big_vision's `discriminative_classifier` and `image_text_retrieval`):
+  `zeroshot_hits`, the top-1 of image embeddings against class embeddings; `retrieval_recall`, Recall@k
+  in both directions.
 - `bootstrap_ci`: a percentile bootstrap of a mean, for confidence intervals on per-example scores.
 
 Only numpy and the standard library are imported at module level (pycocoevalcap lazily, inside the
@@ -38,6 +41,9 @@ __all__ = [
     "cider_per_example",
     "caption_scores",
     "restricted_argmax",
+    "RECALL_AT",
+    "zeroshot_hits",
+    "retrieval_recall",
     "bootstrap_ci",
 ]
 
@@ -392,6 +398,43 @@ def restricted_argmax(logits, classes=None) -> np.ndarray:
         raise MetricInputError(f"restricted_argmax: class ids must be a non-empty subset of 0..{logits.shape[1] - 1}; "
                                f"got {classes.size} ids in [{classes.min(initial=0)}, {classes.max(initial=0)}]")
     return classes[np.argmax(logits[:, classes], axis=-1)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Zero-shot classification and image-text retrieval
+# ---------------------------------------------------------------------------------------------------
+
+RECALL_AT = (1, 5, 10)
+
+
+def zeroshot_hits(zimg: np.ndarray, zclass: np.ndarray, labels: list, classes=None) -> np.ndarray:
+    """1.0 where argmax(zimg . zclass) is the label, or one of the labels for a label set. `classes`: the label
+    ids of zclass's rows when they are a subset (ImageNet-R's 200 of ImageNet's 1000); None: row i is label i."""
+    pred = np.argmax(zimg @ zclass.T, axis=1)
+    if classes is not None:
+        pred = np.asarray(classes)[pred]
+    return np.array([float(p in set(np.atleast_1d(y).tolist())) for p, y in zip(pred, labels)])
+
+
+def retrieval_recall(sims: np.ndarray, text_image: np.ndarray, ks=RECALL_AT) -> dict[str, np.ndarray]:
+    """Per-query hits for Recall@k from an [images, texts] similarity matrix.
+
+    `text_image[j]` is the image text j describes. image->text: a hit if any of the image's own texts is
+    among its k most similar texts; text->image: a hit if the text's image is among its k most similar
+    images. Ties go to the lower index (a stable sort), as big_vision's argsort of distances does.
+    """
+    sims = np.asarray(sims)
+    text_image = np.asarray(text_image)
+    n_img, n_txt = sims.shape
+    if text_image.shape != (n_txt,):
+        raise MetricInputError(f"retrieval: {n_txt} texts but {text_image.shape} image ids")
+    by_image = np.argsort(-sims, axis=1, kind="stable")  # [images, texts]
+    by_text = np.argsort(-sims, axis=0, kind="stable")  # [images, texts]
+    out = {}
+    for k in ks:
+        out[f"i2t_recall@{k}"] = (text_image[by_image[:, :k]] == np.arange(n_img)[:, None]).any(axis=1) * 1.0
+        out[f"t2i_recall@{k}"] = (by_text[:k] == text_image[None]).any(axis=0) * 1.0
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------

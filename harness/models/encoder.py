@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import hashlib
 import math
 import re
 import time
@@ -32,7 +33,7 @@ CONFIG_KEYS = ("variant", "width", "depth", "mlp_dim", "num_heads", "patch_size"
 # Keys the checkpoint tree can disagree with (the others are free choices of the user).
 TREE_KEYS = ("width", "depth", "mlp_dim", "num_heads", "patch_size", "rep_size", "num_classes", "posemb")
 # gelu: big_vision's tanh approximation; a checkpoint whose architecture uses the exact GELU (timm's SigLIP v1 /
-# augreg ViTs, `harness.checkpoints.torch_formats`) states gelu="exact" as a hint.
+# augreg ViTs, `harness.checkpoints.timm`) states gelu="exact" as a hint.
 DEFAULTS = dict(pool_type="gap", posemb="learn", rep_size=False, num_classes=None, scan=False,
                 dtype_mm="float32", gelu="tanh")
 
@@ -175,9 +176,13 @@ def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "chec
         if k == "rep_size" and width is not None:
             # `rep_size=True` is a pre_logits layer as wide as the encoder: the same as the tree's int.
             v, have = rep_width(v, width) or False, rep_width(have, width) or False
-        if k in TREE_KEYS and k in tree_cfg and have != v:
+        # An explicit `patch_size` key (not a variant's patch) evaluates the checkpoint at another patch size:
+        # FlexiViT's resize of the patch embedding (`load_encoder`).
+        flexi = k == "patch_size" and user.get("patch_size") is not None
+        if k in TREE_KEYS and k in tree_cfg and have != v and not flexi:
             raise HarnessError(f"{path}: {k}={v} was asked for but the checkpoint has {k}={have}; "
-                               f"drop the flag or pick the matching checkpoint")
+                               + ("to evaluate it at another patch size, --set patch_size=N; "
+                                  if k == "patch_size" else "") + "drop the flag or pick the matching checkpoint")
         if k == "gelu" and hints.get("gelu", v) != v:  # the file's architecture states it, as the tree would
             raise HarnessError(f"{path}: gelu={v} was asked for but the checkpoint's architecture uses "
                                f"gelu={hints['gelu']}; drop the flag")
@@ -294,7 +299,8 @@ def fit_params(flat: dict, target: dict, *, path: str = "checkpoint") -> dict:
 
 @dataclasses.dataclass
 class Encoder:
-    """A loaded encoder: flax model + params + config, with a jitted `features`."""
+    """A loaded encoder: flax model + params + config, with a jitted `features`. `checkpoint`: the handle it
+    was read from (None for a random or in-memory encoder), whose text tower a two-tower task reads."""
 
     model: Any
     params: dict
@@ -302,6 +308,25 @@ class Encoder:
     spec: str | None
     sha256: str | None
     load_seconds: float = 0.0
+    checkpoint: checkpoints.Checkpoint | None = None
+    subtree: str | None = None  # the checkpoint's sub-tree the weights came from (`img` of a two-tower file)
+    step: int | None = None  # a big_vision tensorstore checkpoint's training step
+    # What loading changed from the checkpoint's own shape (e.g. {"patch_size": [14, 14]} for a FlexiViT resize).
+    resampled_from: dict = dataclasses.field(default_factory=dict)
+
+    @functools.cached_property
+    def identity(self) -> str:
+        """What this encoder's weights are, for cache keys: the checkpoint content's sha256 and sub-tree, or,
+        for an encoder not read from a checkpoint (random init, fine-tuned in memory), a digest of its
+        parameters' bytes. Never a path: the same content anywhere is the same encoder."""
+        if self.sha256:
+            return f"sha256:{self.sha256}" + (f":{self.subtree}" if self.subtree else "")
+        h = hashlib.sha256()
+        for k, v in sorted(checkpoints.flatten(self.params).items()):
+            a = np.asarray(jax.device_get(v))
+            h.update(f"{k}:{a.dtype.name}:{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).view(np.uint8).tobytes())
+        return f"params:{h.hexdigest()}"
 
     @property
     def res(self) -> int:
@@ -322,10 +347,17 @@ class Encoder:
         return tuple(out)
 
     def describe(self) -> dict:
-        """The JSON-able identity of this encoder, for result records and cache keys."""
+        """The JSON-able identity of this encoder, for result records: the checkpoint (spec, content sha256,
+        format, sub-tree, step) and the config."""
         cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()}
-        return {"spec": self.spec, "sha256": self.sha256, "config": cfg,
-                "params_m": round(self.shape.num_params(self.res) / 1e6, 3),
+        out = {"spec": self.spec, "sha256": self.sha256}
+        if self.checkpoint is not None:
+            out.update(format=self.checkpoint.format, subtree=self.subtree)
+            if self.step is not None:
+                out["step"] = self.step
+            if self.resampled_from:
+                out["resampled_from"] = self.resampled_from
+        return {**out, "config": cfg, "params_m": round(self.shape.num_params(self.res) / 1e6, 3),
                 "gflops": round(self.shape.gflops(self.res), 3)}
 
     @functools.cached_property
@@ -373,27 +405,40 @@ def random_encoder(seed: int = 0, **config) -> Encoder:
     return Encoder(model=model, params=params, config=cfg, spec=f"random:{seed}", sha256=None)
 
 
-def load_encoder(spec: str | None = None, *, sha256: str | None = None, **config) -> Encoder:
-    """Loads an encoder from a checkpoint spec (see `harness.checkpoints`), or random init for
-    `spec="random[:seed]"`. Keyword config uses big_vision's names plus `res`. `sha256` is the checkpoint
-    file's, when the caller has hashed it already (a large file is then read once more, not twice)."""
-    if spec is None or str(spec).startswith("random"):
+def load_encoder(spec=None, *, sha256: str | None = None, **config) -> Encoder:
+    """Loads an encoder from a checkpoint spec (see `harness.checkpoints`) or an open `Checkpoint` handle,
+    or random init for `spec="random[:seed]"`. Keyword config uses big_vision's names plus `res`. `sha256`:
+    the content digest, when the caller has it already (a spec is then not hashed again)."""
+    if spec is None or (isinstance(spec, str) and spec.startswith("random")):
         seed = int(str(spec).split(":", 1)[1]) if spec and ":" in str(spec) else 0
         return random_encoder(seed, **config)
     t0 = time.perf_counter()
-    flat, hints, info = checkpoints.read_params(spec)
-    cfg = resolve_config(infer_config(flat), hints, config, path=info["path"])
-    check_posemb(flat, cfg, path=info["path"])
-    model = build_model(cfg)
-    target = abstract_params(model, cfg["res"])
-    flat = fit_params(flat, target, path=info["path"])
-    params = {}
-    for k in list(flat):  # one leaf at a time, so host memory holds ~one copy of the weights
-        params[k] = jnp.asarray(flat.pop(k))
-    params = checkpoints.unflatten(params)
-    sha = sha256 or checkpoints.file_sha256(checkpoints.parse_spec(spec)[0])
+    ckpt = checkpoints.open_checkpoint(spec)
+    try:
+        flat, hints, info = ckpt.read_image()
+        tree_cfg = infer_config(flat)
+        cfg = resolve_config(tree_cfg, hints, config, path=info["path"])
+        resampled = {}
+        if "embedding/kernel" in flat and tuple(tree_cfg["patch_size"]) != tuple(cfg["patch_size"]):
+            # FlexiViT (big_vision models/proj/flexi/vit.py): the kernel PI-resized, the posemb to the new grid.
+            flat["embedding/kernel"] = checkpoints.resample_patchemb(np.asarray(flat["embedding/kernel"]),
+                                                                     cfg["patch_size"])
+            resampled["patch_size"] = list(tree_cfg["patch_size"])
+        check_posemb(flat, cfg, path=info["path"])
+        model = build_model(cfg)
+        target = abstract_params(model, cfg["res"])
+        flat = fit_params(flat, target, path=info["path"])
+        params = {}
+        for k in list(flat):  # one leaf at a time, so host memory holds ~one copy of the weights
+            params[k] = jnp.asarray(flat.pop(k))
+        params = checkpoints.unflatten(params)
+        sha = sha256 or ckpt.sha256
+    finally:
+        if ckpt is not spec:  # opened here: closed now (a later read opens it again, checking it is unchanged)
+            ckpt.close()
     jax.block_until_ready(params)
     # After loading (whose big temporaries go back to the OS at once), before the forward passes.
     tune_malloc()
-    return Encoder(model=model, params=params, config=cfg, spec=str(spec), sha256=sha,
-                   load_seconds=time.perf_counter() - t0)
+    return Encoder(model=model, params=params, config=cfg, spec=ckpt.spec, sha256=sha,
+                   load_seconds=time.perf_counter() - t0, checkpoint=ckpt, subtree=info["subtree"],
+                   step=info["step"], resampled_from=resampled)

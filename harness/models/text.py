@@ -9,9 +9,8 @@ SigLIP / LiT `.npz` loads without renaming:
     t (1,)   log-temperature: logits scale = exp(t)      b (1,)   bias (sigmoid loss only)
 
 The tower pools at the LAST position of the fixed-length token sequence, padding included, as big_vision
-and Hugging Face's SiglipTextModel do, so how texts are padded changes every embedding. `TextPP` names the
-text pp a tower is fed: its checkpoint family's own (big_vision SigLIP / LiT: sticky EOS, padded with the
-EOS id; a HF SigLIP folder: its processor's tokens), recorded in every result.
+and Hugging Face's SiglipTextModel do, so how texts are padded changes every embedding: the text pp a tower
+is fed (`harness.data.text_pp.TextPP`) is its checkpoint family's own, recorded in every result.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from harness import checkpoints
-from harness.data.tokenizer import SiglipTokenizer, as_text, canonicalize_text
+from harness.data.text_pp import TextPP, tokenize_pp
 from harness.errors import HarnessError
 from harness.models.encoder import abstract_tree
 from harness.models.vit import Encoder
@@ -266,9 +265,10 @@ def text_tower_from_tree(flat: dict[str, np.ndarray], *, log_t=None, b=None, pat
     return TextTower(model=model, params=params, config=cfg, log_t=scalar(log_t), b=scalar(b))
 
 
-def load_text_tower(spec: str, **kw) -> TextTower | None:
-    """The text tower of a two-tower checkpoint spec (big_vision/SigLIP .npz or tensorstore, Hugging Face
-    SigLIP folder); None when the checkpoint has none (an image-only checkpoint)."""
+def load_text_tower(spec, **kw) -> TextTower | None:
+    """The text tower of a two-tower checkpoint (big_vision/SigLIP .npz or tensorstore, Hugging Face SigLIP or
+    open_clip folder), given as a spec or an open `Checkpoint` handle (an encoder's `checkpoint`: the file is
+    not detected or hashed again); None when the checkpoint has none (an image-only checkpoint)."""
     tt = checkpoints.read_text_tower(spec)
     if tt is None:
         return None
@@ -281,74 +281,6 @@ def load_text_tower(spec: str, **kw) -> TextTower | None:
         if tt.get(key):
             tower.config[key] = tt[key]
     return tower
-
-
-def tokenize(tokenizer, texts, max_len: int, *, pad_value: int | None = None) -> np.ndarray:
-    """big_vision's `tokenize(max_len, eos='sticky', pad_value=...)`: lower-cased, EOS kept on truncation,
-    padded with `pad_value` (the tokenizer's "<pad>" id when None, as big_vision's default)."""
-    return tokenizer.encode(list(texts), max_len, eos="sticky", pad_id=pad_value)
-
-
-# ------------------------------------------------------------------------------------------ text pp
-# "big_vision": SigLIP / LiT two-tower checkpoints (.npz, tensorstore); "hf_siglip": a Hugging Face SigLIP
-# folder's own processor; "open_clip": an open_clip SigLIP folder's tokenizer call; "lit": a tower the
-# harness trains (the big_vision rule, for training and eval).
-TEXT_PP_FAMILIES = ("big_vision", "hf_siglip", "open_clip", "lit")
-
-
-@dataclasses.dataclass(frozen=True)
-class TextPP:
-    """How texts become a tower's token ids; `info()` goes into the result record.
-
-    big_vision / lit: `tokenize(max_len=L, eos="sticky", pad_value=<EOS id>)`, ASCII lower-casing
-    (tf.strings.lower), no other canonicalisation (`configs/proj/image_text/common.py::get_coco`,
-    `evaluators/proj/image_text/discriminative_classifier.py` pp_txt: pad_value=1, c4_en's EOS).
-    hf_siglip: `SiglipProcessor(text, padding="max_length", truncation=True, max_length=L)`: every text
-    lower-cased (Python's str.lower, `do_lower_case`) and stripped of punctuation, EOS kept on truncation,
-    padded with the tokenizer's `pad_token` ("</s>" for google/siglip-*); see `harness.data.tokenizer`.
-    open_clip: `open_clip.tokenizer.HFTokenizer(clean="canonicalize")`: big_vision's `canonicalize_text`
-    ("_" -> " ", punctuation removed, lower-cased), then the folder's Hugging Face SigLIP tokenizer as
-    `batch_encode_plus(max_length=L, padding="max_length", truncation=True)`, i.e. hf_siglip's ids.
-    """
-
-    family: str
-    max_len: int
-    pad_id: int
-    eos: str = "sticky"
-    lower: str = "ascii"  # "ascii" (tf.strings.lower), "unicode" (str.lower) or "none"
-    canonicalize: bool = False  # punctuation removed and whitespace collapsed in every text
-
-    def info(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def text_pp_for(family: str, tokenizer, max_len: int, *, pad_value: int | None = None) -> TextPP:
-    """The family's own text pp for `tokenizer` at `max_len`; `pad_value` (>= 0) overrides the pad id."""
-    if family not in TEXT_PP_FAMILIES:
-        raise HarnessError(f"text_pp {family!r} is not one of {', '.join(TEXT_PP_FAMILIES)}")
-    if family in ("hf_siglip", "open_clip"):
-        if not isinstance(tokenizer, SiglipTokenizer):
-            raise HarnessError(f"text_pp {family} needs a Hugging Face SigLIP tokenizer folder (spiece.model "
-                               "+ tokenizer_config.json); use text_pp=big_vision with a plain .model file")
-        pad = tokenizer.hf_pad_id if pad_value is None else int(pad_value)
-        lower = "unicode" if tokenizer.do_lower_case or family == "open_clip" else "none"
-        return TextPP(family, int(max_len), pad, lower=lower, canonicalize=True)
-    if tokenizer.eos_id < 0:
-        raise HarnessError(f"sentencepiece model {tokenizer.model_path} has no EOS piece; big_vision's text pp "
-                           "pads with EOS (pass a model with one)")
-    # big_vision's SigLIP text pp pads with the EOS id so the pooled last position is an EOS
-    # (configs/proj/image_text/common.py::get_coco `pad_value=1`, 1 = c4_en's "</s>").
-    pad = tokenizer.eos_id if pad_value is None else int(pad_value)
-    return TextPP(family, int(max_len), pad)
-
-
-def tokenize_pp(tokenizer, texts, pp: TextPP) -> np.ndarray:
-    """Texts -> int32 [N, pp.max_len] under `pp`."""
-    if pp.family == "hf_siglip":
-        return tokenizer.encode_hf(list(texts), pp.max_len, pad_id=pp.pad_id)
-    if pp.family == "open_clip":
-        return tokenizer.encode_hf([canonicalize_text(as_text(t)) for t in texts], pp.max_len, pad_id=pp.pad_id)
-    return tokenizer.encode(list(texts), pp.max_len, eos=pp.eos, lower=pp.lower == "ascii", pad_id=pp.pad_id)
 
 
 def embed_texts(tower: TextTower, tokenizer, pp: TextPP, texts, *, batch_size: int = 256,
@@ -370,7 +302,6 @@ def save_two_tower(path, img_params: dict, txt_params: dict, log_t, b=None) -> s
     return str(checkpoints.save_npz(path, flat, wrap="params"))
 
 
-__all__ = ["LOSSES", "TEXT_PP_FAMILIES", "LiTTextHead", "TextPP", "TextTower", "TextTransformer",
-           "contrastive_loss", "embed_texts", "l2_normalize", "load_text_tower", "save_two_tower", "sigmoid_loss",
-           "softmax_contrastive_loss", "text_config_from_tree", "text_pp_for", "text_tower_from_tree", "tokenize",
-           "tokenize_pp"]
+__all__ = ["LOSSES", "LiTTextHead", "TextTower", "TextTransformer", "contrastive_loss", "embed_texts",
+           "l2_normalize", "load_text_tower", "save_two_tower", "sigmoid_loss", "softmax_contrastive_loss",
+           "text_config_from_tree", "text_tower_from_tree"]

@@ -185,8 +185,9 @@ class MAPHead(nn.Module):
 class ViT(nn.Module):
     """Vision transformer returning `(output, out)` where `out` holds every named representation.
 
-    `out` keys: stem, encoded, pre_logits_2d, pre_logits (the token sequence when pool_type == "none"),
-    logits and logits_2d (when num_classes is set).
+    `out` keys: stem, encoded (every token after the final LayerNorm, a `tok` model's class token first, as
+    big_vision's), pre_logits_2d (the patch tokens as a grid), pre_logits (the token sequence when
+    pool_type == "none"), logits and logits_2d (when num_classes is set).
     """
 
     num_classes: int | None = None
@@ -240,8 +241,9 @@ class ViT(nn.Module):
         elif self.pool_type == "0":
             x = x[:, 0]
         elif self.pool_type == "tok":
+            # big_vision models/vit.py: `out["encoded"]` keeps the class token; only the 2-D map drops it.
             x = x[:, 0]
-            encoded = out["encoded"] = encoded[:, 1:]
+            encoded = encoded[:, 1:]
         elif self.pool_type == "none":
             pass  # as in big_vision: "pre_logits" is then the token sequence itself
         else:

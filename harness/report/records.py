@@ -1,4 +1,4 @@
-"""Result records: one JSON file per task run, written atomically (`harness.files`). The schema is in README.md.
+"""Result records: one JSON file per task run, written atomically (`harness.files`). The schema is in docs/reports.md.
 
 A record is keyed by (task, config hash, checkpoint sha256): `record_path` names the file after them, so a
 finished run can be found (and skipped) on rerun, and two runs writing to one folder never share a file.
@@ -11,12 +11,13 @@ import importlib.metadata as md
 import json
 import os
 import platform
+import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness import __version__
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 SCHEMA_VERSION = 1
 
@@ -100,19 +101,35 @@ def load_records(paths: str | Path | Sequence[str | Path]) -> list[dict]:
         if path.is_file():
             files = [path]
         elif path.is_dir():
-            files = sorted(f for f in path.rglob("*.json") if not _skipped(f.relative_to(path).parts))
+            # Regular files only: a FIFO or device named *.json is not a record (and would block a read).
+            files = sorted(f for f in path.rglob("*.json") if not _skipped(f.relative_to(path).parts)
+                           and f.is_file())
         else:
             raise HarnessError(f"{path}: no such file or folder of result records")
         records += [rec for f in files if (rec := _read_record(f)) is not None]
     return records
 
 
+MAX_RECORD_BYTES = 1 << 30  # far above a real record (ImageNet val's per-example scores: a few MB)
+
+
+def read_json(f: Path, what: str = "result record"):
+    """The JSON value in file `f`, read only if it is a regular file of at most MAX_RECORD_BYTES (a FIFO or
+    device would block or never end); anything else is one error line."""
+    try:
+        st = f.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise HarnessError(f"{f}: not a regular file, so not a {what}; remove it from the folder")
+        if st.st_size > MAX_RECORD_BYTES:
+            raise HarnessError(f"{f}: {st.st_size} bytes is too large for a {what}; remove it from the folder")
+        return json.loads(f.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise HarnessError(f"{f}: not a readable {what} ({first_line(e)}); delete it or rerun the task") from None
+
+
 def _read_record(f: Path) -> dict | None:
     """The record in `f`; None for a JSON file that is not a record."""
-    try:
-        rec = json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise HarnessError(f"{f}: not a readable result record ({e}); delete it or rerun the task") from None
+    rec = read_json(f)
     if not (isinstance(rec, dict) and "schema_version" in rec and "metrics" in rec):
         return None
     version = rec["schema_version"]
@@ -125,6 +142,30 @@ def _read_record(f: Path) -> dict | None:
     _check_metrics(f, rec["metrics"])
     rec["_path"] = str(f)
     return rec
+
+
+def record_of(f: Path, expect: dict) -> tuple[dict | None, str | None]:
+    """(the record in `f`, None) if it is a complete record of the run `expect` describes (its "task" name,
+    "version", "config_hash", and checkpoint "sha256"); else (None, why not)."""
+    try:
+        rec = _read_record(f)
+    except HarnessError as e:
+        return None, str(e).removeprefix(f"{f}: ")
+    if rec is None:
+        return None, "not a result record"
+    task, ckpt = rec.get("task"), rec.get("checkpoint")
+    if not isinstance(task, dict) or not isinstance(ckpt, dict):
+        return None, "a record without its task or checkpoint"
+    for field, have, want in (("task", task.get("name"), expect["task"]),
+                              ("task version", str(task.get("version")), str(expect["version"])),
+                              ("config hash", task.get("config_hash"), expect["config_hash"]),
+                              ("checkpoint sha256", ckpt.get("sha256"), expect["sha256"])):
+        if have != want:
+            return None, f"a record of another run ({field} {have!r}, this run's is {want!r})"
+    if not rec["metrics"]:
+        return None, "a record without metrics"
+    rec.pop("_path")
+    return rec, None
 
 
 def _skipped(rel_parts: tuple[str, ...]) -> bool:

@@ -1,18 +1,18 @@
 """Runs one task on one checkpoint and writes its result record (the engine behind `harness run`).
 
-The path of one run: the task is looked up once in the registry; the `--set` values are split into the
-task's settings and encoder keys (`split_sets`); the record's key is the task, its config hash and the
-checkpoint's sha256 (hashed once, and handed to the encoder loader); a finished record with that key is
-reused; otherwise, under a lock on the record, the encoder is loaded (or taken from `Encoders`, which a
-suite shares between its tasks), the task runs, its metric names are checked against what it declares,
-and the record is written atomically.
+The path of one run (`run_task`): the task is looked up once in the registry; the `--set` values are split
+into the task's settings and encoder keys (`split_sets`) and the config is checked, before anything is read;
+the checkpoint is opened once as a handle (`harness.checkpoints.Checkpoint`, which a suite shares between
+its entries: detected and hashed once); the record's key is the task, its config hash and the checkpoint's
+content digest; a complete record of exactly this run at that key is reused (anything else there is
+recomputed); otherwise, under a lock on the record, the encoder is loaded (or taken from `Encoders`, shared
+by a suite's tasks), the task runs (`execute`: resolve, run, check the metrics), the checkpoint is checked
+to be the content that was hashed, and the record is written once, atomically.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import re
@@ -21,13 +21,14 @@ from pathlib import Path
 
 from harness import api
 from harness.api.registry import get_task
-from harness.checkpoints import file_sha256, parse_spec
+from harness.checkpoints import Checkpoint, open_checkpoint
 from harness.errors import HarnessError, did_you_mean
 from harness.eval.cache import default_cache_dir
 from harness.files import file_lock, write_json_atomic
 from harness.models.encoder import CONFIG_KEYS, Encoder, load_encoder
 from harness.models.variants import decode_variant
 from harness.report import records as results
+from harness.settings import FALSE_WORDS, TRUE_WORDS, parse_bool, settings_hash
 
 log = logging.getLogger("harness")
 
@@ -41,7 +42,6 @@ ENCODER_KEY_TYPES = {
     "pool_type": ("choice", ("gap", "map", "tok", "0", "none")), "posemb": ("choice", ("learn", "sincos2d")),
     "dtype_mm": ("choice", ("float32", "bfloat16")), "gelu": ("choice", ("tanh", "exact")),
 }
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def encoder_value(key: str, value: str):
@@ -63,13 +63,13 @@ def encoder_value(key: str, value: str):
     if kind == "size_or_none":
         return None if v in ("none", "0") else size("a positive integer, or none for no classifier head")
     if kind == "size_or_bool":
-        if v in _TRUE[1:] or v in _FALSE[1:]:
-            return v in _TRUE
+        if v in TRUE_WORDS[1:] or v in FALSE_WORDS[1:]:
+            return v in TRUE_WORDS
         return False if v == "0" else size("a positive integer, true (as wide as the encoder) or false")
     if kind == "bool":
-        if v not in _TRUE + _FALSE:
+        if (b := parse_bool(v)) is None:
             raise HarnessError(f"--set {key}={value}: expected true or false")
-        return v in _TRUE
+        return b
     if kind == "choice":
         if value.strip() not in choices:
             raise HarnessError(f"--set {key}={value}: expected one of {', '.join(choices)}")
@@ -104,30 +104,32 @@ class Encoders:
         self._key = None
         self._encoder: Encoder | None = None
 
-    def get(self, ckpt: str | None, config: dict, *, sha256: str | None = None) -> Encoder:
-        key = (str(ckpt), repr(sorted(config.items())))
+    def get(self, ckpt: Checkpoint | str | None, config: dict) -> Encoder:
+        key = (ckpt.spec if isinstance(ckpt, Checkpoint) else str(ckpt), repr(sorted(config.items())))
         if key != self._key:
             self._key = self._encoder = None  # drop the old model before loading the next one
-            self._encoder = load_encoder(ckpt, sha256=sha256, **config)
+            self._encoder = load_encoder(ckpt, **config)
             self._key = key
         return self._encoder
 
 
 # ----------------------------------------------------------------------------------------- a run
-def run_task(task: str | api.Task, ckpt: str | None, *, preset: str | None = None,
+def run_task(task: str | api.Task, ckpt: Checkpoint | str | None, *, preset: str | None = None,
              sets: dict[str, str] | None = None, encoder_config: dict | None = None, data_dir: str | None = None,
              out_dir: str | Path = "runs", cache_dir: str | Path | None = None, force: bool = False,
              progress: bool = True, name: str | None = None, encoder: Encoder | None = None,
-             encoders: Encoders | None = None) -> tuple[dict, Path, bool]:
+             encoders: Encoders | None = None, info: dict | None = None) -> tuple[dict, Path, bool]:
     """Returns (record, path, reused). A finished identical run (same task, config hash and checkpoint
-    sha256) is reused unless `force`.
+    content) is reused unless `force`.
 
-    `task`: a registered task's name, or the task itself (already looked up). `sets`: `--set` values, the
-    task's settings and encoder keys alike; `encoder_config`: encoder keys given otherwise (--variant,
-    --res). `encoder`: an encoder loaded already; else it is loaded from `ckpt` (through `encoders`, to
-    share it with later runs)."""
+    `task`: a registered task's name, or the task itself (already looked up). `ckpt`: a checkpoint spec, an
+    open `Checkpoint` (a suite's, hashed once for all its entries), or "random[:seed]". `sets`: `--set`
+    values, the task's settings and encoder keys alike; `encoder_config`: encoder keys given otherwise
+    (--variant, --res). `encoder`: an encoder loaded already; else it is loaded from `ckpt` (through
+    `encoders`, to share it with later runs). `info`: entries added to the record's `info` (a distributed
+    run's process count)."""
     task = get_task(task) if isinstance(task, str) else task
-    if ckpt and str(ckpt).startswith("random") and not re.fullmatch(r"random(:\d+)?", str(ckpt)):
+    if isinstance(ckpt, str) and ckpt.startswith("random") and not re.fullmatch(r"random(:\d+)?", ckpt):
         raise HarnessError(f"--ckpt {ckpt}: a random encoder is random or random:SEED with an integer seed "
                            "(e.g. random:0)")
     task_sets, enc_sets = split_sets(task, sets)
@@ -135,18 +137,29 @@ def run_task(task: str | api.Task, ckpt: str | None, *, preset: str | None = Non
     cfg = api.config_dict(config)
     enc_cfg = {**(encoder_config or {}), **enc_sets, **task.encoder_overrides(config)}
     # The record key covers the encoder settings too: the same weights at another resolution differ.
-    cfg_hash = api.config_hash(config) if not enc_cfg else _hash({"task": cfg, "encoder": enc_cfg})
-    out_dir = Path(out_dir)
-    sha = None
-    if encoder is not None:
-        sha = encoder.sha256
-    elif ckpt and not str(ckpt).startswith("random"):
-        path = parse_spec(ckpt)[0]
-        if not path.exists() and not Path(f"{path}-LAST").exists():
-            raise HarnessError(f"checkpoint {path}: no such file or folder; check the --ckpt path")
-        sha = file_sha256(path) if path.exists() else None
-    rec_path = results.record_path(out_dir, task.name, sha or (ckpt or "random").replace("/", "_"), cfg_hash)
-    if not force and (done := _finished(rec_path)) is not None:
+    cfg_hash = api.config_hash(config, enc_cfg)
+    opened = None
+    if encoder is None and ckpt is not None and not isinstance(ckpt, Checkpoint) and not str(ckpt).startswith("random"):
+        ckpt = opened = open_checkpoint(ckpt)
+    try:
+        return _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, preset=preset, data_dir=data_dir,
+                    out_dir=Path(out_dir), cache_dir=cache_dir, force=force, progress=progress, name=name,
+                    encoder=encoder, encoders=encoders, info=info)
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, *, preset, data_dir, out_dir, cache_dir, force, progress,
+         name, encoder, encoders, info) -> tuple[dict, Path, bool]:
+    handle = encoder.checkpoint if encoder is not None else ckpt if isinstance(ckpt, Checkpoint) else None
+    sha = encoder.sha256 if encoder is not None else handle.sha256 if handle is not None else None
+    subtree = handle.subtree if handle is not None else None
+    key = sha if not subtree else settings_hash({"sha256": sha, "subtree": subtree})  # one file, two towers
+    spec = encoder.spec if encoder is not None else str(ckpt or "random")
+    rec_path = results.record_path(out_dir, task.name, key or spec.replace("/", "_"), cfg_hash)
+    expect = {"task": task.name, "version": task.version, "config_hash": cfg_hash, "sha256": sha}
+    if not force and (done := _finished(rec_path, expect)) is not None:
         return done, rec_path, True
 
     def on_wait():
@@ -155,51 +168,54 @@ def run_task(task: str | api.Task, ckpt: str | None, *, preset: str | None = Non
     # One writer per record: a second run of the same (task, config, checkpoint) into this folder waits for
     # the first and then reuses its record instead of computing it twice into the same artefact folder.
     with file_lock(rec_path.parent / ".locks" / f"{rec_path.stem}.lock", on_wait=on_wait) as waited:
-        if waited and not force and (done := _finished(rec_path)) is not None:
+        if waited and not force and (done := _finished(rec_path, expect)) is not None:
             return done, rec_path, True
         t0 = time.perf_counter()
         if encoder is None:
-            encoder = (encoders or Encoders()).get(ckpt, enc_cfg, sha256=sha)
-        record = _compute(task, config, cfg, cfg_hash, preset, rec_path, out_dir, encoder, t0,
-                          data_dir=data_dir, cache_dir=cache_dir, progress=progress, name=name)
+            encoder = (encoders or Encoders()).get(ckpt, enc_cfg)
+        t_load = time.perf_counter() - t0
+        ctx = api.RunContext(data_dir=data_dir, cache_dir=Path(cache_dir or default_cache_dir()),
+                             out_dir=out_dir / "artifacts" / rec_path.stem, progress=progress,
+                             seed=int(getattr(config, "seed", 0) or 0))
+        metrics, declared = execute(task, config, encoder, ctx)
+        if encoder.checkpoint is not None:  # the record is filed under the digest: the content must be that
+            encoder.checkpoint.verify_unchanged()
+        ctx.info.update(info or {})
+        seeds = getattr(config, "seeds", None) or [getattr(config, "seed", 0)]
+        record = results.make_record(
+            task=task, preset=preset, config=cfg, cfg_hash=cfg_hash, encoder=encoder.describe(), metrics=metrics,
+            metric_info=declared, ctx=ctx, seeds=seeds, name=name,
+            timings={"load_seconds": t_load, "total_seconds": time.perf_counter() - t0, **ctx.record_timings()})
+        write_json_atomic(rec_path, record, what="the result record")
         return record, rec_path, False
 
 
-def _finished(rec_path: Path) -> dict | None:
-    if not rec_path.exists():
-        return None
-    try:
-        return json.loads(rec_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        # Records are written by rename, so this is a foreign or damaged file, not a half-written one.
-        log.warning("unreadable record %s; recomputing", rec_path)
-        return None
-
-
-def _compute(task, config, cfg, cfg_hash, preset, rec_path, out_dir, encoder, t0, *, data_dir, cache_dir,
-             progress, name) -> dict:
-    t_load = time.perf_counter() - t0
-    ctx = api.RunContext(data_dir=data_dir, cache_dir=Path(cache_dir or default_cache_dir()),
-                         out_dir=out_dir / "artifacts" / rec_path.stem, progress=progress,
-                         seed=int(getattr(config, "seed", 0) or 0))
+def execute(task: api.Task, config, encoder: Encoder, ctx: api.RunContext) -> tuple[dict, dict[str, api.Metric]]:
+    """Runs `task` with its encoder-dependent settings resolved; returns (its metrics, the declared Metric of
+    each name). The metric names must be the declared ones and every value finite: otherwise no record."""
     config = task.resolve_config(config, encoder)
     metrics = task.run(encoder, ctx, config)
-    t_total = time.perf_counter() - t0
-    info = {m.name: m for m in task.metrics(config)}
-    check_metric_names(task, metrics, info)
+    declared = {m.name: m for m in task.metrics(config)}
+    check_metric_names(task, metrics, declared)
     # A NaN or infinite metric is garbage, not a result: no record (a rerun would reuse it) and one line.
     bad = sorted(k for k, v in metrics.items() if v is not None and not math.isfinite(float(v)))
     if bad:
         raise HarnessError(f"{task.name}: {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''} came out "
                            f"{metrics[bad[0]]}, so no record was written; a training run diverged or a setting "
                            "is degenerate: check the task's settings")
-    seeds = getattr(config, "seeds", None) or [getattr(config, "seed", 0)]
-    record = results.make_record(task=task, preset=preset, config=cfg, cfg_hash=cfg_hash,
-                                 encoder=encoder.describe(), metrics=metrics, metric_info=info, ctx=ctx,
-                                 seeds=seeds, name=name,
-                                 timings={"load_seconds": t_load, "total_seconds": t_total,
-                                          **ctx.info.pop("timings", {})})
-    write_json_atomic(rec_path, record, what="the result record")
+    ctx.info["feature_extraction"] = ctx.extractions
+    return metrics, declared
+
+
+def _finished(rec_path: Path, expect: dict) -> dict | None:
+    """The record at `rec_path` if it is a complete record of exactly this run (task and its version, config
+    hash, checkpoint digest, metrics); None otherwise. Anything else there (a damaged or foreign file, a record
+    of an older task version) is recomputed, never reused, with one warning."""
+    if not rec_path.exists() and not rec_path.is_symlink():
+        return None
+    record, why = results.record_of(rec_path, expect)
+    if why:
+        log.warning("%s: %s; recomputing", rec_path, why)
     return record
 
 
@@ -220,7 +236,3 @@ def check_metric_names(task: api.Task, metrics: dict, declared: dict[str, api.Me
 
 def _names(names: list[str]) -> str:
     return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()[:16]

@@ -25,6 +25,7 @@ from pathlib import Path
 from harness import ASSETS, api
 from harness.api import Task
 from harness.api.registry import get_task
+from harness.checkpoints import open_checkpoint
 from harness.errors import HarnessError, did_you_mean
 from harness.models.encoder import CONFIG_KEYS
 from harness.run.distributed import run_task_distributed
@@ -53,6 +54,7 @@ SUITES: dict[str, tuple[Entry, ...]] = {
         Entry("coco_captioning", "proxy"),
         Entry("vqa", "proxy"),
         Entry("lit_zeroshot", "proxy"),
+        Entry("knn", "proxy"),
     ),
     "paper": (
         Entry("fewshot"),
@@ -63,6 +65,7 @@ SUITES: dict[str, tuple[Entry, ...]] = {
         Entry("coco_captioning"),
         Entry("vqa"),
         Entry("lit_zeroshot"),
+        Entry("knn"),
     ),
 }
 
@@ -215,6 +218,16 @@ def run_entries(entries: list[Planned], ckpt: str | None, *, encoder_config: dic
     one problem does not cost the other tasks; without it the error is raised. `distributed`: every
     process of a `jax.distributed` run computes each entry, process 0 writes its record."""
     encoders = Encoders()
+    # One handle for every entry: the checkpoint is detected and hashed once, each array read once.
+    handle = open_checkpoint(ckpt) if ckpt and not str(ckpt).startswith("random") else ckpt
+    try:
+        yield from _run_each(entries, handle, encoders, encoder_config, keep_going, distributed, run_kw)
+    finally:
+        if handle is not ckpt:
+            handle.close()
+
+
+def _run_each(entries, ckpt, encoders, encoder_config, keep_going, distributed, run_kw) -> Iterator[Outcome]:
     for i, p in enumerate(entries):
         t0 = time.perf_counter()
         try:

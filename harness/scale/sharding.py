@@ -43,7 +43,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 log = logging.getLogger("harness")
 
@@ -87,9 +87,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
                                    initialization_timeout=init_timeout_s,
                                    heartbeat_timeout_seconds=heartbeat_timeout_s)
     except Exception as e:  # jax raises RuntimeError/XlaRuntimeError/ValueError with long texts
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HarnessError(f"could not join the distributed run at {coordinator_address} as process "
-                           f"{process_id} of {num_processes}: {first}; start every process within "
+                           f"{process_id} of {num_processes}: {first_line(e)}; start every process within "
                            f"{init_timeout_s}s with the same --coordinator and --num-processes") from None
     _start_watchdog()
     log.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
@@ -182,8 +181,7 @@ def guard():
         if process_count() <= 1:
             raise
         code = 2 if isinstance(e, HarnessError) else 1
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        what = f"process {process_index()} failed: {type(e).__name__}: {first}"
+        what = f"process {process_index()} failed: {type(e).__name__}: {first_line(e)}"
         with contextlib.suppress(Exception):
             _client().key_value_set(ERROR_KEY, what)
         if not isinstance(e, HarnessError):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import numpy as np
+
+from harness.models.encoder import load_encoder
+from harness.models.variants import model_table
 
 
 def main(out_dir: str = "runs/demo") -> None:
-    import click
-
-    from harness.models.encoder import load_encoder
-    from harness.models.variants import model_table
-
     out = Path(out_dir)
     # A SoViT-shaped miniature: MAP head, learned posemb, patch 4 on 32 px images.
     enc = load_encoder("random:0", width=64, depth=3, mlp_dim=192, num_heads=4, patch_size=4, res=32,

@@ -21,11 +21,10 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import numpy as np
 
-from harness import ASSETS, data
+from harness import data, settings
 from harness.data.pp import eval_pp
-from harness.data.tokenizer import Tokenizer
+from harness.data.tokenizer import PROXY_TOKENIZER, Tokenizer
 from harness.errors import HarnessError
-from harness.eval.features import extract
 from harness.models.decoder import (
     Layout,
     encode_examples,
@@ -39,9 +38,7 @@ from harness.models.decoder import (
 from harness.progress import Progress
 from harness.scale import sharding
 from harness.train.loop import fit
-from harness.train.optim import cosine_schedule, make_optimizer
-
-PROXY_TOKENIZER = ASSETS / "proxy_spm.model"
+from harness.train.optim import OPTIMIZERS, cosine_schedule, make_optimizer
 
 
 @dataclasses.dataclass
@@ -89,6 +86,32 @@ class DecoderSettings:
     max_eval_examples: int = 0
     seed: int = 0
     ckpt_every: int = 0  # > 0: checkpoint the training state so a killed run resumes
+
+    def validate(self) -> None:
+        """The decoding tasks' shared rules, checked before any data is read (a task's Config that adds rules
+        calls this first)."""
+        for name in ("decoder_depth", "decoder_width", "decoder_mlp_dim", "decoder_heads", "total_steps",
+                     "batch_size", "eval_batch_size", "target_len", "beam_size"):
+            settings.check_range(self, name, low=1)
+        if self.decoder_width % max(1, self.decoder_heads):
+            raise settings.bad_setting("decoder_width", self.decoder_width, f"is not divisible by decoder_heads="
+                                       f"{self.decoder_heads}; pick a multiple of it")
+        for name in ("dropout", "label_smoothing"):
+            settings.check_range(self, name, low=0, high=1, high_open=True)
+        settings.check_range(self, "lr", low=0, low_open=True)
+        settings.check_range(self, "warmup_fraction", low=0, high=1)
+        for name in ("weight_decay", "grad_clip_norm", "length_penalty", "prefix_len", "max_train_examples",
+                     "max_eval_examples", "seed", "ckpt_every"):
+            settings.check_range(self, name, low=0)
+        settings.check_choice(self, "decode", ("greedy", "beam"))
+        settings.check_choice(self, "optimizer", OPTIMIZERS)
+        settings.check_choice(self, "feature_dtype", ("float32", "float16", "bfloat16"))
+        settings.check_pp(self, "pp")
+        settings.check_pp(self, "train_pp")
+        # Empty is the paper default's "you must name one": the task says so when it starts.
+        if self.tokenizer and self.tokenizer != "proxy" and not Path(self.tokenizer).expanduser().is_file():
+            raise settings.bad_setting("tokenizer", self.tokenizer, "is not a file; pass a sentencepiece .model "
+                                       "file or proxy")
 
 
 @dataclasses.dataclass
@@ -163,8 +186,10 @@ def _feature_rows(arr, rows: np.ndarray) -> np.ndarray:
 
 def _encoded_dim(encoder) -> tuple[int, int]:
     c = encoder.config
-    # `encoded` holds the patch tokens only (a cls token is dropped from it).
-    return (encoder.res // c["patch_size"][0]) * (encoder.res // c["patch_size"][1]), int(c["width"])
+    # The decoder attends to every token of `encoded`, a `tok` model's class token included, as big_vision's
+    # decoders do (models/proj/cappa/cappa.py `encode`: out["encoded"] of models/vit.py, which keeps it).
+    patches = (encoder.res // c["patch_size"][0]) * (encoder.res // c["patch_size"][1])
+    return patches + (c["pool_type"] == "tok"), int(c["width"])
 
 
 def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_split: str, eval_split: str,
@@ -186,7 +211,6 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
     layout = Layout(cfg.prefix_len, cfg.target_len)
     pp = cfg.pp or eval_pp(encoder.res)  # the whole image, resized
     caps = {"train": cfg.max_train_examples or None, "eval": cfg.max_eval_examples or None}
-    stats: dict = {}
 
     t0 = time.perf_counter()
     train_text, n_train = read_split_text(dataset, train_split, text_keys, read_text, data_dir=ctx.data_dir,
@@ -232,10 +256,9 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
     if not cfg.finetune_encoder:
         feats = {}
         for role, split in (("train", train_split), ("eval", eval_split)):
-            feats[role] = extract(encoder, dataset, split, pp=pp, cache_dir=ctx.cache_dir, data_dir=ctx.data_dir,
-                                  representations=("encoded",), keys=(), batch_size=min(cfg.eval_batch_size, 256),
-                                  num_examples=caps[role], dtype=cfg.feature_dtype, progress=ctx.progress,
-                                  stats=stats)["encoded"]
+            feats[role] = ctx.extract(encoder, dataset, split, pp=pp, representations=("encoded",), keys=(),
+                                      batch_size=min(cfg.eval_batch_size, 256), num_examples=caps[role],
+                                      dtype=cfg.feature_dtype, role=None)["encoded"]
         params = dec_params
         n_items = len(train_text)
 
@@ -264,7 +287,6 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
             loss = decoder_loss(p, batch, batch["encoded"], rng)
             return loss, {}
 
-        extract_seconds = sum(e["seconds"] for e in stats.get("extract", []))
     else:
         params = {"decoder": dec_params, "encoder": encoder.params}
         train_pp = cfg.train_pp or pp
@@ -291,7 +313,6 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
             _, out = encoder.model.apply({"params": p["encoder"]}, batch["image"])
             return decoder_loss(p["decoder"], batch, out["encoded"], rng), {}
 
-        extract_seconds = 0.0
     result = fit(params=params, tx=tx, loss_fn=loss_fn, batches=batches, total_steps=cfg.total_steps,
                  seed=cfg.seed, ckpt_dir=(Path(ctx.out_dir) / "train_state") if cfg.ckpt_every else None,
                  ckpt_every=cfg.ckpt_every, progress=ctx.progress, desc=f"{desc} decoder")
@@ -323,9 +344,8 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
         "steps": result.steps,
         "train_loss_first": float(np.mean(losses[:10])) if losses else float("nan"),
         "train_loss_last": float(np.mean(losses[-10:])) if losses else float("nan"),
-        "timings": {"extract_seconds": extract_seconds, "train_seconds": train_seconds,
-                    "eval_seconds": eval_seconds, "decoder_seconds": time.perf_counter() - t0},
-        "feature_extraction": stats.get("extract", []),
+        "timings": {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
+                    "decoder_seconds": time.perf_counter() - t0},
         "num_train_text_examples": len(train_text),
         "num_eval_text_examples": len(eval_text),
     }
@@ -401,5 +421,5 @@ def _log_perplexity(model, params, feats, table: TextTable, tokenizer, layout, c
     return float((np.bincount(owner, per_pair, minlength=len(table))[keep] / counts[keep]).mean())
 
 
-__all__ = ["PROXY_TOKENIZER", "DecoderSettings", "ReadText", "TextTable", "choose_target", "load_tokenizer",
+__all__ = ["DecoderSettings", "ReadText", "TextTable", "choose_target", "load_tokenizer",
            "read_split_text", "train_and_decode"]

@@ -1,8 +1,8 @@
-"""Prints `harness.checkpoints.torch_formats`' table of timm ViT architectures, read off timm's own model definitions.
+"""Prints `harness.checkpoints.timm_arch`, the table of timm ViT architectures, read off timm's own model definitions.
 
 Run in a scratch virtualenv with timm (not a dependency of the harness; nothing of timm is committed):
 
-    python tests/data/make_timm_arch_table.py > /tmp/table.py   # then paste the two dicts into torch_formats.py
+    python tests/data/make_timm_arch_table.py > /tmp/table.py   # then paste the two dicts into timm_arch.py
 
 Every architecture registered by `timm/models/vision_transformer.py` is built on torch's meta device (no
 memory, no weights) and inspected: the facts a state dict does not show (heads: a fused qkv hides them; the

@@ -23,8 +23,8 @@ Image ops read and write key "image" unless told otherwise (big_vision's `key=` 
 The ops live as big_vision splits them: `image` (decode, resizes, crops, flip, value_range), `general`
 (keep / drop / copy / onehot), `randaug` (RandAugment); `registry` holds the op table and the argument
 checks. This module parses pp strings into `Preprocess` and writes the standard eval pp strings
-(`eval_pp`). TensorFlow is imported inside the functions that run ops, not at import: parsing and
-validating a pp string (task configs, `harness ls tasks`) must not pay TF's seconds.
+(`eval_pp`). TensorFlow is imported when the first op runs (`harness.tf_import.tf`), not at import:
+parsing and validating a pp string (task configs, `harness ls tasks`) must not pay TF's seconds.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from harness.data.pp import general, image  # noqa: F401
 from harness.data.pp.randaug import RANDAUG_OPS
 from harness.data.pp.registry import KEY_KWARGS, OPS, ArgError, OpDef, known_ops
 from harness.errors import HarnessError, did_you_mean
+from harness.tf_import import tf
 
 # --------------------------------------------------------------------------------------------------
 # Parsing
@@ -179,8 +180,6 @@ class Preprocess:
         return hash(self.spec)
 
     def __call__(self, data: Mapping[str, Any], seed=None) -> dict[str, Any]:
-        import tensorflow as tf
-
         data = dict(data)
         example_seed_t = data.pop("_seed", None)
         if seed is None:
@@ -211,8 +210,6 @@ def as_preprocess(pp: str | Preprocess | None) -> Preprocess:
 
 def example_seed(seed: int, index, *, process_index: int = 0):
     """The per-example seed of random ops: a function of (seed, process, example index) only."""
-    import tensorflow as tf
-
     base = tf.constant([seed, process_index], tf.int64)
     return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
 
@@ -224,8 +221,6 @@ def preprocess_numpy(pp: str | Preprocess, images_uint8, *, seed: int = 0,
     If the pp has a `decode` op, each image is PNG-encoded first (lossless), so the same pp
     string as the data pipeline's can be used. Image i gets `example_seed(seed, i)`.
     """
-    import tensorflow as tf
-
     pp = as_preprocess(pp)
     encode = any(call.name == "decode" for call in pp.ops)
     outputs = []

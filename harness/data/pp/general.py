@@ -1,11 +1,12 @@
 """Dict ops, as big_vision's `pp/ops_general.py`: keep / drop / copy keys, onehot labels.
 
-TensorFlow is imported inside the op functions (see `harness.data.pp` for why).
+TensorFlow is `harness.tf_import.tf`, imported when an op first runs (see `harness.data.pp` for why).
 """
 
 from __future__ import annotations
 
 from harness.data.pp.registry import boolean, number, positive_int, register, string
+from harness.tf_import import tf
 
 
 @register("keep", keyed=False)
@@ -55,8 +56,6 @@ def _onehot(depth, key="label", key_result=None, multi=True, on=1.0, off=0.0):
     off = number("off", off)
 
     def fn(data):
-        import tensorflow as tf
-
         data = dict(data)
         labels = tf.cast(data[key], tf.int64)
         if labels.shape.rank and multi:

@@ -1,7 +1,7 @@
 """Image ops, with big_vision's `pp/ops_image.py` semantics (see `harness.data.pp`): decode, resize,
 resize_small / resize_long, central / random / inception crops, flip_lr, value_range.
 
-TensorFlow is imported inside the op functions (see `harness.data.pp` for why).
+TensorFlow is `harness.tf_import.tf`, imported when an op first runs (see `harness.data.pp` for why).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from harness.data.pp.registry import (
     register,
     size_pair,
 )
+from harness.tf_import import tf
 
 _RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian",
                    "mitchellcubic")
@@ -30,8 +31,6 @@ def _method(value: Any) -> str:
 
 def _resize_to(image, size_hw, method: str, antialias: bool):
     """tf.image.resize, then clip to the input dtype's range and cast back (big_vision's rule)."""
-    import tensorflow as tf
-
     dtype = image.dtype
     resized = tf.image.resize(image, size_hw, method=method, antialias=antialias)
     # tf.cast truncates towards zero: 127.9 -> 127 for uint8, exactly like the reference.
@@ -45,8 +44,6 @@ def _decode(channels=3, precise=False):
     precise = boolean("precise", precise)
 
     def fn(data):
-        import tensorflow as tf
-
         if precise:
             # INTEGER_ACCURATE matches PIL / OpenCV JPEG decoding (also reads PNG).
             return tf.image.decode_jpeg(data, channels=channels, dct_method="INTEGER_ACCURATE")
@@ -71,8 +68,6 @@ def _resize(size, method="bilinear", antialias=False):
 
 
 def _resize_by_factor(image, factor, method: str, antialias: bool):
-    import tensorflow as tf
-
     shape = tf.shape(image)
     # float32 product rounded half-to-even, as the reference computes it.
     h = tf.cast(tf.round(tf.cast(shape[0], tf.float32) * factor), tf.int32)
@@ -88,8 +83,6 @@ def _resize_small(smaller_size, method="area", antialias=False):
     antialias = boolean("antialias", antialias)
 
     def fn(image):
-        import tensorflow as tf
-
         shape = tf.shape(image)
         factor = tf.cast(smaller_size, tf.float32) / tf.cast(tf.minimum(shape[0], shape[1]),
                                                              tf.float32)
@@ -106,8 +99,6 @@ def _resize_long(longer_size, method="area", antialias=True):
     antialias = boolean("antialias", antialias)
 
     def fn(image):
-        import tensorflow as tf
-
         shape = tf.shape(image)
         factor = tf.cast(longer_size, tf.float32) / tf.cast(tf.maximum(shape[0], shape[1]),
                                                             tf.float32)
@@ -122,8 +113,6 @@ def _central_crop(crop_size=None):
     size_hw = None if crop_size is None else size_pair("crop_size", crop_size)
 
     def fn(image):
-        import tensorflow as tf
-
         shape = tf.shape(image)
         if size_hw is None:
             h = w = tf.minimum(shape[0], shape[1])
@@ -143,8 +132,6 @@ def _random_crop(crop_size):
     size_hw = size_pair("crop_size", crop_size)
 
     def fn(image, seed):
-        import tensorflow as tf
-
         channels = image.shape[-1] if image.shape[-1] is not None else tf.shape(image)[-1]
         out = tf.image.stateless_random_crop(image, [*size_hw, channels], seed=seed)
         out.set_shape([*size_hw, image.shape[-1]])
@@ -165,8 +152,6 @@ def _inception_crop(size=None, area_min=5, area_max=100, method="bilinear", anti
     antialias = boolean("antialias", antialias)
 
     def fn(image, seed):
-        import tensorflow as tf
-
         begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
             tf.shape(image),
             tf.zeros([0, 0, 4], tf.float32),
@@ -191,8 +176,6 @@ def _flip_lr():
     """Flip left-right with probability 1/2."""
 
     def fn(image, seed):
-        import tensorflow as tf
-
         return tf.image.stateless_random_flip_left_right(image, seed=seed)
 
     return fn
@@ -208,8 +191,6 @@ def _value_range(vmin=-1, vmax=1, in_min=0, in_max=255.0, clip_values=False):
     clip_values = boolean("clip_values", clip_values)
 
     def fn(image):
-        import tensorflow as tf
-
         # Same order of float32 operations as the reference, so results agree to the last bit.
         lo = tf.constant(in_min, tf.float32)
         hi = tf.constant(in_max, tf.float32)

@@ -1,7 +1,7 @@
 """RandAugment (Cubuk et al. 2019), as big_vision's `randaug` op (its pp/autoaugment.py, a fork of the
 TF EfficientNet reference) computes it, because the paper's fine-tunes at 384/518 px used that op.
 
-TensorFlow is imported inside the op functions (see `harness.data.pp` for why).
+TensorFlow is `harness.tf_import.tf`, imported when an op first runs (see `harness.data.pp` for why).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from harness.data.pp.registry import ArgError, is_int, number, register
 from harness.errors import HarnessError
+from harness.tf_import import tf
 
 # The reference's quirks are kept on purpose, so that the augmentation distribution is the one behind
 # the published numbers: Contrast blends towards a grey of H*W/256 (the histogram's total count / 256,
@@ -27,8 +28,6 @@ _MAX_LEVEL = 10.0
 def _blend(image1, image2, factor: float):
     """image1 + factor * (image2 - image1) in float32; truncated to uint8 when interpolating, clipped
     first when extrapolating (factor outside [0, 1])."""
-    import tensorflow as tf
-
     if factor == 0.0:
         return image1
     if factor == 1.0:
@@ -42,8 +41,6 @@ def _blend(image1, image2, factor: float):
 
 def _autocontrast(image):
     """Each channel stretched linearly so that its min becomes 0 and its max 255 (PIL's autocontrast)."""
-    import tensorflow as tf
-
     def channel(c):
         lo = tf.cast(tf.reduce_min(c), tf.float32)
         hi = tf.cast(tf.reduce_max(c), tf.float32)
@@ -61,8 +58,6 @@ def _autocontrast(image):
 def _equalize(image):
     """Per-channel histogram equalisation with PIL's lookup table: step = (pixels not at the channel's
     top value) // 255, lut[v] = (count below v + step // 2) // step; identity when step is 0."""
-    import tensorflow as tf
-
     def channel(c):
         c = tf.cast(c, tf.int32)
         hist = tf.math.bincount(tf.reshape(c, [-1]), minlength=256, maxlength=256)
@@ -84,30 +79,22 @@ def _invert(image):
 def _posterize(image, bits: int):
     """Keep the top `bits` bits. As in the reference, the shift 8 - bits is a uint8 (a negative one
     wraps) and TF clamps shifts to 7, so 0 bits, or more than 8, keep the top bit."""
-    import tensorflow as tf
-
     shift = tf.constant((8 - bits) % 256, image.dtype)
     return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
 
 
 def _solarize(image, threshold: int):
     """Invert the pixels at or above `threshold` (an int in 0..255)."""
-    import tensorflow as tf
-
     return tf.where(image < tf.constant(threshold, image.dtype), image, 255 - image)
 
 
 def _solarize_add(image, addition: int, threshold: int = 128):
     """Add `addition` (clipped to 0..255) to the pixels below `threshold`."""
-    import tensorflow as tf
-
     added = tf.cast(tf.clip_by_value(tf.cast(image, tf.int32) + addition, 0, 255), tf.uint8)
     return tf.where(image < threshold, added, image)
 
 
 def _grey_rgb(image):
-    import tensorflow as tf
-
     return tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
 
 
@@ -116,8 +103,6 @@ def _color(image, factor: float):
 
 
 def _contrast(image, factor: float):
-    import tensorflow as tf
-
     # The reference's grey level: its histogram's total count / 256 = H * W / 256 (see the section
     # comment), clipped to 255 and truncated.
     shape = tf.shape(image)
@@ -127,16 +112,12 @@ def _contrast(image, factor: float):
 
 
 def _brightness(image, factor: float):
-    import tensorflow as tf
-
     return _blend(tf.zeros_like(image), image, factor)
 
 
 def _sharpness(image, factor: float):
     """Blend with PIL's SMOOTH filter ([[1,1,1],[1,5,1],[1,1,1]] / 13) applied to the interior pixels;
     the one-pixel border keeps the original values."""
-    import tensorflow as tf
-
     kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
     kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
     smooth = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[None], kernel, [1, 1, 1, 1], "VALID")[0]
@@ -149,8 +130,6 @@ def _sharpness(image, factor: float):
 def _projective(image, transform):
     """Output pixel (x, y) takes the input pixel nearest to ((a0 x + a1 y + a2), (b0 x + b1 y + b2)) for
     `transform` = [a0, a1, a2, b0, b1, b2]; outside the image it is grey."""
-    import tensorflow as tf
-
     shape = tf.shape(image)
     row = tf.concat([tf.cast(tf.stack(transform), tf.float32), tf.zeros([2], tf.float32)], 0)
     out = tf.raw_ops.ImageProjectiveTransformV3(
@@ -162,8 +141,6 @@ def _projective(image, transform):
 
 def _rotate(image, degrees):
     """Rotate about the image centre by `degrees` (positive: counter-clockwise as displayed)."""
-    import tensorflow as tf
-
     radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
     shape = tf.shape(image)
     h = tf.cast(shape[0], tf.float32) - 1.0
@@ -193,8 +170,6 @@ def _translate_y(image, pixels):
 
 def _cutout(image, pad_size: int, center_y, center_x):
     """Grey out rows [cy - pad, cy + pad) x columns [cx - pad, cx + pad), clipped to the image."""
-    import tensorflow as tf
-
     shape = tf.shape(image)
     rows = tf.range(shape[0])[:, None]
     cols = tf.range(shape[1])[None, :]
@@ -204,8 +179,6 @@ def _cutout(image, pad_size: int, center_y, center_x):
 
 
 def _random_sign(value, seed):
-    import tensorflow as tf
-
     flip = tf.random.stateless_uniform([], seed=seed) < 0.5
     return tf.where(flip, -tf.constant(value, tf.float32), tf.constant(value, tf.float32))
 
@@ -215,8 +188,6 @@ def _enhance_factor(magnitude: float) -> float:
 
 
 def _cutout_op(image, magnitude, seed):
-    import tensorflow as tf
-
     shape = tf.shape(image)
     centre = tf.random.stateless_uniform([2], seed=seed, minval=0, maxval=tf.int32.max, dtype=tf.int32)
     return _cutout(image, int(magnitude / _MAX_LEVEL * 40), centre[0] % shape[0], centre[1] % shape[1])
@@ -260,8 +231,6 @@ def _randaug(num_layers=2, magnitude=10, prob=1.0):
     ops = list(RANDAUG_OPS.values())
 
     def fn(image, seed):
-        import tensorflow as tf
-
         if image.dtype != tf.uint8 or (image.shape.rank is not None and image.shape[-1] not in (3, None)):
             raise HarnessError(f"pp op randaug works on uint8 RGB images [H, W, 3]; got {image.dtype.name} "
                                f"{image.shape}; put it before value_range")

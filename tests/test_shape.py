@@ -1,4 +1,5 @@
-"""Tests for the shape scaling law (harness/shape/law.py): fit recovery on synthetic sweeps, SoViT shapes."""
+"""Tests for the shape scaling law (harness/shape/: law, fit, points, recommend, plots, report): fit recovery
+on synthetic sweeps, SoViT shapes."""
 
 import logging
 
@@ -7,8 +8,12 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.models.variants import Shape
-from harness.shape import law as scaling
-from harness.shape.law import LawParams
+from harness.shape.fit import bootstrap_fit, fit_law, held_out_error
+from harness.shape.law import DIMENSIONS, PAPER_EXPONENTS, PARAM_NAMES, SOVIT_SHAPES, LawParams, law, optimum
+from harness.shape.plots import plot_fit, plot_frontier
+from harness.shape.points import analyse_sweep, points_from_records
+from harness.shape.recommend import exponents_of, recommend_shape, scale_shape
+from harness.shape.report import format_shape_report
 
 C_TRUE = 0.65  # the paper's data exponent
 CENTRE = {"width": 768.0, "depth": 16.0, "mlp_dim": 3072.0}
@@ -21,7 +26,7 @@ def _truth(dimension: str) -> LawParams:
     Built in units of the sweep centre (x' = x/CENTRE, t' = t/T_CENTRE) with the optimum at x' = 1 for
     t' = 1 (alpha*a = beta*b), then converted to real units.
     """
-    s = scaling.PAPER_EXPONENTS["classification"][dimension]
+    s = PAPER_EXPONENTS["classification"][dimension]
     a = b = C_TRUE / s / 2
     beta, xi, eps = 0.1, 0.2, 0.1
     alpha = beta * b / a
@@ -37,7 +42,7 @@ def _star_arm(dimension: str, *, noise: float = 0.01, seed: int = 0):
     ts = T_CENTRE * np.array([0.1, 1.0, 10.0])
     x, t = (v.ravel() for v in np.meshgrid(xs, ts))
     p = _truth(dimension)
-    f = scaling.law(x, t, p) * (1.0 + noise * np.random.default_rng(seed).normal(size=x.size))
+    f = law(x, t, p) * (1.0 + noise * np.random.default_rng(seed).normal(size=x.size))
     return x, t, f, p
 
 
@@ -45,29 +50,29 @@ def test_law_optimum_is_the_minimum_at_fixed_compute():
     p = _truth("depth")
     for t in (1e8, 1e9, 1e10):
         grid = np.geomspace(0.5, 2000, 200_001)
-        best = grid[np.argmin(scaling.law(grid, t, p))]
-        assert scaling.optimum(t, p) == pytest.approx(best, rel=1e-3)
+        best = grid[np.argmin(law(grid, t, p))]
+        assert optimum(t, p) == pytest.approx(best, rel=1e-3)
     # x* ~ t^s: ten times the compute moves the optimum by 10^s.
-    assert scaling.optimum(1e10, p) / scaling.optimum(1e9, p) == pytest.approx(10 ** p.s, rel=1e-9)
+    assert optimum(1e10, p) / optimum(1e9, p) == pytest.approx(10 ** p.s, rel=1e-9)
     assert p.s == pytest.approx(0.45)
 
 
-@pytest.mark.parametrize("dimension", scaling.DIMENSIONS)
+@pytest.mark.parametrize("dimension", DIMENSIONS)
 def test_fit_recovers_exponent_and_optimum(dimension):
     x, t, f, p = _star_arm(dimension)
-    fit = scaling.fit_law(x, t, f, restarts=10, seed=0)
+    fit = fit_law(x, t, f, restarts=10, seed=0)
     assert all(v > 0 for v in fit.params.as_array())
     # Tolerances: over 200 noise draws of this design the largest |s error| was 0.008 / 0.045 / 0.064
     # (width / depth / MLP); this draw must be within 0.05, and x* within 10% at every budget.
     assert abs(fit.s - p.s) < 0.05, (fit.s, p.s)
     for level in np.unique(t):
-        assert fit.optimum(level) == pytest.approx(scaling.optimum(level, p), rel=0.10)
+        assert fit.optimum(level) == pytest.approx(optimum(level, p), rel=0.10)
     # 1% noise: a fit at the noise level, not below it (overfitting) nor far above (a bad optimum).
     assert 0.005 < fit.train_rel_rmse < 0.015
     assert fit.n_points == 18
 
 
-@pytest.mark.parametrize("dimension", scaling.DIMENSIONS)
+@pytest.mark.parametrize("dimension", DIMENSIONS)
 def test_fit_recovery_over_many_noise_draws(dimension):
     """The recovery is not one lucky draw: 40 noise draws, 5 restarts each (~1 s per dimension).
 
@@ -77,9 +82,9 @@ def test_fit_recovery_over_many_noise_draws(dimension):
     s_err, opt_err = [], []
     for seed in range(40):
         x, t, f, p = _star_arm(dimension, seed=seed)
-        fit = scaling.fit_law(x, t, f, restarts=5, seed=seed)
+        fit = fit_law(x, t, f, restarts=5, seed=seed)
         s_err.append(abs(fit.s - p.s))
-        opt_err.append(abs(fit.optimum(T_CENTRE) / scaling.optimum(T_CENTRE, p) - 1))
+        opt_err.append(abs(fit.optimum(T_CENTRE) / optimum(T_CENTRE, p) - 1))
     assert np.median(s_err) < 0.02
     assert np.percentile(s_err, 90) < 0.05
     assert np.median(opt_err) < 0.05
@@ -87,11 +92,11 @@ def test_fit_recovery_over_many_noise_draws(dimension):
 
 def test_fit_is_exact_without_noise_and_unit_free():
     x, t, f, p = _star_arm("mlp_dim", noise=0.0)
-    fit = scaling.fit_law(x, t, f, restarts=10)
+    fit = fit_law(x, t, f, restarts=10)
     assert fit.train_rel_rmse < 1e-6
     assert fit.s == pytest.approx(p.s, abs=1e-3)
     # The same sweep in other units (EFLOPs, thousands of channels) gives the same s and x*.
-    fit2 = scaling.fit_law(x / 1e3, t / 1e9, f, restarts=10)
+    fit2 = fit_law(x / 1e3, t / 1e9, f, restarts=10)
     assert fit2.s == pytest.approx(fit.s, abs=1e-4)
     assert fit2.optimum(1.0) * 1e3 == pytest.approx(fit.optimum(1e9), rel=1e-3)
 
@@ -106,10 +111,10 @@ def test_fit_on_a_realistic_sweep_where_compute_grows_with_the_model():
     s_true, a = 0.22, 0.65 / 0.22 / 2
     wm, tm = np.exp(np.log(w).mean()), np.exp(np.log(t).mean())
     p = LawParams(0.1 * wm ** a, a, 0.1 * wm ** -a * tm ** 0.65, a, 0.2 * tm ** 0.65, 0.65, 0.1)
-    f = scaling.law(w, t, p) * (1 + 0.01 * np.random.default_rng(1).normal(size=w.size))
-    fit = scaling.fit_law(w, t, f, restarts=10)
+    f = law(w, t, p) * (1 + 0.01 * np.random.default_rng(1).normal(size=w.size))
+    fit = fit_law(w, t, f, restarts=10)
     assert abs(fit.s - s_true) < 0.03
-    assert fit.optimum(tm) == pytest.approx(scaling.optimum(tm, p), rel=0.05)
+    assert fit.optimum(tm) == pytest.approx(optimum(tm, p), rel=0.05)
 
 
 def test_fit_minimises_the_relative_error():
@@ -117,11 +122,11 @@ def test_fit_minimises_the_relative_error():
     would not be: here f is tilted 3x, so the two objectives weigh points very differently)."""
     x, t, f, _ = _star_arm("width", noise=0.03, seed=2)
     f = f * np.exp(np.linspace(0, np.log(3), f.size))  # off-law, so the two objectives disagree
-    fit = scaling.fit_law(x, t, f, restarts=10)
+    fit = fit_law(x, t, f, restarts=10)
     theta = np.log(fit.params.as_array())
 
     def rel_loss(th):
-        return float(np.sum((scaling.law(x, t, LawParams.from_array(np.exp(th))) / f - 1) ** 2))
+        return float(np.sum((law(x, t, LawParams.from_array(np.exp(th))) / f - 1) ** 2))
 
     assert rel_loss(theta) == pytest.approx(fit.loss, rel=1e-9)
     assert fit.train_rel_rmse == pytest.approx(np.sqrt(fit.loss / f.size))
@@ -129,16 +134,16 @@ def test_fit_minimises_the_relative_error():
         for step in (1e-3, -1e-3):
             th = theta.copy()
             th[k] += step
-            assert rel_loss(th) >= fit.loss * (1 - 1e-7), (scaling.PARAM_NAMES[k], step)
+            assert rel_loss(th) >= fit.loss * (1 - 1e-7), (PARAM_NAMES[k], step)
 
 
 def test_restarts_correct_a_bad_start():
     x, t, f, p = _star_arm("depth")
     # Exponents at the top of the box: the optimiser stalls in a flat region from there.
     bad = LawParams(1.0, 7.9, 1.0, 7.9, 1.0, 7.9, 1e-6)
-    stuck = scaling.fit_law(x, t, f, restarts=0, init=bad)
+    stuck = fit_law(x, t, f, restarts=0, init=bad)
     assert stuck.train_rel_rmse > 0.1 and abs(stuck.s - p.s) > 0.5
-    rescued = scaling.fit_law(x, t, f, restarts=5, init=bad)
+    rescued = fit_law(x, t, f, restarts=5, init=bad)
     assert rescued.restarts == 6
     assert rescued.loss < stuck.loss / 100
     assert abs(rescued.s - p.s) < 0.05
@@ -149,7 +154,7 @@ def test_fit_keeps_parameters_positive_on_data_the_law_cannot_explain():
     x = np.repeat([1.0, 2, 4, 8, 16, 32], 3)
     t = np.tile([1.0, 10, 100], 6)
     f = rng.uniform(0.2, 0.8, size=x.size)  # no structure at all
-    fit = scaling.fit_law(x, t, f, restarts=5)
+    fit = fit_law(x, t, f, restarts=5)
     values = fit.params.as_array()
     assert np.all(np.isfinite(values)) and np.all(values > 0)
     assert np.isfinite(fit.s) and fit.s > 0
@@ -157,20 +162,20 @@ def test_fit_keeps_parameters_positive_on_data_the_law_cannot_explain():
 
 def test_fit_rejects_bad_input():
     with pytest.raises(HarnessError, match="too few"):
-        scaling.fit_law([1, 2, 3], [1, 1, 2], [0.5, 0.4, 0.3])
+        fit_law([1, 2, 3], [1, 1, 2], [0.5, 0.4, 0.3])
     x, t, f, _ = _star_arm("width")
     with pytest.raises(HarnessError, match="positive"):
-        scaling.fit_law(x, t, -f)
+        fit_law(x, t, -f)
     with pytest.raises(HarnessError, match="different lengths"):
-        scaling.fit_law(x, t[:-1], f)
+        fit_law(x, t[:-1], f)
     with pytest.raises(HarnessError, match="distinct"):
-        scaling.fit_law(x, np.full_like(t, 5.0), f)
+        fit_law(x, np.full_like(t, 5.0), f)
 
 
 def test_bootstrap_intervals_cover_the_truth():
     x, t, f, p = _star_arm("depth")
-    iv = scaling.bootstrap_fit(x, t, f, n=20, seed=0, restarts=1)
-    assert set(iv) == {*scaling.PARAM_NAMES, "s"}
+    iv = bootstrap_fit(x, t, f, n=20, seed=0, restarts=1)
+    assert set(iv) == {*PARAM_NAMES, "s"}
     for name, (lo, hi) in iv.items():
         assert 0 < lo <= hi, name
     lo, hi = iv["s"]
@@ -181,34 +186,34 @@ def test_bootstrap_intervals_cover_the_truth():
 
 def test_held_out_error_separates_law_from_noise():
     x, t, f, _ = _star_arm("width")
-    on_law = scaling.held_out_error(x, t, f, frac=0.2, seed=0, restarts=5)
+    on_law = held_out_error(x, t, f, frac=0.2, seed=0, restarts=5)
     assert on_law < 0.03
     rng = np.random.default_rng(0)
-    scrambled = scaling.held_out_error(x, t, rng.permutation(f), frac=0.2, seed=0, restarts=5)
+    scrambled = held_out_error(x, t, rng.permutation(f), frac=0.2, seed=0, restarts=5)
     assert scrambled > 2 * on_law
     with pytest.raises(HarnessError, match="fraction"):
-        scaling.held_out_error(x, t, f, frac=1.5)
+        held_out_error(x, t, f, frac=1.5)
     # The held-out points must not reach the fit: on exact data with the largest-compute runs doubled,
     # an honest fit predicts their undoubled value, so the error is exactly 1/2.
     x, t, f, _ = _star_arm("width", noise=0.0)
     largest = np.flatnonzero(t == t.max())
     f[largest] *= 2
-    assert scaling.held_out_error(x, t, f, held_out=largest, restarts=5) == pytest.approx(0.5, abs=1e-3)
+    assert held_out_error(x, t, f, held_out=largest, restarts=5) == pytest.approx(0.5, abs=1e-3)
     with pytest.raises(HarnessError, match="indices"):
-        scaling.held_out_error(x, t, f, held_out=[99])
+        held_out_error(x, t, f, held_out=[99])
 
 
 # ----------------------------------------------------------------------------------------------------
 # Shapes.
 
 def _sovit_gflops(name: str) -> float:
-    w, d, m = scaling.SOVIT_SHAPES[name]
+    w, d, m = SOVIT_SHAPES[name]
     return Shape(w, d, m, 16, 14, pool_type="map").gflops(224)
 
 
 def test_start_shape_is_the_fixed_point():
     start_gflops = Shape(608, 10, 928, 16, 14).gflops(224)
-    r = scaling.recommend_shape(start_gflops)
+    r = recommend_shape(start_gflops)
     assert (r["width"], r["depth"], r["mlp_dim"]) == (608, 10, 928)
     assert r["tau"] == pytest.approx(1.0, rel=1e-6)
 
@@ -216,8 +221,8 @@ def test_start_shape_is_the_fixed_point():
 @pytest.mark.parametrize("name,max_ratio", [("SoViT-150m/14", 1.07), ("SoViT-400m/14", 1.16)])
 def test_paper_procedure_lands_near_the_sovits(name, max_ratio):
     budget = _sovit_gflops(name)  # 71.4 and 220.4 GFLOPs at 224px, patch 14, MAP head
-    r = scaling.recommend_shape(budget)
-    ref = scaling.SOVIT_SHAPES[name]
+    r = recommend_shape(budget)
+    ref = SOVIT_SHAPES[name]
     ratios = [r["width"] / ref[0], r["depth"] / ref[1], r["mlp_dim"] / ref[2]]
     # Measured: 150m -> (848, 19, 2256): 0.96 / 1.06 / 0.97; 400m -> (1056, 31, 4184): 0.92 / 1.15 / 0.97.
     assert all(1 / max_ratio <= q <= max_ratio for q in ratios), (r, ratios)
@@ -230,19 +235,19 @@ def test_paper_procedure_lands_near_the_sovits(name, max_ratio):
 def test_sovits_lie_on_one_ray_of_the_rule():
     """With exponents (0.246, 0.387, 0.6) (fitted to both SoViTs) the rule reproduces both within 2%."""
     implied = {"width": 0.246, "depth": 0.387, "mlp_dim": 0.6}
-    for name, ref in scaling.SOVIT_SHAPES.items():
-        r = scaling.recommend_shape(_sovit_gflops(name), exponents=implied)
+    for name, ref in SOVIT_SHAPES.items():
+        r = recommend_shape(_sovit_gflops(name), exponents=implied)
         for got, want in zip((r["width"], r["depth"], r["mlp_dim"]), ref):
             assert got == pytest.approx(want, rel=0.02), (name, r)
 
 
 def test_tau_is_training_compute_not_model_gflops():
-    r = scaling.recommend_shape(221.0)
+    r = recommend_shape(221.0)
     # The rule grows dims by tau^(s_k/3); matching 221 GFLOPs needs tau far above the 14x model growth.
     assert r["gflops_ratio"] == pytest.approx(221.0 / Shape(608, 10, 928, 16, 14).gflops(224), rel=0.02)
     assert r["tau"] > 10 * r["gflops_ratio"]
     assert r["tau"] == pytest.approx(r["gflops_ratio"] * r["examples_ratio"])
-    unrounded = scaling.scale_shape(r["tau"])
+    unrounded = scale_shape(r["tau"])
     assert Shape(unrounded["width"], unrounded["depth"], unrounded["mlp_dim"], 16, 14).gflops(224) == \
         pytest.approx(221.0, rel=1e-6)
     # MLP grows fastest, then depth, then width (the paper's rule of thumb).
@@ -252,9 +257,9 @@ def test_tau_is_training_compute_not_model_gflops():
 
 def test_recommend_shape_rejects_bad_budgets():
     with pytest.raises(HarnessError, match="positive"):
-        scaling.recommend_shape(-3)
+        recommend_shape(-3)
     with pytest.raises(HarnessError, match="> 0"):
-        scaling.recommend_shape(100, exponents={"width": 0.2, "depth": 0.4})
+        recommend_shape(100, exponents={"width": 0.2, "depth": 0.4})
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -285,7 +290,7 @@ def test_points_from_records(caplog):
         _record("width", 80, None, 68.0, examples_seen=1000),  # compute from examples_seen
     ]
     with caplog.at_level(logging.WARNING, logger="harness"):
-        x, t, f = scaling.points_from_records(records, "fewshot/proxy_scenes/10shot", dimension="width")
+        x, t, f = points_from_records(records, "fewshot/proxy_scenes/10shot", dimension="width")
     np.testing.assert_array_equal(x, [32, 48, 64, 80])
     # Without train_gflops: 3 x forward GFLOPs x examples, the GFLOPs recounted from the config (the
     # record's rounded 0.5 would be wrong): 64 tokens, width 80, MLP 256, 6 blocks, MAP head, by hand.
@@ -299,7 +304,7 @@ def test_points_from_records(caplog):
     # A loss (lower is better) is used as is; the centre run joins the depth arm too.
     losses = [_record(arm, d, 1e4, 2.5 - 0.1 * d, metric="loss", unit="nats", hib=False)
               for arm, d in (("depth", 2), ("depth", 4), ("width", 8), ("centre", 6))]
-    x, t, f = scaling.points_from_records(losses, "loss", dimension="depth")
+    x, t, f = points_from_records(losses, "loss", dimension="depth")
     np.testing.assert_allclose(f, [2.3, 2.1, 1.9])
     assert x.tolist() == [2, 4, 6]
     # A re-evaluated checkpoint counts once, with its newest record.
@@ -307,12 +312,12 @@ def test_points_from_records(caplog):
     for rec, created, sha in ((old, "2026-01-01T00:00:00", "abc"), (new, "2026-02-01T00:00:00", "abc")):
         rec["created"], rec["checkpoint"]["sha256"] = created, sha
     with caplog.at_level(logging.WARNING, logger="harness"):
-        x, _, f = scaling.points_from_records([new, old], "fewshot/proxy_scenes/10shot", dimension="width")
+        x, _, f = points_from_records([new, old], "fewshot/proxy_scenes/10shot", dimension="width")
     assert x.tolist() == [40] and f.tolist() == [45.0] and "older record" in caplog.text
     with pytest.raises(HarnessError, match="no sweep records"):
-        scaling.points_from_records(records, "missing/metric", dimension="width")
+        points_from_records(records, "missing/metric", dimension="width")
     with pytest.raises(HarnessError, match="unknown shape dimension"):
-        scaling.points_from_records(records, "loss", dimension="heads")
+        points_from_records(records, "loss", dimension="heads")
 
 
 def _is_png(path) -> bool:
@@ -322,19 +327,19 @@ def _is_png(path) -> bool:
 
 def test_plots_and_report(tmp_path):
     x, t, f, _ = _star_arm("mlp_dim")
-    fit = scaling.fit_law(x, t, f, restarts=5)
-    out = scaling.plot_fit(x, t, f, fit, tmp_path / "fit_mlp.png", "mlp_dim", metric="10-shot error")
+    fit = fit_law(x, t, f, restarts=5)
+    out = plot_fit(x, t, f, fit, tmp_path / "fit_mlp.png", "mlp_dim", metric="10-shot error")
     assert _is_png(out)
     # Scattered compute (t grows with the model): curves at spread levels, points coloured by t.
     t_scattered = t * np.geomspace(0.7, 1.4, t.size)
-    assert _is_png(scaling.plot_fit(x, t_scattered, f, fit, tmp_path / "scattered.png", "mlp_dim"))
-    frontier = scaling.plot_frontier(tmp_path / "sub" / "frontier.png", scaling.PAPER_EXPONENTS["classification"],
+    assert _is_png(plot_fit(x, t_scattered, f, fit, tmp_path / "scattered.png", "mlp_dim"))
+    frontier = plot_frontier(tmp_path / "sub" / "frontier.png", PAPER_EXPONENTS["classification"],
                                      [20, 71.4, 220.4, 700])
     assert _is_png(frontier)
 
-    iv = {"mlp_dim": scaling.bootstrap_fit(x, t, f, n=5, restarts=1)}
-    recs = [scaling.recommend_shape(b) for b in (71.4, 220.4)]
-    report = scaling.format_shape_report({"mlp_dim": fit}, intervals=iv, held_out={"mlp_dim": 0.0123},
+    iv = {"mlp_dim": bootstrap_fit(x, t, f, n=5, restarts=1)}
+    recs = [recommend_shape(b) for b in (71.4, 220.4)]
+    report = format_shape_report({"mlp_dim": fit}, intervals=iv, held_out={"mlp_dim": 0.0123},
                                          recommendations=recs, metric="10-shot error")
     assert f"{fit.s:.4g}" in report and "1.23%" in report and "0.60" in report
     lo, hi = iv["mlp_dim"]["s"]
@@ -350,13 +355,13 @@ SYNTH_CENTRE = {"width": 768, "depth": 16, "mlp_dim": 3072, "num_heads": 16, "pa
 ERROR_SCALE = 60.0  # the truths' f ~ 0.5 becomes a 10-shot error of ~30%
 
 
-def _synthetic_sweep(*, dims=scaling.DIMENSIONS, noise=0.01, seed=0) -> tuple[list[dict], dict]:
+def _synthetic_sweep(*, dims=DIMENSIONS, noise=0.01, seed=0) -> tuple[list[dict], dict]:
     """Each arm from its own known law (so every arm carries its own centre point, tagged with the arm)."""
     records, truths = [], {}
     for j, k in enumerate(dims):
         x, t, _, p = _star_arm(k, noise=0.0)
         x = np.round(x)
-        f = scaling.law(x, t, p) * (1 + noise * np.random.default_rng(seed + j).normal(size=x.size))
+        f = law(x, t, p) * (1 + noise * np.random.default_rng(seed + j).normal(size=x.size))
         truths[k] = p
         for i, (xi, ti, fi) in enumerate(zip(x, t, f)):
             rec = _record(k, int(xi), float(ti), 100.0 - ERROR_SCALE * float(fi), centre=SYNTH_CENTRE)
@@ -375,7 +380,7 @@ def _write(records, folder):
 
 def test_analyse_sweep_recovers_every_exponent_from_records():
     records, truths = _synthetic_sweep()
-    a = scaling.analyse_sweep(records, bootstrap=20, seed=0)
+    a = analyse_sweep(records, bootstrap=20, seed=0)
     assert a.metric == "fewshot/proxy_scenes/10shot" and not a.skipped
     assert a.quantity == "error (%) = 100 - fewshot/proxy_scenes/10shot"
     for k, p in truths.items():
@@ -388,8 +393,8 @@ def test_analyse_sweep_recovers_every_exponent_from_records():
         # with only 2 others at that budget is harder: over 5 noise draws 0.6%-10% (width worst).
         assert a.held_out[k] < 0.03 and a.extrapolation[k] < 0.15, (k, a.held_out[k], a.extrapolation[k])
         # Error in % scaled by 60: the fitted law is the truth times 60, wherever the optimum is.
-        assert fit.optimum(T_CENTRE) == pytest.approx(scaling.optimum(T_CENTRE, p), rel=0.10)
-    assert scaling.exponents_of(a.fits) == pytest.approx(scaling.PAPER_EXPONENTS["classification"], abs=0.05)
+        assert fit.optimum(T_CENTRE) == pytest.approx(optimum(T_CENTRE, p), rel=0.10)
+    assert exponents_of(a.fits) == pytest.approx(PAPER_EXPONENTS["classification"], abs=0.05)
 
 
 def _table_column(text: str, title: str, column: str) -> dict[str, str]:
@@ -451,7 +456,7 @@ def test_cli_shape_from_a_folder_of_sweep_records(tmp_path):
     for k, p in truths.items():
         assert abs(fitted[k] - p.s) < 0.05
     # The recommendation follows the fitted exponents (printed to 4 digits), from the paper's start.
-    r = scaling.recommend_shape(220.4, exponents=fitted)
+    r = recommend_shape(220.4, exponents=fitted)
     assert f"| {r['width']} | {r['depth']} | {r['mlp_dim']} |" in text
     for name in ("fit_width", "fit_depth", "fit_mlp_dim", "frontier"):
         assert _is_png(tmp_path / "plots" / f"{name}.png")

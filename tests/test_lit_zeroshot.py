@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from harness import checkpoints
-from harness.data.tokenizer import canonicalize_text
+from harness.data.text_pp import tokenize
+from harness.data.texts import clip_imagenet_class_names, prompt_templates, read_field
+from harness.data.tokenizer import PROXY_TOKENIZER, canonicalize_text
 from harness.errors import HarnessError
+from harness.eval.metrics import retrieval_recall, zeroshot_hits
 from harness.models import text
 from harness.models.encoder import load_encoder
 from harness.run.runner import run_task
@@ -87,7 +90,7 @@ def test_retrieval_recall_with_several_captions_per_image():
         [0.0, 0.0, 0.1, 0.2, 0.8, 0.0],   # image 1: best t4 (its own)
         [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],   # image 2: its own t5 is last
     ])
-    r = lz.retrieval_recall(sims, owner, ks=(1, 2, 5, 6))
+    r = retrieval_recall(sims, owner, ks=(1, 2, 5, 6))
     # image->text: image 0 hits at k=2, image 1 at k=1, image 2 only at k=6.
     np.testing.assert_array_equal(r["i2t_recall@1"], [0, 1, 0])
     np.testing.assert_array_equal(r["i2t_recall@2"], [1, 1, 0])
@@ -99,12 +102,12 @@ def test_retrieval_recall_with_several_captions_per_image():
     np.testing.assert_array_equal(r["t2i_recall@2"], [1, 1, 0, 1, 1, 1])
     assert r["t2i_recall@5"].mean() == 1.0
     with pytest.raises(HarnessError):
-        lz.retrieval_recall(sims, owner[:5])
+        retrieval_recall(sims, owner[:5])
 
 
 def test_retrieval_ties_go_to_the_lower_index():
     sims = np.zeros((2, 2))
-    r = lz.retrieval_recall(sims, np.array([0, 1]), ks=(1,))
+    r = retrieval_recall(sims, np.array([0, 1]), ks=(1,))
     np.testing.assert_array_equal(r["i2t_recall@1"], [1, 0])
     np.testing.assert_array_equal(r["t2i_recall@1"], [1, 0])
 
@@ -119,17 +122,17 @@ def test_canonicalize_as_big_vision():
 
 
 def test_assets_clip_names_and_templates():
-    names = lz.clip_imagenet_class_names()
+    names = clip_imagenet_class_names()
     assert len(names) == 1000
     assert names[:3] == ("tench", "goldfish", "great white shark")
     assert names[21] == "kite (bird of prey)" and names[999] == "toilet paper"
-    paper = lz.prompt_templates("clip_paper")
+    paper = prompt_templates("clip_paper")
     assert len(paper) == 81 and paper[0] == "a bad photo of a {}" and paper[-1] == "{}"
     assert all(t.count("{}") == 1 for t in paper)
-    assert len(lz.prompt_templates("clip_best")) == 8
-    assert lz.prompt_templates("class_name_only") == ["{}"]
+    assert len(prompt_templates("clip_best")) == 8
+    assert prompt_templates("class_name_only") == ["{}"]
     with pytest.raises(HarnessError):
-        lz.prompt_templates("nope")
+        prompt_templates("nope")
 
 
 def test_class_embeddings_mean_of_normalised_then_normalised():
@@ -147,18 +150,18 @@ def test_class_embeddings_mean_of_normalised_then_normalised():
 def test_zeroshot_hits_single_and_multi_label():
     zclass = np.eye(3, dtype=np.float32)
     zimg = np.array([[1, 0, 0], [0, 0.2, 0.9], [0, 1, 0]], np.float32)  # predictions 0, 2, 1
-    np.testing.assert_array_equal(lz.zeroshot_hits(zimg, zclass, [0, 1, 1]), [1, 0, 1])
-    np.testing.assert_array_equal(lz.zeroshot_hits(zimg, zclass, [[1, 0], [1], [2, 0]]), [1, 0, 0])
+    np.testing.assert_array_equal(zeroshot_hits(zimg, zclass, [0, 1, 1]), [1, 0, 1])
+    np.testing.assert_array_equal(zeroshot_hits(zimg, zclass, [[1, 0], [1], [2, 0]]), [1, 0, 0])
 
 
 def test_tokenize_sticky_eos_and_pad_value():
     from harness.data.tokenizer import Tokenizer
 
-    tok = Tokenizer(lz.PROXY_TOKENIZER)
-    a = text.tokenize(tok, ["a red circle", "a large red circle on a plain background " * 3], 8)
+    tok = Tokenizer(PROXY_TOKENIZER)
+    a = tokenize(tok, ["a red circle", "a large red circle on a plain background " * 3], 8)
     assert a[0, -1] == tok.pad_id and (a[0] == tok.eos_id).sum() == 1
     assert a[1, -1] == tok.eos_id  # truncated: EOS kept at the end
-    b = text.tokenize(tok, ["a red circle"], 8, pad_value=7)
+    b = tokenize(tok, ["a red circle"], 8, pad_value=7)
     end = int(np.where(b[0] == tok.eos_id)[0][0])
     assert (b[0, end + 1:] == 7).all() and (b[0, :end + 1] == a[0, :end + 1]).all()
 
@@ -264,8 +267,8 @@ def test_read_field_variable_length_labels_in_split_order(task_env):
     from harness.data.builders import proxy_scenes
 
     data.require_prepared("proxy_scenes/tiny", task_env["data_dir"])
-    ids = lz._read_field("proxy_scenes/tiny", "test", "id", 24, task_env["data_dir"], False)
-    rows = lz._read_field("proxy_scenes/tiny", "test", "objects/colour", 24, task_env["data_dir"], False)
+    ids = read_field("proxy_scenes/tiny", "test", "id", 24, task_env["data_dir"], False)
+    rows = read_field("proxy_scenes/tiny", "test", "objects/colour", 24, task_env["data_dir"], False)
     assert len(rows) == 24 and min(len(np.atleast_1d(r)) for r in rows) == 3  # padded to the batch's longest
     for i, row in zip(ids, rows):
         want = [proxy_scenes.COLOURS.index(o["colour"])
@@ -332,7 +335,7 @@ def test_task_matches_an_independent_zero_shot_computation(task_env):
     path = rec["artifacts"]["lit_checkpoint"]
     enc = load_encoder(f"{path}:img")
     tower = text.load_text_tower(path)
-    tok = Tokenizer(lz.PROXY_TOKENIZER)
+    tok = Tokenizer(PROXY_TOKENIZER)
     names = [n.lower() for n in data.class_names("proxy_scenes/tiny", task_env["data_dir"])]
     templates = ["itap of a {}", "a bad photo of the {}", "a origami {}", "a photo of the large {}",
                  "a {} in a video game", "art of the {}", "a photo of the small {}", "{}"]
@@ -371,7 +374,7 @@ def test_hf_two_tower_runs_the_task_without_training(task_env):
     tokenizer larger than its vocabulary is refused."""
     folder = HF / "two_tower_spm"
     with pytest.raises(HarnessError, match="pieces"):
-        run(task_env, ckpt=str(folder), tokenizer=str(lz.PROXY_TOKENIZER))
+        run(task_env, ckpt=str(folder), tokenizer=str(PROXY_TOKENIZER))
     rec, _, _ = run(task_env, ckpt=str(folder), prompt_templates="class_name_only")
     assert rec["info"]["text_tower"]["source"] == "checkpoint" and "lit_training" not in rec["info"]
     assert rec["info"]["tokenizer"] == str(folder / "spiece.model")

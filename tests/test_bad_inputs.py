@@ -459,7 +459,7 @@ CASES = [
          says="lists no metrics"),
     # what a terminal shows: TF's C++ start-up lines and TFDS's absl warnings must not frame our line
     Case("process-dataset-not-prepared", run("--set", "datasets=cifar100"), process=True,
-         says=r"dataset 'cifar100' is not prepared under .*: run `tfds build cifar100 --data_dir"),
+         says=r"dataset 'cifar100' is not prepared under .*: run `harness prepare cifar100 --data-dir"),
     Case("process-bad-setting", run("--set", "shots=-1"), process=True, says="shots=-1 is out of range"),
 ]
 

@@ -222,6 +222,12 @@ def run_entries(entries: list[Planned], ckpt: str | None, *, encoder_config: dic
     one problem does not cost the other tasks; without it the error is raised. `distributed`: every
     process of a `jax.distributed` run computes each entry, process 0 writes its record."""
     encoders = Encoders()
+    if not keep_going:  # one entry (`harness run --task`): its task and settings are checked before the checkpoint
+        for p in entries:
+            if p.task is None and p.load_error is None:
+                p.task = get_task(p.task_name)
+            if p.task is not None:
+                api.make_config(p.task, p.preset, split_sets(p.task, p.sets)[0])
     # One handle for every entry: the checkpoint is detected and hashed once, each array read once.
     handle = open_checkpoint(ckpt) if ckpt and not str(ckpt).startswith("random") else ckpt
     try:

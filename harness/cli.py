@@ -43,7 +43,8 @@ class _Group(click.Group):
     def invoke(self, ctx):
         quiet_tensorflow_import()
         try:
-            return super().invoke(ctx)
+            with progress.log_lines():  # the library's warnings as `warning: ...` lines
+                return super().invoke(ctx)
         except HarnessError as e:
             self._error_line(e)
             sys.exit(e.exit_code)
@@ -207,7 +208,8 @@ def ls_models(pattern, res, pool_type):
 @ls.command("datasets")
 @click.option("--data-dir", default=None, help="TFDS data dir to check.")
 def ls_datasets(data_dir):
-    """Known datasets, whether each is prepared under --data-dir, and how to prepare a missing one."""
+    """Known datasets, whether each is prepared under --data-dir, and for a missing one the command that
+    prepares it and what that needs (which files go where)."""
     from harness import data
 
     d = data.default_data_dir(data_dir)
@@ -217,6 +219,7 @@ def ls_datasets(data_dir):
         click.echo(f"{name:<22} {'prepared' if prepared else 'missing '}  {info.description}".rstrip())
         if not prepared:
             click.echo(f"{'':<22} to prepare: {info.prepare_command(d)}")
+            click.echo(f"{'':<22} needs: {info.needs(d)}")
 
 
 @main.command()
@@ -269,15 +272,16 @@ def check(runs, baseline, tolerance, rel_tolerance, write_baseline, name):
 @main.command()
 @click.argument("name")
 @click.option("--data-dir", default=None, help="TFDS data dir to prepare into.")
-@click.option("--manual-dir", default=None, help="Folder with manually downloaded files (e.g. VQAv2 JSON + COCO "
-              "images, GQA and OCR-VQA: their gqa/, ocrvqa/ folders, the unzipped objectnet-1.0/); default "
-              "<data-dir>/downloads/manual.")
+@click.option("--manual-dir", default=None, help="Folder with the files placed by hand (`harness ls datasets` says "
+              "which; e.g. ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar, the unzipped objectnet-1.0/, "
+              "gqa/, ocrvqa/) and copies of files TFDS would download; default <data-dir>/downloads/manual.")
 def prepare(name, data_dir, manual_dir):
-    """Prepare a dataset the harness builds itself (proxy_scenes, proxy_digits, vqav2, gqa, ocrvqa, objectnet)."""
+    """Prepare any dataset `harness ls datasets` lists (TFDS's builders and the harness's own)."""
     from harness import data
 
+    done = data.is_prepared(name, data_dir)
     path = data.prepare(name, data_dir, manual_dir=manual_dir)
-    click.echo(f"prepared {name} under {path}")
+    click.echo(f"{name} is already prepared under {path}" if done else f"prepared {name} under {path}")
 
 
 @main.command()

@@ -13,8 +13,10 @@ the same errno.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import errno
+import io
 import json
 import math
 import os
@@ -33,6 +35,7 @@ from click.testing import CliRunner
 from harness.cli import main
 from harness.eval import cache as cache_mod
 from tests.formats import OPEN_CLIP_CONFIG, TIMM_CONFIG, write_open_clip, write_timm
+from tests.test_report_inert import ATTACK, assert_inert_html, assert_inert_markdown, assert_latex_safe
 from tests.tiny import TINIEST
 
 TINY = dict(TINIEST, res=16, pool_type="map")
@@ -232,6 +235,7 @@ def _gate_inputs(root: Path, record: Path) -> None:
     runs("runs_huge")
     with open(root / "runs_huge" / record.name, "wb") as f:  # sparse: the size of a record too large to read
         f.truncate((64 << 20) + 1)
+    runs("runs_hostile", edit=_hostile)
     r = CliRunner().invoke(main, ["check", str(record.parent), "--write-baseline", str(root / "base.json")])
     assert r.exit_code == 0, r.output
     base = json.loads((root / "base.json").read_text())
@@ -253,6 +257,17 @@ def _gate_inputs(root: Path, record: Path) -> None:
     baseline("base_checkpoint_text.json", lambda b: b.update(checkpoint="tiny.npz"))
     baseline("base_tasks_list.json", lambda b: b.update(tasks=["fewshot"]))
     baseline("base_protocol_number.json", lambda b: b["tasks"]["fewshot"].update(protocol={"--set shots": 1}))
+
+
+def _hostile(rec: dict) -> None:
+    """The finished record with hostile text (`tests.test_report_inert.ATTACK`) in its checkpoint's name, a
+    metric's dataset, unit and note, a setting and a dataset's pp: reports must stay inert."""
+    rec["checkpoint"]["name"] = f"={ATTACK}"
+    entry = rec["metrics"].pop("fewshot/proxy_digits/1shot")
+    rec["metrics"][f"fewshot/{ATTACK.replace('/', '|')}/1shot"] = {**entry, "unit": f"-{ATTACK}", "note": ATTACK}
+    rec["task"]["config"][ATTACK] = ATTACK
+    for d in rec["datasets"]:
+        d["pp"] = ATTACK
 
 
 def _try_mount(path: Path, options: str) -> bool:
@@ -563,6 +578,12 @@ CASES = [
                                                                      r"record \(at most 67108864\)"),
     Case("report-baseline-checkpoint-string", ["report", "{records}", "--baseline", "{root}/base_checkpoint_text.json"],
          says=r"base_checkpoint_text.json: field checkpoint is 'tiny.npz'; expected an object"),
+    # hostile text in every name: reports stay inert (checked by test_reports_of_a_hostile_record_are_inert)
+    Case("report-hostile-record-md", ["report", "{root}/runs_hostile"], code=0),
+    Case("report-hostile-record-csv", ["report", "{root}/runs_hostile", "--format", "csv"], code=0),
+    Case("report-hostile-record-latex", ["report", "{root}/runs_hostile", "--format", "latex"], code=0),
+    Case("report-hostile-record-html", ["report", "{root}/runs_hostile", "--format", "html", "-o", "{out}/r.html"],
+         code=0),
     Case("report-nan-baseline", ["report", "{records}", "--baseline", "{root}/base_nan.json"],
          says="has the value nan, not a finite number"),
     # the gate
@@ -593,6 +614,8 @@ CASES = [
                                                                      r"which cannot be compared\)"),
     Case("gate-run-inf", gate("runs_inf", "base.json"), code=1, says="the run's value is -inf"),
     Case("gate-run-metric-missing", gate("runs_no_metrics", "base.json"), code=1, says=r"1shot \(missing in "),
+    Case("gate-run-hostile-record", gate("runs_hostile", "base.json"), code=1,
+         says=r"1shot \(missing in =\"'><script>.*<!--\\n# heading\\r\\n- item"),
     Case("gate-run-text-value", gate("runs_text_value", "base.json"), says="has the value 'high', not a number"),
     Case("gate-run-corrupt", gate("runs_corrupt", "base.json"), says="not a readable result record"),
     Case("gate-run-future-schema", gate("runs_future", "base.json"), says="schema version 99 is newer"),
@@ -601,7 +624,7 @@ CASES = [
          says="lists no metrics"),
     # what a terminal shows: TF's C++ start-up lines and TFDS's absl warnings must not frame our line
     Case("process-dataset-not-prepared", run("--set", "datasets=cifar100"), process=True,
-         says=r"dataset 'cifar100' is not prepared under .*: run `tfds build cifar100 --data_dir"),
+         says=r"dataset 'cifar100' is not prepared under .*: run `harness prepare cifar100 --data-dir"),
     Case("process-bad-setting", run("--set", "shots=-1"), process=True, says="shots=-1 is out of range"),
     # the environment jax starts under
     Case("env-jax-platforms-cuda", run(), env={"JAX_PLATFORMS": "cuda", "CUDA_VISIBLE_DEVICES": ""},
@@ -802,6 +825,28 @@ def test_a_full_disk_during_a_run_resumes_once_there_is_room(env, tmp_path, monk
     assert CliRunner().invoke(main, fresh).exit_code == 0
     (a,), (b,) = (list((tmp_path / o).glob("*.json")) for o in ("out", "out2"))
     assert json.loads(a.read_text())["metrics"] == json.loads(b.read_text())["metrics"]
+
+
+def test_reports_of_a_hostile_record_are_inert(env, tmp_path):
+    """The matrix's hostile record (`_hostile`) through `harness report` in every format and `harness check`:
+    the outputs are inert (`tests/test_report_inert.py`'s checks)."""
+    runs = str(env["root"] / "runs_hostile")
+    out = {}
+    for fmt in ("md", "csv", "latex", "html"):
+        path = tmp_path / f"report.{fmt}"
+        r = CliRunner().invoke(main, ["report", runs, "--format", fmt, "-o", str(path)])
+        assert r.exit_code == 0, r.output
+        with open(path, encoding="utf-8", newline="") as f:  # as written: a "\r" in a CSV cell stays
+            out[fmt] = f.read()
+    assert_inert_markdown(out["md"])
+    assert_latex_safe(out["latex"])
+    assert_inert_html(out["html"], [f"={ATTACK}", f"-{ATTACK}", ATTACK])
+    rows = list(csv.reader(io.StringIO(out["csv"])))
+    assert rows[1][0] == f"'={ATTACK}" and all(len(row) == len(rows[0]) for row in rows)
+    r = CliRunner().invoke(main, ["check", runs, "--baseline", str(env["root"] / "base.json")])
+    assert r.exit_code == 1
+    assert_inert_markdown(r.stdout.rsplit("\n", 2)[0] + "\n")  # the table and notes, before the verdict line
+    assert r.stdout.rstrip("\n").splitlines()[-1].startswith("check FAILED")
 
 
 def test_written_files_respect_the_umask(env, tmp_path, monkeypatch):

@@ -162,10 +162,11 @@ def test_unprepared_dataset_error(tmp_path):
     with pytest.raises(HarnessError) as e:
         data.require_prepared("cifar100", empty)
     assert str(e.value) == (f"dataset 'cifar100' is not prepared under {empty}: "
-                            f"run `tfds build cifar100 --data_dir {empty}`")
+                            f"run `harness prepare cifar100 --data-dir {empty}`; it needs internet (TFDS downloads "
+                            f"cifar-100-binary.tar.gz, 161 MiB) or that file in {empty}/downloads/manual/")
     with pytest.raises(HarnessError, match="ILSVRC2012_img_train.tar"):
         data.iterate("imagenet2012", "validation", data_dir=empty, batch_size=2)
-    # Our own builders name `harness prepare`; the generated proxies are built on first use instead.
+    # Our own builders too; the generated proxies are built on first use instead.
     with pytest.raises(HarnessError, match=f"harness prepare vqav2 --data-dir {empty}"):
         data.num_examples("vqav2", "train", empty)
     with pytest.raises(HarnessError, match="did you mean 'cifar100'"):

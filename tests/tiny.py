@@ -32,6 +32,7 @@ TINY_RUNS: dict[str, tuple[str | None, dict[str, str]]] = {
                                  "eval_batch_size": "32", "ckpt_every": "0"}),
     "coco_captioning": ("proxy", {**TINY_DEC, "dataset": TINY_DS, "target_len": "24"}),
     "vqa": ("proxy", {**TINY_DEC, "datasets": TINY_DS, "prefix_len": "12", "target_len": "4"}),
+    "knn": (None, {"datasets": TINY_DS, "ks": "1,3", "batch_size": "16"}),
     "lit_zeroshot": (None, {"train_dataset": TINY_DS, "zeroshot_datasets": TINY_DS, "retrieval_datasets": TINY_DS,
                             "train_steps": "8", "batch_size": "16", "text_width": "32", "text_depth": "1",
                             "text_mlp_dim": "64", "text_num_heads": "4", "max_len": "24",

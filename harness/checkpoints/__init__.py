@@ -27,6 +27,7 @@ from harness.checkpoints.layout import (
     flatten,
     is_flat,
     is_scanned,
+    resample_patchemb,
     resample_posemb,
     scan_to_unrolled,
     to_layout,
@@ -68,5 +69,5 @@ def file_sha256(path) -> str:
 
 __all__ = ["HARNESS_META", "READERS", "TEXT_BLOCKS", "VIT_BLOCKS", "Checkpoint", "Reader", "as_flat",
            "detect_format", "file_sha256", "fix_old_layout", "flatten", "is_flat", "is_scanned", "open_checkpoint",
-           "parse_spec", "read_harness", "read_npz", "read_params", "read_text_tower", "resample_posemb",
+           "parse_spec", "read_harness", "read_npz", "read_params", "read_text_tower", "resample_patchemb", "resample_posemb",
            "save_harness", "save_npz", "scan_to_unrolled", "to_layout", "unflatten", "unrolled_to_scan", "unwrap"]

@@ -247,6 +247,34 @@ def to_layout(flat: dict, scan: bool, blocks: str = VIT_BLOCKS) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- posemb
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in]: TF2's `tf.image.resize(method="bilinear")` along one axis (half-pixel centres, no
+    antialias: source coordinate (i + 0.5) * n_in / n_out - 0.5, clamped to the edge pixels)."""
+    m = np.zeros((n_out, n_in), np.float64)
+    for i in range(n_out):
+        x = (i + 0.5) * n_in / n_out - 0.5
+        lo = int(np.floor(x))
+        frac = x - lo
+        m[i, min(max(lo, 0), n_in - 1)] += 1 - frac
+        m[i, min(max(lo + 1, 0), n_in - 1)] += frac
+    return m
+
+
+def resample_patchemb(kernel: np.ndarray, new_hw: tuple[int, int]) -> np.ndarray:
+    """FlexiViT's pseudo-inverse resize of a patch-embedding kernel (p, p, C, D) to (h, w, C, D) (big_vision
+    `models/proj/flexi/vit.py::resample_patchemb`): with B the bilinear resize of a patch as a matrix
+    (new pixels x old pixels), the new kernel is pinv(B^T) applied to each old (p*p) filter, the minimum-norm
+    w' with B^T w' = w, so <resize(x), w'> = <x, w> for every patch x when upsampling."""
+    old_h, old_w = kernel.shape[:2]
+    new_h, new_w = (int(v) for v in new_hw)
+    if (old_h, old_w) == (new_h, new_w):
+        return kernel
+    resize = np.kron(_bilinear_matrix(old_h, new_h), _bilinear_matrix(old_w, new_w))  # [new_n, old_n]
+    pinv = np.linalg.pinv(resize.T)  # [new_n, old_n]
+    flat = np.asarray(kernel, np.float64).reshape(old_h * old_w, -1)
+    return (pinv @ flat).reshape(new_h, new_w, *kernel.shape[2:]).astype(kernel.dtype)
+
+
 def resample_posemb(posemb: np.ndarray, new_tokens: int) -> np.ndarray:
     """Learned posemb (1, g*g, D) -> (1, G*G, D): bilinear (order-1 spline) zoom of the square grid."""
     n, d = posemb.shape[1], posemb.shape[2]

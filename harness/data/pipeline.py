@@ -19,9 +19,6 @@ the split (as `tfds.even_splits`); in eval every process yields the same number 
 
 from __future__ import annotations
 
-import errno
-import functools
-import logging
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -30,116 +27,13 @@ from typing import Any
 import numpy as np
 
 from harness.data.pp import Preprocess, as_preprocess, example_seed
-from harness.data.registry import (
-    DATASETS,
-    GENERATED,
-    OWN_BUILDERS,
-    SUBSET_IN_BUILD,
-    base_name,
-    default_data_dir,
-    get_info,
-)
-from harness.errors import HarnessError, did_you_mean, os_error
-from harness.tf_import import tensorflow, tf
-
-log = logging.getLogger("harness")
+from harness.data.prepared import _prepared_builder, _tfds, require_prepared
+from harness.data.registry import SUBSET_IN_BUILD, default_data_dir, get_info
+from harness.errors import HarnessError
+from harness.tf_import import tf
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
 _KEY_SEP = "/"
-
-
-# --------------------------------------------------------------------------------------------------
-# TFDS access
-
-
-# TF (`tf`), TFDS and our builders (which import both) are imported on first use, not with this module:
-# see harness/data/__init__.py.
-@functools.cache
-def _tfds():
-    tensorflow()
-    import tensorflow_datasets as tfds
-
-    try:  # our own builders (proxy_scenes, proxy_digits, vqav2) register on import
-        import harness.data.builders  # noqa: F401
-    except ImportError:
-        pass
-    return tfds
-
-
-def _open_builder(tfds_name: str, data_dir: str):
-    tfds = _tfds()
-    try:
-        return tfds.builder(tfds_name, data_dir=data_dir)
-    except (tfds.core.registered.DatasetNotFoundError, ValueError, AssertionError, OSError,
-            KeyError):
-        return None
-
-
-@functools.lru_cache(maxsize=64)
-def _prepared_builder(tfds_name: str, data_dir: str):
-    # Only prepared builders are cached: preparing later must not be hidden by a stale entry.
-    builder = _open_builder(tfds_name, data_dir)
-    if builder is None or not builder.is_prepared():
-        raise LookupError(tfds_name)
-    return builder
-
-
-def is_prepared(name: str, data_dir: str | os.PathLike | None = None) -> bool:
-    """Whether the dataset's TFDS files (dataset_info.json) exist; reads no data."""
-    try:
-        _prepared_builder(get_info(name).tfds_name, default_data_dir(data_dir))
-    except LookupError:
-        return False
-    return True
-
-
-def prepare(name: str, data_dir: str | os.PathLike | None = None, *, manual_dir: str | None = None) -> str:
-    """Builds one of our own datasets (proxies, or vqav2 from its manually placed files)."""
-    if base_name(name) not in OWN_BUILDERS:
-        info = get_info(name)
-        raise HarnessError(f"the harness does not download or build '{name}' itself: "
-                           f"{info.prepare_command(data_dir)}")
-    tfds = _tfds()
-    data_dir = default_data_dir(data_dir)
-    builder = tfds.builder(get_info(name).tfds_name, data_dir=data_dir)
-    config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir)) if manual_dir else None
-    try:
-        builder.download_and_prepare(download_config=config)
-    except Exception as e:  # noqa: BLE001 - TF wraps a full disk in its own error types
-        errno_ = getattr(e, "errno", None)
-        if errno_ is None and any(m in str(e) for m in ("No space left on device", "Not enough disk space")):
-            errno_ = errno.ENOSPC
-        mapped = os_error(OSError(errno_, str(e)), data_dir, "--data-dir") if errno_ is not None else None
-        if mapped is None:
-            raise
-        # TFDS writes into an `incomplete.*` folder and removes it on failure: nothing half-built is left.
-        raise HarnessError(f"preparing {name}: {mapped}") from None
-    _prepared_builder.cache_clear()
-    return str(builder.data_dir)
-
-
-def skip_unprepared(name: str, data_dir: str | os.PathLike | None, task: str) -> bool:
-    """For a dataset a task may do without: True, after one warning line naming its preparation command,
-    when it is not prepared. The generated proxies are never skipped (they are built on first use)."""
-    if base_name(name) in GENERATED or is_prepared(name, data_dir):
-        return False
-    log.warning("%s: %s is not prepared under %s (%s); skipped", task, name, default_data_dir(data_dir),
-                get_info(name).prepare_command(data_dir))
-    return True
-
-
-def require_prepared(name: str, data_dir: str | os.PathLike | None = None) -> None:
-    """Raise a HarnessError with the preparation command unless the dataset is prepared.
-    The generated proxies are built on first use instead."""
-    if not is_prepared(name, data_dir) and base_name(name) in GENERATED:
-        log.warning("preparing %s under %s (first use; generated offline)", name, default_data_dir(data_dir))
-        prepare(name, data_dir)
-    if not is_prepared(name, data_dir):
-        info = get_info(name)
-        data_dir = default_data_dir(data_dir)
-        hint = did_you_mean(name, DATASETS) if base_name(name) not in DATASETS else ""
-        raise HarnessError(f"dataset '{name}'{hint} is not prepared under {data_dir}: "
-                           f"{info.prepare_command(data_dir)}")
 
 
 def _builder(name: str, data_dir: str | os.PathLike | None):
@@ -330,12 +224,12 @@ def class_subset(name: str, data_dir: str | os.PathLike | None = None) -> np.nda
     if not subset:
         return None
     if subset == SUBSET_IN_BUILD:
-        metadata = _builder(name, data_dir).info.metadata or {}
-        subset = metadata.get("class_subset")
+        builder = _builder(name, data_dir)
+        subset = (builder.info.metadata or {}).get("class_subset")
         if not subset:
             raise HarnessError(f"dataset '{name}' under {default_data_dir(data_dir)} has no class subset in its "
-                               f"metadata (built by an older builder?); rebuild it: "
-                               f"{get_info(name).prepare_command(data_dir)}")
+                               f"metadata (built by an older builder?); delete {builder.data_dir} and run "
+                               f"`{get_info(name).prepare_command(data_dir)}`")
     return np.asarray(sorted(int(i) for i in subset), np.int64)
 
 

@@ -232,9 +232,13 @@ def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "chec
         if k == "rep_size" and width is not None:
             # `rep_size=True` is a pre_logits layer as wide as the encoder: the same as the tree's int.
             v, have = rep_width(v, width) or False, rep_width(have, width) or False
-        if k in TREE_KEYS and k in tree_cfg and have != v:
+        # An explicit `patch_size` key (not a variant's patch) evaluates the checkpoint at another patch size:
+        # FlexiViT's resize of the patch embedding (`load_encoder`).
+        flexi = k == "patch_size" and user.get("patch_size") is not None
+        if k in TREE_KEYS and k in tree_cfg and have != v and not flexi:
             raise HarnessError(f"{path}: {k}={v} was asked for but the checkpoint has {k}={have}; "
-                               f"drop the flag or pick the matching checkpoint")
+                               + ("to evaluate it at another patch size, --set patch_size=N; "
+                                  if k == "patch_size" else "") + "drop the flag or pick the matching checkpoint")
         if k == "gelu" and hints.get("gelu", v) != v:  # the file's architecture states it, as the tree would
             raise HarnessError(f"{path}: gelu={v} was asked for but the checkpoint's architecture uses "
                                f"gelu={hints['gelu']}; drop the flag")
@@ -363,6 +367,8 @@ class Encoder:
     checkpoint: checkpoints.Checkpoint | None = None
     subtree: str | None = None  # the checkpoint's sub-tree the weights came from (`img` of a two-tower file)
     step: int | None = None  # a big_vision tensorstore checkpoint's training step
+    # What loading changed from the checkpoint's own shape (e.g. {"patch_size": [14, 14]} for a FlexiViT resize).
+    resampled_from: dict = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def identity(self) -> str:
@@ -405,6 +411,8 @@ class Encoder:
             out.update(format=self.checkpoint.format, subtree=self.subtree)
             if self.step is not None:
                 out["step"] = self.step
+            if self.resampled_from:
+                out["resampled_from"] = self.resampled_from
         return {**out, "config": cfg, "params_m": round(self.shape.num_params(self.res) / 1e6, 3),
                 "gflops": round(self.shape.gflops(self.res), 3)}
 
@@ -467,7 +475,14 @@ def load_encoder(spec=None, *, sha256: str | None = None, **config) -> Encoder:
         if info["format"] == "harness":  # the encoder config as harness.json states it
             hints = file_config(Doc(hints, f"{info['path']}/{checkpoints.HARNESS_META}", "config",
                                     "fix it or save the checkpoint again"))
-        cfg = resolve_config(infer_config(flat, path=info["path"]), hints, config, path=info["path"])
+        tree_cfg = infer_config(flat, path=info["path"])
+        cfg = resolve_config(tree_cfg, hints, config, path=info["path"])
+        resampled = {}
+        if "embedding/kernel" in flat and tuple(tree_cfg["patch_size"]) != tuple(cfg["patch_size"]):
+            # FlexiViT (big_vision models/proj/flexi/vit.py): the kernel PI-resized, the posemb to the new grid.
+            flat["embedding/kernel"] = checkpoints.resample_patchemb(np.asarray(flat["embedding/kernel"]),
+                                                                     cfg["patch_size"])
+            resampled["patch_size"] = list(tree_cfg["patch_size"])
         check_posemb(flat, cfg, path=info["path"])
         model = build_model(cfg)
         target = abstract_params(model, cfg["res"])
@@ -485,4 +500,4 @@ def load_encoder(spec=None, *, sha256: str | None = None, **config) -> Encoder:
     tune_malloc()
     return Encoder(model=model, params=params, config=cfg, spec=ckpt.spec, sha256=sha,
                    load_seconds=time.perf_counter() - t0, checkpoint=ckpt, subtree=info["subtree"],
-                   step=info["step"])
+                   step=info["step"], resampled_from=resampled)

@@ -21,10 +21,13 @@ default Markdown is the long layout (per task, a row per metric grouped by datas
 - With a baseline, each cell shows `value - baseline`; ▲ marks a change for the better and ▼ one for the
   worse, respecting `higher_is_better` (a lower log-perplexity is ▲).
 
-Modules, each importing only those before it: `records` (the record schema; reading records), `facts`
-(what the installed tasks and the data registry say about order and titles), `protocol` (the settings
-that move a number), `paper` (the paper's published rows), `table` (the table model, column order,
-`collect`, CIs, protocol marks), `baseline` (make / write / validate / load a baseline), `build`
+Every value from a record is escaped for its output format (`escape`; the HTML page is a Jinja2 template
+with autoescape): a report is inert, whatever a record holds.
+
+Modules, each importing only those before it: `escape` (each format's escaping), `records` (the record schema;
+reading records), `facts` (what the installed tasks and the data registry say about order and titles),
+`protocol` (the settings that move a number), `paper` (the paper's published rows), `table` (the table model,
+column order, `collect`, CIs, protocol marks), `baseline` (make / write / validate / load a baseline), `build`
 (`build_table`), `tables` (Markdown / CSV / LaTeX), `html` (the page and its plots), `check` (the gate),
 `commands` (what `harness report` and `harness check` do).
 """

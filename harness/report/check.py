@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from harness.errors import HarnessError
 from harness.report import protocol
 from harness.report.baseline import validate_baseline
+from harness.report.escape import md_cell, md_item, visible
 from harness.report.table import collect, is_hidden, metric_sort_key, row_names
 
 DEFAULT_TOLERANCE = {"%": 1.0, "raw": 0.01, "nats": 0.01}
@@ -84,19 +85,20 @@ class CheckResult:
             d = 2 if r.unit == "%" else 4
             value = "-" if r.value is None else f"{r.value:.{d}f}"
             delta = "-" if r.delta is None else f"{r.delta:+.{d}f}"
-            lines.append(f"| {r.checkpoint} | {r.metric} | {r.unit}{'' if r.higher_is_better else ' (lower better)'}"
+            lines.append(f"| {md_cell(r.checkpoint)} | {md_cell(r.metric)} | {md_cell(r.unit)}"
+                         f"{'' if r.higher_is_better else ' (lower better)'}"
                          f" | {r.baseline:.{d}f} | {value} | {delta} | {r.allowed:.{d}f} | {r.rule} | {r.status} |")
         lines.append("")
-        lines += [f"- {n}" for n in self.notes]
+        lines += [md_item(n) for n in self.notes]
         return "\n".join(lines) + "\n"
 
     def summary(self) -> str:
-        """One line: the verdict, naming each regressed or missing metric."""
+        """One line: the verdict, naming each regressed or missing metric (names `visible`)."""
         n = len(self.rows)
         if self.ok:
-            return f"check passed: {n} metric(s) within tolerance of baseline {self.baseline_name!r}"
-        return (f"check FAILED: {len(self.regressions)} of {n} metric(s) regressed against baseline "
-                f"{self.baseline_name!r}: " + "; ".join(r.describe() for r in self.regressions))
+            return visible(f"check passed: {n} metric(s) within tolerance of baseline {self.baseline_name!r}")
+        return visible(f"check FAILED: {len(self.regressions)} of {n} metric(s) regressed against baseline "
+                       f"{self.baseline_name!r}: " + "; ".join(r.describe() for r in self.regressions))
 
 
 def allowed_drop(entry: dict, *, tolerance: float | None = None,

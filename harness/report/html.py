@@ -1,20 +1,28 @@
 """The self-contained HTML report: inline CSS, per-task tables with grouped bar charts, few-shot
 accuracy-vs-shots curves, the checkpoints. Plots are base64 PNGs drawn with matplotlib, which is imported
-only when a page is drawn (`harness report` in the other formats does not need it)."""
+only when a page is drawn (`harness report` in the other formats does not need it).
+
+The page is one Jinja2 template (`PAGE`) with autoescape on: every value it prints, in an element or an
+attribute, is escaped there and nowhere else, after `harness.report.escape.visible` (the environment's
+`finalize`); the Python code hands the template values, never markup. Text that a plot draws from a
+record is plain text (`_PLAIN`: no math text, no TeX), one line (`visible`), and a legend shows every label
+(matplotlib would leave out one starting with "_")."""
 
 from __future__ import annotations
 
 import base64
 import datetime
-import html
 import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 from harness.files import write_text_atomic
 from harness.report.build import as_table
+from harness.report.escape import visible
 from harness.report.table import (
     FEWSHOT_METRIC,
     PROTOCOL_MARK,
@@ -25,6 +33,7 @@ from harness.report.table import (
     metric_sort_key,
 )
 from harness.report.tables import (
+    UNPUBLISHED,
     fmt_ci,
     fmt_delta,
     fmt_value,
@@ -77,52 +86,118 @@ code { font-size: 12px; }
 """
 
 
-def _h(s: Any) -> str:
-    return html.escape(str(s), quote=True)
+# The page. Values reach it only through {{ }}: Jinja2 escapes each (autoescape) after `visible` (finalize).
+# Whitespace control keeps each table on one line; `{#- #}` joins a line to the one before.
+_TEMPLATE = """\
+{%- macro data_table(t) -%}
+<div class="scroll"><table><thead>
+  {%- if t.spans -%}
+    <tr><th></th>{% for top, n in t.spans %}<th class="group" colspan="{{ n }}">{{ top }}</th>{% endfor %}</tr>
+  {%- endif -%}
+  <tr><th>checkpoint</th>{% for metric, head in t.heads %}<th title="{{ metric }}">{{ head }}</th>{% endfor %}</tr>
+  {#- #}</thead><tbody>
+  {%- for r in t.rows -%}
+    <tr class="{{ r.kind }}"><td>{{ r.label }}
+    {%- if r.kind != "run" %}<span class="kind">{{ r.kind }}</span>{% endif %}</td>
+    {%- for metric, c in r.cells -%}
+      {%- if c is none -%}
+        <td class="missing">–</td>
+      {%- else -%}
+        <td{% if c.best %} class="best"{% endif %} title="{{ metric }}">{{ c.value }}
+        {%- if c.note %}<sup title="{{ c.note }}">†</sup>{% endif %}
+        {%- if c.protocol %}<sup class="protocol" title="{{ c.protocol }}">{{ mark }}</sup>{% endif %}
+        {%- if c.ci %}<span class="ci">{{ c.ci }}</span>{% endif %}
+        {%- if c.delta %}<span class="delta {{ c.change }}">{{ c.delta }}</span>{% endif -%}
+        </td>
+      {%- endif -%}
+    {%- endfor -%}
+    </tr>
+  {%- endfor -%}
+</tbody></table></div>
+{%- endmacro -%}
+{%- macro checkpoint_table(rows) -%}
+<div class="scroll"><table class="meta"><thead><tr><th>checkpoint</th><th>kind</th><th>variant / shape</th>
+{#- #}<th>res</th><th>params (M)</th><th>GFLOPs</th><th>sha256</th><th>source</th></tr></thead><tbody>
+{%- for kind, cells in rows -%}
+  <tr class="{{ kind }}">{% for c in cells %}<td>{{ c }}</td>{% endfor %}</tr>
+{%- endfor -%}
+</tbody></table></div>
+{%- endmacro -%}
+<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title><style>{% raw %}""" + _CSS + """{% endraw %}</style></head><body>
+<header><h1>{{ title }}</h1><p>{{ n_runs }} checkpoint(s)
+{%- if baseline %}, baseline {{ baseline }}{% endif %}
+{%- if with_paper %}, with the paper's published rows{% endif %} &middot; {{ n_metrics }} metrics
+{#- #} &middot; generated {{ generated }}</p></header><main>
+<nav>
+{%- for s in sections %}<a href="#task-{{ s.task }}">{{ s.task }}</a>{% endfor %}
+{%- if has_curves %}<a href="#fewshot-curves">few-shot curves</a>{% endif -%}
+{%- if patch_curves %}<a href="#patch-size">patch size</a>{% endif -%}
+<a href="#checkpoints">checkpoints</a></nav>
+{% for s in sections %}
+<section id="task-{{ s.task }}"><h2>{{ s.task }}<small>{{ s.title }}</small></h2>
+{% if s.unpublished %}<p class="unpublished">{{ unpublished }}</p>{% endif %}
+{{ data_table(s.table) }}
+{% for caption, png in s.charts %}
+<figure><img src="data:image/png;base64,{{ png }}" alt="{{ caption }}"><figcaption>{{ caption }}</figcaption></figure>
+{% endfor %}
+</section>
+{% endfor %}
+{% if curves %}
+<section id="fewshot-curves"><h2>Few-shot accuracy vs shots<small>log x axis; error bars: std over seeds</small></h2>
+{#- #}<figure><img src="data:image/png;base64,{{ curves }}" alt="few-shot accuracy vs shots">
+{#- #}<figcaption>One line per checkpoint per dataset; the paper's rows are 10-shot points</figcaption>
+{#- #}</figure></section>
+{% endif %}
+{% if patch_curves %}
+<section id="patch-size"><h2>Metrics vs patch size<small>one checkpoint evaluated at several patch sizes (FlexiViT
+{#- #} resize); the top axis gives each point's GFLOPs per image</small></h2>
+{% for caption, png in patch_curves %}
+<figure><img src="data:image/png;base64,{{ png }}" alt="{{ caption }}"><figcaption>{{ caption }}</figcaption></figure>
+{% endfor %}
+</section>
+{% endif %}
+<section id="checkpoints"><h2>Checkpoints</h2>{{ checkpoint_table(checkpoints) }}</section>
+<ul class="notes">{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul></main></body></html>
+"""
 
 
-def _html_cell(table: Table, row: Row, col: Column, best: set[str]) -> str:
+def _finalize(value: Any) -> Any:
+    """What the page prints of a value: a macro's markup as it is, anything else as `visible` text (which
+    autoescape escapes next)."""
+    return value if hasattr(value, "__html__") else visible(value)
+
+
+PAGE = jinja2.Environment(autoescape=True, finalize=_finalize, undefined=jinja2.StrictUndefined,
+                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True).from_string(_TEMPLATE)
+
+
+def _cell(table: Table, row: Row, col: Column, best: set[str]) -> dict | None:
     cell = table.cell(row.name, col.metric)
     if cell is None:
-        return '<td class="missing">–</td>'
-    classes = ["best"] if row.name in best else []
-    text = _h(fmt_value(cell, col))
-    if cell.note:
-        text += f'<sup title="{_h(cell.note)}">†</sup>'
-    if cell.protocol:
-        text += f'<sup class="protocol" title="{_h(cell.protocol)}">{PROTOCOL_MARK}</sup>'
-    if cell.ci95:
-        text += f'<span class="ci">{_h(fmt_ci(cell, col))}</span>'
-    if cell.delta is not None:
-        kind = "same" if cell.better is None else ("good" if cell.better else "bad")
-        text += f'<span class="delta {kind}">{_h(fmt_delta(cell, col))}</span>'
-    cls = f' class="{" ".join(classes)}"' if classes else ""
-    return f'<td{cls} title="{_h(col.metric)}">{text}</td>'
+        return None
+    return {"best": row.name in best, "value": fmt_value(cell, col), "note": cell.note, "protocol": cell.protocol,
+            "ci": fmt_ci(cell, col) if cell.ci95 else None,
+            "delta": fmt_delta(cell, col) if cell.delta is not None else None,
+            "change": "same" if cell.better is None else ("good" if cell.better else "bad")}
 
 
-def _html_table(table: Table, cols: Sequence[Column]) -> str:
+def _data_table(table: Table, cols: Sequence[Column]) -> dict:
+    """One task's table: the group headers (when any), the column headers, the rows and their cells."""
     rows = table.rows_with_values(cols)
     spans = header_spans(cols)
-    head = []
-    if any(top for top, _ in spans):
-        head.append("<tr><th></th>" + "".join(f'<th class="group" colspan="{n}">{_h(top)}</th>'
-                                               for top, n in spans) + "</tr>")
-    head.append("<tr><th>checkpoint</th>" + "".join(f'<th title="{_h(c.metric)}">{_h(c.header[1])}</th>'
-                                                     for c in cols) + "</tr>")
     best = {c.metric: table.best(c, rows) for c in cols}
-    body = []
-    for r in rows:
-        tag = f'<span class="kind">{r.kind}</span>' if r.kind != "run" else ""
-        body.append(f'<tr class="{r.kind}"><td>{_h(r.label)}{tag}</td>'
-                    + "".join(_html_cell(table, r, c, best[c.metric]) for c in cols) + "</tr>")
-    return ('<div class="scroll"><table><thead>' + "".join(head) + "</thead><tbody>" + "".join(body)
-            + "</tbody></table></div>")
+    return {"spans": spans if any(top for top, _ in spans) else [],
+            "heads": [(c.metric, c.header[1]) for c in cols],
+            "rows": [{"kind": r.kind, "label": r.label,
+                      "cells": [(c.metric, _cell(table, r, c, best[c.metric])) for c in cols]} for r in rows]}
 
 
-def _checkpoint_table(table: Table) -> str:
-    head = ("<tr><th>checkpoint</th><th>kind</th><th>variant / shape</th><th>res</th><th>params (M)</th>"
-            "<th>GFLOPs</th><th>sha256</th><th>source</th></tr>")
-    body = []
+def _checkpoint_rows(table: Table) -> list[tuple[str, list]]:
+    """(kind, cells) of each checkpoint: name, kind, variant or shape, res, params, GFLOPs, sha256, source."""
+    out = []
     for r in table.rows:
         ck = r.checkpoint
         cfg = ck.get("config") or {}
@@ -137,11 +212,19 @@ def _checkpoint_table(table: Table) -> str:
             gflops = f"{gflops:.4g}"
         params = ck.get("params_m")
         params = f"{params:.4g}" if isinstance(params, (int, float)) else ""
-        cells = [r.label, r.kind, variant, cfg.get("res", ""), params, gflops or "",
-                 (ck.get("sha256") or "")[:12], r.source or ck.get("spec") or ""]
-        body.append(f'<tr class="{r.kind}">' + "".join(f"<td>{_h(c)}</td>" for c in cells) + "</tr>")
-    return (f'<div class="scroll"><table class="meta"><thead>{head}</thead><tbody>{"".join(body)}</tbody>'
-            "</table></div>")
+        out.append((r.kind, [r.label, r.kind, variant, cfg.get("res", ""), params, gflops or "",
+                             str(ck.get("sha256") or "")[:12], r.source or ck.get("spec") or ""]))
+    return out
+
+# Text properties of every text a plot draws from a record: plain, never math text ($...$) or TeX.
+_PLAIN = {"parse_math": False, "usetex": False}
+
+
+def _legend(owner, handles: list, labels: list[str], **kwargs) -> None:
+    """A legend on `owner` (axes or figure) showing every label as plain text."""
+    legend = owner.legend(handles, [visible(label) for label in labels], **kwargs)
+    for text in legend.get_texts():
+        text.set(**_PLAIN)
 
 
 def _colors(table: Table) -> dict[str, Any]:
@@ -201,11 +284,12 @@ def _bar_charts(table: Table, task: str, cols: Sequence[Column]) -> list[tuple[s
                     sr["ey"].append(v)
                     sr["lo"].append(max(0.0, v - lo * c.scale))
                     sr["hi"].append(max(0.0, hi * c.scale - v))
+        handles, labels = [], []
         for r in rows:
             sr = series[r.name]
             if not sr["x"]:
                 continue
-            bars = ax.bar(sr["x"], sr["y"], width * 0.92, label=r.label, color=colors[r.name],
+            bars = ax.bar(sr["x"], sr["y"], width * 0.92, color=colors[r.name],
                           hatch="//" if r.kind == "paper" else None, alpha=0.8 if r.kind == "paper" else 1.0,
                           edgecolor="black" if r.kind == "baseline" else "white", linewidth=0.6)
             if sr["ex"]:
@@ -214,26 +298,89 @@ def _bar_charts(table: Table, task: str, cols: Sequence[Column]) -> list[tuple[s
             if n_bars <= 48:
                 ax.bar_label(bars, labels=sr["label"], fontsize=6.5, padding=1.5,
                              rotation=90 if n_bars > 16 else 0)
+            handles.append(bars)
+            labels.append(r.label)
         ax.set_xlim(-0.6, len(ucols) - 0.4)
-        ticks = [c.header[1] if c.header[0] in ("", None) or task == "fewshot" else f"{c.header[0]}/{c.header[1]}"
-                 for c in ucols]
+        ticks = [visible(c.header[1] if c.header[0] in ("", None) or task == "fewshot"
+                         else f"{c.header[0]}/{c.header[1]}") for c in ucols]
         # Slant the labels once they would run into each other (about 14 characters fit under a slot).
         slant = len(ucols) > 4 or max(len(t) for t in ticks) > 14 * fig.get_figwidth() / (len(ucols) + 1.5)
         ax.set_xticks(range(len(ucols)), ticks, rotation=25 if slant else 0, ha="right" if slant else "center",
-                      fontsize=8.5)
-        ax.set_ylabel({"%": "%", "x100": "score x100"}.get(unit, unit))
+                      fontsize=8.5, **_PLAIN)
+        ax.set_ylabel(visible({"%": "%", "x100": "score x100"}.get(unit, unit)), **_PLAIN)
         ax.margins(y=0.15)
         ax.grid(axis="y", color="#e5e7eb", linewidth=0.8)
         ax.set_axisbelow(True)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _legend(ax, handles, labels, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         what = "10-shot" if task == "fewshot" and cols and "10shot" in cols[0].metric else task
         caption = f"{what}: one bar per checkpoint per metric ({unit})"
         if any(table.cell(r.name, c.metric) and table.cell(r.name, c.metric).ci95 for r in rows for c in ucols):
             caption += "; error bars: bootstrap 95% CI"
         charts.append((caption, _png(fig)))
     return charts
+
+
+def _patch(row: Row) -> int | None:
+    size = (row.checkpoint.get("config") or {}).get("patch_size") if isinstance(row.checkpoint, dict) else None
+    return int(size[0]) if isinstance(size, (list, tuple)) and size and isinstance(size[0], int) else None
+
+
+def _patch_curves(table: Table) -> list[tuple[str, str]]:
+    """Per task, each metric against the patch size for every checkpoint (name and sha256) evaluated at two or
+    more patch sizes: the FlexiViT sweep (`harness run --suite flexi`), GFLOPs per point on the top axis."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    sweeps: dict[tuple, dict[int, Row]] = {}
+    for r in table.rows:
+        if r.kind == "run" and _patch(r) is not None:
+            sweeps.setdefault((r.checkpoint.get("name"), r.checkpoint.get("sha256")), {})[_patch(r)] = r
+    sweeps = {k: v for k, v in sweeps.items() if len(v) > 1}
+    out = []
+    for task, cols in table.groups():
+        lines = []  # (checkpoint, metric, {patch: value})
+        for (name, _), by_patch in sweeps.items():
+            for c in cols:
+                pts = {p: cell.value * c.scale for p, row in by_patch.items()
+                       if (cell := table.cell(row.name, c.metric)) is not None}
+                if len(pts) > 1:
+                    lines.append((str(name), c, pts))
+        if not lines:
+            continue
+        fig = Figure(figsize=(6.4, 3.6))
+        ax = fig.add_subplot(1, 1, 1)
+        handles, labels = [], []
+        patches: dict[int, float] = {}
+        for name, c, pts in lines:
+            xs = sorted(pts)
+            (h,) = ax.plot(xs, [pts[x] for x in xs], marker="o", markersize=4, linewidth=1.4)
+            handles.append(h)
+            labels.append(f"{name}: {c.row_label}" if len(sweeps) > 1 else c.row_label)
+            for (n, _), by_patch in sweeps.items():
+                if str(n) == name:
+                    patches.update({p: row.checkpoint.get("gflops") for p, row in by_patch.items()})
+        ticks = sorted(patches)
+        ax.set_xscale("log", base=2)
+        for axis in (ax.xaxis,):
+            axis.set_major_locator(FixedLocator(ticks))
+            axis.set_minor_locator(NullLocator())
+            axis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("patch size (pixels)", fontsize=8.5)
+        ax.set_ylabel(cols[0].unit if cols else "", fontsize=8.5, **_PLAIN)
+        top = ax.secondary_xaxis("top")
+        top.xaxis.set_major_locator(FixedLocator(ticks))
+        top.xaxis.set_minor_locator(NullLocator())
+        top.set_xticklabels([f"{patches[t]:.3g}" if isinstance(patches[t], (int, float)) else "?" for t in ticks])
+        top.set_xlabel("GFLOPs per image", fontsize=8.5)
+        ax.tick_params(labelsize=8)
+        top.tick_params(labelsize=8)
+        ax.grid(color="#e5e7eb", linewidth=0.8)
+        _legend(ax, handles, labels, fontsize=7.5, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.tight_layout()
+        out.append((f"{task}: each metric against the patch size", _png(fig)))
+    return out
 
 
 def _fewshot_curves(table: Table) -> str | None:
@@ -275,13 +422,13 @@ def _fewshot_curves(table: Table) -> str | None:
             row = rows[name]
             style = dict(color=colors[name], marker="D" if row.kind == "paper" else "o", markersize=4,
                          linestyle="--" if row.kind == "baseline" else "-", linewidth=1.6, capsize=2.5)
-            h = ax.errorbar(ks, ys, yerr=errs if any(errs) else None, label=row.label, **style)
+            h = ax.errorbar(ks, ys, yerr=errs if any(errs) else None, **style)
             handles.setdefault(row.label, h)
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(sorted(all_shots)))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.set_title(ds, fontsize=10)
+        ax.set_title(visible(ds), fontsize=10, **_PLAIN)
         ax.set_xlabel("shots per class", fontsize=8.5)
         ax.set_ylabel("accuracy %", fontsize=8.5)
         ax.tick_params(labelsize=8)
@@ -289,8 +436,8 @@ def _fewshot_curves(table: Table) -> str | None:
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     fig.tight_layout()
-    fig.legend(list(handles.values()), list(handles.keys()), loc="center left", bbox_to_anchor=(1.0, 0.5),
-               fontsize=8.5, frameon=False)
+    _legend(fig, list(handles.values()), list(handles.keys()), loc="center left", bbox_to_anchor=(1.0, 0.5),
+            fontsize=8.5, frameon=False)
     return _png(fig)
 
 
@@ -300,43 +447,17 @@ def to_html(records_or_table, path: str | Path | None = None, *, title: str = "s
     charts, few-shot accuracy-vs-shots curves, and the checkpoints. Written atomically when `path` is
     given; returns the page."""
     table = as_table(records_or_table, build_kwargs)
-    now = generated or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    n_runs = sum(r.kind != "paper" for r in table.rows)
-    parts = [
-        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>",
-        f"<header><h1>{_h(title)}</h1><p>{n_runs} checkpoint(s)"
-        + (f", baseline {_h(table.baseline)}" if table.baseline else "")
-        + (", with the paper's published rows" if any(r.kind == "paper" for r in table.rows) else "")
-        + f" &middot; {len(table.columns)} metrics &middot; generated {now}</p></header><main>",
-    ]
-    groups = table.groups()
     has_curves = any(FEWSHOT_METRIC.match(c.metric) for c in table.columns)
-    links = [f'<a href="#task-{_h(t)}">{_h(t)}</a>' for t, _ in groups]
-    if has_curves:
-        links.append('<a href="#fewshot-curves">few-shot curves</a>')
-    parts.append("<nav>" + "".join(links) + '<a href="#checkpoints">checkpoints</a></nav>')
-    for task, cols in groups:
-        parts.append(f'<section id="task-{_h(task)}"><h2>{_h(task)}<small>{_h(table.titles.get(task, ""))}'
-                     "</small></h2>")
-        parts.append(_html_table(table, cols))
-        for caption, png in _bar_charts(table, task, cols):
-            parts.append(f'<figure><img src="data:image/png;base64,{png}" alt="{_h(caption)}">'
-                         f"<figcaption>{_h(caption)}</figcaption></figure>")
-        parts.append("</section>")
-    if has_curves:
-        png = _fewshot_curves(table)
-        if png:
-            parts.append('<section id="fewshot-curves"><h2>Few-shot accuracy vs shots<small>log x axis; error '
-                         "bars: std over seeds</small></h2>"
-                         f'<figure><img src="data:image/png;base64,{png}" alt="few-shot accuracy vs shots">'
-                         "<figcaption>One line per checkpoint per dataset; the paper's rows are 10-shot points"
-                         "</figcaption></figure></section>")
-    parts.append('<section id="checkpoints"><h2>Checkpoints</h2>' + _checkpoint_table(table) + "</section>")
-    parts.append('<ul class="notes">' + "".join(f"<li>{_h(n)}</li>" for n in table_notes(table, table.columns))
-                 + "</ul></main></body></html>")
-    page = "\n".join(parts) + "\n"
+    page = PAGE.render(
+        title=title, n_runs=sum(r.kind != "paper" for r in table.rows), baseline=table.baseline,
+        with_paper=any(r.kind == "paper" for r in table.rows), n_metrics=len(table.columns),
+        generated=generated or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        sections=[{"task": task, "title": table.titles.get(task, ""), "table": _data_table(table, cols),
+                   "charts": _bar_charts(table, task, cols), "unpublished": table.unpublished(cols)}
+                  for task, cols in table.groups()], unpublished=UNPUBLISHED,
+        mark=PROTOCOL_MARK, has_curves=has_curves, curves=_fewshot_curves(table) if has_curves else None,
+        patch_curves=_patch_curves(table),
+        checkpoints=_checkpoint_rows(table), notes=table_notes(table, table.columns))
     if path is not None:
         write_text_atomic(path, page)
     return page

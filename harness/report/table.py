@@ -22,7 +22,7 @@ from harness.report import facts, protocol
 # Captioning scores stored raw that papers print x100.
 X100_LEAVES = frozenset({"cider", "bleu", "bleu4", "rouge_l", "meteor", "spice"})
 _HIDDEN_LEAF = re.compile(r"^(std|seed-\d+)$")
-FEWSHOT_METRIC = re.compile(r"^fewshot/([^/]+)/(\d+)shot(?:/(.+))?$")
+FEWSHOT_METRIC = re.compile(r"^fewshot/([^/]+)/(\d{1,9})shot(?:/(.+))?$")
 
 CI_RESAMPLES = 1000
 CI_SEED = 0
@@ -137,6 +137,12 @@ class Table:
             out[-1][1].append(col)
         return out
 
+    def unpublished(self, cols: Sequence[Column]) -> bool:
+        """The paper's rows are shown but hold none of `cols`: a task the paper has no number for (kNN,
+        dense probes), which a report says in words rather than as an empty column."""
+        papers = [r for r in self.rows if r.kind == "paper"]
+        return bool(papers) and not any(self.cell(r.name, c.metric) for r in papers for c in cols)
+
     def rows_with_values(self, cols: Sequence[Column]) -> list[Row]:
         """Rows holding at least one of `cols` (a task's table leaves out rows that never ran it)."""
         return [r for r in self.rows if any(self.cell(r.name, c.metric) for c in cols)]
@@ -185,13 +191,18 @@ def is_hidden(metric: str) -> bool:
     return bool(_HIDDEN_LEAF.match(metric.rsplit("/", 1)[-1]))
 
 
+def _number(digits: str) -> float:
+    """A run of decimal digits (any script's) as a number; one longer than int() reads, infinity."""
+    return int(digits) if len(digits) <= 4000 else math.inf
+
+
 def _natural(s: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+    return [_number(t) if t.isdecimal() else t for t in re.split(r"(\d+)", s)]
 
 
 def _segment_key(part: str, ranked: Sequence[str]) -> tuple:
-    if part.isdigit():  # resolutions, shot counts: numeric order
-        return (0, int(part), [])
+    if part.isdecimal():  # resolutions, shot counts: numeric order
+        return (0, _number(part), [])
     m = _HIDDEN_LEAF.match(part)
     if m:  # std and seeds after the mean they belong to
         return (2, 0, _natural(part))
@@ -223,6 +234,18 @@ def dataset_sort_key(metric: str) -> tuple:
 
 
 # ------------------------------------------------------------------------------------ collecting
+def _interval(v: Any) -> tuple[float, float] | None:
+    """A record's `ci95`: two numbers, else none."""
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        return float(v[0]), float(v[1])
+    return None
+
+
+def _decimals(v: Any) -> int | None:
+    """A record's printed precision: a whole number of digits, 0 to 10, else none."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10 else None
+
+
 def _value(entry: Any) -> float | None:
     v = entry.get("value") if isinstance(entry, dict) else entry
     if v is None:
@@ -237,17 +260,42 @@ def row_name(rec: dict) -> str:
     return str(ck.get("name") or ck.get("spec") or "?")
 
 
+# Encoder settings that never make another row: `scan` moves no number, and a task's resolution is in its
+# metric names where it varies (imagenet_finetune's `.../384/...`).
+ROW_NEUTRAL = frozenset({"scan", "res"})
+
+
+def _shown(value) -> str:
+    """An encoder setting as a row name shows it: a square patch (14, 14) as 14."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
+        value = value[0]
+    return str(value)
+
+
 def row_names(records: Sequence[dict]) -> list[str]:
     """The report row of each record: its checkpoint's name, plus the sha256 prefix where one name covers
-    several different checkpoints (two `model.npz` in different folders must not share a row)."""
+    several different checkpoints (two `model.npz` in different folders must not share a row), plus the
+    encoder settings that differ between records of one checkpoint (the same weights at another patch size
+    or resolution are another row: `proxy.npz [patch_size=4]`)."""
     shas: dict[str, set] = {}
+    configs: dict[tuple, list[dict]] = {}
     for rec in records:
-        shas.setdefault(row_name(rec), set()).add((rec.get("checkpoint") or {}).get("sha256"))
+        ck = rec.get("checkpoint") or {}
+        shas.setdefault(row_name(rec), set()).add(ck.get("sha256"))
+        config = ck.get("config") if isinstance(ck.get("config"), dict) else {}
+        configs.setdefault((row_name(rec), ck.get("sha256")), []).append(config)
     out = []
     for rec in records:
         name = row_name(rec)
-        sha = (rec.get("checkpoint") or {}).get("sha256")
-        out.append(name if len(shas[name]) == 1 else f"{name} [{(sha or 'no sha256')[:8]}]")
+        ck = rec.get("checkpoint") or {}
+        sha = ck.get("sha256")
+        label = name if len(shas[name]) == 1 else f"{name} [{(sha or 'no sha256')[:8]}]"
+        group = configs[(name, sha)]
+        varying = sorted(k for k in set().union(*group) - ROW_NEUTRAL if len({repr(c.get(k)) for c in group}) > 1)
+        config = ck.get("config") if isinstance(ck.get("config"), dict) else {}
+        if varying:
+            label += " [" + ", ".join(f"{k}={_shown(config.get(k))}" for k in varying) + "]"
+        out.append(label)
     return out
 
 
@@ -284,18 +332,20 @@ def collect(records: Iterable[dict], *, with_ci: bool = False) -> tuple[list[Row
     records = sorted(records, key=lambda r: str(r.get("created") or ""))
     for rec, name in zip(records, row_names(records)):
         kind = rec.get("_kind", "run")
+        source = None if rec.get("source") is None else str(rec["source"])
         if name not in rows:
-            rows[name] = Row(name, kind, rec.get("source"), dict(rec.get("checkpoint") or {}))
-        elif rec.get("source") and rec["source"] not in (rows[name].source or ""):
-            rows[name].source = _join_sources(rows[name].source, rec["source"])
+            rows[name] = Row(name, kind, source, dict(rec.get("checkpoint") or {}))
+        elif source and source not in (rows[name].source or ""):
+            rows[name].source = _join_sources(rows[name].source, source)
         per_example = rec.get("per_example") or {}
         for metric, entry in (rec.get("metrics") or {}).items():
             info = entry if isinstance(entry, dict) else {}
             meta[metric] = Column(metric, bool(info.get("higher_is_better", True)), str(info.get("unit", "%")))
             value = _value(entry)
-            cell = Cell(value, note=info.get("note"), decimals=info.get("decimals"))
+            note = info.get("note")
+            cell = Cell(value, note=None if note is None else str(note), decimals=_decimals(info.get("decimals")))
             if info.get("ci95"):
-                cell.ci95 = (float(info["ci95"][0]), float(info["ci95"][1]))
+                cell.ci95 = _interval(info["ci95"])
             elif with_ci and metric in per_example:
                 cell.ci95 = ci95(per_example[metric], value)
                 cell.num_examples = len(per_example[metric])

@@ -1,15 +1,14 @@
-"""Cell formatting every renderer shares, and the Markdown, CSV and LaTeX renderers of a `Table`."""
+"""Cell formatting every renderer shares, and the Markdown, CSV and LaTeX renderers of a `Table`. Every value
+from a record goes through its format's escaping (`harness.report.escape`)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-import textwrap
 from collections.abc import Sequence
 
 from harness.errors import HarnessError
 from harness.report.build import as_table
+from harness.report.escape import csv_line, csv_text, latex_text, md_cell, md_item, md_text, visible
 from harness.report.table import (
     CI_RESAMPLES,
     CI_SEED,
@@ -70,8 +69,8 @@ def table_notes(table: Table, cols: Sequence[Column], arrows: tuple[str, str] = 
     if any(c.scale != 1 for c in cols):
         notes.append("x100: captioning scores (CIDEr, BLEU-4, ROUGE-L) are stored raw and printed x100, as "
                      "papers do.")
-    visible = {c.metric for c in cols}
-    if any(cell.ci95 for (_, metric), cell in table.cells.items() if metric in visible):
+    shown = {c.metric for c in cols}
+    if any(cell.ci95 for (_, metric), cell in table.cells.items() if metric in shown):
         interval = (f"bootstrap 95% CI of the mean of the per-example scores ({CI_RESAMPLES} resamples, seed "
                     f"{CI_SEED})")
         if half_widths:
@@ -90,12 +89,12 @@ def table_notes(table: Table, cols: Sequence[Column], arrows: tuple[str, str] = 
         notes.append(f"(paper) rows: published numbers, {table.paper_source} (harness/assets/paper.json).")
     by_note: dict[tuple[str, str], list[str]] = {}
     for (row, metric), cell in table.cells.items():
-        if cell.note and metric in visible and cell.value is not None:
+        if cell.note and metric in shown and cell.value is not None:
             by_note.setdefault((metric, cell.note), []).append(row)
     for (metric, note), rows in by_note.items():
         notes.append(f"† {metric} ({', '.join(rows)}): {note}")
     for (row, metric), cell in table.cells.items():
-        if cell.protocol and metric in visible and cell.value is not None:
+        if cell.protocol and metric in shown and cell.value is not None:
             notes.append(f"{PROTOCOL_MARK} {metric} ({row}): {cell.protocol}; not comparable as it stands.")
     return notes
 
@@ -113,10 +112,6 @@ def header_spans(cols: Sequence[Column]) -> list[tuple[str, int]]:
 
 
 # ------------------------------------------------------------------------------------ Markdown / CSV / LaTeX
-def _md_escape(s: str) -> str:
-    return s.replace("|", "\\|")
-
-
 def _md_cell(table: Table, row: Row, col: Column, *, half_width: bool = False) -> str:
     cell = table.cell(row.name, col.metric)
     if cell is None:
@@ -134,6 +129,7 @@ def _md_cell(table: Table, row: Row, col: Column, *, half_width: bool = False) -
 
 
 MARKDOWN_LAYOUTS = ("long", "wide")
+UNPUBLISHED = "No published number: the paper reports no result for this task."
 NOTE_WIDTH = 100  # the long layout's notes, in characters: a terminal's width with room to spare
 
 
@@ -154,65 +150,58 @@ def to_markdown(records_or_table, *, layout: str = "long", **build_kwargs) -> st
     for task, cols in table.groups():
         if layout == "wide":
             rows = table.rows_with_values(cols)
-            out.append(f"### {task}\n")
-            out.append("| checkpoint | " + " | ".join(_md_escape(c.label) for c in cols) + " |")
+            out.append(f"### {md_text(task)}\n")
+            if table.unpublished(cols):
+                out.append(f"{UNPUBLISHED}\n")
+            out.append("| checkpoint | " + " | ".join(md_cell(c.label) for c in cols) + " |")
             out.append("|---|" + "|".join("---:" for _ in cols) + "|")
             for r in rows:
-                out.append(f"| {_md_escape(r.label)} | " + " | ".join(_md_cell(table, r, c) for c in cols) + " |")
+                out.append(f"| {md_cell(r.label)} | " + " | ".join(_md_cell(table, r, c) for c in cols) + " |")
             out.append("")
             continue
         title = table.titles.get(task)
-        out.append(f"### {task}" + (f": {title}" if title else "") + "\n")
+        out.append(f"### {md_text(task)}" + (f": {md_text(title)}" if title else "") + "\n")
+        if table.unpublished(cols):
+            out.append(f"{UNPUBLISHED}\n")
         for block_cols, rows in table.long_blocks(cols):
-            out.append("| metric | " + " | ".join(_md_escape(r.label) for r in rows) + " |")
+            out.append("| metric | " + " | ".join(md_cell(r.label) for r in rows) + " |")
             out.append("|---|" + "|".join("---:" for _ in rows) + "|")
             for c in block_cols:
-                out.append(f"| {_md_escape(c.row_label)} | "
+                out.append(f"| {md_cell(c.row_label)} | "
                            + " | ".join(_md_cell(table, r, c, half_width=True) for r in rows) + " |")
             out.append("")
     if not table.columns:
         out.append("(no metrics)\n")
     notes = table_notes(table, table.columns, half_widths=layout == "long")
-    if layout == "wide":
-        out += [f"- {n}" for n in notes]
-    else:  # wrapped to fit a terminal, continuation lines indented (still one Markdown list item each)
-        out += [textwrap.fill(n, NOTE_WIDTH, initial_indent="- ", subsequent_indent="  ", break_long_words=False,
-                              break_on_hyphens=False) for n in notes]
+    # The long layout's notes are wrapped to fit a terminal, continuation lines indented (still one Markdown
+    # list item each).
+    out += [md_item(n, NOTE_WIDTH if layout == "long" else None) for n in notes]
     return "\n".join(out) + "\n"
+
 
 
 def to_csv(records_or_table, **build_kwargs) -> str:
     """One wide CSV: `checkpoint` then one column per metric (stored scale, full precision; empty =
     missing); with a baseline, a `<metric> delta` column follows each metric."""
     table = as_table(records_or_table, build_kwargs)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
     # A `<metric> protocol` column follows a metric with a cell made under another protocol (empty: same).
     flagged = {m for (_, m), cell in table.cells.items() if cell.protocol and cell.value is not None}
     header = ["checkpoint"]
     for c in table.columns:
         header += [c.metric] + ([f"{c.metric} delta"] if table.baseline is not None else [])
         header += [f"{c.metric} protocol"] if c.metric in flagged else []
-    w.writerow(header)
+    lines = [csv_line([header[0], *map(csv_text, header[1:])])]
     for r in table.rows:
-        line = [r.label]
+        line = [csv_text(r.label)]
         for c in table.columns:
             cell = table.cell(r.name, c.metric)
             line.append("" if cell is None else repr(cell.value))
             if table.baseline is not None:
                 line.append("" if cell is None or cell.delta is None else repr(cell.delta))
             if c.metric in flagged:
-                line.append((cell.protocol or "") if cell is not None else "")
-        w.writerow(line)
-    return buf.getvalue()
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def latex_escape(s: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(s))
+                line.append(csv_text(cell.protocol or "") if cell is not None else "")
+        lines.append(csv_line(line))
+    return "".join(lines)
 
 
 def _latex_cell(table: Table, row: Row, col: Column, best: set[str]) -> str:
@@ -245,19 +234,19 @@ def to_latex(records_or_table, **build_kwargs) -> str:
         rows = table.rows_with_values(cols)
         spans = header_spans(cols)
         out += ["", r"\begin{table}[ht]", r"\centering", r"\small",
-                rf"\caption{{{latex_escape(table.titles.get(task, task))}}}",
+                rf"\caption{{{latex_text(table.titles.get(task, task))}}}",
                 rf"\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', task)}}}",
                 r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule"]
         if any(top for top, _ in spans):
             heads, rules, at = [], [], 2
             for top, n in spans:
-                heads.append(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(top)}}}" if top else "")
+                heads.append(rf"\multicolumn{{{n}}}{{c}}{{{latex_text(top)}}}" if top else "")
                 if top:
                     rules.append(rf"\cmidrule(lr){{{at}-{at + n - 1}}}")
                 at += n
             out.append(" & " + " & ".join(heads) + r" \\")
             out.append(" ".join(rules))
-        out.append("checkpoint & " + " & ".join(latex_escape(c.header[1]) for c in cols) + r" \\")
+        out.append("checkpoint & " + " & ".join(latex_text(c.header[1]) for c in cols) + r" \\")
         out.append(r"\midrule")
         best = {c.metric: table.best(c, rows) for c in cols}
         prev_kind = None
@@ -265,9 +254,9 @@ def to_latex(records_or_table, **build_kwargs) -> str:
             if prev_kind is not None and r.kind != prev_kind:  # baseline | runs | paper
                 out.append(r"\midrule")
             prev_kind = r.kind
-            out.append(latex_escape(r.label) + " & "
+            out.append(latex_text(r.label) + " & "
                        + " & ".join(_latex_cell(table, r, c, best[c.metric]) for c in cols) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     notes = table_notes(table, table.columns, arrows=("up-arrow", "down-arrow"))
-    out += ["", *(f"% {n}" for n in notes)]
+    out += ["", *(f"% {visible(n)}" for n in notes)]
     return "\n".join(out) + "\n"

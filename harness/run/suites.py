@@ -1,7 +1,7 @@
 """Suites: named lists of (task, preset, settings) entries run on one checkpoint.
 
-Built in: `proxy` (every task on the offline proxies; the README's demo and the CI gate) and `paper` (the
-paper's full protocol on real datasets). A user's own suite is a TOML file:
+Built in: `proxy` (every task on the offline proxies; the README's demo and the CI gate), `paper` (the
+paper's full protocol on real datasets) and `flexi` (few-shot on the proxies at patch sizes 4, 8, 16, 32). A user's own suite is a TOML file:
 
     ckpt = "path/to/ckpt.npz"   # optional: the default --ckpt (relative to the file)
     [[task]]
@@ -55,6 +55,7 @@ SUITES: dict[str, tuple[Entry, ...]] = {
         Entry("coco_captioning", "proxy"),
         Entry("vqa", "proxy"),
         Entry("lit_zeroshot", "proxy"),
+        Entry("knn", "proxy"),
     ),
     "paper": (
         Entry("fewshot"),
@@ -65,10 +66,15 @@ SUITES: dict[str, tuple[Entry, ...]] = {
         Entry("coco_captioning"),
         Entry("vqa"),
         Entry("lit_zeroshot"),
+        Entry("knn"),
     ),
 }
 
-DEFAULT_CKPT = {"proxy": str(PROXY_CKPT)}
+# `flexi`: one checkpoint at several patch sizes (FlexiViT's resize of the patch embedding; the paper's
+# FlexiSoViT, Section 5.5), few-shot on the proxies; the HTML report plots each metric against the patch size.
+SUITES["flexi"] = tuple(Entry("fewshot", "proxy", (("patch_size", str(p)),)) for p in (4, 8, 16, 32))
+
+DEFAULT_CKPT = {"proxy": str(PROXY_CKPT), "flexi": str(PROXY_CKPT)}
 
 
 _ENTRY_KEYS = {"name", "preset", "set"}
@@ -205,6 +211,12 @@ def run_entries(entries: list[Planned], ckpt: str | None, *, encoder_config: dic
     one problem does not cost the other tasks; without it the error is raised. `distributed`: every
     process of a `jax.distributed` run computes each entry, process 0 writes its record."""
     encoders = Encoders()
+    if not keep_going:  # one entry (`harness run --task`): its task and settings are checked before the checkpoint
+        for p in entries:
+            if p.task is None and p.load_error is None:
+                p.task = get_task(p.task_name)
+            if p.task is not None:
+                api.make_config(p.task, p.preset, split_sets(p.task, p.sets)[0])
     # One handle for every entry: the checkpoint is detected and hashed once, each array read once.
     handle = open_checkpoint(ckpt) if ckpt and not str(ckpt).startswith("random") else ckpt
     try:

@@ -10,9 +10,11 @@
   directory.
 
 Load them like any TFDS dataset once this package is imported, e.g.
-`tfds.builder("proxy_scenes/tiny", data_dir=...)`.
+`tfds.builder("proxy_scenes/tiny", data_dir=...)`. `CHECK_FILES` holds, per builder that reads a manual
+folder, the check `harness prepare` runs before TFDS does: one line naming what is missing.
 """
 
+from harness.data.builders import gqa, objectnet, ocrvqa, vqav2
 from harness.data.builders.gqa import Gqa
 from harness.data.builders.objectnet import Objectnet
 from harness.data.builders.ocrvqa import Ocrvqa
@@ -20,4 +22,7 @@ from harness.data.builders.proxy_digits import ProxyDigits
 from harness.data.builders.proxy_scenes import ProxyScenes, ProxyScenesConfig
 from harness.data.builders.vqav2 import Vqav2
 
-__all__ = ["Gqa", "Objectnet", "Ocrvqa", "ProxyDigits", "ProxyScenes", "ProxyScenesConfig", "Vqav2"]
+CHECK_FILES = {"vqav2": vqav2.check_files, "gqa": gqa.check_files, "ocrvqa": ocrvqa.check_files,
+               "objectnet": objectnet.check_files}
+
+__all__ = ["CHECK_FILES", "Gqa", "Objectnet", "Ocrvqa", "ProxyDigits", "ProxyScenes", "ProxyScenesConfig", "Vqav2"]

@@ -30,6 +30,34 @@ from pathlib import Path
 from harness.errors import HarnessError, os_error
 
 
+CACHE_DIR_ENV = "HARNESS_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """The harness's cache folder (the feature cache is its `features/`, libraries' side files go in it
+    too): $HARNESS_CACHE_DIR, else ~/.cache/sovit-harness. An empty (or blank) $HARNESS_CACHE_DIR counts as
+    unset: never the current folder."""
+    chosen = os.environ.get(CACHE_DIR_ENV, "").strip()
+    return Path(chosen).expanduser() if chosen else Path.home() / ".cache" / "sovit-harness"
+
+
+# Libraries that keep files of their own under $HOME unless told otherwise: matplotlib its font cache and
+# config (~/.cache/matplotlib, ~/.config/matplotlib), keras its keras.json (~/.keras). A run keeps them in
+# the harness's cache folder instead (variable -> sub-folder).
+SIDE_FILES = {"MPLCONFIGDIR": "matplotlib", "KERAS_HOME": "keras"}
+# The ones set (non-empty) when the process started: the user's choice, kept.
+_USERS_SIDE_FILES = frozenset(v for v in SIDE_FILES if os.environ.get(v, "").strip())
+
+
+def side_files_under(cache_dir: str | Path) -> None:
+    """Points each library of SIDE_FILES at a sub-folder of `cache_dir` (through its environment variable,
+    before the library is imported), except where the user set the variable before the process started.
+    Called by the CLI at start-up, and again when --cache-dir names another folder."""
+    for var, sub in SIDE_FILES.items():
+        if var not in _USERS_SIDE_FILES:
+            os.environ[var] = str(Path(cache_dir).expanduser().absolute() / sub)
+
+
 def current_umask() -> int:
     """The process's umask, read without changing it where /proc allows (os.umask can only swap it)."""
     try:
@@ -278,5 +306,6 @@ def check_output_file(option: str, path) -> None:
     check_folder(option, target.parent, named=path)
 
 
-__all__ = ["atomic_file", "check_folder", "check_output_file", "current_umask", "file_lock", "fresh_dir",
-           "fsync_dir", "replace_dir", "write_json_atomic", "write_target", "write_text_atomic"]
+__all__ = ["CACHE_DIR_ENV", "atomic_file", "check_folder", "check_output_file", "current_umask", "default_cache_dir",
+           "file_lock", "fresh_dir", "fsync_dir", "replace_dir", "side_files_under", "write_json_atomic",
+           "write_target", "write_text_atomic"]

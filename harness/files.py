@@ -82,18 +82,22 @@ def _kind(mode: int) -> str:
 
 
 def write_target(path: str | Path, *, what: str = "") -> tuple[Path, os.stat_result | None]:
-    """Where a write to `path` lands, and its stat (None: nothing there yet). A symlink is followed to its
-    end (a dangling one to the path it names), so the link itself stays; a symlink loop is one line."""
+    """Where a write to `path` lands, and what is there (its stat, links followed; None: nothing yet). A
+    symlink to a regular file (or a dangling one) gives the file it points to, followed to the end, so the
+    link itself stays; a symlink to a device or FIFO is written through as it is (the kernel follows it:
+    `/dev/stdout` is `/proc/self/fd/1`, whose target is no path). A symlink loop is one line."""
     path = Path(path)
-    target = path
-    if path.is_symlink():
-        target = Path(os.path.realpath(path))
-        if target.is_symlink():
-            raise HarnessError(f"{_where(what, path)}: is a symlink loop; point it at a file or remove it")
     try:
-        return target, target.stat()
+        st = path.stat()
     except FileNotFoundError:
-        return target, None
+        st = None
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise HarnessError(f"{_where(what, path)}: is a symlink loop; point it at a file or remove it") from None
+    if path.is_symlink() and (st is None or stat.S_ISREG(st.st_mode)):
+        return Path(os.path.realpath(path)), st
+    return path, st
 
 
 def _where(what: str, path) -> str:

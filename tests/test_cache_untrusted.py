@@ -420,13 +420,13 @@ def _apply(root: Path, m: dict) -> None:
                 arrays = {n: npz[n] for n in npz.files if n != cache_mod._CHUNK_DIGEST}
         except Exception:  # noqa: BLE001 - already damaged
             return
-        if kind == "chunk_rename":
+        if kind == "chunk_rename" and "label" in arrays:
             arrays[m["member"]] = arrays.pop("label")
-        elif kind == "chunk_drop":
+        elif kind == "chunk_drop" and arrays:
             arrays.pop(sorted(arrays)[m["at"] % len(arrays)])
         elif kind == "chunk_dtype":
             arrays["label.dtype"] = np.array(str(m["value"])[:12])
-        elif kind == "chunk_rows":
+        elif kind == "chunk_rows" and "pre_logits" in arrays:
             arrays["pre_logits"] = arrays["pre_logits"][: m["at"] % CHUNK]
         if kind == "chunk_header":
             try:

@@ -168,7 +168,7 @@ def _stored_name(logical: str) -> str:
 
 
 def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not _ARRAY_NAME_RE.match(name) or name == "meta":
+    if not isinstance(name, str) or not _ARRAY_NAME_RE.fullmatch(name) or name == "meta":
         raise Unusable(f"array name {name!r} is not one the cache writes")
     return name
 
@@ -731,7 +731,8 @@ def _chunk_digest(chunk: Mapping[str, np.ndarray]) -> str:
     for name in sorted(n for n in chunk if n != _CHUNK_DIGEST):
         array = np.ascontiguousarray(chunk[name])
         digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(memoryview(array).cast("B"))
+        if array.size:  # an empty array has no bytes (and memoryview cannot cast a zero-length shape)
+            digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
 
 

@@ -14,7 +14,7 @@ import click
 
 from harness import progress
 from harness.errors import HarnessError, os_error
-from harness.files import check_folder, check_output_file, write_text_atomic
+from harness.files import check_folder, check_output_file, default_cache_dir, side_files_under, write_text_atomic
 from harness.models.variants import decode_variant, model_table
 from harness.scale.runtime import (
     ENV_CPU_DEVICES,
@@ -41,6 +41,8 @@ class _Group(click.Group):
     """Turns HarnessError into one line on stderr and exit code 2."""
 
     def invoke(self, ctx):
+        # Libraries' side files (matplotlib's font cache, keras.json) under the harness's cache, not $HOME.
+        side_files_under(default_cache_dir())
         quiet_tensorflow_import()
         try:
             with progress.log_lines():  # the library's warnings as `warning: ...` lines
@@ -109,11 +111,11 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
                            "size, e.g. --res 224)")
     if variant:
         decode_variant(variant)
-    from harness.eval.cache import default_cache_dir
-
     check_folder("--out", out_dir)
     check_folder("--cache-dir" if cache_dir else "the feature cache ($HARNESS_CACHE_DIR)",
                  cache_dir or default_cache_dir())
+    if cache_dir:
+        side_files_under(cache_dir)
     check_folder("--data-dir", data_dir, write=False)
     check_xla_flags()  # the user's, before --cpu-devices adds its own
     if cpu_devices:
@@ -241,8 +243,9 @@ def report(runs, fmt, output, baseline, with_, show_seeds, layout):
     from harness.report import report_command
 
     check_output_file("-o", output)
+    # With -o the table goes to the file and "wrote FILE" to stderr, so that `-o /dev/stdout` is a pipe.
     click.echo(report_command(runs, fmt=fmt, output=output, baseline=baseline, with_paper="paper" in with_,
-                              show_seeds=show_seeds, layout=layout), nl=False)
+                              show_seeds=show_seeds, layout=layout), nl=False, err=bool(output))
 
 
 @main.command()
@@ -355,6 +358,8 @@ def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
     from harness.shape import sweep as sw
 
     cfg = sw.make_config(preset, _parse_sets(sets))
+    if cache_dir:
+        side_files_under(cache_dir)
     if dry_run:
         click.echo(sw.describe_plan(cfg), nl=False)
         return

@@ -18,14 +18,17 @@ import dataclasses
 import errno
 import io
 import json
+import logging
 import math
 import os
 import pickle
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.eval import cache as cache_mod
+from harness.files import SIDE_FILES
 from tests.formats import OPEN_CLIP_CONFIG, TIMM_CONFIG, write_open_clip, write_timm
 from tests.test_report_inert import ATTACK, assert_inert_html, assert_inert_markdown, assert_latex_safe
 from tests.tiny import TINIEST
@@ -340,7 +344,10 @@ class Case:
     others: bool = False  # lines of others may precede ours (a dataset's first-use build log)
     extracts: bool = False  # fails only once the data is seen: may leave cache entries, shows progress
     process: bool = False  # run as a real process (what the terminal shows depends on it)
-    env: dict = dataclasses.field(default_factory=dict)  # environment variables set (in a real process)
+    setup: str = ""  # a SETUPS function preparing the case's own files under {tmp} (a damaged cache copy, links)
+    environ: dict = dataclasses.field(default_factory=dict)  # variables set for the case ({tmp} filled in)
+    cwd: str = ""  # run in this folder ({tmp} filled in)
+    after: str = ""  # an AFTER check of what is left: devices and links intact, nothing outside touched
 
 
 def run(*extra, ckpt="{tiny}"):
@@ -622,19 +629,178 @@ CASES = [
     Case("gate-run-empty", gate("runs_empty", "base.json"), says="no result records to check"),
     Case("gate-baseline-from-nan-run", ["check", "{root}/runs_nan", "--write-baseline", "{out}/b.json"],
          says="lists no metrics"),
+    # nothing outside the user's paths: report outputs onto devices and links
+    Case("report-o-dev-null", ["report", "{records}", "-o", "/dev/null"], code=0, says=r"^wrote /dev/null$",
+         after="dev_null_intact"),
+    Case("report-o-dev-stdout", ["report", "{records}", "-o", "/dev/stdout"], code=0, process=True,
+         says=r"^wrote /dev/stdout$", after="report_on_stdout"),
+    Case("report-o-symlink", ["report", "{records}", "-o", "{tmp}/link.md"], code=0, setup="report_link",
+         says=r"^wrote .*/link.md$", after="link_intact"),
+    Case("report-o-symlink-loop", ["report", "{records}", "-o", "{tmp}/loop.md"], setup="report_loop",
+         says=r"^error: -o .*/loop.md: is a symlink loop; point it at a file or remove it$"),
+    Case("report-o-block-device", ["report", "{records}", "-o", "{tmp}/blk"], setup="block_device",
+         says=r"^error: -o .*/blk: is a block device, not a regular file; pass a file path$", after="blk_intact"),
+    Case("baseline-o-dev-null", ["check", "{records}", "--write-baseline", "/dev/null"], code=0,
+         says=r"^wrote /dev/null", after="dev_null_intact"),
+    # nothing outside the user's paths: feature-cache metadata is untrusted (each rebuilt, one warning line)
+    Case("cache-meta-names-a-path-outside", run("--cache-dir", "{tmp}/cache"), code=0, setup="meta_outside",
+         says=r"feature cache entry .* is unusable \(array pre_logits: file '\.\./\.\./\.\./outside/secret.npy' "
+              r"is not pre_logits.npy\); deleting it to recompute", after="outside_untouched"),
+    Case("cache-meta-is-a-list", run("--cache-dir", "{tmp}/cache"), code=0, setup="meta_list",
+         says=r"is unusable \(meta.json holds a list, not an object\)", after="outside_untouched"),
+    Case("cache-meta-declares-4tib", run("--cache-dir", "{tmp}/cache"), code=0, setup="meta_huge",
+         says=r"is unusable \(pre_logits.npy holds \(\d+, 16\) float32, expected \[\d+, 1099511627776\]",
+         after="outside_untouched"),
+    Case("cache-npy-symlinked-outside", run("--cache-dir", "{tmp}/cache"), code=0, setup="npy_link",
+         says=r"is unusable \(pre_logits.npy is a symlink\)", after="outside_untouched"),
+    Case("cache-entry-symlinked-outside", run("--cache-dir", "{tmp}/cache"), code=0, setup="entry_link",
+         says=r"is unusable \(not a folder of the cache \(a symlink or a file\)\)", after="outside_untouched"),
+    Case("cache-partial-chunk-names-a-path", run("--cache-dir", "{tmp}/cache"), code=0, setup="chunk_path",
+         says=r"chunk 0 unreadable \(Unusable: array name '\.\./\.\./\.\./outside/x' is not one the cache "
+              r"writes\); recomputing it", after="outside_untouched"),
+    Case("cache-partial-plan-wrong-shape", run("--cache-dir", "{tmp}/cache"), code=0, setup="plan_list",
+         says=r"discarding partial feature build .*: made with another chunking/dtype plan",
+         after="outside_untouched"),
+    # nothing outside the user's paths: empty settings and libraries' side files
+    Case("env-cache-dir-empty", run(), code=0, process=True, setup="home", cwd="{tmp}/cwd",
+         environ={"HARNESS_CACHE_DIR": "", "HOME": "{tmp}/home"}, after="cache_in_home_not_cwd"),
+    Case("env-home-stays-empty", [a if a != "{data}" else "{tmp}/tfds" for a in run("--cache-dir", "{tmp}/cache")],
+         code=0, process=True, setup="home", cwd="{tmp}/cwd", environ={"HOME": "{tmp}/home"}, after="home_empty"),
+    # huge batches: refused up front, before anything is allocated (the memory bound: below)
+    Case("batch-size-huge", run("--set", "batch_size=1000000000"),
+         says=r"setting batch_size=1000000000 is out of range: must be >= 1 and <= 1048576"),
+    Case("batch-size-huge-decoder", task("coco_captioning", "eval_batch_size=1000000000", preset="proxy"),
+         says=r"coco_captioning: setting eval_batch_size=1000000000 is out of range"),
+    Case("batch-size-huge-lit", task("lit_zeroshot", "image_batch_size=2000000"),
+         says=r"image_batch_size=2000000 is out of range: must be >= 1 and <= 1048576"),
+    Case("batch-train-larger-than-split", task("imagenet_finetune", "dataset=proxy_digits", "train_split=train[:16]",
+                                               "minival_split=train[16:32]", "test_split=test[:16]",
+                                               "real_dataset=", "v2_dataset=", "res=16", "train_steps=1",
+                                               "warmup_steps=0", "batch_size=32", "ckpt_every=0"),
+         extracts=True, says=r"batch_size 32 is larger than the 16 training examples of dataset 'proxy_digits'; "
+                             r"lower batch_size to at most 16"),
     # what a terminal shows: TF's C++ start-up lines and TFDS's absl warnings must not frame our line
     Case("process-dataset-not-prepared", run("--set", "datasets=cifar100"), process=True,
          says=r"dataset 'cifar100' is not prepared under .*: run `harness prepare cifar100 --data-dir"),
     Case("process-bad-setting", run("--set", "shots=-1"), process=True, says="shots=-1 is out of range"),
     # the environment jax starts under
-    Case("env-jax-platforms-cuda", run(), env={"JAX_PLATFORMS": "cuda", "CUDA_VISIBLE_DEVICES": ""},
+    Case("env-jax-platforms-cuda", run(), process=True, environ={"JAX_PLATFORMS": "cuda", "CUDA_VISIBLE_DEVICES": ""},
          says=r"JAX_PLATFORMS=cuda: jax cannot start that backend here .*unset JAX_PLATFORMS to run on the CPU"),
-    Case("env-xla-flags-unknown", run(), env={"XLA_FLAGS": "--xla_no_such_flag=1"},
+    Case("env-xla-flags-unknown", run(), process=True, environ={"XLA_FLAGS": "--xla_no_such_flag=1"},
          says=r"XLA_FLAGS='--xla_no_such_flag=1': XLA refuses it and would abort \(Unknown flag in XLA_FLAGS: "
               r"--xla_no_such_flag=1\); fix or remove that flag"),
-    Case("env-xla-flags-bad-value", run(), env={"XLA_FLAGS": "--xla_force_host_platform_device_count=two"},
+    Case("env-xla-flags-bad-value", run(), process=True, environ={"XLA_FLAGS": "--xla_force_host_platform_device_count=two"},
          says=r"Couldn't interpret value two for flag xla_force_host_platform_device_count"),
 ]
+
+
+# ------------------------------------------------------------------------- the cases' own files and checks
+def _copy_cache(env, tmp: Path) -> list[Path]:
+    """tmp/cache: a copy of the shared cache (its finished entries); tmp/outside: files no cache may read."""
+    shutil.copytree(env["cache"], tmp / "cache", symlinks=True)
+    (tmp / "outside").mkdir()
+    np.save(tmp / "outside" / "secret.npy", np.full((200, 16), 7, np.float32))
+    return [p for p in (tmp / "cache" / "features").iterdir() if not p.name.startswith(".")]
+
+
+def _edit_metas(env, tmp, edit) -> None:
+    for entry in _copy_cache(env, tmp):
+        meta = json.loads((entry / "meta.json").read_text())
+        (entry / "meta.json").write_text(json.dumps(edit(meta)))
+
+
+def _outside_entries(env, tmp, how) -> None:
+    for entry in _copy_cache(env, tmp):
+        copy = tmp / "outside" / entry.name
+        shutil.copytree(entry, copy)
+        how(entry, copy)
+
+
+def _replace_by_link(path: Path, target: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path.symlink_to(target)
+
+
+def _as_partials(env, tmp, chunk=None, plan=None) -> None:
+    """Each entry turned back into the partial build of its key: the plan features.extract makes, and a
+    chunk 0 (`chunk(arrays)` -> arrays, written with a valid checksum)."""
+    for entry in _copy_cache(env, tmp):
+        meta = json.loads((entry / "meta.json").read_text())
+        arrays = {n: np.load(entry / a["file"]) for n, a in meta["arrays"].items()}
+        partial = entry.with_name(entry.name + ".partial")
+        partial.mkdir()
+        default = {"format_version": 1, "num_examples": meta["num_examples"], "chunk_size": 4096,
+                   "dtypes": {"pre_logits": "float32"}}
+        (partial / "plan.json").write_text(json.dumps(default if plan is None else plan))
+        stored = {**arrays, **{f"{n}.dtype": np.array(str(a.dtype)) for n, a in arrays.items()}}
+        stored = chunk(stored) if chunk else stored
+        stored[cache_mod._CHUNK_DIGEST] = np.array(cache_mod._chunk_digest(stored))
+        with open(partial / "chunk_000000.npz", "wb") as f:
+            np.savez(f, **stored)
+        shutil.rmtree(entry)
+
+
+def _block_device(env, tmp):
+    if os.geteuid() != 0:
+        pytest.skip("making a block device node needs root")
+    os.mknod(tmp / "blk", 0o600 | stat.S_IFBLK, os.makedev(7, 251))
+
+
+SETUPS = {
+    "report_link": lambda env, tmp: ((tmp / "real").mkdir(), (tmp / "real" / "r.md").write_text("old\n"),
+                                     (tmp / "link.md").symlink_to(tmp / "real" / "r.md")),
+    "report_loop": lambda env, tmp: ((tmp / "loop.md").symlink_to(tmp / "loop2.md"),
+                                     (tmp / "loop2.md").symlink_to(tmp / "loop.md")),
+    "block_device": _block_device,
+    "meta_outside": lambda env, tmp: _edit_metas(env, tmp, lambda m: {**m, "arrays": {
+        n: {**a, "file": "../../../outside/secret.npy"} for n, a in m["arrays"].items()}}),
+    "meta_list": lambda env, tmp: _edit_metas(env, tmp, lambda m: list(m)),
+    "meta_huge": lambda env, tmp: _edit_metas(env, tmp, lambda m: {**m, "arrays": {
+        **m["arrays"], "pre_logits": {**m["arrays"]["pre_logits"],
+                                      "shape": [m["num_examples"], 1 << 40]}}}),
+    "npy_link": lambda env, tmp: _outside_entries(env, tmp, lambda entry, copy: _replace_by_link(
+        entry / "pre_logits.npy", copy / "pre_logits.npy")),
+    "entry_link": lambda env, tmp: _outside_entries(env, tmp, lambda entry, copy: _replace_by_link(entry, copy)),
+    "chunk_path": lambda env, tmp: _as_partials(env, tmp, chunk=lambda c: {
+        **c, "../../../outside/x": c["label"], "../../../outside/x.dtype": c["label.dtype"]}),
+    "plan_list": lambda env, tmp: _as_partials(env, tmp, plan=[1, 2]),
+    "home": lambda env, tmp: ((tmp / "home").mkdir(), (tmp / "cwd").mkdir()),
+}
+
+
+def _snapshot(folder: Path) -> dict[str, tuple]:
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): (p.lstat().st_mode, p.lstat().st_mtime_ns,
+                                         p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def _after(case: Case, tmp: Path, stdout: str, before_outside: dict) -> None:
+    if case.after == "dev_null_intact":
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    elif case.after == "report_on_stdout":  # the table came through the pipe, the "wrote" line did not
+        assert stdout.startswith("### fewshot") and "wrote" not in stdout, stdout
+    elif case.after == "link_intact":
+        assert (tmp / "link.md").is_symlink() and (tmp / "real" / "r.md").read_text().startswith("### fewshot")
+        assert sorted(os.listdir(tmp / "real")) == ["r.md"]
+    elif case.after == "blk_intact":
+        assert stat.S_ISBLK((tmp / "blk").lstat().st_mode)
+    elif case.after == "outside_untouched":
+        assert _snapshot(tmp / "outside") == before_outside
+        assert not list((tmp / "cache" / "features").glob("*.partial"))
+        assert len(list((tmp / "out").glob("*.json"))) == 1
+    elif case.after == "cache_in_home_not_cwd":
+        assert os.listdir(tmp / "cwd") == []
+        assert list((tmp / "home" / ".cache" / "sovit-harness" / "features").glob("*/meta.json"))
+        assert sorted(os.listdir(tmp / "home")) == [".cache"]
+        assert sorted(os.listdir(tmp / "home" / ".cache")) == ["sovit-harness"]
+    elif case.after == "home_empty":  # preparing the dataset imported matplotlib and keras: their files moved
+        assert os.listdir(tmp / "home") == [] and os.listdir(tmp / "cwd") == []
+        assert (tmp / "cache" / "keras" / "keras.json").exists()
+        assert list((tmp / "cache" / "matplotlib").glob("fontlist-*.json"))
+    else:
+        assert not case.after, case.after
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -667,7 +833,7 @@ def _assert_clean(out: Path, caches: list[Path]) -> None:
                 assert cache_mod.FeatureCache(features).get(entry.name) is not None, entry
 
 
-def _assert_outcome(case: Case, code: int, stdout: str, stderr: str) -> None:
+def _assert_outcome(case: Case, code: int, stdout: str, stderr: str, logged: list[str] = ()) -> None:
     assert "Traceback" not in stdout + stderr, stdout + stderr
     assert code == case.code, (code, stdout, stderr)
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
@@ -685,6 +851,9 @@ def _assert_outcome(case: Case, code: int, stdout: str, stderr: str) -> None:
         assert verdict.startswith("check FAILED") and re.search(case.says, verdict), verdict
     else:
         assert not ours, lines
+        if case.says:  # the line (a warning, "wrote FILE") that says what happened
+            said = lines + stdout.splitlines() + list(logged)
+            assert [ln for ln in said if re.search(case.says, ln)], said
 
 
 def _fake_disk(kind: str, monkeypatch, root: Path) -> Path:
@@ -726,26 +895,37 @@ def _prepare_disk(case: Case, env, monkeypatch) -> Path | None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, env, tmp_path, monkeypatch):
+def test_bad_input(case: Case, env, tmp_path, monkeypatch, caplog):
     out = tmp_path / "out"
     disk = _prepare_disk(case, env, monkeypatch)
-    subs = {**env["subs"], "out": str(out), **({case.disk: str(disk)} if disk else {})}
+    subs = {**env["subs"], "out": str(out), "tmp": str(tmp_path), **({case.disk: str(disk)} if disk else {})}
     args = [a.format(**subs) for a in case.args]
-    before = _listing(env["cache"])
+    # The feature cache (not the libraries' side files beside it, in the same cache folder).
+    before = _listing(env["cache"] / "features")
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(env["cache"]))
-    if case.process or case.env:
+    if case.setup:
+        SETUPS[case.setup](env, tmp_path)
+    before_outside = _snapshot(tmp_path / "outside")
+    for name, value in case.environ.items():
+        monkeypatch.setenv(name, value.format(**subs))
+    if case.process:
+        # Not the side-file variables an in-process CLI call of this session set: the child sets its own.
+        child_env = {k: v for k, v in os.environ.items() if k not in SIDE_FILES}
         p = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                           timeout=300, env={**os.environ, **case.env})
+                           timeout=300, env=child_env, cwd=case.cwd.format(**subs) or None)
         code, stdout, stderr = p.returncode, p.stdout, p.stderr
     else:
         r = CliRunner().invoke(main, args)
         assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
         code, stdout, stderr = r.exit_code, r.stdout, r.stderr
-    _assert_outcome(case, code, stdout, stderr)
-    caches = [env["cache"]] + ([disk / "c"] if disk is not None else [])
+    # In-process, pytest's log capture takes the warnings a terminal shows on stderr.
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    _assert_outcome(case, code, stdout, stderr, logged)
+    caches = [env["cache"]] + ([disk / "c"] if disk is not None else []) + [tmp_path / "cache"]
     _assert_clean(out, caches)
+    _after(case, tmp_path, stdout, before_outside)
     if not case.extracts and case.code == 2:
-        assert _listing(env["cache"]) == before, "a bad input must fail before any feature is extracted"
+        assert _listing(env["cache"] / "features") == before, "a bad input must fail before any feature is extracted"
 
 
 def test_the_matrix_is_big_enough():
@@ -870,3 +1050,26 @@ def test_written_files_respect_the_umask(env, tmp_path, monkeypatch):
     assert len(files) >= 7
     assert {str(f.relative_to(tmp_path)): oct(f.stat().st_mode & 0o777) for f in files} == \
         {str(f.relative_to(tmp_path)): "0o644" for f in files}
+
+
+def test_a_batch_larger_than_the_split_stays_within_memory_and_time(env, tmp_path):
+    """`batch_size=1000000` (under the 2^20 bound) over 200 + 100 examples: an eval batch larger than its
+    split is the split, so the run takes what `batch_size=50` takes, plus 256 MiB and twice the time plus
+    30 s (padded to 10^6 images of 16 px, it would hold 3 GiB of zeros). `batch_size=1000000000` is refused
+    up front: within the normal run's memory (+16 MiB) and 60 s. Both measured runs extract their features afresh."""
+    def measure(batch_size: int, name: str) -> tuple[float, int, float]:
+        subs = {**env["subs"], "out": str(tmp_path / name)}
+        args = [a.format(**subs) for a in run("--set", f"batch_size={batch_size}", "--cache-dir", str(tmp_path / name))]
+        start = time.monotonic()
+        peak, code = _peak_rss_mb(args)
+        return peak, code, time.monotonic() - start
+
+    normal, code, normal_s = measure(50, "normal")
+    assert code == 0
+    huge, code, huge_s = measure(1_000_000, "huge")
+    assert code == 0 and huge < normal + 256 and huge_s < 2 * normal_s + 30, (huge, normal, huge_s, normal_s)
+    (a,), (b,) = (list((tmp_path / n).glob("*.json")) for n in ("normal", "huge"))
+    assert json.loads(a.read_text())["metrics"] == json.loads(b.read_text())["metrics"]
+    refused, code, refused_s = measure(1_000_000_000, "refused")
+    assert code == 2 and refused <= normal + 16 and refused_s < 60, (refused, normal, refused_s)
+    assert 1_000_000 * 16 * 16 * 3 * 4 / 2**20 > 256 * 10

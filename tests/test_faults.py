@@ -213,6 +213,39 @@ def test_sigkill_during_extraction_then_a_damaged_chunk_then_a_damaged_entry(env
     _no_temporaries(out, cache)
 
 
+def test_sigkill_then_crafted_chunks_resume_without_reading_outside(env, tmp_path, monkeypatch):
+    """The partial build a killed run left is untrusted input: a chunk replaced by a symlink to an identical
+    chunk outside the cache, and a chunk rewritten with a member named `../../../outside/x` under a valid
+    checksum, are both recomputed (with the two never written); nothing outside is read or changed, and
+    the record equals an uninterrupted run's."""
+    from harness.eval import cache as cache_mod
+
+    out, cache = tmp_path / "runs", tmp_path / "cache"
+    args = _args(env, FEWSHOT, env["ckpt16"], out, cache)
+    proc, _ = _child(env, "extract", 13, args, tmp_path)  # chunks 0-2 committed
+    assert _kill(proc)[0] == -signal.SIGKILL
+    (partial,) = (cache / "features").glob("*.partial")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(partial / "chunk_000000.npz", outside / "chunk_000000.npz")
+    (partial / "chunk_000000.npz").unlink()
+    (partial / "chunk_000000.npz").symlink_to(outside / "chunk_000000.npz")
+    with np.load(partial / "chunk_000001.npz") as npz:
+        arrays = {n: npz[n] for n in npz.files if n != cache_mod._CHUNK_DIGEST}
+    arrays["../../../outside/x"], arrays["../../../outside/x.dtype"] = arrays["label"], arrays["label.dtype"]
+    arrays[cache_mod._CHUNK_DIGEST] = np.array(cache_mod._chunk_digest(arrays))
+    with open(partial / "chunk_000001.npz", "wb") as f:
+        np.savez(f, **arrays)
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    _small_chunks(monkeypatch)
+    resumed = _run_here(args)
+    assert _computed(resumed)["train"] == 1000 - CHUNK  # chunk 2 reused, 0, 1, 3, 4 computed
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+    _same_result(resumed, _reference(env, "fewshot", FEWSHOT, env["ckpt16"], monkeypatch))
+    assert not list((cache / "features").glob("*.partial"))
+    _no_temporaries(out, cache)
+
+
 def test_ctrl_c_during_extraction_is_one_line_on_a_fresh_line_and_resumes(env, tmp_path, monkeypatch):
     out, cache = tmp_path / "runs", tmp_path / "cache"
     args = _args(env, FEWSHOT, env["ckpt16"], out, cache)

@@ -32,6 +32,7 @@ MESH_SITES = {
     "coco_captioning": {"_apply_on_mesh", "fit", "_decode_table", "_log_perplexity"},
     "vqa": {"fit", "_decode_table", "_log_perplexity"},            # its features: coco's cache hits
     "lit_zeroshot": {"_apply_on_mesh", "fit", "embed"},            # image pass, LiT steps, text tower
+    "knn": {"_apply_on_mesh"},                                     # encoder pass (the votes run on the host)
 }
 # Matmuls split into per-device blocks round differently from one big block (XLA picks the kernel by
 # shape); a forward pass therefore agrees to float32 rounding, not bit for bit.

@@ -2,11 +2,15 @@
 
 `iterate(name, split, pp=..., batch_size=...)` is the one way tasks read data:
 - eval (`train=False`): split order, every example exactly once; the last batch is padded to
-  `batch_size` and the boolean `_mask` marks real examples; `_index` is each example's position
-  in the split (-1 for padding). `start_example` resumes after already processed examples.
+  the batch size and the boolean `_mask` marks real examples; `_index` is each example's position
+  in the split (-1 for padding). `start_example` resumes after already processed examples. A
+  `batch_size` larger than the (process's share of the) split is that share (`eval_batch_size`):
+  padding never exceeds the examples asked for.
 - train (`train=True`): an endless stream of fixed-size batches, shuffled per epoch with seeds
   derived from `seed`, identical on every run; `start_step` / `start_example` continue a stream
   exactly where a killed run stopped (resuming costs reading at most one epoch of raw records).
+  A `batch_size` larger than the (process's share of the) split is refused: a batch would hold
+  examples more than once, and its memory would be the user's surprise.
 
 Images are read undecoded (TFDS `SkipDecoding`) so the pp's `decode` op decodes them, as big_vision
 does. Nested features are flattened to "/"-joined keys ("captions/text"). Variable-length features
@@ -19,6 +23,7 @@ the split (as `tfds.even_splits`); in eval every process yields the same number 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -31,6 +36,8 @@ from harness.data.prepared import _prepared_builder, _tfds, require_prepared
 from harness.data.registry import SUBSET_IN_BUILD, default_data_dir, get_info
 from harness.errors import HarnessError
 from harness.tf_import import tf
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
 _KEY_SEP = "/"
@@ -238,9 +245,19 @@ def eval_num_batches(name: str, split: str, *, batch_size: int,
                      num_examples: int | None = None, process_count: int = 1) -> int:
     """How many batches `iterate(..., train=False)` yields (the same for every process)."""
     total = _capped_total(_split_ranges(_builder(name, data_dir), name, split), num_examples)
-    largest = max(hi - lo for lo, hi in
-                  (_process_bounds(total, i, process_count) for i in range(process_count)))
-    return math.ceil(max(largest - start_example, 0) / batch_size)
+    largest = _largest_share(total, process_count)
+    return math.ceil(max(largest - start_example, 0) / eval_batch_size(batch_size, total, process_count))
+
+
+def _largest_share(total: int, process_count: int) -> int:
+    return max(hi - lo for lo, hi in (_process_bounds(total, i, process_count) for i in range(process_count)))
+
+
+def eval_batch_size(batch_size: int, total: int, process_count: int = 1) -> int:
+    """The batch an eval pass over `total` examples uses: `batch_size`, but never more than the largest
+    process's share of them (a larger batch would only add padding: allocated, encoded, thrown away). It
+    does not depend on `start_example`, so a resumed pass has the shape of the first."""
+    return max(1, min(batch_size, _largest_share(total, process_count)))
 
 
 def _capped_total(ranges, cap: int | None) -> int:
@@ -305,6 +322,10 @@ def iterate(
                            start_example or start_step * batch_size, process_index,
                            process_count, shuffle_buffer_size)
     else:
+        if batch_size > (capped := eval_batch_size(batch_size, total, process_count)):
+            log.debug("%s/%s: batch_size %d is larger than the %d examples read; batches of %d", name, split,
+                      batch_size, total, capped)
+        batch_size = capped
         ds = _eval_stream(builder, ranges, total, pp, decoders, batch_size, seed, start_example,
                           process_index, process_count)
         if ds is None:
@@ -321,8 +342,7 @@ def _eval_stream(builder, ranges, total, pp, decoders, batch_size, seed, start_e
                  process_index, process_count):
     lo, hi = _process_bounds(total, process_index, process_count)
     begin = min(lo + start_example, hi)
-    largest = max(b - a for a, b in
-                  (_process_bounds(total, i, process_count) for i in range(process_count)))
+    largest = _largest_share(total, process_count)
     num_batches = math.ceil(max(largest - start_example, 0) / batch_size)
     if num_batches == 0:
         return None
@@ -363,6 +383,10 @@ def _train_stream(builder, name, ranges, total, pp, decoders, batch_size, seed, 
     if size == 0:
         raise HarnessError(f"dataset '{name}' has no training examples for process "
                            f"{process_index} of {process_count}; use a larger split")
+    if batch_size > size:
+        share = f" (process {process_index} of {process_count})" if process_count > 1 else ""
+        raise HarnessError(f"batch_size {batch_size} is larger than the {size} training examples of dataset "
+                           f"'{name}'{share}; lower batch_size to at most {size} or use a larger split")
     if shuffle_buffer_size < 1:
         raise HarnessError(f"shuffle_buffer_size must be >= 1; got {shuffle_buffer_size}")
     raw = _read(builder, _sub_ranges(ranges, lo, hi), decoders, ordered=False)

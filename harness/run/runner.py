@@ -176,7 +176,7 @@ def _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, *, preset, data_dir, out_di
             task=task, preset=preset, config=cfg, cfg_hash=cfg_hash, encoder=encoder.describe(), metrics=metrics,
             metric_info=declared, ctx=ctx, seeds=seeds, name=name,
             timings={"load_seconds": t_load, "total_seconds": time.perf_counter() - t0, **ctx.record_timings()})
-        write_json_atomic(rec_path, record, what="the result record")
+        write_json_atomic(rec_path, record, what="the result record", devices=False)
         return record, rec_path, False
 
 

@@ -62,7 +62,7 @@ def _save_state(ckpt_dir: Path, step: int, params, opt_state, extra: dict | None
     if writer:
         write_text_atomic(tmp / "meta.json", json.dumps({"step": step, **(extra or {})}), what="the training state")
         replace_dir(tmp, final)
-        write_text_atomic(ckpt_dir / "LATEST", final.name, what="the training state")
+        write_text_atomic(ckpt_dir / "LATEST", final.name, what="the training state", devices=False)
         for old in ckpt_dir.glob("state-*"):
             if old.name != final.name:
                 shutil.rmtree(old, ignore_errors=True)

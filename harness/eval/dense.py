@@ -104,6 +104,39 @@ def slide_windows(height: int, width: int, crop: int, stride: int) -> list[tuple
     return out
 
 
+def slide_logits(image: np.ndarray, crop: int, stride: int, predict, num_classes: int) -> np.ndarray:
+    """DINOv3's sliding-window inference of one image [H, W, 3]: `predict(windows [n, crop, crop, 3])` gives
+    each window's logits at the window's size [n, crop, crop, C]; they are summed where windows overlap and
+    divided by the count, float32 [H, W, C]."""
+    h, w = image.shape[:2]
+    boxes = slide_windows(h, w, crop, stride)
+    if any(y2 - y1 != crop or x2 - x1 != crop for y1, y2, x1, x2 in boxes):
+        raise HarnessError(f"segmentation: a {h}x{w} image is smaller than the {crop} px window; resize its "
+                           "shorter side to the window at least")
+    logits = np.asarray(predict(np.stack([image[y1:y2, x1:x2] for y1, y2, x1, x2 in boxes])), np.float32)
+    total = np.zeros((h, w, num_classes), np.float32)
+    count = np.zeros((h, w, 1), np.float32)
+    for (y1, y2, x1, x2), part in zip(boxes, logits):
+        total[y1:y2, x1:x2] += part
+        count[y1:y2, x1:x2] += 1
+    return total / count
+
+
+def resized_argmax(logits: np.ndarray, size: tuple[int, int], rows: int = 64) -> np.ndarray:
+    """argmax over classes of `logits` [h, w, C] bilinearly resized to `size` (`resize_bilinear`), computed
+    `rows` output rows at a time (a full ADE20k label size times 150 classes would not fit)."""
+    r0, r1, fr = _linear_taps(logits.shape[0], size[0])
+    c0, c1, fc = _linear_taps(logits.shape[1], size[1])
+    fc = fc[None, :, None]
+    out = np.empty(size, np.int64)
+    for start in range(0, size[0], rows):
+        sl = slice(start, min(start + rows, size[0]))
+        f = fr[sl, None, None]
+        part = logits[r0[sl]] * (1 - f) + logits[r1[sl]] * f
+        out[sl] = np.argmax(part[:, c0] * (1 - fc) + part[:, c1] * fc, axis=-1)
+    return out
+
+
 # ----------------------------------------------------------------------------------- interpolation
 def _linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """torch's bilinear source taps with align_corners=False (`area_pixel_compute_source_index`): source

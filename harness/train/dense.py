@@ -21,6 +21,7 @@ parameters an argument of the step, never differentiated). The loop holds one de
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -308,6 +309,26 @@ def train_head(objective: Objective, recipe: Recipe, *, dim: int, batches: Calla
         bar.close()
     host = jax.tree.map(np.asarray, (params, state))
     return TrainedHead(params=host[0], state=host[1], losses=losses, seconds=time.perf_counter() - t0)
+
+
+def cached_batches(tokens: np.ndarray, targets: np.ndarray, batch_size: int, *, seed: int,
+                   to_grid: Callable[[np.ndarray], np.ndarray]) -> Callable[[int], Iterator[dict]]:
+    """`batches(start)` for cached features: epoch e visits the examples in `default_rng([seed, e])`'s order,
+    `batch_size` at a time (the remainder of an epoch is left out), as patch grids (`to_grid`) with their
+    targets; step t's batch is a function of (seed, t) only."""
+    n = len(tokens)
+    if n < batch_size:
+        raise HarnessError(f"dense head: {n} training examples are fewer than the batch of {batch_size}; lower "
+                           "batch_size or use more examples")
+    per_epoch = n // batch_size
+
+    def batches(start: int):
+        for t in itertools.count(start):
+            epoch, i = divmod(t, per_epoch)
+            idx = np.sort(np.random.default_rng([seed, epoch]).permutation(n)[i * batch_size:(i + 1) * batch_size])
+            yield {"features": to_grid(np.asarray(tokens[idx], np.float32)), "target": np.asarray(targets[idx])}
+
+    return batches
 
 
 def make_predict(objective: Objective, size: tuple[int, int] | None = None,

@@ -126,7 +126,7 @@ class Depth(Task):
     neutral_settings = ("eval_batch_size", "extract_batch_size")
     presets = {
         # Cached features of the 64 px scenes (= the proxy encoder's resolution), depth 2..9.5 m.
-        "proxy": dict(dataset="proxy_scenes", features="cached", steps=400, warmup_steps=40, lr=3e-3,
+        "proxy": dict(dataset="proxy_scenes", features="cached", steps=400, warmup_steps=40, lr=1e-2,
                       sigloss_warmup=40, extract_batch_size=50),
     }
 

@@ -145,7 +145,7 @@ class Segmentation(Task):
     neutral_settings = ("eval_batch_size", "extract_batch_size")
     presets = {
         # Cached features of the 64 px scenes (= the proxy encoder's resolution: nothing is resized), 25 classes.
-        "proxy": dict(dataset="proxy_scenes", features="cached", steps=400, warmup_steps=40, lr=1e-2,
+        "proxy": dict(dataset="proxy_scenes", features="cached", steps=400, warmup_steps=40, lr=3e-2,
                       extract_batch_size=50),
     }
 

@@ -108,3 +108,17 @@ def test_the_report_says_no_published_number(task_env):
     for task in ("segmentation", "depth"):
         part = md[md.index(f"### {task}"):]
         assert part.splitlines()[2] == UNPUBLISHED
+
+
+def test_ls_datasets_names_the_dense_datasets_and_their_preparation(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    r = CliRunner().invoke(main, ["ls", "datasets", "--data-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    for name, prepare in (("ade20k", "`harness prepare ade20k --data-dir"),
+                          ("nyu_depth_v2", "`harness prepare nyu_depth_v2 --data-dir")):
+        i = next(i for i, line in enumerate(lines) if line.startswith(f"{name} "))
+        assert "missing" in lines[i] and prepare in lines[i + 1] and str(tmp_path) in lines[i + 1]

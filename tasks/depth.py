@@ -118,7 +118,7 @@ def train_pp(config: DepthConfig, info, res: int) -> str:
 
 class Depth(Task):
     name = "depth"
-    description = "linear monocular depth on frozen patch tokens, RMSE / abs-rel / delta1 (DINOv3 NYU linear + big_vision metrics)"
+    description = "linear monocular depth on frozen patch tokens: RMSE, abs-rel, delta1 (DINOv3 NYU, big_vision)"
     report_title = ("Linear monocular depth on frozen patch tokens (DINOv3's linear protocol, big_vision's NYU "
                     "metrics; not in the paper)")
     report_columns = ("rmse", "abs_rel", "delta1")
@@ -205,8 +205,8 @@ class Depth(Task):
             for p, g in zip(pred, gt):
                 scores = metrics_dense.depth_scores(np.asarray(g, np.float32), p, min_depth=config.min_depth,
                                                     max_depth=config.max_depth)
-                for m in per_image:
-                    per_image[m].append(scores[m])
+                for m, values in per_image.items():
+                    values.append(scores[m])
         ctx.add_time("eval_seconds", time.perf_counter() - t0)
         ctx.add_time("train_seconds", head.seconds)
         ctx.info["loss"] = {"first": head.losses[0], "last": head.losses[-1]}

@@ -403,7 +403,8 @@ def test_ade20k_reads_the_unzipped_folder(tmp_path):
     with zipfile.ZipFile(tmp_path / "zip" / ade20k.ZIP_NAME) as zf:
         zf.extractall(tmp_path / "manual")
     builder = _build_ade(tmp_path, tmp_path / "manual")
-    (ex,) = [e for e in tfds.as_numpy(builder.as_dataset(split="validation")) if e["file_name"] == b"ADE_val_00000002.jpg"]
+    examples = tfds.as_numpy(builder.as_dataset(split="validation"))
+    (ex,) = [e for e in examples if e["file_name"] == b"ADE_val_00000002.jpg"]
     np.testing.assert_array_equal(ex["segmentation"][..., 0], labels[("validation", "ADE_val_00000002")])
 
 

@@ -6,6 +6,7 @@ problem; the dense pp ops."""
 
 import json
 import math
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -17,9 +18,9 @@ from harness.eval import dense as ev
 from harness.train import dense as hd
 
 MIOU = np.load("tests/data/miou_reference.npz")
-MIOU_JSON = json.load(open("tests/data/miou_reference.json"))
+MIOU_JSON = json.loads(Path("tests/data/miou_reference.json").read_text())
 NYU = np.load("tests/data/nyu_depth_reference.npz")
-NYU_JSON = json.load(open("tests/data/nyu_depth_reference.json"))
+NYU_JSON = json.loads(Path("tests/data/nyu_depth_reference.json").read_text())
 HEAD = np.load("tests/data/dense_head_reference.npz")
 NYU_NAMES = {"RMSE": "rmse", "abs_RE": "abs_rel", "log10": "log10", "delta1": "delta1", "delta2": "delta2",
              "delta3": "delta3"}
@@ -88,7 +89,7 @@ def test_nearest_resize_is_jax_images():
     for i in (2, 3):
         index = np.arange(NYU[f"pred_{i}"].size).reshape(NYU[f"pred_{i}"].shape)
         out = ev.resize_nearest(index, (426, 560))
-        h, w = index.shape
+        w = index.shape[1]
         np.testing.assert_array_equal(out // w, np.broadcast_to(NYU[f"resize_rows_{i}"][:, None], out.shape))
         np.testing.assert_array_equal(out % w, np.broadcast_to(NYU[f"resize_cols_{i}"][None], out.shape))
 
@@ -117,9 +118,9 @@ def test_bilinear_is_torchs(name, size):
 
 
 def test_label_nearest_is_torchs():
-    from harness.data.pp.dense import resize_label_nearest
-
     import tensorflow as tf
+
+    from harness.data.pp.dense import resize_label_nearest
 
     x = tf.constant(HEAD["interp_x"][0, 0])  # (5, 7)
     for size in ((12, 9), (3, 4)):
@@ -285,8 +286,8 @@ def test_dropout_is_channel_dropout_and_batchnorm_uses_batch_statistics():
     # A dropped channel is dropped at every position of its sample (Dropout2d), not pixel by pixel.
     dropped = np.all(np.asarray(train_out) == train_out[:, :1, :1], axis=(1, 2))
     assert dropped.any() and not dropped.all()
-    eval_out, same = hd.head_apply(params, new, x, train=False)
-    assert same is new
+    _, same = hd.head_apply(params, new, x, train=False)
+    assert same is new  # eval mode reads the running statistics and leaves them
 
 
 # -------------------------------------------------------------------------------------------- pp ops
@@ -351,7 +352,8 @@ def test_flip_rotate_and_nyu_crops_move_image_and_target_together():
     rot = _run('random_rotate(20, prob=1.0, label="depth")', ex)
     assert set(np.unique(rot["depth"])) <= set(np.unique(ex["depth"])) | {0}  # nearest: no new depths
     assert (rot["depth"] == 0).any() and rot["depth"].dtype == np.float16
-    nyu = {"image": np.zeros((480, 640, 3), np.uint8), "depth": np.arange(480 * 640, dtype=np.float32).reshape(480, 640)}
+    nyu = {"image": np.zeros((480, 640, 3), np.uint8),
+           "depth": np.arange(480 * 640, dtype=np.float32).reshape(480, 640)}
     out = _run("nyu_eval_crop", nyu)
     np.testing.assert_array_equal(out["depth"], ev.nyu_eval_crop(nyu["depth"]))
     out = _run("nyu_train_crop", nyu)

@@ -24,7 +24,8 @@ def test_segmentation_cached_end_to_end(task_env):
     m = _values(rec)
     assert set(m) == {"miou", "aacc", "macc"} and all(0 <= v <= 100 for v in m.values())
     assert rec["per_example"] == {}  # mIoU is not a mean over images
-    assert {d["role"]: d["num_examples"] for d in rec["datasets"]} == {"segmentation_train": 48, "segmentation_eval": 24}
+    roles = {d["role"]: d["num_examples"] for d in rec["datasets"]}
+    assert roles == {"segmentation_train": 48, "segmentation_eval": 24}
     assert rec["info"]["geometry"] == {"crop": 32, "short_side": 32, "eval_stride": 21, "grid": [4, 4]}
     assert len(rec["info"]["iou_per_class"]) == 25
     # The features came from the cache: a second run with another lr extracts nothing.

@@ -12,7 +12,8 @@ theirs; it calls, on fixed inputs:
    `if global_step > 0: scheduler.step()` stepping, clip_grad_norm_ with 'inf') with
    `loss.MultiSegmentationLoss(celoss_weight=1)` (CrossEntropyLoss, ignore 255, avg_non_ignore False),
    torch.optim.AdamW as `train.py` builds it, and `schedulers.WarmupOneCycleLR` (the ADE20k config's
-   constructor kwargs through `schedulers.build_scheduler`, a short run: total 12, warm-up 4, lr 0.1). Then `LinearHead.predict` in eval mode,
+   constructor kwargs through `schedulers.build_scheduler`, a short run: total 12, warm-up 4, lr 0.1). Then
+   `LinearHead.predict` in eval mode,
    and `inference.make_inference(..., inference_mode="slide")` with a model whose `predict` is a fixed patch
    embedding (Conv2d, kernel = stride = patch) followed by the trained head's `predict`, then softmax as
    `eval.py` passes it.
@@ -245,7 +246,8 @@ def interpolation(torch, out):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dinov3", required=True, help="a DINOv3 git work tree")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "dense_head_reference"))
+    here = os.path.dirname(os.path.abspath(__file__))
+    parser.add_argument("--out", default=os.path.join(here, "dense_head_reference"))
     args = parser.parse_args()
     sys.path.insert(0, args.dinov3)
     import torch

@@ -22,8 +22,8 @@ Image ops read and write key "image" unless told otherwise (big_vision's `key=` 
 
 The ops live as big_vision splits them: `image` (decode, resizes, crops, flip, value_range), `general`
 (keep / drop / copy / onehot), `randaug` (RandAugment), and `dense` (ops that move an image and its dense
-target together: DINOv3's segmentation and depth augmentations, big_vision's NYU crop); `registry` holds the op table and the argument
-checks. This module parses pp strings into `Preprocess` and writes the standard eval pp strings
+target together: DINOv3's segmentation and depth augmentations, big_vision's NYU crop); `registry` holds the
+op table and the argument checks. This module parses pp strings into `Preprocess` and writes the standard eval pp strings
 (`eval_pp`). TensorFlow is imported when the first op runs (`harness.tf_import.tf`), not at import:
 parsing and validating a pp string (task configs, `harness ls tasks`) must not pay TF's seconds.
 """

@@ -141,7 +141,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 120):
 def test_builtin_suites():
     proxy = suites.load_suite("proxy")
     assert [e.task for e in proxy] == ["fewshot", "linear_probe", "imagenet_finetune", "coco_captioning", "vqa",
-                                       "lit_zeroshot", "knn"]
+                                       "lit_zeroshot", "knn", "segmentation", "depth"]
     assert all(e.preset == "proxy" for e in proxy)
     paper = suites.load_suite("paper")
     assert {e.task for e in paper} == {e.task for e in proxy} and all(e.preset is None for e in paper)

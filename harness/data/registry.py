@@ -81,6 +81,28 @@ class VqaFeatures:
 
 
 @dataclasses.dataclass(frozen=True)
+class SegmentationFeatures:
+    """A dataset's per-pixel class labels: the feature (a single-channel PNG), how many classes are scored, and
+    whether raw 0 means "other" (ignored) and k class k - 1 (ADE20k's `reduce_zero_label`)."""
+
+    key: str
+    num_classes: int
+    reduce_zero_label: bool = False
+    eval_role: str = "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthFeatures:
+    """A dataset's depth maps (metres, 0 = missing) and the pp ops that crop image and depth together for
+    training / evaluation ("" = the whole image)."""
+
+    key: str
+    train_crop: str = ""
+    eval_crop: str = ""
+    eval_role: str = "test"
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What the harness knows about one dataset before reading it.
 
@@ -114,6 +136,9 @@ class DatasetInfo:
     # ids, or SUBSET_IN_BUILD where our builder derives them from the release and stores them in the
     # prepared dataset's metadata. (): all of the label space.
     class_subset: tuple[int, ...] | str = ()
+    # Dense targets (the `segmentation` / `depth` tasks); None for a dataset without them.
+    segmentation: SegmentationFeatures | None = None
+    depth: DepthFeatures | None = None
 
     def split(self, role: str) -> str:
         """The TFDS split string for a role, e.g. `DATASETS["imagenet2012"].split("minival")`."""
@@ -296,11 +321,30 @@ DATASETS: dict[str, DatasetInfo] = {
             num_classes=24, short_name="proxy_scenes", text_key="captions",
             vqa=VqaFeatures("questions/question", "questions/question_id", "questions/multiple_choice_answer",
                             "questions/answers", "questions/answer_type"),
-            description="generated shapes scenes: labels, captions and VQA questions (offline)"),
+            # Mask 0 = background (a class, not ignored), 1 + class id for the objects' pixels.
+            segmentation=SegmentationFeatures("segmentation", 25), depth=DepthFeatures("depth"),
+            description="generated shapes scenes: labels, captions, VQA questions, class masks, depth (offline)"),
         DatasetInfo(
             "proxy_digits", "proxy_digits", _fewshot("train", "test"), _GENERATED,
             num_classes=10, short_name="proxy_digits",
             description="scikit-learn's handwritten digits, 32x32 (offline)"),
+        DatasetInfo(
+            # ADEChallengeData2016 (TFDS's scene_parse150 is the 2017 instance data): our builder.
+            "ade20k", "ade20k", {"train": "train", "validation": "validation", "test": "validation"},
+            Sources(manual=("ADEChallengeData2016.zip",),
+                    get="from http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip, as it is or "
+                        "unzipped"),
+            label_key=None, short_name="ade20k",
+            segmentation=SegmentationFeatures("segmentation", 150, reduce_zero_label=True),
+            description="ADE20k scene parsing (ADEChallengeData2016): 150 classes, 20210 train / 2000 val"),
+        DatasetInfo(
+            # TFDS's builder of FastDepth's h5 release; `validation` is the 654-image Eigen test split
+            # (big_vision's givt_nyu_depth.py evaluates it).
+            "nyu_depth_v2", "nyu_depth_v2", {"train": "train", "validation": "validation", "test": "validation"},
+            _downloads("http://datasets.lids.mit.edu/fastdepth/data/nyudepthv2.tar.gz", size="32 GiB"),
+            label_key=None, short_name="nyu_depth_v2",
+            depth=DepthFeatures("depth", train_crop="nyu_train_crop", eval_crop="nyu_eval_crop"),
+            description="NYU Depth v2 (FastDepth's release): 47584 train / 654 val (Eigen), depth in metres"),
         DatasetInfo(
             "vqav2", "vqav2",
             {"train": "train", "validation": "validation", "test": "test",

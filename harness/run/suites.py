@@ -56,6 +56,8 @@ SUITES: dict[str, tuple[Entry, ...]] = {
         Entry("vqa", "proxy"),
         Entry("lit_zeroshot", "proxy"),
         Entry("knn", "proxy"),
+        Entry("segmentation", "proxy"),
+        Entry("depth", "proxy"),
     ),
     "paper": (
         Entry("fewshot"),
@@ -67,6 +69,8 @@ SUITES: dict[str, tuple[Entry, ...]] = {
         Entry("vqa"),
         Entry("lit_zeroshot"),
         Entry("knn"),
+        Entry("segmentation"),
+        Entry("depth"),
     ),
 }
 

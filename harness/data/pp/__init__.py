@@ -21,8 +21,9 @@ Image ops read and write key "image" unless told otherwise (big_vision's `key=` 
 `outkey=` convention); `onehot` uses `key=` / `key_result=`.
 
 The ops live as big_vision splits them: `image` (decode, resizes, crops, flip, value_range), `general`
-(keep / drop / copy / onehot), `randaug` (RandAugment); `registry` holds the op table and the argument
-checks. This module parses pp strings into `Preprocess` and writes the standard eval pp strings
+(keep / drop / copy / onehot), `randaug` (RandAugment), and `dense` (ops that move an image and its dense
+target together: DINOv3's segmentation and depth augmentations, big_vision's NYU crop); `registry` holds the
+op table and the argument checks. This module parses pp strings into `Preprocess` and writes the standard eval pp strings
 (`eval_pp`). TensorFlow is imported when the first op runs (`harness.tf_import.tf`), not at import:
 parsing and validating a pp string (task configs, `harness ls tasks`) must not pay TF's seconds.
 """
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 # The op modules register their ops on import.
-from harness.data.pp import general, image  # noqa: F401
+from harness.data.pp import dense, general, image  # noqa: F401
 from harness.data.pp.randaug import RANDAUG_OPS
 from harness.data.pp.registry import KEY_KWARGS, OPS, ArgError, OpDef, known_ops
 from harness.errors import HarnessError, did_you_mean
@@ -199,7 +200,7 @@ class Preprocess:
                 value = fn(data[inkey], op_seed) if op.random else fn(data[inkey])
                 data[outkey] = value
             else:
-                data = fn(data)
+                data = fn(data, op_seed) if op.random else fn(data)
         return data
 
 

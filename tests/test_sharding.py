@@ -27,11 +27,11 @@ FEWSHOT_SETS = {"datasets": "proxy_digits", "shots": "1,5", "seeds": "0,1", "bat
 TASK_RUNS = {task: run for task, run in TINY_RUNS.items() if task != "fewshot"}
 # The functions that must put work on the 8-device mesh in each task's run (`run_every_task`).
 MESH_SITES = {
-    "linear_probe": {"_apply_on_mesh", "train_linear"},            # encoder pass, SGD epochs
+    "linear_probe": {"put", "train_linear"},                       # encoder pass (`Encoder.put`), SGD epochs
     "imagenet_finetune": {"fit", "_evaluate"},                     # training steps, the model's eval
-    "coco_captioning": {"_apply_on_mesh", "fit", "_decode_table", "_log_perplexity"},
+    "coco_captioning": {"put", "fit", "_decode_table", "_log_perplexity"},
     "vqa": {"fit", "_decode_table", "_log_perplexity"},            # its features: coco's cache hits
-    "lit_zeroshot": {"_apply_on_mesh", "fit", "embed"},            # image pass, LiT steps, text tower
+    "lit_zeroshot": {"put", "fit", "embed"},                       # image pass, LiT steps, text tower
 }
 # Matmuls split into per-device blocks round differently from one big block (XLA picks the kernel by
 # shape); a forward pass therefore agrees to float32 rounding, not bit for bit.

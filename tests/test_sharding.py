@@ -109,7 +109,7 @@ def _per_process_sums(enc, process_index: int, process_count: int) -> dict[str, 
             local = sharding.global_batch(np.asarray(batch["image"], np.float32), mesh,
                                           local=jax.process_count() > 1)
             params = sharding.place(enc.params, sharding.param_shardings(enc.params, mesh))
-            feats = sharding.local_rows(enc._apply(params, local, ("pre_logits",))["pre_logits"])
+            feats = sharding.local_rows(enc._apply(params, local, ("pre_logits",), None)["pre_logits"])
         else:
             feats = enc.features(batch["image"], ["pre_logits"])["pre_logits"]
         sums["count"] += float(mask.sum())

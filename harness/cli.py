@@ -372,31 +372,60 @@ def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
 
 @main.command()
 @click.option("--variants", default="So400m/14,So150m/14", show_default=True, help="Comma-separated variants.")
-@click.option("--res", type=int, default=224, show_default=True)
+@click.option("--res", default="224", show_default=True, help="Comma-separated resolutions, e.g. 224,384.")
 @click.option("--batches", default="1,8", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--dtypes", default="float32,bfloat16", show_default=True, help="Matmul dtypes (float32, bfloat16).")
 @click.option("--compare", default=None, type=click.Choice(["hf"]), help="Also time HF SiglipVisionModel (torch).")
 @click.option("--no-scan", is_flag=True, help="Unrolled layers instead of scanned ones (slower to compile).")
 @click.option("--seconds", "min_seconds", type=float, default=2.0, show_default=True, help="Per timed round.")
 @click.option("--runs", default=None, help="Result-record folder: per-task cost and feature-cache savings.")
-@click.option("--no-encoder", is_flag=True, help="Only the --runs summary, no encoder measurements.")
+@click.option("--no-encoder", is_flag=True, help="No encoder measurements (only --pipeline, --end-to-end, --runs).")
 @click.option("--out", default=None, help="Also write the figures as JSON here.")
+@click.option("--csv", "csv_path", default=None, help="Also write the encoder rows here in timm benchmark.py's "
+              "CSV columns, plus precision, MFU and device.")
+@click.option("--peak-n", type=int, default=2048, show_default=True,
+              help="Side of the square matmuls of the peak measurement (and twice it).")
 @click.option("--cpu-devices", default="1", show_default=True,
               help="Comma-separated XLA CPU device counts to time the encoder with ('auto': one per core); "
                    "with N > 1 each batch is split over the N devices.")
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Run every measurement N times, ours and HF's interleaved; report the fastest.")
-def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out, cpu_devices,
-          repeats):
-    """Encoder images/s, GFLOP/s and % of this machine's matmul peak, compile time, peak RSS (vs HF torch)."""
+@click.option("--pipeline", is_flag=True, help="Time the input pipeline on real-format JPEGs (--data-dir) against a "
+              "best-practice tf.data pipeline: images/s per host core.")
+@click.option("--end-to-end", "end_to_end", is_flag=True, help="Time pipeline, encoder and the whole extraction "
+              "(pipeline + encoder + feature cache) on real-format JPEGs: images/s and the overlap ratio.")
+@click.option("--data-dir", default=None, help="TFDS folder with the JPEGs of --pipeline / --end-to-end "
+              "(python benchmarks/make_jpegs.py makes them).")
+@click.option("--dataset", default="imagenet2012", show_default=True, help="Dataset of --pipeline / --end-to-end.")
+@click.option("--split", default="validation", show_default=True)
+@click.option("--num-images", type=int, default=None, help="Images of --pipeline / --end-to-end (default: the split).")
+@click.option("--pipeline-batch", type=int, default=64, show_default=True,
+              help="Batch size of --pipeline / --end-to-end.")
+def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out, csv_path, peak_n,
+          cpu_devices, repeats, pipeline, end_to_end, data_dir, dataset, split, num_images, pipeline_batch):
+    """Encoder images/s, MFU, % of this machine's matmul peak, compile time, peak RSS (vs HF torch); the input
+    pipeline and the whole extraction on real-format files."""
     from harness.tools.bench import bench_command
 
-    bench_command(variants=[v.strip() for v in variants.split(",") if v.strip()], res=res,
+    bench_command(variants=[v.strip() for v in variants.split(",") if v.strip()],
+                  res=[_positive_int("--res", r) for r in res.split(",") if r.strip()],
                   cpu_devices=[parse_cpu_devices(n) for n in cpu_devices.split(",") if n.strip()], repeats=repeats,
-                  batches=[int(b) for b in batches.split(",") if b.strip()],
+                  batches=[_positive_int("--batches", b) for b in batches.split(",") if b.strip()],
                   dtypes=[d.strip() for d in dtypes.split(",") if d.strip()], compare=compare, scan=not no_scan,
-                  min_seconds=min_seconds, runs=runs, out=out, encoder=not no_encoder, echo=click.echo,
+                  min_seconds=min_seconds, runs=runs, out=out, csv=csv_path, peak_n=peak_n, encoder=not no_encoder,
+                  pipeline=pipeline, end_to_end=end_to_end, data_dir=data_dir, dataset=dataset, split=split,
+                  num_images=num_images, pipeline_batch=pipeline_batch, echo=click.echo,
                   note=lambda m: click.echo(m, err=True))
+
+
+def _positive_int(flag: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise HarnessError(f"{flag} {text.strip()!r}: give positive integers separated by commas, e.g. 224,384")
+    return value
 
 
 @main.command()

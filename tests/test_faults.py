@@ -49,16 +49,25 @@ from harness.models.encoder import Encoder
 real_build = cache.FeatureCache.get_or_build
 cache.FeatureCache.get_or_build = lambda self, key, n, produce, **kw: real_build(
     self, key, n, produce, **{**kw, "chunk_size": CHUNK})
-if mode == "extract":  # hold before the at-th encoder batch (1-based)
-    real_features, calls = Encoder.features, [0]
+if mode == "extract":  # hold before the at-th encoder batch (1-based) is dispatched
+    real_dispatch, calls = Encoder.dispatch, [0]
 
-    def features(self, images, outputs=None):
+    def dispatch(self, batch, outputs=None):
         calls[0] += 1
         if calls[0] == at:
             hold()
-        return real_features(self, images, outputs)
+        return real_dispatch(self, batch, outputs)
 
-    Encoder.features = features
+    Encoder.dispatch = dispatch
+elif mode == "commit":  # hold the cache's writer thread before it writes chunk `at` (0-based)
+    real_write = cache._write_chunk
+
+    def write_chunk(partial, index, stored):
+        if index == at:
+            hold()
+        return real_write(partial, index, stored)
+
+    cache._write_chunk = write_chunk
 else:  # "fit": hold when the training loop asks for the batch of step `at`
     real_fit = train.fit
 
@@ -182,7 +191,7 @@ def _computed(record: dict) -> dict[str, int]:
 def test_sigkill_during_extraction_then_a_damaged_chunk_then_a_damaged_entry(env, tmp_path, monkeypatch):
     out, cache = tmp_path / "runs", tmp_path / "cache"
     args = _args(env, FEWSHOT, env["ckpt16"], out, cache)
-    proc, _ = _child(env, "extract", 13, args, tmp_path)  # 12 batches of 50 done: chunks 0-2 committed
+    proc, _ = _child(env, "commit", 3, args, tmp_path)  # chunks 0-2 committed, the writer held before chunk 3
     code, _ = _kill(proc)
     assert code == -signal.SIGKILL
     (partial,) = (cache / "features").glob("*.partial")
@@ -249,7 +258,9 @@ def test_sigkill_then_crafted_chunks_resume_without_reading_outside(env, tmp_pat
 def test_ctrl_c_during_extraction_is_one_line_on_a_fresh_line_and_resumes(env, tmp_path, monkeypatch):
     out, cache = tmp_path / "runs", tmp_path / "cache"
     args = _args(env, FEWSHOT, env["ckpt16"], out, cache)
-    proc, _ = _child(env, "extract", 9, args, tmp_path)  # 8 batches done: chunks 0-1 committed
+    # Batch 10 is dispatched once batches 1-8 have gone to the cache (two passes in flight): 400 images, chunks
+    # 0-1; Ctrl-C waits for the writer thread to commit what it was handed.
+    proc, _ = _child(env, "extract", 10, args, tmp_path)
     code, err = _kill(proc, signal.SIGINT)
     assert code == 130, err
     assert "Traceback" not in err

@@ -16,7 +16,8 @@ anything but a regular file, and every size an array declares is checked against
 anything is allocated; arrays are memory-mapped. An entry or a partial build that fails any check is
 rebuilt (one warning line), never read past, never a traceback.
 
-numpy only, and ml_dtypes (a jax dependency) for bfloat16: no jax.
+numpy only, and ml_dtypes (a jax dependency) for bfloat16: no jax. Chunks are written by a thread
+(`harness.eval.overlap.Writer`), off the producer's critical path.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import ml_dtypes
 import numpy as np
 
 from harness.errors import HarnessError, os_error
+from harness.eval.overlap import Writer
 from harness.files import (  # noqa: F401 - default_cache_dir and CACHE_DIR_ENV are this module's too
     CACHE_DIR_ENV,
     atomic_file,
@@ -470,38 +472,44 @@ class FeatureCache:
             min(chunk_size, num_examples - i * chunk_size) for i in missing
         )
         report = _progress_reporter(progress, done, num_examples, key)
+        # Chunks are written in a thread, off the producer's critical path (each one still committed by an
+        # atomic rename, with its checksum); an error in the producer waits for the chunks already handed
+        # over, so they count as finished work.
         try:
-            for first, last in _runs(missing):
-                start, stop = first * chunk_size, min((last + 1) * chunk_size, num_examples)
-                chunk = first
-                pending: dict[str, list[np.ndarray]] = {}
-                pending_rows = 0
-                position = start
-                for batch in produce(start, stop):
-                    arrays = _check_batch(batch, pending, dtypes)
-                    rows = len(next(iter(arrays.values())))
-                    position += rows
-                    if position > stop:
+            with Writer(lambda index, stored: _write_chunk(partial, index, stored), name="harness-cache-writer") \
+                    as writer:
+                for first, last in _runs(missing):
+                    start, stop = first * chunk_size, min((last + 1) * chunk_size, num_examples)
+                    chunk = first
+                    pending: dict[str, list[np.ndarray]] = {}
+                    pending_rows = 0
+                    position = start
+                    for batch in produce(start, stop):
+                        arrays = _check_batch(batch, pending, dtypes)
+                        rows = len(next(iter(arrays.values())))
+                        position += rows
+                        if position > stop:
+                            raise HarnessError(
+                                f"produce({start}, {stop}) yielded more than {stop - start} examples; "
+                                "check the dataset's example count"
+                            )
+                        for name, array in arrays.items():
+                            pending.setdefault(name, []).append(array)
+                        pending_rows += rows
+                        # Commit every chunk that is now complete.
+                        while chunk <= last:
+                            size = min(chunk_size, num_examples - chunk * chunk_size)
+                            if pending_rows < size:
+                                break
+                            stored, pending, pending_rows = _take_chunk(pending, size)
+                            writer.submit(chunk, stored)
+                            chunk += 1
+                        report(rows)
+                    if chunk <= last:
                         raise HarnessError(
-                            f"produce({start}, {stop}) yielded more than {stop - start} examples; "
-                            "check the dataset's example count"
+                            f"produce({start}, {stop}) yielded {position - start} of {stop - start} "
+                            "examples; check the dataset's example count"
                         )
-                    for name, array in arrays.items():
-                        pending.setdefault(name, []).append(array)
-                    pending_rows += rows
-                    # Commit every chunk that is now complete.
-                    while chunk <= last:
-                        size = min(chunk_size, num_examples - chunk * chunk_size)
-                        if pending_rows < size:
-                            break
-                        pending, pending_rows = _commit_chunk(partial, chunk, pending, size)
-                        chunk += 1
-                    report(rows)
-                if chunk <= last:
-                    raise HarnessError(
-                        f"produce({start}, {stop}) yielded {position - start} of {stop - start} "
-                        "examples; check the dataset's example count"
-                    )
         finally:
             report(None)
 
@@ -704,10 +712,10 @@ def _check_batch(
     return arrays
 
 
-def _commit_chunk(
-    partial: Path, index: int, pending: dict[str, list[np.ndarray]], size: int
-) -> tuple[dict[str, list[np.ndarray]], int]:
-    """Write the first `size` pending rows as chunk `index`; return what is left over."""
+def _take_chunk(
+    pending: dict[str, list[np.ndarray]], size: int
+) -> tuple[dict[str, np.ndarray], dict[str, list[np.ndarray]], int]:
+    """The first `size` pending rows as a chunk's stored arrays; what is left over, and its row count."""
     stored, rest = {}, {}
     for name, pieces in pending.items():
         joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
@@ -715,12 +723,16 @@ def _commit_chunk(
         # Keep the logical dtype beside the bits so bfloat16 survives the uint16 detour.
         stored[f"{name}.dtype"] = np.array(_dtype_name(joined.dtype))
         rest[name] = [joined[size:]]
-    # The chunk carries the sha256 of its own arrays, so a chunk damaged on disk is found (and recomputed)
-    # before it is assembled into an entry; a name with a dot cannot clash with an array's.
-    stored[_CHUNK_DIGEST] = np.array(_chunk_digest(stored))
+    return stored, rest, len(next(iter(rest.values()))[0])
+
+
+def _write_chunk(partial: Path, index: int, stored: dict[str, np.ndarray]) -> None:
+    """Commits chunk `index` (atomic write and rename), with the sha256 of its own arrays, so a chunk damaged
+    on disk is found (and recomputed) before it is assembled into an entry; a name with a dot cannot clash
+    with an array's."""
+    stored = {**stored, _CHUNK_DIGEST: np.array(_chunk_digest(stored))}
     with atomic_file(partial / _chunk_name(index), "wb", what=_WHAT, devices=False) as f:
         np.savez(f, **stored)
-    return rest, len(next(iter(rest.values()))[0])
 
 
 _CHUNK_DIGEST = "chunk.sha256"

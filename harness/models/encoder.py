@@ -15,7 +15,7 @@ import hashlib
 import math
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +35,22 @@ CONFIG_KEYS = ("variant", "width", "depth", "mlp_dim", "num_heads", "patch_size"
 TREE_KEYS = ("width", "depth", "mlp_dim", "num_heads", "patch_size", "rep_size", "num_classes", "posemb")
 # gelu: big_vision's tanh approximation; a checkpoint whose architecture uses the exact GELU (timm's SigLIP v1 /
 # augreg ViTs, `harness.checkpoints.timm`) states gelu="exact" as a hint.
+# dtype_mm: None is `default_dtype_mm()`, the backend's (float32 on CPU, bfloat16 on an accelerator).
 DEFAULTS = dict(pool_type="gap", posemb="learn", rep_size=False, num_classes=None, scan=False,
-                dtype_mm="float32", gelu="tanh")
+                dtype_mm=None, gelu="tanh")
+ACCELERATORS = ("gpu", "tpu")
+
+
+def default_dtype_mm(backend: str | None = None) -> str:
+    """The matmul dtype when none is asked for: big_vision's float32 on a CPU; bfloat16 on a GPU or TPU (the
+    matmuls' operands; they accumulate in float32, and LayerNorms, softmax, residual stream, MAP head and the
+    features stay float32 as in big_vision's bfloat16 mode). A TPU computes float32 matmuls at its default
+    precision in bfloat16 passes anyway; on a GPU bfloat16 gets the tensor cores' dense peak, so the harness
+    makes it the default there too (`--set dtype_mm=float32` for big_vision's float32)."""
+    backend = backend or jax.default_backend()
+    return "bfloat16" if backend in ACCELERATORS else "float32"
+
+
 # The encoder keys' types and allowed values, (kind, choices or None): how `--set key=value` parses them
 # (`harness.run.runner.encoder_value`) and how a harness checkpoint's harness.json must state them
 # (`file_config`).
@@ -253,6 +267,8 @@ def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "chec
         raise HarnessError(f"posemb {cfg.get('posemb')!r} is not one of learn, sincos2d")
     if cfg.get("gelu") not in ("tanh", "exact"):
         raise HarnessError(f"gelu {cfg.get('gelu')!r} is not one of tanh (big_vision), exact")
+    if cfg.get("dtype_mm") is None:
+        cfg["dtype_mm"] = default_dtype_mm()
     if cfg.get("dtype_mm") not in ("float32", "bfloat16"):
         raise HarnessError(f"dtype_mm {cfg.get('dtype_mm')!r} is not one of float32, bfloat16")
     if cfg["width"] % cfg["num_heads"]:
@@ -353,6 +369,22 @@ def fit_params(flat: dict, target: dict, *, path: str = "checkpoint") -> dict:
     return out
 
 
+class DeviceBatch(NamedTuple):
+    """Images on the device(s) (`Encoder.put`); `rows`: the real rows (a mesh pads the batch); the pixel
+    table that maps uint8 images to the model's input, if they are uint8."""
+
+    images: Any
+    rows: int
+    pixel_table: np.ndarray | None = None
+
+
+class Pending(NamedTuple):
+    """A dispatched forward pass (`Encoder.dispatch`): device outputs not yet waited for."""
+
+    out: dict
+    rows: int
+
+
 @dataclasses.dataclass
 class Encoder:
     """A loaded encoder: flax model + params + config, with a jitted `features`. `checkpoint`: the handle it
@@ -418,30 +450,69 @@ class Encoder:
 
     @functools.cached_property
     def _apply(self):
-        @functools.partial(jax.jit, static_argnames=("names",))
-        def apply(params, images, names):
+        def apply(params, images, names, pixel_table):
+            if pixel_table is not None:  # uint8 pixels -> the model's input, by the pp's own values (`put`)
+                images = pixel_table[images.astype(jnp.int32), jnp.arange(images.shape[-1])]
             _, out = self.model.apply({"params": params}, images)
             return {n: out[n] for n in names}
 
-        return apply
+        # One compilation per batch shape and outputs (and with or without a pixel table). The image buffer is
+        # not donated: XLA reuses a donated input only for an output of its shape and dtype, which no encoder
+        # output has ("Some donated buffers were not usable"); the extraction drops its reference right after
+        # `dispatch` instead, so the batch's device memory is freed once the pass is done with it.
+        return jax.jit(apply, static_argnames=("names",))
 
-    def features(self, images, outputs: tuple[str, ...] | list[str] | None = None) -> dict[str, np.ndarray]:
-        """images: float array [N, H, W, 3] in [-1, 1] at `self.res`; returns the named outputs as numpy."""
+    def output_names(self, outputs=None) -> tuple[str, ...]:
         names = tuple(outputs or self.outputs)
         bad = [n for n in names if n not in self.outputs]
         if bad:
             raise HarnessError(f"output {bad[0]!r} is not available for this encoder; available: {', '.join(self.outputs)}")
-        images = np.asarray(images, np.float32)
+        return names
+
+    def put(self, images, pixel_table=None) -> DeviceBatch:
+        """A host batch onto the device(s): the transfer is started, not waited for (jax transfers
+        asynchronously). images: [N, H, W, 3] float in [-1, 1] at `self.res`; or uint8 pixels with
+        `pixel_table`, [256, 3] float32, row v the model input of pixel value v in each channel (the pp's last
+        op, `ValueRange.table`), applied on the device: a quarter of the bytes to move, and the op's values bit
+        for bit. With several devices the rows are split over the mesh."""
+        images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise HarnessError(f"images must be [N, H, W, 3], got shape {images.shape}")
+        if pixel_table is not None:
+            if images.dtype != np.uint8:
+                raise ValueError(f"a pixel table maps uint8 images, got {images.dtype}")
+            pixel_table = np.asarray(pixel_table, np.float32)
+            if pixel_table.shape != (256, images.shape[-1]):
+                raise ValueError(f"a pixel table is [256, {images.shape[-1]}], got {pixel_table.shape}")
+        else:
+            images = images.astype(np.float32, copy=False)
         if sharding.is_sharded():
-            return {k: v.astype(np.float32) for k, v in self._apply_on_mesh(images, names).items()}
-        out = self._apply(self.params, images, names)
-        return {k: np.asarray(jax.device_get(v)).astype(np.float32) for k, v in out.items()}
+            placed, rows = sharding.to_mesh(images)
+            return DeviceBatch(placed, rows, pixel_table)
+        return DeviceBatch(jax.device_put(images), len(images), pixel_table)
 
-    def _apply_on_mesh(self, images: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """The batch split over every device of the run, params placed once (see `harness.scale.sharding`)."""
-        return sharding.apply_to_batch(lambda p, x: self._apply(p, x, names), self.params, images)
+    def dispatch(self, batch: DeviceBatch, outputs=None) -> Pending:
+        """Starts the forward pass of a `put` batch and returns at once (jax dispatches asynchronously); the
+        outputs start their way to the host as soon as they are computed. `fetch` waits for them."""
+        names = self.output_names(outputs)
+        params = sharding.placed_params(self.params) if sharding.is_sharded() else self.params
+        out = self._apply(params, batch.images, names, batch.pixel_table)
+        for v in out.values():
+            v.copy_to_host_async()
+        return Pending(out, batch.rows)
+
+    def fetch(self, pending: Pending) -> dict[str, np.ndarray]:
+        """The outputs of a `dispatch`, as float32 numpy arrays of the batch's rows (waits for them)."""
+        if sharding.is_sharded():
+            return {k: v.astype(np.float32) for k, v in sharding.from_mesh(pending.out, pending.rows).items()}
+        return {k: np.asarray(jax.device_get(v)).astype(np.float32) for k, v in pending.out.items()}
+
+    def features(self, images, outputs: tuple[str, ...] | list[str] | None = None, *,
+                 pixel_table=None) -> dict[str, np.ndarray]:
+        """images: float array [N, H, W, 3] in [-1, 1] at `self.res` (or uint8 with a `pixel_table`, see
+        `put`); returns the named outputs as numpy: `put`, `dispatch` and `fetch` in one call."""
+        names = self.output_names(outputs)
+        return self.fetch(self.dispatch(self.put(images, pixel_table), names))
 
     def save(self, path: str, fmt: str = "npz") -> str:
         if fmt == "npz":

@@ -40,6 +40,7 @@ import numpy as np
 
 # The op modules register their ops on import.
 from harness.data.pp import dense, general, image  # noqa: F401
+from harness.data.pp.image import ValueRange
 from harness.data.pp.randaug import RANDAUG_OPS
 from harness.data.pp.registry import KEY_KWARGS, OPS, ArgError, OpDef, known_ops
 from harness.errors import HarnessError, did_you_mean
@@ -163,6 +164,17 @@ class Preprocess:
             calls.append(OpCall(name, args, kwargs, text))
         self.ops = tuple(calls)
 
+    def split_value_range(self, key: str = "image") -> tuple[Preprocess, ValueRange | None]:
+        """(this pp without its last op, that op) when the last op is a `value_range` of `key` (reading and
+        writing it); else (this pp, None). The extraction runs the first part on the host and the op on the
+        device, where it is bit-identical (`harness.eval.features`)."""
+        if not self._fns:
+            return self, None
+        op, fn, keys = self._fns[-1]
+        if op.name != "value_range" or {keys["key"] or keys["inkey"], keys["key"] or keys["outkey"]} != {key}:
+            return self, None
+        return Preprocess("|".join(call.text for call in self.ops[:-1])), fn
+
     @property
     def is_random(self) -> bool:
         """Whether any op draws random numbers (then the output depends on the seed)."""
@@ -257,6 +269,7 @@ def eval_pp(res: int, resize: int | None = None, *, resize_op: str = "resize") -
 __all__ = [
     "RANDAUG_OPS",
     "OpCall",
+    "ValueRange",
     "Preprocess",
     "as_preprocess",
     "eval_pp",

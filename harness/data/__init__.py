@@ -2,7 +2,7 @@
 
 - `registry`: `DatasetInfo` / `DATASETS` (TFDS names, split roles, preparation hints, feature keys);
   no data is read and TensorFlow is not imported there.
-- `pipeline`: `iterate` (TFDS -> tf.data -> numpy batches), `num_examples`, `class_names`, `class_subset`,
+- `pipeline`: `iterate` (TFDS -> tf.data -> numpy batches), `num_examples`, `example_ids` (TFDS ids), `class_names`, `class_subset`,
   preparing.
 - `pp`: pp strings (big_vision's ops); `tokenizer`: sentencepiece; `builders`: our TFDS builders.
 
@@ -16,6 +16,7 @@ from harness.data.pipeline import (
     class_names,
     class_subset,
     eval_num_batches,
+    example_ids,
     is_prepared,
     iterate,
     label_is_set,
@@ -56,6 +57,7 @@ __all__ = [
     "class_subset",
     "default_data_dir",
     "eval_num_batches",
+    "example_ids",
     "get_info",
     "is_prepared",
     "iterate",

@@ -23,7 +23,7 @@ it from the set's lines (`RULES`), with the same metric code and the same arithm
 |---|---|---|
 | `top1` | % of lines whose `prediction[field].class` is the target (or in the target's label list) | `field` |
 | `topk` | % of lines whose target is in `prediction[field].top5[:k]` | `k`, `field` |
-| `recall` | % of lines with one of the target ids in `prediction.retrieved[:k]` | `k` |
+| `recall` | % of lines with one of the target's `ids` in `prediction.retrieved[:k]` | `k` |
 | `vqa` | `harness.eval.metrics.vqa_scores` (official VQAv2 accuracy), overall or of one answer type | `answer_type` |
 | `exact_match` | `harness.eval.metrics.exact_match_per_example` under a match rule | `match` |
 | `caption` | `harness.eval.metrics.caption_scores` (pycocoevalcap): `cider`, `bleu4` or `rouge_l` | `which` |
@@ -86,10 +86,13 @@ def top_classes(scores, k: int = TOP, classes=None) -> list[dict]:
     if ids is not None:
         scores = scores[:, ids]
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    top = np.take_along_axis(scores, order, axis=1)
-    labels = order if ids is None else ids[order]
+    return ranked(order if ids is None else ids[order], np.take_along_axis(scores, order, axis=1))
+
+
+def ranked(classes, scores) -> list[dict]:
+    """Per row of ranked classes [N, k] and their scores [N, k]: `{"class", "top5", "top5_scores"}`."""
     return [{"class": int(row[0]), "top5": [int(c) for c in row], "top5_scores": [signif(s) for s in vals]}
-            for row, vals in zip(labels, top)]
+            for row, vals in zip(np.asarray(classes), np.asarray(scores))]
 
 
 def _plain(value):
@@ -369,6 +372,8 @@ def read_record_samples(record: dict) -> Samples:
 
 # -------------------------------------------------------------------------------------------- rescoring
 def _target_set(target) -> set:
+    if isinstance(target, dict):  # a retrieval query's {"ids": [...], ...}
+        target = target.get("ids")
     if isinstance(target, list):
         return {t for t in target if isinstance(t, (int, str)) and not isinstance(t, bool)}
     return {target} if isinstance(target, (int, str)) and not isinstance(target, bool) else set()
@@ -540,4 +545,4 @@ def per_example(samples: Samples, metric: str) -> dict:
 
 __all__ = ["BINARY_RULES", "MAX_FILE_BYTES", "MAX_JSON_BYTES", "MAX_LINE_BYTES", "RULES", "SCHEMA", "SUFFIX",
            "SampleSet", "Samples", "check_samples_file", "file_sha256", "per_example", "read_record_samples",
-           "read_samples", "rescore", "samples_path", "signif", "top_classes", "write_samples"]
+           "ranked", "read_samples", "rescore", "samples_path", "signif", "top_classes", "write_samples"]

@@ -90,8 +90,11 @@ def main():
 @click.option("--cpu-devices", default=None, envvar=ENV_CPU_DEVICES,
               help="Split the host CPU into N XLA devices (or 'auto': one per core) so that the mesh runs "
                    "over the cores ($HARNESS_CPU_DEVICES).")
+@click.option("--log-samples/--no-log-samples", default=True, show_default=True,
+              help="Write what was predicted per example beside each record (<record>.samples.jsonl.gz), for "
+                   "`harness rescore`, `report --compare` and the HTML report's example pages.")
 def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_dir, sets, name, force,
-        coordinator, num_processes, process_id, param_sharding, cpu_devices):
+        coordinator, num_processes, process_id, param_sharding, cpu_devices, log_samples):
     """Run one task (or a suite of tasks) on one checkpoint and write result records."""
     if bool(task_name) == bool(suite):
         raise HarnessError("give exactly one of --task NAME or --suite NAME")
@@ -133,7 +136,8 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
     verbose = bool(suite)
     records, failed = [], []
     for done in suites.run_entries(entries, ckpt, encoder_config=enc, keep_going=verbose, distributed=distributed,
-                                   data_dir=data_dir, out_dir=out_dir, cache_dir=cache_dir, name=name, force=force):
+                                   data_dir=data_dir, out_dir=out_dir, cache_dir=cache_dir, name=name, force=force,
+                                   log_samples=log_samples):
         where = f"[{done.index + 1}/{len(entries)}] {done.label}"
         if done.error is not None:
             failed.append(done.label)
@@ -231,6 +235,18 @@ def report(runs, fmt, output, baseline, with_, show_seeds, layout):
     check_output_file("-o", output)
     click.echo(report_command(runs, fmt=fmt, output=output, baseline=baseline, with_paper="paper" in with_,
                               show_seeds=show_seeds, layout=layout), nl=False)
+
+
+@main.command()
+@click.argument("records", nargs=-1, required=True)
+def rescore(records):
+    """Recompute every metric of RECORDS (record files or folders) from their samples files with the metric code
+    installed now; print recorded vs rescored; exit 1 naming each metric that moved."""
+    from harness.report.rescore import rescore_command
+
+    text, code = rescore_command(records)
+    click.echo(text, nl=False)
+    sys.exit(code)
 
 
 @main.command()

@@ -227,14 +227,28 @@ def ls_datasets(data_dir):
 @click.option("--layout", type=click.Choice(["long", "wide"]), default=None,
               help="Markdown: long (default; per task, rows = metrics, columns = checkpoints, value ± CI "
               "half-width) or wide (rows = checkpoints, columns = metrics, value [lo, hi]).")
-def report(runs, fmt, output, baseline, with_, show_seeds, layout):
+@click.option("--compare", nargs=2, default=None, metavar="A B",
+              help="Checkpoint B against A on the examples both evaluated (each a row name of RUNS or a folder of "
+              "one checkpoint's records): per metric B - A, its paired bootstrap CI, a p-value, and the examples "
+              "80%% power needs; from the records' samples files.")
+@click.option("--data-dir", default=None, help="HTML: TFDS data dir to read the proxies' images from for the pages "
+              "of examples (default $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+def report(runs, fmt, output, baseline, with_, show_seeds, layout, compare, data_dir):
     """Comparison tables of the result records under RUNS, one per task (Markdown: rows = metrics, columns =
-    checkpoints; --layout wide, CSV, LaTeX and HTML: rows = checkpoints, columns = metrics)."""
+    checkpoints; --layout wide, CSV, LaTeX and HTML: rows = checkpoints, columns = metrics). The HTML page links,
+    per task, a page of the worst and the most uncertain examples (from the records' samples files)."""
     from harness.report import report_command
 
     check_output_file("-o", output)
+    if compare:
+        if baseline or with_ or layout:
+            raise HarnessError("--compare A B makes its own table; drop --baseline, --with and --layout")
+        from harness.report.compare import compare_command
+
+        click.echo(compare_command(runs, *compare, fmt=fmt, output=output, show_seeds=show_seeds), nl=False)
+        return
     click.echo(report_command(runs, fmt=fmt, output=output, baseline=baseline, with_paper="paper" in with_,
-                              show_seeds=show_seeds, layout=layout), nl=False)
+                              show_seeds=show_seeds, layout=layout, data_dir=data_dir), nl=False)
 
 
 @main.command()

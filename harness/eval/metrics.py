@@ -553,15 +553,15 @@ def paired_permutation_p(a: Sequence[float], b: Sequence[float], *, n_resamples:
     p-value, exact): with m non-zero differences and 2^m <= n_resamples + 1 every sign pattern is counted
     (exact: the p-value `scipy.stats.permutation_test(..., permutation_type="samples")` gives with all
     permutations); otherwise `n_resamples` seeded random patterns, p = (1 + hits) / (1 + n_resamples)
-    (Phipson & Smyth 2010). A pattern counts when |its mean difference| >= the observed one's (up to a
-    relative 1e-14, scipy's tolerance for ties)."""
+    (Phipson & Smyth 2010). A pattern counts when |its mean difference| >= the observed one's (up to 100
+    machine epsilons relative, scipy's tolerance for ties)."""
     d = _paired(a, b)
     d = d[d != 0]
     m = d.size
     if m == 0:
         return 1.0, True
     observed = abs(float(d.sum()))
-    gamma = max(observed * 1e-14, 0.0)
+    gamma = observed * 100 * np.finfo(np.float64).eps
     total = float(d.sum())
     if 2 ** m <= n_resamples + 1:
         patterns = (np.arange(2 ** m)[:, None] >> np.arange(m)[None, :]) & 1  # [2^m, m] 0/1: which flip

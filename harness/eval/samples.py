@@ -264,7 +264,9 @@ def _reject_constant(name):
 
 
 def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return isinstance(v, int) and not isinstance(v, bool) and abs(v) < 1e308  # an int a float can hold
 
 
 def _check_header(path, header) -> None:
@@ -282,6 +284,20 @@ def _check_header(path, header) -> None:
     for name, rule in metrics.items():
         if not (isinstance(rule, dict) and rule.get("set") in sets and rule.get("rule") in RULES):
             raise _bad(path, f"metric {name!r:.80} has no known rule on a known set", 1)
+        for arg, ok in _RULE_ARGS.items():
+            if arg in rule and not ok(rule[arg]):
+                raise _bad(path, f"metric {name!r:.80}: its rule's {arg} is {rule[arg]!r:.60}", 1)
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+# The types of the rules' arguments (what `SampleSet.score` writes), checked before any rule runs.
+_RULE_ARGS = {"field": lambda v: v is None or isinstance(v, str), "k": _is_count,
+              "answer_type": lambda v: v is None or isinstance(v, str), "match": lambda v: isinstance(v, str),
+              "which": lambda v: isinstance(v, str),
+              "metrics": lambda v: isinstance(v, list) and bool(v) and all(isinstance(m, str) for m in v)}
 
 
 def _check_line(path, n: int, line, sets) -> None:
@@ -404,7 +420,7 @@ def _top1(lines, rule, metric, values, memo):
 
 def _topk(lines, rule, metric, values, memo):
     k = rule.get("k")
-    if not isinstance(k, int) or k < 1:
+    if not _is_count(k):
         raise HarnessError(f"metric {metric!r}: its topk rule has no k")
     out = []
     for ln in lines:
@@ -418,7 +434,7 @@ def _topk(lines, rule, metric, values, memo):
 
 def _recall(lines, rule, metric, values, memo):
     k = rule.get("k")
-    if not isinstance(k, int) or k < 1:
+    if not _is_count(k):
         raise HarnessError(f"metric {metric!r}: its recall rule has no k")
     out = []
     for ln in lines:
@@ -446,8 +462,10 @@ def _vqa(lines, rule, metric, values, memo):
     questions, predictions = {}, {}
     for ln in lines:
         t = ln["target"]
-        if not isinstance(t, dict) or not isinstance(t.get("answers"), list):
-            raise HarnessError(f"example {ln['id']!r:.60}: its target has no answers list")
+        if not isinstance(t, dict) or not isinstance(t.get("answers"), list) \
+                or not all(isinstance(a, str) for a in t["answers"]) \
+                or not isinstance(t.get("answer_type", ""), str):
+            raise HarnessError(f"example {ln['id']!r:.60}: its target is not {{answers: [text], answer_type}}")
         questions[ln["id"]] = {"answers": t["answers"], **({"answer_type": t["answer_type"]}
                                                            if "answer_type" in t else {})}
         predictions[ln["id"]] = _text(ln)

@@ -208,6 +208,8 @@ def _page_sets(samples: Samples, record: dict, data_dir, img_dir: Path, folder_n
         if metric is None or not lines:
             continue
         rule = samples.metrics.get(metric, {})
+        if rule.get("rule") in ("mean_of", "std_of"):  # a mean over seeds: the first seed's predictions
+            rule = samples.metrics.get(rule["metrics"][0], rule)
         entry = metrics.get(metric) if isinstance(metrics.get(metric), dict) else {}
         higher = bool(entry.get("higher_is_better", True))
         nll = next((m for m, r in samples.metrics.items() if r.get("set") == set_name and r.get("rule") == "mean"

@@ -110,12 +110,12 @@ def test_example_ids_are_the_ids_tfds_gives_on_a_three_shard_build(tmp_path):
     builder = tfds.builder("proxy_scenes/tiny", data_dir=str(tmp_path))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=3))
     assert all(len(s.shard_lengths) == 3 for s in builder.info.splits.values())
-    for split in ("test", "train[5:40]+test[:7]", "val[50%:]", "train[-3:]"):
+    for split, shards in (("test", 3), ("train[5:40]+test[:7]", 4), ("val[50%:]", 2), ("train[-3:]", 1)):
         ds = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()},
                                 read_config=tfds.ReadConfig(add_tfds_id=True, interleave_cycle_length=1))
         want = [x["tfds_id"].numpy().decode() for x in ds]
         assert data.example_ids(TINY_DS, split, range(len(want)), str(tmp_path)) == want, split
-        assert len({w.split("__")[0] for w in want}) > 1  # the split spans shards
+        assert len({w.split("__")[0] for w in want}) == shards  # the shards the slice spans
     # A position's id is the same in any slice that holds it (a capped run pairs with a full one).
     assert data.example_ids(TINY_DS, "test[10:]", [0], str(tmp_path)) == data.example_ids(TINY_DS, "test", [10],
                                                                                           str(tmp_path))
@@ -531,7 +531,7 @@ def test_pages_of_examples_render_in_headless_chromium(runs, task_env, tmp_path)
     out = tmp_path / "rep" / "report.html"
     report_command([str(task_env["out"])], fmt="html", output=str(out), data_dir=task_env["data_dir"])
     root = out.parent
-    assert rhc.check(out, tmp_path / "main.png", min_rows=5, min_images=5, local_root=root,
+    assert rhc.check(out, tmp_path / "main.png", min_rows=4, min_images=1, local_root=root,
                      expect=["fewshot: the worst and the most uncertain examples"]) == []
     # Without --local-root, the links to the pages are references outside the page.
     assert any("external references" in f for f in rhc.check(out, tmp_path / "main2.png"))

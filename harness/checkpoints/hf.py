@@ -4,7 +4,6 @@ big_vision's `text_transformer` (Linear weights (out, in) -> (in, out), heads sp
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from harness.checkpoints.layout import text_tower
 from harness.checkpoints.safetensors_io import load_safetensors
 from harness.errors import HarnessError
+from harness.schema import Doc, read_json
 
 # SigLIP's tanh-approximated GELU under the names transformers gives it; the exact GELU is not SigLIP's.
 _TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
@@ -28,18 +28,47 @@ def detect(path: Path) -> bool:
     return True
 
 
-def _config(path: Path) -> dict:
-    try:
-        return json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise HarnessError(f"checkpoint {path}/config.json: not readable JSON ({e})") from None
+def _config(path: Path) -> Doc:
+    return read_json(path / "config.json", what="Hugging Face config",
+                     fix="re-export the model with save_pretrained").require_obj("a JSON object")
 
 
-def _check_gelu(cfg: dict, tower: str) -> None:
-    act = cfg.get("hidden_act", "gelu_pytorch_tanh")
+# The harness's ViT and text tower normalise with big_vision's LayerNorm eps (flax nn.LayerNorm(1e-6));
+# SiglipConfig's default is the same.
+LAYER_NORM_EPS = 1e-6
+
+
+def _tower(cfg: Doc, key: str, tower: str) -> dict:
+    """The fields the harness uses of a SigLIP tower's config (`vision_config` / `text_config`, or the file
+    itself for a single-tower config), typed; the defaults are SiglipVisionConfig's / SiglipTextConfig's."""
+    if tower == "vision":
+        v = cfg.obj(key) if cfg.has(key) else cfg  # a SiglipVisionModel's config is the tower's own
+    else:
+        v = cfg.obj(key, {})
+    act = v.str("hidden_act", "gelu_pytorch_tanh")
     if act not in _TANH_GELU:
         raise HarnessError(f"Hugging Face {tower} config uses activation {act!r}; only the tanh-approximated "
                            "GELU of SigLIP is supported")
+    eps = v.number("layer_norm_eps", LAYER_NORM_EPS, positive=True)
+    if abs(eps - LAYER_NORM_EPS) > 1e-12:
+        raise HarnessError(f"{cfg.file}: field {v.field('layer_norm_eps')} is {eps}; the harness's towers "
+                           f"normalise with eps {LAYER_NORM_EPS} (big_vision's), so this model is refused rather "
+                           "than loaded approximately")
+    out = {"heads": v.int("num_attention_heads", 12, min=1),
+           "width": v.int("hidden_size", 768, min=1)}
+    if out["width"] % out["heads"]:
+        raise v.error(f"a number of heads that divides hidden_size {out['width']}", "num_attention_heads",
+                      out["heads"])
+    for k, default in (("num_hidden_layers", 12), ("intermediate_size", 3072)):
+        out[k] = v.int(k, default, min=1)
+    if tower == "vision":
+        out["patch_size"] = v.int("patch_size", 16, min=1)
+        out["image_size"] = v.int("image_size", 224, min=1)
+        out["vision_use_head"] = v.bool("vision_use_head", True)
+    else:
+        v.int("vocab_size", 32000, min=1)
+        v.int("max_position_embeddings", 64, min=1)
+    return out
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -69,7 +98,13 @@ def hf_vision_to_bv(hf: dict[str, np.ndarray], num_heads: int, prefix: str = "vi
     p = prefix
     out: dict[str, np.ndarray] = {}
     w = t(p + "embeddings.patch_embedding.weight")  # (D, 3, p, p)
+    if w.ndim != 4:
+        raise HarnessError(f"Hugging Face vision tower: patch embedding of shape {tuple(w.shape)}, not (width, 3, "
+                           "patch, patch); the file is corrupt or not a SigLIP model")
     d = w.shape[0]
+    if d % num_heads:
+        raise HarnessError(f"Hugging Face vision config: hidden size {d} (the tensors') is not divisible by "
+                           f"{num_heads} heads")
     hd = d // num_heads
     out["embedding/kernel"] = w.transpose(2, 3, 1, 0)
     out["embedding/bias"] = t(p + "embeddings.patch_embedding.bias")
@@ -111,21 +146,18 @@ def hf_vision_to_bv(hf: dict[str, np.ndarray], num_heads: int, prefix: str = "vi
     return out
 
 
-def hf_vision_config(cfg: dict) -> dict:
+def hf_vision_config(cfg: Doc) -> dict:
     """Reads a Hugging Face SigLIP `config.json` (vision or two-tower) into our encoder config."""
-    v = cfg.get("vision_config", cfg)
-    _check_gelu(v, "vision")
-    p = int(v.get("patch_size", 16))
-    return dict(width=int(v.get("hidden_size", 768)), depth=int(v.get("num_hidden_layers", 12)),
-                mlp_dim=int(v.get("intermediate_size", 3072)), num_heads=int(v.get("num_attention_heads", 12)),
-                patch_size=(p, p), pool_type="map" if v.get("vision_use_head", True) else "none",
-                posemb="learn", res=int(v.get("image_size", 224)))
+    v = _tower(cfg, "vision_config", "vision")
+    p = v["patch_size"]
+    return dict(width=v["width"], depth=v["num_hidden_layers"], mlp_dim=v["intermediate_size"],
+                num_heads=v["heads"], patch_size=(p, p), pool_type="map" if v["vision_use_head"] else "none",
+                posemb="learn", res=v["image_size"])
 
 
 def read_hf(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    cfg = _config(path)
+    config = hf_vision_config(_config(path))
     hf = read_safetensors(path)
-    config = hf_vision_config(cfg)
     prefix = "vision_model." if any(k.startswith("vision_model.") for k in hf) else ""
     return hf_vision_to_bv(hf, config["num_heads"], prefix), config
 
@@ -180,9 +212,8 @@ def read_text(path: Path) -> dict | None:
     prefix = "text_model."
     if not any(k.startswith(prefix) for k in hf):
         return None
-    tc = cfg.get("text_config", {})
-    _check_gelu(tc, "text")
-    flat = {f"txt/{k}": v for k, v in hf_text_to_bv(hf, int(tc.get("num_attention_heads", 12)), prefix).items()}
+    tc = _tower(cfg, "text_config", "text")
+    flat = {f"txt/{k}": v for k, v in hf_text_to_bv(hf, tc["heads"], prefix).items()}
     for src, dst in (("logit_scale", "t"), ("logit_bias", "b")):
         if src in hf:
             flat[dst] = np.asarray(hf[src])

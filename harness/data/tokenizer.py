@@ -20,7 +20,6 @@ The model file is loaded by path with sentencepiece's own parser; nothing is unp
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import string
@@ -33,6 +32,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 from harness import ASSETS
 from harness.errors import HarnessError
+from harness.schema import Doc, read_json
 
 # The small BPE vocabulary of the offline proxy tasks (made by scripts/make_proxy_spm.py).
 PROXY_TOKENIZER = ASSETS / "proxy_spm.model"
@@ -176,12 +176,35 @@ SPIECE_UNDERLINE = "\u2581"
 HF_SIGLIP_VOCAB_FILE = "spiece.model"
 
 
-def _token_content(value) -> str | None:
-    # tokenizer_config.json / special_tokens_map.json write a special token as a string or as an
-    # AddedToken dict.
+def _token(doc: Doc, key: str | int) -> str | None:
+    """A special token as tokenizer_config.json / special_tokens_map.json write it: a string, or an
+    AddedToken object whose `content` is one (None where the file leaves it out or null)."""
+    value = doc.value.get(key) if isinstance(key, str) else doc.value[key]
+    if value is None or isinstance(value, str):
+        return value
     if isinstance(value, dict):
-        return value.get("content")
-    return value if isinstance(value, str) else None
+        item = Doc(value, doc.file, doc.field(key), doc.fix)
+        return item.str("content")
+    raise doc.error("a token string or an object with its content", key, value)
+
+
+def _token_list(doc: Doc, key: str) -> list[str]:
+    """The tokens of a list of them (additional_special_tokens), or of an object's values (transformers'
+    newer extra_special_tokens: {name: token})."""
+    value = doc.value.get(key)
+    if value is None:
+        return []
+    items = doc.list(key) if not isinstance(value, dict) else doc.obj(key)
+    keys = range(len(value)) if isinstance(value, list) else list(value)
+    return [t for k in keys if (t := _token(items, k))]
+
+
+def _config(folder: Path, name: str) -> Doc:
+    file = folder / name
+    if not file.exists() and not file.is_symlink():
+        return Doc({}, file)  # SiglipTokenizer's own defaults (an old export without the file)
+    return read_json(file, what="Hugging Face tokenizer config", fix="re-save the tokenizer with "
+                     "save_pretrained, or pass --set text_pp=big_vision").require_obj("a JSON object")
 
 
 class SiglipTokenizer(Tokenizer):
@@ -204,32 +227,28 @@ class SiglipTokenizer(Tokenizer):
         """`folder`: a HF SigLIP folder (its tokenizer_config.json); `vocab_file`: another sentencepiece
         model under the same rules (default: the folder's own `spiece.model`)."""
         folder = Path(folder)
-        try:
-            cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            cfg = {}  # SiglipTokenizer's own defaults (an old export without the config file)
-        except (OSError, json.JSONDecodeError) as e:
-            raise HarnessError(f"{folder}/tokenizer_config.json: not readable JSON ({e})") from None
-        try:
-            special_map = json.loads((folder / "special_tokens_map.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            special_map = {}
-        cls = cfg.get("tokenizer_class", "SiglipTokenizer")
+        cfg = _config(folder, "tokenizer_config.json")
+        special_map = _config(folder, "special_tokens_map.json")
+        cls = cfg.str("tokenizer_class", "SiglipTokenizer", null_is_default=True)
         if cls not in ("SiglipTokenizer", "SiglipTokenizerFast"):
             raise HarnessError(f"{folder}: tokenizer_class {cls!r} is not SiglipTokenizer (SigLIP 2's Gemma "
                                "tokenizer is not replicated); pass --set tokenizer=PATH --set text_pp=big_vision")
-        if cfg.get("sp_model_kwargs"):
-            raise HarnessError(f"{folder}/tokenizer_config.json: sp_model_kwargs {cfg['sp_model_kwargs']} "
+        if cfg.obj("sp_model_kwargs", {}, null_is_default=True).value:
+            raise HarnessError(f"{folder}/tokenizer_config.json: sp_model_kwargs {cfg.raw('sp_model_kwargs')} "
                                "(sampling) is not supported; remove it for deterministic evaluation")
-        super().__init__(vocab_file or folder / cfg.get("vocab_file", HF_SIGLIP_VOCAB_FILE))
+        # A file name in the folder, never a path elsewhere.
+        vocab_name = cfg.check("vocab_file", lambda v: isinstance(v, str) and v not in ("", ".", "..")
+                               and "/" not in v and "\\" not in v, "a file name in the tokenizer's folder",
+                               HF_SIGLIP_VOCAB_FILE)
+        super().__init__(vocab_file or folder / vocab_name)
         self.folder = str(folder)
         # SiglipTokenizer.__init__'s defaults where the folder does not say otherwise.
-        tok = {k: _token_content(special_map.get(k, cfg.get(k))) or default
+        tok = {k: _token(special_map, k) or _token(cfg, k) or default
                for k, default in (("eos_token", "</s>"), ("unk_token", "<unk>"), ("pad_token", "</s>"))}
         self.eos_token, self.unk_token, self.pad_token = tok["eos_token"], tok["unk_token"], tok["pad_token"]
-        self.do_lower_case = bool(cfg.get("do_lower_case", True))
-        self.model_max_length = cfg.get("model_max_length")
-        self.legacy = bool(cfg.get("legacy", True))
+        self.do_lower_case = cfg.bool("do_lower_case", True, null_is_default=True)
+        self.model_max_length = cfg.number("model_max_length", None, finite=False, null_is_default=True)
+        self.legacy = cfg.bool("legacy", True, null_is_default=True)
         if not self.legacy:
             # SentencePieceBackend: legacy=False switches the model's add_dummy_prefix off.
             proto = sentencepiece_model_pb2.ModelProto.FromString(self._sp.serialized_model_proto())
@@ -239,14 +258,19 @@ class SiglipTokenizer(Tokenizer):
         # Added tokens: id -> (content, lstrip, rstrip). The special tokens are there too; one the config
         # does not list gets SiglipTokenizer's AddedToken(lstrip=True, rstrip=True).
         self._added: dict[str, tuple[int, bool, bool]] = {}
-        for idx, spec in (cfg.get("added_tokens_decoder") or {}).items():
-            content = _token_content(spec)
+        vocab = self._sp.GetPieceSize()
+        decoder = cfg.obj("added_tokens_decoder", {}, null_is_default=True)
+        for idx, spec in decoder.items():
+            # An id the tower's embedding does not have would be clamped by the lookup, silently.
+            if not (re.fullmatch(r"[0-9]{1,12}", idx) and int(idx) < vocab):
+                raise HarnessError(f"{decoder.file}: field {decoder.path} lists token id {idx[:20]!r}; expected "
+                                   f"ids below the vocabulary size {vocab} of {self.model_path}; {decoder.fix}")
+            content = _token(decoder, idx)
             if content:
-                self._added[content] = (int(idx), bool(spec.get("lstrip")) if isinstance(spec, dict) else False,
-                                        bool(spec.get("rstrip")) if isinstance(spec, dict) else False)
-        extra = [_token_content(t) for t in (cfg.get("additional_special_tokens") or [])
-                 + (cfg.get("extra_special_tokens") or [])]
-        for content in (self.eos_token, self.unk_token, self.pad_token, *[t for t in extra if t]):
+                flags = spec if spec.is_obj() else Doc({}, spec.file, spec.path)
+                self._added[content] = (int(idx), flags.bool("lstrip", False), flags.bool("rstrip", False))
+        extra = _token_list(cfg, "additional_special_tokens") + _token_list(cfg, "extra_special_tokens")
+        for content in (self.eos_token, self.unk_token, self.pad_token, *extra):
             if content not in self._added:
                 self._added[content] = (int(self._sp.PieceToId(content)), True, True)
         self._split = re.compile("(" + "|".join(re.escape(t) for t in sorted(self._added, key=len, reverse=True))

@@ -48,7 +48,6 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -199,7 +198,7 @@ def write_samples(path: str | Path, task: str, sets: Sequence[SampleSet], *, dat
               "metrics": {m: rule for s in sets for m, rule in s.rules.items()}}
     path = Path(path)
     lines = 0
-    with atomic_file(path, "wb", what="the samples file") as f:
+    with atomic_file(path, "wb", what="the samples file", devices=False) as f:
         sink = _Hashing(f)
         with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0) as gz:
             gz.write(_json_line(header))

@@ -27,7 +27,7 @@ from harness.errors import HarnessError, did_you_mean
 from harness.eval.cache import default_cache_dir
 from harness.eval.samples import check_samples_file, samples_path, write_samples
 from harness.files import file_lock, write_json_atomic
-from harness.models.encoder import CONFIG_KEYS, Encoder, load_encoder
+from harness.models.encoder import CONFIG_KEYS, ENCODER_KEY_TYPES, Encoder, load_encoder
 from harness.models.variants import decode_variant
 from harness.report import records as results
 from harness.settings import FALSE_WORDS, TRUE_WORDS, parse_bool, settings_hash
@@ -36,16 +36,6 @@ log = logging.getLogger("harness")
 
 
 # ---------------------------------------------------------------------------------- settings
-# The encoder keys' types and allowed values (`--set key=value`): (kind, choices or None).
-ENCODER_KEY_TYPES = {
-    "variant": ("str", None), "width": ("size", None), "depth": ("size", None), "mlp_dim": ("size", None),
-    "num_heads": ("size", None), "patch_size": ("size", None), "res": ("size", None),
-    "num_classes": ("size_or_none", None), "rep_size": ("size_or_bool", None), "scan": ("bool", None),
-    "pool_type": ("choice", ("gap", "map", "tok", "0", "none")), "posemb": ("choice", ("learn", "sincos2d")),
-    "dtype_mm": ("choice", ("float32", "bfloat16")), "gelu": ("choice", ("tanh", "exact")),
-}
-
-
 def encoder_value(key: str, value: str):
     """A `--set` encoder key's value in its type; anything else is one line naming the key and the range."""
     kind, choices = ENCODER_KEY_TYPES.get(key, ("str", None))
@@ -197,7 +187,7 @@ def _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, *, preset, data_dir, out_di
             if log_samples and ctx.samples else None
         if record["samples"] is None:
             samples_path(rec_path).unlink(missing_ok=True)  # an earlier run's, which no record names now
-        write_json_atomic(rec_path, record, what="the result record")
+        write_json_atomic(rec_path, record, what="the result record", devices=False)
         return record, rec_path, False
 
 

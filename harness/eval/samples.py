@@ -27,7 +27,8 @@ it from the set's lines (`RULES`), with the same metric code and the same arithm
 | `vqa` | `harness.eval.metrics.vqa_scores` (official VQAv2 accuracy), overall or of one answer type | `answer_type` |
 | `exact_match` | `harness.eval.metrics.exact_match_per_example` under a match rule | `match` |
 | `caption` | `harness.eval.metrics.caption_scores` (pycocoevalcap): `cider`, `bleu4` or `rouge_l` | `which` |
-| `mean` | the mean of the stored per-example scores (model outputs such as a log-perplexity) | |
+| `segmentation` | `harness.eval.dense.segmentation_scores` (mIoU as DINOv3 / mmseg) of the per-image areas summed over the set: `miou`, `aacc` or `macc`, in % | `which`, `num_classes` |
+| `mean` | the mean of the stored per-example scores (model outputs such as a log-perplexity, a depth RMSE) | |
 | `mean_of`, `std_of` | the mean / std of other metrics (few-shot: over seeds) | `metrics` |
 | `recorded` | not computable from examples (a training loss): the record's value stands | |
 
@@ -65,7 +66,9 @@ MAX_LINE_BYTES = 16 << 20
 TOP = 5  # top-k classes (and their scores) kept per classifier prediction
 RETRIEVED = 10  # retrieved ids kept per retrieval query (Recall@1/5/10)
 
-RULES = ("top1", "topk", "recall", "vqa", "exact_match", "caption", "mean", "mean_of", "std_of", "recorded")
+RULES = ("top1", "topk", "recall", "vqa", "exact_match", "caption", "segmentation", "mean", "mean_of", "std_of",
+         "recorded")
+SEGMENTATION_AREAS = ("intersection", "union", "prediction", "label")  # `harness.eval.dense.intersect_and_union`
 # The rules whose per-example scores are 0 or 100 (McNemar's test in `harness report --compare`).
 BINARY_RULES = ("top1", "topk", "recall")
 
@@ -92,6 +95,16 @@ def ranked(classes, scores) -> list[dict]:
     """Per row of ranked classes [N, k] and their scores [N, k]: `{"class", "top5", "top5_scores"}`."""
     return [{"class": int(row[0]), "top5": [int(c) for c in row], "top5_scores": [signif(s) for s in vals]}
             for row, vals in zip(np.asarray(classes), np.asarray(scores))]
+
+
+def segmentation_areas(areas) -> dict:
+    """One image's areas (4, C) from `harness.eval.dense.intersect_and_union` as a prediction: the classes
+    present in the prediction or the label (ascending) and, per class, its intersection, union, prediction
+    and label areas in pixels (`{"class": [...], "intersection": [...], ...}`); mIoU, aAcc and mAcc are
+    ratios of these areas summed over the set (the `segmentation` rule)."""
+    areas = np.asarray(areas, np.int64)
+    present = np.flatnonzero(areas[1] > 0)
+    return {"class": present.tolist(), **{k: areas[i, present].tolist() for i, k in enumerate(SEGMENTATION_AREAS)}}
 
 
 def _plain(value):
@@ -295,7 +308,7 @@ def _is_count(v) -> bool:
 # The types of the rules' arguments (what `SampleSet.score` writes), checked before any rule runs.
 _RULE_ARGS = {"field": lambda v: v is None or isinstance(v, str), "k": _is_count,
               "answer_type": lambda v: v is None or isinstance(v, str), "match": lambda v: isinstance(v, str),
-              "which": lambda v: isinstance(v, str),
+              "which": lambda v: isinstance(v, str), "num_classes": _is_count,
               "metrics": lambda v: isinstance(v, list) and bool(v) and all(isinstance(m, str) for m in v)}
 
 
@@ -506,6 +519,36 @@ def _caption(lines, rule, metric, values, memo):
     return float(memo[("caption", rule["set"])][which])
 
 
+def _is_area(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 53
+
+
+def _segmentation(lines, rule, metric, values, memo):
+    from harness.eval.dense import segmentation_scores
+
+    which, num_classes = rule.get("which"), rule.get("num_classes")
+    if which not in ("miou", "aacc", "macc") or not _is_count(num_classes):
+        raise HarnessError(f"metric {metric!r}: its segmentation rule names no score (miou, aacc, macc) or no "
+                           "num_classes")
+    if not lines:
+        return None
+    key = ("segmentation", rule["set"], num_classes)
+    if key not in memo:  # the areas summed over the set once, as the task sums them (int64, exact)
+        total = np.zeros((len(SEGMENTATION_AREAS), num_classes), np.int64)
+        for ln in lines:
+            pred = ln["prediction"]
+            cols = [pred.get(k) for k in ("class", *SEGMENTATION_AREAS)] if isinstance(pred, dict) else [None]
+            if not all(isinstance(c, list) and len(c) == len(cols[0]) and all(_is_area(v) for v in c)
+                       for c in cols) or len(set(cols[0])) != len(cols[0]) \
+                    or any(c >= num_classes for c in cols[0]):
+                raise HarnessError(f"example {ln['id']!r:.60}: its prediction is not {{class, intersection, union, "
+                                   f"prediction, label}}: equally long lists of areas of distinct classes below "
+                                   f"{num_classes}")
+            total[:, cols[0]] += np.asarray(cols[1:], np.int64)
+        memo[key] = segmentation_scores(total)
+    return memo[key][which] * 100
+
+
 def _mean(lines, rule, metric, values, memo):
     got = [v for v in values if v is not None]
     return float(np.asarray(got, np.float64).mean()) if got else None
@@ -524,7 +567,7 @@ def _of(reduce):
 
 
 _SCORERS = {"top1": _top1, "topk": _topk, "recall": _recall, "vqa": _vqa, "exact_match": _exact_match,
-            "caption": _caption, "mean": _mean}
+            "caption": _caption, "segmentation": _segmentation, "mean": _mean}
 _COMBINERS = {"mean_of": _of(np.mean), "std_of": _of(np.std)}
 
 
@@ -562,4 +605,5 @@ def per_example(samples: Samples, metric: str) -> dict:
 
 __all__ = ["BINARY_RULES", "MAX_FILE_BYTES", "MAX_JSON_BYTES", "MAX_LINE_BYTES", "RULES", "SCHEMA", "SUFFIX",
            "SampleSet", "Samples", "check_samples_file", "file_sha256", "per_example", "read_record_samples",
-           "ranked", "read_samples", "rescore", "samples_path", "signif", "top_classes", "write_samples"]
+           "ranked", "read_samples", "rescore", "samples_path", "segmentation_areas", "signif", "top_classes",
+           "write_samples"]

@@ -240,7 +240,22 @@ def test_rescore_of_malformed_examples_is_one_line(tmp_path):
              ({"t/acc": {"set": "s", "rule": "exact_match", "match": "exact"}}, LINE, "no text"),
              ({"t/acc": {"set": "s", "rule": "exact_match", "match": "nope"}}, {**LINE, "prediction": {"text": "a"}},
               "not one of"),
-             ({"t/acc": {"set": "s", "rule": "caption", "which": "cider"}}, LINE, "reference captions")]
+             ({"t/acc": {"set": "s", "rule": "caption", "which": "cider"}}, LINE, "reference captions"),
+             ({"t/acc": {"set": "s", "rule": "segmentation", "which": "miou", "num_classes": 3}}, LINE,
+              "not {class, intersection"),
+             ({"t/acc": {"set": "s", "rule": "segmentation", "which": "miou", "num_classes": 3}},
+              {**LINE, "prediction": {"class": [3], "intersection": [1], "union": [1], "prediction": [1], "label": [1]}},
+              "distinct classes below 3"),
+             ({"t/acc": {"set": "s", "rule": "segmentation", "which": "miou", "num_classes": 3}},
+              {**LINE, "prediction": {"class": [1, 1], "intersection": [1, 1], "union": [1, 1], "prediction": [1, 1],
+                                      "label": [1, 1]}}, "distinct classes"),
+             ({"t/acc": {"set": "s", "rule": "segmentation", "which": "miou", "num_classes": 3}},
+              {**LINE, "prediction": {"class": [1], "intersection": [-1], "union": [1], "prediction": [1],
+                                      "label": [1]}}, "lists of areas"),
+             ({"t/acc": {"set": "s", "rule": "segmentation", "which": "miou", "num_classes": 2 ** 40}},
+              {**LINE, "prediction": {"class": [], "intersection": [], "union": [], "prediction": [], "label": []}},
+              "num_classes"),
+             ({"t/acc": {"set": "s", "rule": "segmentation", "which": "iou"}}, LINE, "names no score")]
     for rules, line, says in cases:
         f = tmp_path / "x.gz"
         f.write_bytes(_gz({**HEADER, "metrics": rules}, line))
@@ -256,7 +271,8 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
 _RULES = {"m/top1": {"rule": "top1"}, "m/head": {"rule": "top1", "field": "h"}, "m/topk": {"rule": "topk", "k": 2},
           "m/recall": {"rule": "recall", "k": 3}, "m/vqa": {"rule": "vqa"}, "m/vqa_t": {"rule": "vqa", "answer_type": "x"},
           "m/em": {"rule": "exact_match", "match": "lower"}, "m/mean": {"rule": "mean"},
-          "m/both": {"rule": "mean_of", "metrics": ["m/top1", "m/mean"]}, "m/sd": {"rule": "std_of", "metrics": ["m/topk"]}}
+          "m/both": {"rule": "mean_of", "metrics": ["m/top1", "m/mean"]}, "m/sd": {"rule": "std_of", "metrics": ["m/topk"]},
+          "m/seg": {"rule": "segmentation", "which": "miou", "num_classes": 3}}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -288,6 +304,39 @@ def test_any_example_lines_read_and_rescore_or_are_one_line(tmp_path, lines):
         assert "\n" not in str(e)
     else:
         assert set(got) == set(_RULES) and all(v is None or math.isfinite(v) for v in got.values())
+
+
+def test_the_segmentation_rule_is_the_tasks_miou_of_the_summed_areas(tmp_path):
+    """mIoU / aAcc / mAcc from the per-image areas a samples file keeps are `segmentation_scores` of the areas
+    summed over the set (counted here from the maps themselves), not a mean over images."""
+    from harness.eval import dense
+
+    rng = np.random.default_rng(0)
+    c = 6
+    labels = rng.integers(0, c, (5, 9, 11))
+    labels[0, :4] = dense.IGNORE_INDEX  # ignored pixels count nowhere
+    labels[1] = rng.integers(0, 2, (9, 11))  # an image with two classes only
+    preds = np.where(rng.random(labels.shape) < 0.6, labels, rng.integers(0, c, labels.shape)) % c
+    areas = [dense.intersect_and_union(p, lab, c) for p, lab in zip(preds, labels)]
+    kept = [S.segmentation_areas(a) for a in areas]
+    assert kept[1]["class"] == sorted({*labels[1].ravel().tolist(), *preds[1].ravel().tolist()})
+    header = {**HEADER, "metrics": {f"seg/{w}": {"set": "s", "rule": "segmentation", "which": w, "num_classes": c}
+                                    for w in ("miou", "aacc", "macc")}}
+    f = tmp_path / "x.gz"
+    f.write_bytes(_gz(header, *({"set": "s", "id": i, "index": i, "target": {}, "prediction": p, "scores": {}}
+                                for i, p in enumerate(kept))))
+    got = S.rescore(S.read_samples(f))
+    keep = labels != dense.IGNORE_INDEX
+    inter = np.bincount(labels[keep & (preds == labels)], minlength=c)
+    lab, pred = np.bincount(labels[keep], minlength=c), np.bincount(preds[keep], minlength=c)
+    iou = inter / (lab + pred - inter)
+    assert got["seg/miou"] == pytest.approx(iou.mean() * 100, abs=1e-12)
+    assert got["seg/macc"] == pytest.approx((inter / lab).mean() * 100, abs=1e-12)
+    assert got["seg/aacc"] == pytest.approx(inter.sum() / lab.sum() * 100, abs=1e-12)
+    assert got == {f"seg/{w}": v * 100 for w, v in dense.segmentation_scores(np.stack(areas)).items()
+                   if w in ("miou", "aacc", "macc")}
+    per_image = np.nanmean([dense.segmentation_scores(a)["miou"] for a in areas]) * 100
+    assert abs(per_image - got["seg/miou"]) > 0.1  # a mean over images would be another number
 
 
 # ------------------------------------------------------------------------------------ paired statistics

@@ -519,17 +519,21 @@ def _caption(lines, rule, metric, values, memo):
     return float(memo[("caption", rule["set"])][which])
 
 
+MAX_CLASSES = 1 << 16  # a segmentation rule's num_classes (ADE20k: 150); bounds the sums' memory
+MAX_AREA = 1 << 32  # pixels of one class in one image: fewer than 2^31 lines never overflow the int64 sums
+
+
 def _is_area(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 53
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_AREA
 
 
 def _segmentation(lines, rule, metric, values, memo):
     from harness.eval.dense import segmentation_scores
 
     which, num_classes = rule.get("which"), rule.get("num_classes")
-    if which not in ("miou", "aacc", "macc") or not _is_count(num_classes):
+    if which not in ("miou", "aacc", "macc") or not _is_count(num_classes) or num_classes > MAX_CLASSES:
         raise HarnessError(f"metric {metric!r}: its segmentation rule names no score (miou, aacc, macc) or no "
-                           "num_classes")
+                           f"num_classes (1..{MAX_CLASSES})")
     if not lines:
         return None
     key = ("segmentation", rule["set"], num_classes)
@@ -546,7 +550,8 @@ def _segmentation(lines, rule, metric, values, memo):
                                    f"{num_classes}")
             total[:, cols[0]] += np.asarray(cols[1:], np.int64)
         memo[key] = segmentation_scores(total)
-    return memo[key][which] * 100
+    value = memo[key][which]
+    return None if math.isnan(value) else value * 100  # NaN: no pixel of any class (the task writes no record)
 
 
 def _mean(lines, rule, metric, values, memo):

@@ -101,8 +101,22 @@ def _short(value, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def _depth_text(value) -> str | None:
+    """A depth image's target or prediction (`tasks/depth.py`): its mean depth over the valid pixels."""
+    if isinstance(value, dict) and "mean_depth" in value and isinstance(value["mean_depth"], (int, float)) \
+            and not isinstance(value["mean_depth"], bool):
+        pixels = value.get("valid_pixels")
+        return f"mean depth {value['mean_depth']:.3g} m" + (f" over {pixels} valid pixels"
+                                                           if isinstance(pixels, int) else "")
+    return None
+
+
 def _target_text(target, names) -> str:
+    if (depth := _depth_text(target)) is not None:
+        return _short(depth)
     if isinstance(target, dict):
+        if isinstance(target.get("classes"), list):  # segmentation: the classes in the label
+            return _short("classes " + ", ".join(_named(t, names) for t in target["classes"]))
         if "answers" in target:  # VQA: the annotators' answers
             return _short(", ".join(map(str, target["answers"][:10])) +
                           (f" ({target['answer_type']})" if target.get("answer_type") else ""))
@@ -126,6 +140,8 @@ def _prediction_text(prediction, rule: dict, names) -> str:
                                  for i, (c, s) in enumerate(zip(head["top5"], scores + [0.0] * 5))), 240)
     if isinstance(head, dict) and isinstance(head.get("retrieved"), list):
         return _short(" · ".join(map(str, head["retrieved"][:5])), 240)
+    if (depth := _depth_text(head)) is not None:
+        return _short(depth)
     if isinstance(head, dict) and "text" in head:
         return _short(f"\"{head['text']}\"")
     return _short(head)

@@ -68,12 +68,15 @@ def hf_vision_to_bv(hf: dict[str, np.ndarray], num_heads: int, prefix: str = "vi
     t = _tensor(hf, "vision")
     p = prefix
     out: dict[str, np.ndarray] = {}
-    w = t(p + "embeddings.patch_embedding.weight")  # (D, 3, p, p)
+    w = t(p + "embeddings.patch_embedding.weight")  # (D, 3, p, p); SigLIP 2 NaFlex: (D, p*p*3)
     d = w.shape[0]
     hd = d // num_heads
-    out["embedding/kernel"] = w.transpose(2, 3, 1, 0)
     out["embedding/bias"] = t(p + "embeddings.patch_embedding.bias")
-    out["pos_embedding"] = t(p + "embeddings.position_embedding.weight")[None]
+    if w.ndim == 2:
+        out.update(naflex_embeddings(w, t(p + "embeddings.position_embedding.weight")))
+    else:
+        out["embedding/kernel"] = w.transpose(2, 3, 1, 0)
+        out["pos_embedding"] = t(p + "embeddings.position_embedding.weight")[None]
 
     def attn(dst, q, k, v, o):
         for name, (wn, bn) in zip(("query", "key", "value"), (q, k, v)):
@@ -125,7 +128,7 @@ def hf_vision_config(cfg: dict) -> dict:
 def read_hf(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     cfg = _config(path)
     hf = read_safetensors(path)
-    config = hf_vision_config(cfg)
+    config = hf_siglip2_vision_config(cfg, path) if is_siglip2(cfg) else hf_vision_config(cfg)
     prefix = "vision_model." if any(k.startswith("vision_model.") for k in hf) else ""
     return hf_vision_to_bv(hf, config["num_heads"], prefix), config
 
@@ -186,6 +189,83 @@ def read_text(path: Path) -> dict | None:
     for src, dst in (("logit_scale", "t"), ("logit_bias", "b")):
         if src in hf:
             flat[dst] = np.asarray(hf[src])
+    gemma = gemma_tokenizer_files(path, cfg)
+    if gemma is not None:  # SigLIP 2: evaluated with big_vision's SigLIP 2 text pp on the folder's vocabulary
+        tower = text_tower(flat, path=path, fmt="hf", tokenizer=gemma, text_pp="siglip2")
+        if tower is not None:
+            tower.update(hf_tokenizer_folder=str(path), hf_model_type=cfg.get("model_type"))
+        return tower
     # SiglipTokenizer's vocabulary file is `spiece.model` (tokenization_siglip.py VOCAB_FILES_NAMES).
     spm = [path / "spiece.model"] if (path / "spiece.model").is_file() else sorted(path.glob("*.model"))
     return text_tower(flat, path=path, fmt="hf", tokenizer=str(spm[0]) if spm else None, text_pp="hf_siglip")
+
+
+# ---------------------------------------------------------------------------------------------- SigLIP 2
+# transformers' SigLIP 2 folders: fixed-resolution ones are `SiglipModel`s (model_type "siglip") with a Gemma
+# tokenizer; NaFlex ones are `Siglip2Model` / `Siglip2VisionModel` (model_type "siglip2": a Linear patch
+# embedding over flattened patches, a square posemb grid; models/siglip2/modeling_siglip2.py).
+GEMMA_TOKENIZER_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer")
+# transformers' Siglip2ImageProcessor default (image_processing_siglip2.py `max_num_patches = 256`).
+HF_MAX_NUM_PATCHES = 256
+
+
+def is_siglip2(cfg: dict) -> bool:
+    """A `Siglip2Model` / `Siglip2VisionModel` config (the NaFlex encoder)."""
+    return cfg.get("model_type") in ("siglip2", "siglip2_vision_model") or \
+        (cfg.get("vision_config") or {}).get("model_type") == "siglip2_vision_model"
+
+
+def naflex_embeddings(weight: np.ndarray, posemb: np.ndarray) -> dict[str, np.ndarray]:
+    """`Siglip2VisionEmbeddings` -> big_vision's naflex_vit: the Linear (D, p*p*3) over (y, x, channel)-flattened
+    patches is the Dense kernel's transpose; the (G*G, D) posemb is the row-major G x G grid (transformers'
+    convert_siglip2_to_hf.py reshapes big_vision's (G, G, D) to (G*G, D), the model reshapes it back)."""
+    g = int(round(np.sqrt(posemb.shape[0])))
+    if g * g != posemb.shape[0]:
+        raise HarnessError(f"Hugging Face SigLIP 2 vision tower: position_embedding has {posemb.shape[0]} rows, not "
+                           "a square grid; the file is corrupt or not a SigLIP 2 checkpoint")
+    return {"embedding/kernel": weight.T, "pos_embedding": posemb.reshape(g, g, posemb.shape[1])}
+
+
+def hf_siglip2_vision_config(cfg: dict, path: Path) -> dict:
+    """A `Siglip2Config` / `Siglip2VisionConfig` -> our NaFlex encoder config: the patch budget is the folder's
+    image processor's (`preprocessor_config.json` `max_num_patches`), else transformers' default 256."""
+    v = cfg.get("vision_config", cfg)
+    _check_gelu(v, "vision")
+    p = int(v.get("patch_size", 16))
+    try:
+        pre = json.loads((path / "preprocessor_config.json").read_text())
+    except FileNotFoundError:
+        pre = {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise HarnessError(f"checkpoint {path}/preprocessor_config.json: not readable JSON ({e})") from None
+    n = pre.get("max_num_patches", HF_MAX_NUM_PATCHES)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise HarnessError(f"checkpoint {path}/preprocessor_config.json: max_num_patches {n!r} is not a positive "
+                           "int; fix the file")
+    return dict(width=int(v.get("hidden_size", 768)), depth=int(v.get("num_hidden_layers", 12)),
+                mlp_dim=int(v.get("intermediate_size", 3072)), num_heads=int(v.get("num_attention_heads", 12)),
+                patch_size=(p, p), pool_type="map" if v.get("vision_use_head", True) else "none", posemb="learn",
+                max_num_patches=n)
+
+
+def gemma_tokenizer_files(path: Path, cfg: dict) -> str | None:
+    """A SigLIP 2 folder's vocabulary (its Gemma tokenizer): `tokenizer.model` (sentencepiece), else
+    `tokenizer.json` (the `tokenizers` serialisation); None for a SigLIP (v1) folder. A folder is SigLIP 2's
+    when its tokenizer_config.json names a Gemma tokenizer class, its config is a Siglip2Model's, or it has
+    those files and no SigLIP `spiece.model`."""
+    try:
+        tok_cfg = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        tok_cfg = {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise HarnessError(f"checkpoint {path}/tokenizer_config.json: not readable JSON ({e})") from None
+    files = [path / f for f in ("tokenizer.model", "tokenizer.json") if (path / f).is_file()]
+    gemma = tok_cfg.get("tokenizer_class") in GEMMA_TOKENIZER_CLASSES or is_siglip2(cfg) or \
+        (files and not (path / "spiece.model").is_file() and "tokenizer_class" not in tok_cfg)
+    if not gemma:
+        return None
+    if not files:
+        raise HarnessError(f"checkpoint {path}: a SigLIP 2 folder without its Gemma tokenizer (tokenizer.model or "
+                           "tokenizer.json); save the processor into it (AutoProcessor.from_pretrained(name)"
+                           ".save_pretrained(folder)) or pass --set tokenizer=PATH")
+    return str(files[0])

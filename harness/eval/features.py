@@ -37,6 +37,7 @@ def extract(encoder, dataset: str, split: str, *, pp: str, cache_dir: str | Path
     that gets one entry per call (dataset, split, examples, images computed, seconds, cache key).
     """
     data.require_prepared(dataset, data_dir)
+    pp = encoder.image_pp(str(pp))  # a NaFlex encoder reads its own pp (its patch budget is in the string)
     total = data.num_examples(dataset, split, data_dir)
     n = min(total, num_examples) if num_examples else total
     desc = encoder.describe()
@@ -56,7 +57,7 @@ def extract(encoder, dataset: str, split: str, *, pp: str, cache_dir: str | Path
             mask = np.asarray(batch["_mask"], bool)
             if seen >= stop:
                 break
-            feats = encoder.features(batch["image"], representations)
+            feats = encoder.features(encoder.images_of(batch), representations)
             take = min(int(mask.sum()), stop - seen)
             out = {r: feats[r][mask][:take] for r in representations}
             for k in keys:
@@ -73,7 +74,7 @@ def extract(encoder, dataset: str, split: str, *, pp: str, cache_dir: str | Path
                                 progress=_progress(f"features {dataset}/{split}") if progress else False)
     seconds = time.perf_counter() - t0
     if log is not None:
-        log.append({"dataset": dataset, "split": split, "num_examples": n,
+        log.append({"dataset": dataset, "split": split, "num_examples": n, "pp": str(pp),
                                                 "computed_images": computed["images"], "seconds": seconds,
                                                 "cache_key": key})
     if computed["images"]:

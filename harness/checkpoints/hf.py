@@ -228,20 +228,26 @@ def naflex_embeddings(weight: np.ndarray, posemb: np.ndarray) -> dict[str, np.nd
 
 def hf_siglip2_vision_config(cfg: dict, path: Path) -> dict:
     """A `Siglip2Config` / `Siglip2VisionConfig` -> our NaFlex encoder config: the patch budget is the folder's
-    image processor's (`preprocessor_config.json` `max_num_patches`), else transformers' default 256."""
+    image processor's `max_num_patches`, else transformers' default 256."""
     v = cfg.get("vision_config", cfg)
     _check_gelu(v, "vision")
     p = int(v.get("patch_size", 16))
-    try:
-        pre = json.loads((path / "preprocessor_config.json").read_text())
-    except FileNotFoundError:
-        pre = {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise HarnessError(f"checkpoint {path}/preprocessor_config.json: not readable JSON ({e})") from None
-    n = pre.get("max_num_patches", HF_MAX_NUM_PATCHES)
+    n, source = HF_MAX_NUM_PATCHES, None
+    # The image processor's settings: preprocessor_config.json (the hub's folders, transformers 4.x), or the
+    # "image_processor" entry of processor_config.json (transformers 5.x's save_pretrained).
+    for name, entry in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+        try:
+            pre = json.loads((path / name).read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, json.JSONDecodeError) as e:
+            raise HarnessError(f"checkpoint {path}/{name}: not readable JSON ({e})") from None
+        pre = pre.get(entry) if entry and isinstance(pre, dict) else pre
+        if isinstance(pre, dict) and "max_num_patches" in pre:
+            n, source = pre["max_num_patches"], name
+            break
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise HarnessError(f"checkpoint {path}/preprocessor_config.json: max_num_patches {n!r} is not a positive "
-                           "int; fix the file")
+        raise HarnessError(f"checkpoint {path}/{source}: max_num_patches {n!r} is not a positive int; fix the file")
     return dict(width=int(v.get("hidden_size", 768)), depth=int(v.get("num_hidden_layers", 12)),
                 mlp_dim=int(v.get("intermediate_size", 3072)), num_heads=int(v.get("num_attention_heads", 12)),
                 patch_size=(p, p), pool_type="map" if v.get("vision_use_head", True) else "none", posemb="learn",

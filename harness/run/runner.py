@@ -38,8 +38,9 @@ log = logging.getLogger("harness")
 ENCODER_KEY_TYPES = {
     "variant": ("str", None), "width": ("size", None), "depth": ("size", None), "mlp_dim": ("size", None),
     "num_heads": ("size", None), "patch_size": ("size", None), "res": ("size", None),
+    "max_num_patches": ("size", None), "nposemb": ("size", None),
     "num_classes": ("size_or_none", None), "rep_size": ("size_or_bool", None), "scan": ("bool", None),
-    "pool_type": ("choice", ("gap", "map", "tok", "0", "none")), "posemb": ("choice", ("learn", "sincos2d")),
+    "pool_type": ("choice", ("gap", "map", "tok", "0", "none", "max")), "posemb": ("choice", ("learn", "sincos2d")),
     "dtype_mm": ("choice", ("float32", "bfloat16")), "gelu": ("choice", ("tanh", "exact")),
 }
 

@@ -18,10 +18,12 @@ calls into it. Run it first; make_bv_siglip2_fixtures.py reads the vocabulary an
    writes only tokenizer.json, so this folder exercises the tokenizer.json path). Every parameter is
    perturbed (+0.02 N(0, 1)); logit_scale = log 10, logit_bias = -10.
 4. `hf_io.npz` / `hf_io.json`: transformers' outputs (eager attention, eval mode, no text attention mask):
-   - fixed: `fixed_images` [2, 16, 16, 3] in [-1, 1] -> `fixed_image_embeds` (L2-normalised), `fixed_image_pooler`;
+   - fixed: `fixed_images` [2, 16, 16, 3] in [-1, 1] -> `fixed_image_embeds` (`get_image_features`, before the L2
+     normalisation), `fixed_image_pooler` (the vision model's pooler_output: the same);
    - texts: `TEXTS` (below; in hf_io.json) through each folder's AutoProcessor as HF's zero-shot pipeline
      calls it (padding="max_length", max_length=64, truncation=True) -> `fixed_proc_ids`, `naflex_proc_ids`;
-     `random_ids` [3, 64] uniform over the vocabulary; each id set's `<folder>_<ids>_text_embeds`;
+     `random_ids` [3, 64] uniform over the vocabulary; each id set's `<folder>_<ids>_text_embeds`
+     (`get_text_features`, unnormalised);
      `<folder>_logits_per_image` for `random_ids`;
    - NaFlex: the uint8 images `naflex_image_<i>` (odd aspect ratios) through the folder's processor ->
      `naflex_pixel_values` [N, 24, 48], `naflex_pixel_attention_mask` [N, 24], `naflex_spatial_shapes` [N, 2],

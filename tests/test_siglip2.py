@@ -141,6 +141,27 @@ def test_hf_processor_text_pp_is_transformers(towers, layout):
         choose_text_pp(tower.config, tower.max_len, text_pp="hf_siglip")
 
 
+def test_open_clip_siglip2_text_pp_is_open_clips_tokenizer(tmp_path):
+    """open_clip's SigLIP 2 towers tokenize with `HFTokenizer(<Gemma tokenizer>, clean="canonicalize")`; the
+    harness replicates it on the tokenizer saved into the folder."""
+    import shutil
+
+    from harness.data.text_pp import text_pp_for
+    from harness.data.tokenizer import HFGemmaTokenizer
+
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(D / "hf_fixed" / name, tmp_path / name)
+    tok = HFGemmaTokenizer(tmp_path)
+    pp = text_pp_for("open_clip", tok, 64)
+    assert pp.lower == "unicode" and pp.canonicalize and pp.pad_id == 0
+    ids = tokenize_pp(tok, TEXTS, pp)
+    np.testing.assert_array_equal(ids[0], tokenize_pp(tok, ["a photo of a tench"], pp)[0])  # "." removed
+    open_clip = pytest.importorskip("open_clip")
+    pytest.importorskip("transformers")
+    ref = open_clip.tokenizer.HFTokenizer(str(tmp_path), context_length=64, clean="canonicalize")(TEXTS)
+    np.testing.assert_array_equal(ids, ref.numpy())
+
+
 # ----------------------------------------------------------------------------------- the two towers
 def test_hf_fixed_matches_transformers(towers):
     enc, tower = towers["hf_fixed"]

@@ -9,10 +9,13 @@ what its checkpoint states and the task's settings.
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 
 from harness.data.tokenizer import (
+    HF_GEMMA_CLASSES,
     PROXY_TOKENIZER,
     HFGemmaTokenizer,
     JsonTokenizer,
@@ -50,8 +53,9 @@ class TextPP:
     lower-cased (Python's str.lower, `do_lower_case`) and stripped of punctuation, EOS kept on truncation,
     padded with the tokenizer's `pad_token` ("</s>" for google/siglip-*); see `harness.data.tokenizer`.
     open_clip: `open_clip.tokenizer.HFTokenizer(clean="canonicalize")`: big_vision's `canonicalize_text`
-    ("_" -> " ", punctuation removed, lower-cased), then the folder's Hugging Face SigLIP tokenizer as
-    `batch_encode_plus(max_length=L, padding="max_length", truncation=True)`, i.e. hf_siglip's ids.
+    ("_" -> " ", punctuation removed, lower-cased), then the folder's Hugging Face tokenizer as
+    `tokenizer(texts, max_length=L, padding="max_length", truncation=True)`: hf_siglip's ids for a SigLIP
+    tokenizer, hf_siglip2's (`HFGemmaTokenizer`) for a SigLIP 2 tower's Gemma tokenizer.
     siglip2: big_vision's SigLIP 2 text pp, `lower(key="text")|tok(length=L, model="gemma", bos="no",
     eos="sticky")` (configs/proj/image_text/SigLIP2_demo.ipynb, L = SEQLEN = 64): ASCII lower-casing
     (tf.strings.lower), the Gemma vocabulary, no BOS, EOS appended and kept last on truncation, padded with
@@ -83,6 +87,9 @@ def text_pp_for(family: str, tokenizer, max_len: int, *, pad_value: int | None =
                                "tokenizer_config.json); use text_pp=siglip2 with a sentencepiece .model file")
         pad = tokenizer.hf_pad_id if pad_value is None else int(pad_value)
         return TextPP(family, int(max_len), pad, lower="unicode" if tokenizer.lowercase else "none")
+    if isinstance(tokenizer, HFGemmaTokenizer) and family == "open_clip":  # open_clip's SigLIP 2 towers
+        pad = tokenizer.hf_pad_id if pad_value is None else int(pad_value)
+        return TextPP(family, int(max_len), pad, lower="unicode", canonicalize=True)
     if isinstance(tokenizer, HFGemmaTokenizer):
         raise HarnessError(f"text_pp {family} takes a sentencepiece model (or a SigLIP 2 folder's tokenizer.json "
                            "through text_pp=siglip2), not the HF processor")
@@ -121,6 +128,15 @@ def tokenize_pp(tokenizer, texts, pp: TextPP) -> np.ndarray:
 
 # The `text_pp` setting: "auto" = the checkpoint family's own; or force one of the rules.
 TEXT_PP_CHOICES = ("auto", "big_vision", "siglip2", "hf_siglip", "hf_siglip2", "open_clip")
+
+
+def _gemma_folder(folder) -> bool:
+    """A Hugging Face tokenizer folder whose tokenizer_config.json names a Gemma tokenizer (SigLIP 2's)."""
+    try:
+        cfg = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("tokenizer_class") in HF_GEMMA_CLASSES
 
 
 def _vocabulary(path: str) -> Tokenizer:
@@ -167,7 +183,8 @@ def choose_text_pp(tower_config: dict | None, max_len: int, *, text_pp: str = "a
                 f"{tower_config.get('hf_tokenizer_name') or '(see open_clip_config.json)'}, which the folder does "
                 "not hold; save it there (AutoTokenizer.from_pretrained(name).save_pretrained(folder)), or pass "
                 "--set text_pp=big_vision --set tokenizer=PATH")
-        chosen = SiglipTokenizer(folder, vocab_file=tokenizer or None)
+        chosen = HFGemmaTokenizer(folder) if _gemma_folder(folder) and not tokenizer else \
+            SiglipTokenizer(folder, vocab_file=tokenizer or None)
     elif tokenizer:
         chosen = _vocabulary(tokenizer)
     elif tower_config is not None and tower_config.get("tokenizer"):

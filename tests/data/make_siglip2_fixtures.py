@@ -16,7 +16,8 @@ calls into it. Run it first; make_bv_siglip2_fixtures.py reads the vocabulary an
    carry it); `hf_naflex/`: a tiny NaFlex SigLIP 2 (`Siglip2Model`: patch 4, a 4 x 4 posemb grid) +
    `Siglip2Processor` (Siglip2ImageProcessor with max_num_patches=24), saved with save_pretrained (5.x
    writes only tokenizer.json, so this folder exercises the tokenizer.json path). Every parameter is
-   perturbed (+0.02 N(0, 1)); logit_scale = log 10, logit_bias = -10.
+   perturbed (+0.02 N(0, 1); torch seeded with 0 before each model is built); logit_scale = log 10,
+   logit_bias = -10.
 4. `hf_io.npz` / `hf_io.json`: transformers' outputs (eager attention, eval mode, no text attention mask):
    - fixed: `fixed_images` [2, 16, 16, 3] in [-1, 1] -> `fixed_image_embeds` (`get_image_features`, before the L2
      normalisation), `fixed_image_pooler` (the vision model's pooler_output: the same);
@@ -108,10 +109,17 @@ def gemma_tokenizer(model_path: str):
         return tok
 
 
-def perturbed(model):
+def seeded(make):
+    """`make()` (a model built and initialised by transformers) with torch's generator seeded first."""
     import torch
 
     torch.manual_seed(SEED)
+    return make()
+
+
+def perturbed(model):
+    import torch
+
     with torch.no_grad():
         for param in model.parameters():
             param.add_(PERTURB * torch.randn_like(param))
@@ -151,11 +159,13 @@ def main() -> None:
     vocab = len(tok)
     text = {**TEXT, "vocab_size": vocab}
 
-    fixed = perturbed(SiglipModel(SiglipConfig(text_config=text, vision_config={**VISION, "image_size": 16})))
+    fixed = perturbed(seeded(lambda: SiglipModel(SiglipConfig(text_config=text,
+                                                              vision_config={**VISION, "image_size": 16}))))
     fixed.save_pretrained(fixed_dir)
     SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 16, "width": 16}),
                     tokenizer=tok).save_pretrained(fixed_dir)
-    naflex = perturbed(Siglip2Model(Siglip2Config(text_config=text, vision_config={**VISION, "num_patches": 16})))
+    naflex = perturbed(seeded(lambda: Siglip2Model(Siglip2Config(text_config=text,
+                                                                vision_config={**VISION, "num_patches": 16}))))
     naflex.save_pretrained(naflex_dir)
     Siglip2Processor(image_processor=Siglip2ImageProcessor(patch_size=PATCH, max_num_patches=NAFLEX_BUDGET),
                      tokenizer=tok).save_pretrained(naflex_dir)

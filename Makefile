@@ -39,7 +39,7 @@ proxy-check: venv
 # The package as `pip install .` gives it to a user, away from this checkout: the wheel, built from a copy of
 # the sources (no stale build/ files), goes into a fresh venv that borrows .venv's dependencies through a
 # path line in a .pth (a plain path: .venv's own .pth files, among them the editable install of this
-# checkout, are not run); then, from an empty folder, no top-level `tasks` package, the seven tasks
+# checkout, are not run); then, from an empty folder, no top-level `tasks` package, the nine tasks
 # registered, one proxy task (lit_zeroshot: the proxy checkpoint, sentencepiece model and CLIP prompts,
 # all package data) and its report with the paper's rows (paper.json).
 package-check: venv
@@ -56,7 +56,7 @@ package-check: venv
 	if "$$py" -c 'import tasks' 2>/dev/null; then echo "package-check: a top-level 'tasks' is importable"; exit 1; fi; \
 	case "$$("$$py" -c 'import harness.tasks; print(harness.tasks.__file__)')" in \
 	    "$$site"/harness/tasks/*) ;; *) echo "package-check: harness.tasks is not the wheel's"; exit 1;; esac; \
-	test "$$("$$harness" ls tasks | wc -l)" -eq 7; \
+	test "$$("$$harness" ls tasks | wc -l)" -eq 9; \
 	ckpt="$$("$$py" -c 'import harness; print(harness.ASSETS / "proxy_sovit.npz")')"; \
 	"$$harness" run --task lit_zeroshot --preset proxy --ckpt "$$ckpt" --out runs --data-dir "$$d/tfds" \
 	    --cache-dir "$$d/cache"; \

@@ -14,9 +14,16 @@ import click
 
 from harness import progress
 from harness.errors import HarnessError, os_error
-from harness.files import check_folder, check_output_file, write_text_atomic
+from harness.files import check_folder, check_output_file, default_cache_dir, side_files_under, write_text_atomic
 from harness.models.variants import decode_variant, model_table
-from harness.scale.runtime import ENV_CPU_DEVICES, parse_cpu_devices, use_cpu_devices
+from harness.scale.runtime import (
+    ENV_CPU_DEVICES,
+    check_xla_flags,
+    parse_cpu_devices,
+    start_backend,
+    start_jax,
+    use_cpu_devices,
+)
 from harness.tf_import import quiet_tensorflow_import
 
 
@@ -34,9 +41,12 @@ class _Group(click.Group):
     """Turns HarnessError into one line on stderr and exit code 2."""
 
     def invoke(self, ctx):
+        # Libraries' side files (matplotlib's font cache, keras.json) under the harness's cache, not $HOME.
+        side_files_under(default_cache_dir())
         quiet_tensorflow_import()
         try:
-            return super().invoke(ctx)
+            with progress.log_lines():  # the library's warnings as `warning: ...` lines
+                return super().invoke(ctx)
         except HarnessError as e:
             self._error_line(e)
             sys.exit(e.exit_code)
@@ -101,12 +111,13 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
                            "size, e.g. --res 224)")
     if variant:
         decode_variant(variant)
-    from harness.eval.cache import default_cache_dir
-
     check_folder("--out", out_dir)
     check_folder("--cache-dir" if cache_dir else "the feature cache ($HARNESS_CACHE_DIR)",
                  cache_dir or default_cache_dir())
+    if cache_dir:
+        side_files_under(cache_dir)
     check_folder("--data-dir", data_dir, write=False)
+    check_xla_flags()  # the user's, before --cpu-devices adds its own
     if cpu_devices:
         use_cpu_devices(cpu_devices)
     from harness.report import to_markdown
@@ -114,6 +125,7 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
     from harness.scale import sharding
 
     distributed = sharding.initialize(coordinator, num_processes, process_id)
+    start_backend()
     sharding.set_param_strategy(param_sharding)
     enc = {}
     if variant:
@@ -198,7 +210,8 @@ def ls_models(pattern, res, pool_type):
 @ls.command("datasets")
 @click.option("--data-dir", default=None, help="TFDS data dir to check.")
 def ls_datasets(data_dir):
-    """Known datasets, whether each is prepared under --data-dir, and how to prepare a missing one."""
+    """Known datasets, whether each is prepared under --data-dir, and for a missing one the command that
+    prepares it and what that needs (which files go where)."""
     from harness import data
 
     d = data.default_data_dir(data_dir)
@@ -208,6 +221,7 @@ def ls_datasets(data_dir):
         click.echo(f"{name:<22} {'prepared' if prepared else 'missing '}  {info.description}".rstrip())
         if not prepared:
             click.echo(f"{'':<22} to prepare: {info.prepare_command(d)}")
+            click.echo(f"{'':<22} needs: {info.needs(d)}")
 
 
 @main.command()
@@ -229,8 +243,9 @@ def report(runs, fmt, output, baseline, with_, show_seeds, layout):
     from harness.report import report_command
 
     check_output_file("-o", output)
+    # With -o the table goes to the file and "wrote FILE" to stderr, so that `-o /dev/stdout` is a pipe.
     click.echo(report_command(runs, fmt=fmt, output=output, baseline=baseline, with_paper="paper" in with_,
-                              show_seeds=show_seeds, layout=layout), nl=False)
+                              show_seeds=show_seeds, layout=layout), nl=False, err=bool(output))
 
 
 @main.command()
@@ -260,15 +275,16 @@ def check(runs, baseline, tolerance, rel_tolerance, write_baseline, name):
 @main.command()
 @click.argument("name")
 @click.option("--data-dir", default=None, help="TFDS data dir to prepare into.")
-@click.option("--manual-dir", default=None, help="Folder with manually downloaded files (e.g. VQAv2 JSON + COCO "
-              "images, GQA and OCR-VQA: their gqa/, ocrvqa/ folders, the unzipped objectnet-1.0/); default "
-              "<data-dir>/downloads/manual.")
+@click.option("--manual-dir", default=None, help="Folder with the files placed by hand (`harness ls datasets` says "
+              "which; e.g. ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar, the unzipped objectnet-1.0/, "
+              "gqa/, ocrvqa/) and copies of files TFDS would download; default <data-dir>/downloads/manual.")
 def prepare(name, data_dir, manual_dir):
-    """Prepare a dataset the harness builds itself (proxy_scenes, proxy_digits, vqav2, gqa, ocrvqa, objectnet)."""
+    """Prepare any dataset `harness ls datasets` lists (TFDS's builders and the harness's own)."""
     from harness import data
 
+    done = data.is_prepared(name, data_dir)
     path = data.prepare(name, data_dir, manual_dir=manual_dir)
-    click.echo(f"prepared {name} under {path}")
+    click.echo(f"{name} is already prepared under {path}" if done else f"prepared {name} under {path}")
 
 
 @main.command()
@@ -287,6 +303,7 @@ def pretrain(out, data_dir, sets, ckpt_dir):
         Config = PretrainConfig
 
     cfg = api.make_config(_T(), None, _parse_sets(sets))
+    start_jax()
     summary = run_pretrain(cfg, out, data_dir=data_dir, ckpt_dir=ckpt_dir)
     click.echo(f"wrote {summary['out']} (loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}, "
                f"{summary['seconds']:.0f}s)")
@@ -341,9 +358,12 @@ def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
     from harness.shape import sweep as sw
 
     cfg = sw.make_config(preset, _parse_sets(sets))
+    if cache_dir:
+        side_files_under(cache_dir)
     if dry_run:
         click.echo(sw.describe_plan(cfg), nl=False)
         return
+    start_jax()
     records = sw.run_sweep(cfg, out_dir, data_dir=data_dir, cache_dir=cache_dir,
                            echo=lambda m: click.echo(m, err=True))
     click.echo(f"{len(records)} sweep records under {out_dir}/records; fit them with "
@@ -352,31 +372,60 @@ def sweep(out_dir, preset, sets, data_dir, cache_dir, dry_run):
 
 @main.command()
 @click.option("--variants", default="So400m/14,So150m/14", show_default=True, help="Comma-separated variants.")
-@click.option("--res", type=int, default=224, show_default=True)
+@click.option("--res", default="224", show_default=True, help="Comma-separated resolutions, e.g. 224,384.")
 @click.option("--batches", default="1,8", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--dtypes", default="float32,bfloat16", show_default=True, help="Matmul dtypes (float32, bfloat16).")
 @click.option("--compare", default=None, type=click.Choice(["hf"]), help="Also time HF SiglipVisionModel (torch).")
 @click.option("--no-scan", is_flag=True, help="Unrolled layers instead of scanned ones (slower to compile).")
 @click.option("--seconds", "min_seconds", type=float, default=2.0, show_default=True, help="Per timed round.")
 @click.option("--runs", default=None, help="Result-record folder: per-task cost and feature-cache savings.")
-@click.option("--no-encoder", is_flag=True, help="Only the --runs summary, no encoder measurements.")
+@click.option("--no-encoder", is_flag=True, help="No encoder measurements (only --pipeline, --end-to-end, --runs).")
 @click.option("--out", default=None, help="Also write the figures as JSON here.")
+@click.option("--csv", "csv_path", default=None, help="Also write the encoder rows here in timm benchmark.py's "
+              "CSV columns, plus precision, MFU and device.")
+@click.option("--peak-n", type=int, default=2048, show_default=True,
+              help="Side of the square matmuls of the peak measurement (and twice it).")
 @click.option("--cpu-devices", default="1", show_default=True,
               help="Comma-separated XLA CPU device counts to time the encoder with ('auto': one per core); "
                    "with N > 1 each batch is split over the N devices.")
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Run every measurement N times, ours and HF's interleaved; report the fastest.")
-def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out, cpu_devices,
-          repeats):
-    """Encoder images/s, GFLOP/s and % of this machine's matmul peak, compile time, peak RSS (vs HF torch)."""
+@click.option("--pipeline", is_flag=True, help="Time the input pipeline on real-format JPEGs (--data-dir) against a "
+              "best-practice tf.data pipeline: images/s per host core.")
+@click.option("--end-to-end", "end_to_end", is_flag=True, help="Time pipeline, encoder and the whole extraction "
+              "(pipeline + encoder + feature cache) on real-format JPEGs: images/s and the overlap ratio.")
+@click.option("--data-dir", default=None, help="TFDS folder with the JPEGs of --pipeline / --end-to-end "
+              "(python benchmarks/make_jpegs.py makes them).")
+@click.option("--dataset", default="imagenet2012", show_default=True, help="Dataset of --pipeline / --end-to-end.")
+@click.option("--split", default="validation", show_default=True)
+@click.option("--num-images", type=int, default=None, help="Images of --pipeline / --end-to-end (default: the split).")
+@click.option("--pipeline-batch", type=int, default=64, show_default=True,
+              help="Batch size of --pipeline / --end-to-end.")
+def bench(variants, res, batches, dtypes, compare, no_scan, min_seconds, runs, no_encoder, out, csv_path, peak_n,
+          cpu_devices, repeats, pipeline, end_to_end, data_dir, dataset, split, num_images, pipeline_batch):
+    """Encoder images/s, MFU, % of this machine's matmul peak, compile time, peak RSS (vs HF torch); the input
+    pipeline and the whole extraction on real-format files."""
     from harness.tools.bench import bench_command
 
-    bench_command(variants=[v.strip() for v in variants.split(",") if v.strip()], res=res,
+    bench_command(variants=[v.strip() for v in variants.split(",") if v.strip()],
+                  res=[_positive_int("--res", r) for r in res.split(",") if r.strip()],
                   cpu_devices=[parse_cpu_devices(n) for n in cpu_devices.split(",") if n.strip()], repeats=repeats,
-                  batches=[int(b) for b in batches.split(",") if b.strip()],
+                  batches=[_positive_int("--batches", b) for b in batches.split(",") if b.strip()],
                   dtypes=[d.strip() for d in dtypes.split(",") if d.strip()], compare=compare, scan=not no_scan,
-                  min_seconds=min_seconds, runs=runs, out=out, encoder=not no_encoder, echo=click.echo,
+                  min_seconds=min_seconds, runs=runs, out=out, csv=csv_path, peak_n=peak_n, encoder=not no_encoder,
+                  pipeline=pipeline, end_to_end=end_to_end, data_dir=data_dir, dataset=dataset, split=split,
+                  num_images=num_images, pipeline_batch=pipeline_batch, echo=click.echo,
                   note=lambda m: click.echo(m, err=True))
+
+
+def _positive_int(flag: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise HarnessError(f"{flag} {text.strip()!r}: give positive integers separated by commas, e.g. 224,384")
+    return value
 
 
 @main.command()
@@ -385,6 +434,7 @@ def demo(out_dir):
     """Build a tiny SoViT-shaped encoder, save it as big_vision .npz, reload it, print features and models."""
     from harness.tools.demo import main as demo_main
 
+    start_jax()
     demo_main(out_dir)
 
 

@@ -9,11 +9,14 @@ A bar redraws itself with carriage returns: right on a terminal, a wall of `\\r`
 
 A loop stopped early (an error, Ctrl-C) writes no last line: the error line that follows says why.
 `close_all` closes every live bar so that such a line starts on a line of its own (the CLI calls it).
+`log_lines` shows the "harness" logger's warnings as `warning: ...` lines (the CLI's, like its `error: ...`),
+written above a live bar instead of into it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -138,3 +141,40 @@ def close_all() -> bool:
         with contextlib.suppress(Exception):
             bar.close()
     return bool(bars)
+
+
+def write_line(text: str) -> None:
+    """`text` as a line of its own on stderr; with a live tqdm bar, above it (tqdm redraws the bar below)."""
+    tqdm_mod = sys.modules.get("tqdm")
+    if tqdm_mod is not None and getattr(tqdm_mod.tqdm, "_instances", None):
+        tqdm_mod.tqdm.write(text, file=sys.stderr)
+        return
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+class _LineHandler(logging.Handler):
+    """A log record as `<level>: <message>`, e.g. `warning: vqa: gqa is not prepared ...`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            write_line(f"{record.levelname.lower()}: {record.getMessage()}")
+        except Exception:  # noqa: BLE001 - logging's own convention: report, never raise
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def log_lines(name: str = "harness"):
+    """For the block, the `name` logger's records (warnings and above, as the root logger's level lets through)
+    go to stderr as `warning: ...` lines, and not on to the root logger, whose default format ("WARNING:harness:
+    ...", installed by whichever library logs first) is not for users. Restored afterwards."""
+    logger = logging.getLogger(name)
+    handler = _LineHandler()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate

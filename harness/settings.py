@@ -71,6 +71,22 @@ def check_range(config, name: str, *, low=None, high=None, low_open: bool = Fals
             raise bad_setting(name, value, f"is out of range{got}: {each}must be {' and '.join(parts)}{extra}")
 
 
+# The largest batch any batch-size setting (`batch_size`, `*_batch_size`) may ask for: a bound for memory,
+# not a recipe (the paper's fine-tunes and probes use 512, big_vision's largest configs 32768; SigLIP's study
+# of batch sizes went up to 2^20). One batch of 2^20 images at 224 px is 630 GB of float32 pixels.
+MAX_BATCH_SIZE = 1 << 20
+
+
+def check_batch_sizes(config) -> None:
+    """Every batch-size setting (`batch_size` or a name ending in `_batch_size`) lies in [1, MAX_BATCH_SIZE]:
+    a huge batch is refused here, before anything is allocated; under the bound, an eval batch larger than
+    its split is the split (`harness.data.pipeline`) and a training batch larger than its split is refused
+    there."""
+    for f in dataclasses.fields(config):
+        if (f.name == "batch_size" or f.name.endswith("_batch_size")) and isinstance(getattr(config, f.name), int):
+            check_range(config, f.name, low=1, high=MAX_BATCH_SIZE)
+
+
 def check_choice(config, name: str, choices) -> None:
     """Setting `name` (or each of its values) is one of `choices`."""
     value = _setting(config, name)
@@ -150,8 +166,11 @@ def coerce(value: str, typ, key: str):
             inner = args[0] if args else str
             return (tuple if origin is tuple else list)(coerce(v, inner, key) for v in items)
         if origin is dict or typ is dict:
-            return json.loads(value)
-    except (ValueError, json.JSONDecodeError, HarnessError):
+            out = json.loads(value)
+            if not isinstance(out, dict):
+                raise ValueError(value)
+            return out
+    except (ValueError, RecursionError, HarnessError):  # json.JSONDecodeError is a ValueError
         raise HarnessError(f"--set {key}={value}: expected {type_words(typ)}") from None
     return value
 

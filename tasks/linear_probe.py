@@ -138,6 +138,11 @@ class LinearProbe(Task):
                              "top-1 of the selected probe on minival")]
 
     def run(self, encoder, ctx: RunContext, config) -> dict[str, float]:
+        # The data it cannot do without first (one error line), then the optional test sets (a warning each).
+        for ds in (config.dataset, *(ds for ds in config.eval_datasets if not _skippable(ds))):
+            data.require_prepared(ds, ctx.data_dir)
+        skipped = [ds for ds in config.eval_datasets
+                   if _skippable(ds) and data.skip_unprepared(ds, ctx.data_dir, self.name)]
         info = data.get_info(config.dataset)
         pp = config.pp or default_pp(encoder.res)
         rep = config.representation
@@ -166,11 +171,9 @@ class LinearProbe(Task):
         metrics = {self.metric_name(config.dataset, "minival"): chosen["minival"]}
         ctx.note_per_example(self.metric_name(config.dataset, "minival"),
                              top1(probe.predict_linear(params, mx), my) * 100)
-        skipped = []
         for ds, tag in self._eval_sets(config):
             ds_info = data.get_info(ds)
-            if _skippable(ds) and data.skip_unprepared(ds, ctx.data_dir, self.name):
-                skipped.append(ds)
+            if ds in skipped:
                 continue
             classes = data.class_subset(ds, ctx.data_dir)
             if data.label_is_set(ds, ctx.data_dir):  # a label set per image: ReaL, ObjectNet

@@ -10,7 +10,8 @@ tokens); then it answers the eval split's questions. Scoring, each as its offici
   `configs/proj/paligemma/transfers/gqa.py`);
 - OCR-VQA (`test`): exact match after lower-casing both (the same evaluator with `to_lower=True`,
   `configs/proj/paligemma/transfers/ocrvqa.py`).
-A dataset that is not prepared is skipped with one line naming its preparation command.
+A dataset that is not prepared is skipped with one warning line naming its preparation command (all of them
+up front); with none of them prepared the run stops with one error line.
 For VQAv2-style data the decoder trains on the 10 annotators' answers, each question going through all
 of them, one per visit, in a fresh random order per cycle (big_vision's VQAv2 transfer,
 `configs/proj/paligemma/transfers/vqav2.py`: `choice_no_replacement(inkey="answers")`); GQA / OCR-VQA
@@ -173,19 +174,16 @@ class VQA(Task):
         return out
 
     def run(self, encoder, ctx: RunContext, config: VQAConfig) -> dict[str, float]:
-        results: dict[str, float] = {}
-        skipped = []
-        for ds in config.datasets:
-            spec = features_of(ds)
-            if data.skip_unprepared(ds, ctx.data_dir, self.name):
-                skipped.append(ds)
-                continue
-            results.update(self._run_one(encoder, ctx, config, ds, spec))
+        # At least one dataset must be there: with none, one error line (the first's preparation), and no
+        # warnings about the others first.
+        if not any(_generated(ds) or data.is_prepared(ds, ctx.data_dir) for ds in config.datasets):
+            data.require_prepared(config.datasets[0], ctx.data_dir)  # raises with the preparation command
+        skipped = [ds for ds in config.datasets if data.skip_unprepared(ds, ctx.data_dir, self.name)]
         ctx.info["skipped_datasets"] = skipped
-        if len(skipped) == len(config.datasets):
-            first = config.datasets[0] if config.datasets else "vqav2"
-            data.require_prepared(first, ctx.data_dir)  # raises with the preparation command
-            raise HarnessError("vqa: no dataset to evaluate; pass --set datasets=vqav2,...")
+        results: dict[str, float] = {}
+        for ds in config.datasets:
+            if ds not in skipped:
+                results.update(self._run_one(encoder, ctx, config, ds, features_of(ds)))
         return results
 
     def _run_one(self, encoder, ctx: RunContext, config: VQAConfig, ds: str,

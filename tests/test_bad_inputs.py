@@ -18,14 +18,17 @@ import dataclasses
 import errno
 import io
 import json
+import logging
 import math
 import os
 import pickle
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,8 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.eval import cache as cache_mod
+from harness.files import SIDE_FILES
+from tests.formats import OPEN_CLIP_CONFIG, TIMM_CONFIG, write_open_clip, write_timm
 from tests.test_report_inert import ATTACK, assert_inert_html, assert_inert_markdown, assert_latex_safe
 from tests.tiny import TINIEST
 
@@ -86,9 +91,79 @@ def _bad_checkpoints(ck: Path, tiny: str) -> None:
     _zip(ck / "long_header.npz", {**members, "embedding/bias.npy": b"\x93NUMPY\x02\x00"
                                   + len(long_header).to_bytes(4, "little") + long_header + b"\0" * 12})
     _zip(ck / "bomb.npz", members, inflating=("unused/zeros.npy", BOMB_BYTES))
+    variant("embedding_1d.npz", **{"embedding/kernel": np.ones(16, np.float32)})
+    _typed_fields(ck, tiny)
 
 
 BOMB_BYTES = 1 << 30
+HF_TWO_TOWER = Path(__file__).parent / "data" / "hf_siglip" / "two_tower"
+
+
+def _edited(doc: dict, path: str, value) -> dict:
+    """`doc` with the field at the dotted `path` set to `value`."""
+    doc = json.loads(json.dumps(doc))
+    *parents, last = path.split(".")
+    at = doc
+    for k in parents:
+        at = at[k]
+    at[last] = value
+    return doc
+
+
+def _typed_fields(ck: Path, tiny: str) -> None:
+    """Issue 23 section 5: each format's config with one field of the wrong type or range, and tensorstore
+    folders with a damaged pointer or array metadata."""
+    import tensorstore as ts
+
+    from harness.models.encoder import load_encoder
+
+    hf = json.loads((HF_TWO_TOWER / "config.json").read_text())
+    for name, path, value in (("hf_heads0", "vision_config.num_attention_heads", 0),
+                              ("hf_heads_negative", "vision_config.num_attention_heads", -4),
+                              ("hf_heads5", "vision_config.num_attention_heads", 5),
+                              ("hf_patch_text", "vision_config.patch_size", "4"),
+                              ("hf_vision_config_text", "vision_config", "vit"),
+                              ("hf_eps", "vision_config.layer_norm_eps", 1e-5)):
+        shutil.copytree(HF_TWO_TOWER, ck / name)
+        (ck / name / "config.json").write_text(json.dumps(_edited(hf, path, value)))
+    for name, path, value in (("timm_heads_text", "model_args.num_heads", "many"),
+                              ("timm_model_args_list", "model_args", [1, 2]),
+                              ("timm_mean_text", "pretrained_cfg.mean", ["a", "b", "c"]),
+                              ("timm_architecture_number", "architecture", 3)):
+        write_timm(ck / name, _edited(TIMM_CONFIG, path, value))
+    for name, path, value in (("oc_vision_cfg_text", "model_cfg.vision_cfg", "x"),
+                              ("oc_pool_number", "model_cfg.vision_cfg.timm_pool", 3),
+                              ("oc_std_zero", "preprocess_cfg.std", [0.5, 0, 0.5])):
+        write_open_clip(ck / name, _edited(OPEN_CLIP_CONFIG, path, value))
+    enc = load_encoder(tiny)
+    enc.save(str(ck / "harness_ok"), fmt="harness")
+    meta = json.loads((ck / "harness_ok" / "harness.json").read_text())
+    for name, path, value in (("harness_width_text", "config.width", "wide"),
+                              ("harness_format", "format", "other/2"),
+                              ("harness_config_list", "config", [])):
+        shutil.copytree(ck / "harness_ok", ck / name)
+        (ck / name / "harness.json").write_text(json.dumps(_edited(meta, path, value)))
+    shutil.copytree(ck / "harness_ok", ck / "harness_unknown_key")
+    meta["config"]["widht"] = meta["config"].pop("width")
+    (ck / "harness_unknown_key" / "harness.json").write_text(json.dumps(meta))
+    # tensorstore: big_vision's step folders of the tiny encoder, each broken one way
+    good = ck / "ts" / "tiny.bv-000000001"
+    for k, v in enc.params_numpy().items():
+        spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(good / f"params~{k.replace('/', '~')}")}}
+        ts.open(spec, create=True, dtype=v.dtype.name, shape=v.shape).result().write(v).result()
+    (ck / "ts" / "tiny.bv-LAST").write_text("000000005")  # a step that was deleted
+    kernel_1d = ck / "ts" / "kernel_1d.bv-000000001"
+    shutil.copytree(good, kernel_1d)
+    shutil.rmtree(kernel_1d / "params~embedding~kernel")
+    ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(kernel_1d / "params~embedding~kernel")}},
+            create=True, dtype="float32", shape=(16,)).result().write(np.ones(16, np.float32)).result()
+    for name, leaf, edit in (("missing_chunks", "embedding~bias", dict(shape=[1 << 36], chunks=[16])),
+                             ("chunk_bomb", "embedding~bias", dict(chunks=[1 << 36])),
+                             ("zarray_text", "embedding~bias", None)):
+        folder = ck / "ts" / f"{name}.bv-000000001"
+        shutil.copytree(good, folder)
+        zarray = folder / f"params~{leaf}" / ".zarray"
+        zarray.write_text("not json" if edit is None else json.dumps({**json.loads(zarray.read_text()), **edit}))
 
 
 def _npy(shape, dtype) -> bytes:
@@ -127,6 +202,8 @@ def _suites(folder: Path, tiny: str) -> None:
     (folder / "unknown_task.toml").write_text(head + '[[task]]\nname = "fewshoot"\n')
     (folder / "bad_setting.toml").write_text(head + entry.format(shots="-1"))
     (folder / "bad_key.toml").write_text(head + '[[task]]\nname = "fewshot"\nsett = 3\n')
+    (folder / "deep.toml").write_text(head + "x = " + "{ a = " * 600 + "1" + " }" * 600 + "\n")
+    (folder / "set_table.toml").write_text(head + '[[task]]\nname = "fewshot"\nset = { shots = { a = 1 } }\n')
     (folder / "ok.toml").write_text(head + entry.format(shots="1") + '[[task]]\nname = "linear_probe"\n'
                                     'preset = "proxy"\n')
 
@@ -153,6 +230,15 @@ def _gate_inputs(root: Path, record: Path) -> None:
     runs("runs_inf", edit=lambda r: r["metrics"][metric].update(value=-math.inf))
     runs("runs_text_value", edit=lambda r: r["metrics"][metric].update(value="high"))
     runs("runs_no_metrics", edit=lambda r: r.update(metrics={}))
+    runs("runs_checkpoint_text", edit=lambda r: r.update(checkpoint="tiny.npz"))
+    runs("runs_task_list", edit=lambda r: r.update(task=[]))
+    runs("runs_ci95_text", edit=lambda r: r["metrics"][metric].update(ci95=["low", "high"]))
+    runs("runs_decimals_text", edit=lambda r: r["metrics"][metric].update(decimals="2"))
+    runs("runs_per_example_text", edit=lambda r: r.update(per_example={metric: "1,0,1"}))
+    runs("runs_deep", text="[" * 100_000 + "]" * 100_000)
+    runs("runs_huge")
+    with open(root / "runs_huge" / record.name, "wb") as f:  # sparse: the size of a record too large to read
+        f.truncate((64 << 20) + 1)
     runs("runs_hostile", edit=_hostile)
     r = CliRunner().invoke(main, ["check", str(record.parent), "--write-baseline", str(root / "base.json")])
     assert r.exit_code == 0, r.output
@@ -172,6 +258,9 @@ def _gate_inputs(root: Path, record: Path) -> None:
     baseline("base_no_metrics.json", lambda b: b.update(metrics={}))
     baseline("base_other_schema.json", lambda b: b.update(schema="someone-else/3"))
     baseline("base_corrupt.json", text=json.dumps(base)[:100])
+    baseline("base_checkpoint_text.json", lambda b: b.update(checkpoint="tiny.npz"))
+    baseline("base_tasks_list.json", lambda b: b.update(tasks=["fewshot"]))
+    baseline("base_protocol_number.json", lambda b: b["tasks"]["fewshot"].update(protocol={"--set shots": 1}))
 
 
 def _hostile(rec: dict) -> None:
@@ -255,6 +344,10 @@ class Case:
     others: bool = False  # lines of others may precede ours (a dataset's first-use build log)
     extracts: bool = False  # fails only once the data is seen: may leave cache entries, shows progress
     process: bool = False  # run as a real process (what the terminal shows depends on it)
+    setup: str = ""  # a SETUPS function preparing the case's own files under {tmp} (a damaged cache copy, links)
+    environ: dict = dataclasses.field(default_factory=dict)  # variables set for the case ({tmp} filled in)
+    cwd: str = ""  # run in this folder ({tmp} filled in)
+    after: str = ""  # an AFTER check of what is left: devices and links intact, nothing outside touched
 
 
 def run(*extra, ckpt="{tiny}"):
@@ -304,7 +397,56 @@ CASES = [
     Case("ckpt-unused-member-bomb", ck("bomb.npz"), says=r"does not match the model: unexpected keys "
                                                           r"\['unused/zeros'\]"),
     Case("ckpt-hf-pickle-only", ck("hf_pickle"), says="without .safetensors weights"),
-    Case("ckpt-harness-json-corrupt", ck("harness_bad"), says="cannot read harness checkpoint"),
+    Case("ckpt-harness-json-corrupt", ck("harness_bad"), says=r"harness_bad/harness.json: not a readable harness "
+                                                              r"checkpoint file \(not JSON"),
+    Case("ckpt-embedding-1d", ck("embedding_1d.npz"), says=r"embedding/kernel has shape \(16,\), not \(patch, patch, "
+                                                           r"3, width\)"),
+    # every field of every format is typed input (issue 23 section 5): one line naming the file and the field
+    Case("ckpt-hf-heads-zero", ck("hf_heads0"), says=r"hf_heads0/config.json: field vision_config."
+                                                     r"num_attention_heads is 0; expected a positive integer"),
+    Case("ckpt-hf-heads-negative", ck("hf_heads_negative"), says=r"field vision_config.num_attention_heads is -4; "
+                                                                 r"expected a positive integer"),
+    Case("ckpt-hf-heads-not-dividing", ck("hf_heads5"), says=r"field vision_config.num_attention_heads is 5; "
+                                                             r"expected a number of heads that divides hidden_size 32"),
+    Case("ckpt-hf-patch-string", ck("hf_patch_text"), says=r"field vision_config.patch_size is '4'; expected a "
+                                                           r"positive integer"),
+    Case("ckpt-hf-vision-config-string", ck("hf_vision_config_text"), says=r"config.json: field vision_config is "
+                                                                           r"'vit'; expected an object"),
+    Case("ckpt-hf-layer-norm-eps", ck("hf_eps"), says=r"field vision_config.layer_norm_eps is 1e-05; the harness's "
+                                                      r"towers normalise with eps 1e-06"),
+    Case("ckpt-timm-heads-string", ck("timm_heads_text"), says=r"timm_heads_text/config.json: field model_args."
+                                                               r"num_heads is 'many'; expected a positive integer"),
+    Case("ckpt-timm-model-args-list", ck("timm_model_args_list"), says=r"field model_args is a list of 2; expected "
+                                                                       r"an object"),
+    Case("ckpt-timm-mean-strings", ck("timm_mean_text"), says=r"field pretrained_cfg.mean\[0\] is 'a'; expected a "
+                                                              r"finite number"),
+    Case("ckpt-timm-architecture-number", ck("timm_architecture_number"), says=r"field architecture is 3; expected "
+                                                                               r"a non-empty string"),
+    Case("ckpt-open-clip-vision-cfg-string", ck("oc_vision_cfg_text"), says=r"oc_vision_cfg_text/open_clip_config."
+                                                                             r"json: field model_cfg.vision_cfg is "
+                                                                             r"'x'; expected an object"),
+    Case("ckpt-open-clip-pool-number", ck("oc_pool_number"), says=r"field model_cfg.vision_cfg.timm_pool is 3; "
+                                                                   r"expected a string"),
+    Case("ckpt-open-clip-std-zero", ck("oc_std_zero"), says=r"field preprocess_cfg.std\[1\] is 0; expected a "
+                                                             r"positive number"),
+    Case("ckpt-harness-json-width-string", ck("harness_width_text"), says=r"harness_width_text/harness.json: field "
+                                                                           r"config.width is 'wide'; expected a "
+                                                                           r"positive integer"),
+    Case("ckpt-harness-json-format", ck("harness_format"), says=r"field format is 'other/2'; expected one of "
+                                                                 r"'sovit-harness/1'"),
+    Case("ckpt-harness-json-config-list", ck("harness_config_list"), says=r"field config is an empty list; "
+                                                                           r"expected an object"),
+    Case("ckpt-harness-json-unknown-key", ck("harness_unknown_key"), says=r"unknown encoder key 'widht' \(did you "
+                                                                           r"mean 'width'\?\)"),
+    Case("ckpt-ts-last-missing-step", ck("ts/tiny.bv"), says=r"tiny.bv-LAST: names step folder "
+                                                             r"tiny.bv-000000005, which does not exist"),
+    Case("ckpt-ts-kernel-1d", ck("ts/kernel_1d.bv-000000001"), says=r"embedding/kernel has shape \(16,\), not"),
+    Case("ckpt-ts-missing-chunks", ck("ts/missing_chunks.bv-000000001"), says=r"array params~embedding~bias of shape "
+                                                                             r"\(68719476736,\) is missing chunks"),
+    Case("ckpt-ts-chunk-bomb", ck("ts/chunk_bomb.bv-000000001"), says=r"declares chunks of shape \(68719476736,\) "
+                                                                     r"\(274877906944 bytes\), larger than the array"),
+    Case("ckpt-ts-zarray-not-json", ck("ts/zarray_text.bv-000000001"), says=r"cannot read array "
+                                                                           r"params~embedding~bias"),
     Case("ckpt-bad-subtree", ck("tiny.npz:nope"), says="has no sub-tree 'nope'"),
     Case("ckpt-bad-subtree-two-tower", ck("two_tower.npz:txt2"), says=r"no sub-tree 'txt2'.*\['img', 'txt'\]"),
     Case("ckpt-random-bad-seed", run(ckpt="random:abc"), says="random:SEED with an integer seed"),
@@ -379,7 +521,11 @@ CASES = [
     Case("suite-bad-toml", suite("bad.toml"), says=r"bad.toml: not valid TOML \(Expected ']]'"),
     Case("suite-unknown-task", suite("unknown_task.toml"), says="suite entry 1/1 fewshoot: unknown task"),
     Case("suite-bad-setting", suite("bad_setting.toml"), says="suite entry 1/1 fewshot: setting shots=-1 is out"),
-    Case("suite-unknown-entry-key", suite("bad_key.toml"), says="has unknown key\\(s\\) sett"),
+    Case("suite-unknown-entry-key", suite("bad_key.toml"), says=r"field task\[0\] has unknown key 'sett' \(did "
+                                                                 r"you mean 'set'\?\)"),
+    Case("suite-600-deep", suite("deep.toml"), says=r"deep.toml: nested too deeply to be a suite file"),
+    Case("suite-set-table", suite("set_table.toml"), says=r"field task\[0\].set.shots is a table; expected a "
+                                                          r"string, number, true/false or a list of them"),
     Case("suite-set-no-entry-takes", suite("ok.toml", "--set", "colour=red"),
          says="--set colour: no task of the suite has that setting"),
     Case("suite-set-bad-value", suite("ok.toml", "--set", "shots=0"), says="suite entry 1/2 fewshot: setting "
@@ -424,6 +570,21 @@ CASES = [
     Case("report-nan-value", ["report", "{root}/runs_nan"], code=0),
     Case("report-no-metrics", ["report", "{root}/runs_no_metrics"], code=0),
     Case("report-missing-folder", ["report", "{root}/no_such_runs"], says="no such file or folder"),
+    Case("report-checkpoint-string", ["report", "{root}/runs_checkpoint_text"],
+         says=r"\.json: field checkpoint is 'tiny.npz'; expected an object; delete it or rerun the task"),
+    Case("report-task-list", ["report", "{root}/runs_task_list"], says=r"field task is an empty list; expected an "
+                                                                       r"object"),
+    Case("report-ci95-strings", ["report", "{root}/runs_ci95_text"],
+         says=r'field metrics\["fewshot/proxy_digits/1shot"\].ci95\[0\] is \'low\'; expected a finite number'),
+    Case("report-decimals-string", ["report", "{root}/runs_decimals_text"],
+         says=r'field metrics\["fewshot/proxy_digits/1shot"\].decimals is \'2\'; expected an integer >= 0 up to 12'),
+    Case("report-per-example-string", ["report", "{root}/runs_per_example_text"],
+         says=r'field per_example\["fewshot/proxy_digits/1shot"\] is \'1,0,1\'; expected a list of numbers'),
+    Case("report-deep-json", ["report", "{root}/runs_deep"], says=r"nested too deeply to be a result record"),
+    Case("report-huge-record", ["report", "{root}/runs_huge"], says=r"67108865 bytes is too large for a result "
+                                                                     r"record \(at most 67108864\)"),
+    Case("report-baseline-checkpoint-string", ["report", "{records}", "--baseline", "{root}/base_checkpoint_text.json"],
+         says=r"base_checkpoint_text.json: field checkpoint is 'tiny.npz'; expected an object"),
     # hostile text in every name: reports stay inert (checked by test_reports_of_a_hostile_record_are_inert)
     Case("report-hostile-record-md", ["report", "{root}/runs_hostile"], code=0),
     Case("report-hostile-record-csv", ["report", "{root}/runs_hostile", "--format", "csv"], code=0),
@@ -440,7 +601,18 @@ CASES = [
     Case("gate-baseline-ci-nan", gate("records", "base_ci_nan.json"), says="bad ci95"),
     Case("gate-baseline-no-metrics", gate("records", "base_no_metrics.json"), says="lists no metrics"),
     Case("gate-baseline-other-schema", gate("records", "base_other_schema.json"), says="not a baseline file"),
-    Case("gate-baseline-corrupt", gate("records", "base_corrupt.json"), says="unreadable baseline"),
+    Case("gate-baseline-corrupt", gate("records", "base_corrupt.json"), says="not a readable baseline"),
+    Case("gate-baseline-checkpoint-string", gate("records", "base_checkpoint_text.json"),
+         says=r"field checkpoint is 'tiny.npz'; expected an object"),
+    Case("gate-baseline-tasks-list", gate("records", "base_tasks_list.json"), says=r"field tasks is a list of 1; "
+                                                                                   r"expected an object"),
+    Case("gate-baseline-protocol-number", gate("records", "base_protocol_number.json"),
+         says=r'field tasks.fewshot.protocol\["--set shots"\] is 1; expected a string'),
+    Case("gate-run-checkpoint-string", gate("runs_checkpoint_text", "base.json"), says=r"field checkpoint is "
+                                                                                       r"'tiny.npz'; expected an object"),
+    Case("gate-run-ci95-strings", gate("runs_ci95_text", "base.json"), says=r"ci95\[0\] is 'low'; expected a finite"),
+    Case("gate-run-decimals-string", gate("runs_decimals_text", "base.json"), says=r"decimals is '2'; expected an "
+                                                                                   r"integer"),
     Case("gate-baseline-missing", gate("records", "base_none.json"), says="no such baseline file or run folder"),
     Case("gate-baseline-empty-folder", gate("records", "runs_empty"), says="no result records to use as a base"),
     Case("gate-tolerance-nan", gate("records", "base.json", "--tolerance", "nan"), says="--tolerance nan: must "
@@ -457,11 +629,178 @@ CASES = [
     Case("gate-run-empty", gate("runs_empty", "base.json"), says="no result records to check"),
     Case("gate-baseline-from-nan-run", ["check", "{root}/runs_nan", "--write-baseline", "{out}/b.json"],
          says="lists no metrics"),
+    # nothing outside the user's paths: report outputs onto devices and links
+    Case("report-o-dev-null", ["report", "{records}", "-o", "/dev/null"], code=0, says=r"^wrote /dev/null$",
+         after="dev_null_intact"),
+    Case("report-o-dev-stdout", ["report", "{records}", "-o", "/dev/stdout"], code=0, process=True,
+         says=r"^wrote /dev/stdout$", after="report_on_stdout"),
+    Case("report-o-symlink", ["report", "{records}", "-o", "{tmp}/link.md"], code=0, setup="report_link",
+         says=r"^wrote .*/link.md$", after="link_intact"),
+    Case("report-o-symlink-loop", ["report", "{records}", "-o", "{tmp}/loop.md"], setup="report_loop",
+         says=r"^error: -o .*/loop.md: is a symlink loop; point it at a file or remove it$"),
+    Case("report-o-block-device", ["report", "{records}", "-o", "{tmp}/blk"], setup="block_device",
+         says=r"^error: -o .*/blk: is a block device, not a regular file; pass a file path$", after="blk_intact"),
+    Case("baseline-o-dev-null", ["check", "{records}", "--write-baseline", "/dev/null"], code=0,
+         says=r"^wrote /dev/null", after="dev_null_intact"),
+    # nothing outside the user's paths: feature-cache metadata is untrusted (each rebuilt, one warning line)
+    Case("cache-meta-names-a-path-outside", run("--cache-dir", "{tmp}/cache"), code=0, setup="meta_outside",
+         says=r"feature cache entry .* is unusable \(array pre_logits: file '\.\./\.\./\.\./outside/secret.npy' "
+              r"is not pre_logits.npy\); deleting it to recompute", after="outside_untouched"),
+    Case("cache-meta-is-a-list", run("--cache-dir", "{tmp}/cache"), code=0, setup="meta_list",
+         says=r"is unusable \(meta.json holds a list, not an object\)", after="outside_untouched"),
+    Case("cache-meta-declares-4tib", run("--cache-dir", "{tmp}/cache"), code=0, setup="meta_huge",
+         says=r"is unusable \(pre_logits.npy holds \(\d+, 16\) float32, expected \[\d+, 1099511627776\]",
+         after="outside_untouched"),
+    Case("cache-npy-symlinked-outside", run("--cache-dir", "{tmp}/cache"), code=0, setup="npy_link",
+         says=r"is unusable \(pre_logits.npy is a symlink\)", after="outside_untouched"),
+    Case("cache-entry-symlinked-outside", run("--cache-dir", "{tmp}/cache"), code=0, setup="entry_link",
+         says=r"is unusable \(not a folder of the cache \(a symlink or a file\)\)", after="outside_untouched"),
+    Case("cache-partial-chunk-names-a-path", run("--cache-dir", "{tmp}/cache"), code=0, setup="chunk_path",
+         says=r"chunk 0 unreadable \(Unusable: array name '\.\./\.\./\.\./outside/x' is not one the cache "
+              r"writes\); recomputing it", after="outside_untouched"),
+    Case("cache-partial-plan-wrong-shape", run("--cache-dir", "{tmp}/cache"), code=0, setup="plan_list",
+         says=r"discarding partial feature build .*: made with another chunking/dtype plan",
+         after="outside_untouched"),
+    # nothing outside the user's paths: empty settings and libraries' side files
+    Case("env-cache-dir-empty", run(), code=0, process=True, setup="home", cwd="{tmp}/cwd",
+         environ={"HARNESS_CACHE_DIR": "", "HOME": "{tmp}/home"}, after="cache_in_home_not_cwd"),
+    Case("env-home-stays-empty", [a if a != "{data}" else "{tmp}/tfds" for a in run("--cache-dir", "{tmp}/cache")],
+         code=0, process=True, setup="home", cwd="{tmp}/cwd", environ={"HOME": "{tmp}/home"}, after="home_empty"),
+    # huge batches: refused up front, before anything is allocated (the memory bound: below)
+    Case("batch-size-huge", run("--set", "batch_size=1000000000"),
+         says=r"setting batch_size=1000000000 is out of range: must be >= 1 and <= 1048576"),
+    Case("batch-size-huge-decoder", task("coco_captioning", "eval_batch_size=1000000000", preset="proxy"),
+         says=r"coco_captioning: setting eval_batch_size=1000000000 is out of range"),
+    Case("batch-size-huge-lit", task("lit_zeroshot", "image_batch_size=2000000"),
+         says=r"image_batch_size=2000000 is out of range: must be >= 1 and <= 1048576"),
+    Case("batch-train-larger-than-split", task("imagenet_finetune", "dataset=proxy_digits", "train_split=train[:16]",
+                                               "minival_split=train[16:32]", "test_split=test[:16]",
+                                               "real_dataset=", "v2_dataset=", "res=16", "train_steps=1",
+                                               "warmup_steps=0", "batch_size=32", "ckpt_every=0"),
+         extracts=True, says=r"batch_size 32 is larger than the 16 training examples of dataset 'proxy_digits'; "
+                             r"lower batch_size to at most 16"),
     # what a terminal shows: TF's C++ start-up lines and TFDS's absl warnings must not frame our line
     Case("process-dataset-not-prepared", run("--set", "datasets=cifar100"), process=True,
-         says=r"dataset 'cifar100' is not prepared under .*: run `tfds build cifar100 --data_dir"),
+         says=r"dataset 'cifar100' is not prepared under .*: run `harness prepare cifar100 --data-dir"),
     Case("process-bad-setting", run("--set", "shots=-1"), process=True, says="shots=-1 is out of range"),
+    # the environment jax starts under
+    Case("env-jax-platforms-cuda", run(), process=True, environ={"JAX_PLATFORMS": "cuda", "CUDA_VISIBLE_DEVICES": ""},
+         says=r"JAX_PLATFORMS=cuda: jax cannot start that backend here .*unset JAX_PLATFORMS to run on the CPU"),
+    Case("env-xla-flags-unknown", run(), process=True, environ={"XLA_FLAGS": "--xla_no_such_flag=1"},
+         says=r"XLA_FLAGS='--xla_no_such_flag=1': XLA refuses it and would abort \(Unknown flag in XLA_FLAGS: "
+              r"--xla_no_such_flag=1\); fix or remove that flag"),
+    Case("env-xla-flags-bad-value", run(), process=True, environ={"XLA_FLAGS": "--xla_force_host_platform_device_count=two"},
+         says=r"Couldn't interpret value two for flag xla_force_host_platform_device_count"),
 ]
+
+
+# ------------------------------------------------------------------------- the cases' own files and checks
+def _copy_cache(env, tmp: Path) -> list[Path]:
+    """tmp/cache: a copy of the shared cache (its finished entries); tmp/outside: files no cache may read."""
+    shutil.copytree(env["cache"], tmp / "cache", symlinks=True)
+    (tmp / "outside").mkdir()
+    np.save(tmp / "outside" / "secret.npy", np.full((200, 16), 7, np.float32))
+    return [p for p in (tmp / "cache" / "features").iterdir() if not p.name.startswith(".")]
+
+
+def _edit_metas(env, tmp, edit) -> None:
+    for entry in _copy_cache(env, tmp):
+        meta = json.loads((entry / "meta.json").read_text())
+        (entry / "meta.json").write_text(json.dumps(edit(meta)))
+
+
+def _outside_entries(env, tmp, how) -> None:
+    for entry in _copy_cache(env, tmp):
+        copy = tmp / "outside" / entry.name
+        shutil.copytree(entry, copy)
+        how(entry, copy)
+
+
+def _replace_by_link(path: Path, target: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path.symlink_to(target)
+
+
+def _as_partials(env, tmp, chunk=None, plan=None) -> None:
+    """Each entry turned back into the partial build of its key: the plan features.extract makes, and a
+    chunk 0 (`chunk(arrays)` -> arrays, written with a valid checksum)."""
+    for entry in _copy_cache(env, tmp):
+        meta = json.loads((entry / "meta.json").read_text())
+        arrays = {n: np.load(entry / a["file"]) for n, a in meta["arrays"].items()}
+        partial = entry.with_name(entry.name + ".partial")
+        partial.mkdir()
+        default = {"format_version": 1, "num_examples": meta["num_examples"], "chunk_size": 4096,
+                   "dtypes": {"pre_logits": "float32"}}
+        (partial / "plan.json").write_text(json.dumps(default if plan is None else plan))
+        stored = {**arrays, **{f"{n}.dtype": np.array(str(a.dtype)) for n, a in arrays.items()}}
+        stored = chunk(stored) if chunk else stored
+        stored[cache_mod._CHUNK_DIGEST] = np.array(cache_mod._chunk_digest(stored))
+        with open(partial / "chunk_000000.npz", "wb") as f:
+            np.savez(f, **stored)
+        shutil.rmtree(entry)
+
+
+def _block_device(env, tmp):
+    if os.geteuid() != 0:
+        pytest.skip("making a block device node needs root")
+    os.mknod(tmp / "blk", 0o600 | stat.S_IFBLK, os.makedev(7, 251))
+
+
+SETUPS = {
+    "report_link": lambda env, tmp: ((tmp / "real").mkdir(), (tmp / "real" / "r.md").write_text("old\n"),
+                                     (tmp / "link.md").symlink_to(tmp / "real" / "r.md")),
+    "report_loop": lambda env, tmp: ((tmp / "loop.md").symlink_to(tmp / "loop2.md"),
+                                     (tmp / "loop2.md").symlink_to(tmp / "loop.md")),
+    "block_device": _block_device,
+    "meta_outside": lambda env, tmp: _edit_metas(env, tmp, lambda m: {**m, "arrays": {
+        n: {**a, "file": "../../../outside/secret.npy"} for n, a in m["arrays"].items()}}),
+    "meta_list": lambda env, tmp: _edit_metas(env, tmp, lambda m: list(m)),
+    "meta_huge": lambda env, tmp: _edit_metas(env, tmp, lambda m: {**m, "arrays": {
+        **m["arrays"], "pre_logits": {**m["arrays"]["pre_logits"],
+                                      "shape": [m["num_examples"], 1 << 40]}}}),
+    "npy_link": lambda env, tmp: _outside_entries(env, tmp, lambda entry, copy: _replace_by_link(
+        entry / "pre_logits.npy", copy / "pre_logits.npy")),
+    "entry_link": lambda env, tmp: _outside_entries(env, tmp, lambda entry, copy: _replace_by_link(entry, copy)),
+    "chunk_path": lambda env, tmp: _as_partials(env, tmp, chunk=lambda c: {
+        **c, "../../../outside/x": c["label"], "../../../outside/x.dtype": c["label.dtype"]}),
+    "plan_list": lambda env, tmp: _as_partials(env, tmp, plan=[1, 2]),
+    "home": lambda env, tmp: ((tmp / "home").mkdir(), (tmp / "cwd").mkdir()),
+}
+
+
+def _snapshot(folder: Path) -> dict[str, tuple]:
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): (p.lstat().st_mode, p.lstat().st_mtime_ns,
+                                         p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def _after(case: Case, tmp: Path, stdout: str, before_outside: dict) -> None:
+    if case.after == "dev_null_intact":
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    elif case.after == "report_on_stdout":  # the table came through the pipe, the "wrote" line did not
+        assert stdout.startswith("### fewshot") and "wrote" not in stdout, stdout
+    elif case.after == "link_intact":
+        assert (tmp / "link.md").is_symlink() and (tmp / "real" / "r.md").read_text().startswith("### fewshot")
+        assert sorted(os.listdir(tmp / "real")) == ["r.md"]
+    elif case.after == "blk_intact":
+        assert stat.S_ISBLK((tmp / "blk").lstat().st_mode)
+    elif case.after == "outside_untouched":
+        assert _snapshot(tmp / "outside") == before_outside
+        assert not list((tmp / "cache" / "features").glob("*.partial"))
+        assert len(list((tmp / "out").glob("*.json"))) == 1
+    elif case.after == "cache_in_home_not_cwd":
+        assert os.listdir(tmp / "cwd") == []
+        assert list((tmp / "home" / ".cache" / "sovit-harness" / "features").glob("*/meta.json"))
+        assert sorted(os.listdir(tmp / "home")) == [".cache"]
+        assert sorted(os.listdir(tmp / "home" / ".cache")) == ["sovit-harness"]
+    elif case.after == "home_empty":  # preparing the dataset imported matplotlib and keras: their files moved
+        assert os.listdir(tmp / "home") == [] and os.listdir(tmp / "cwd") == []
+        assert (tmp / "cache" / "keras" / "keras.json").exists()
+        assert list((tmp / "cache" / "matplotlib").glob("fontlist-*.json"))
+    else:
+        assert not case.after, case.after
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -494,7 +833,7 @@ def _assert_clean(out: Path, caches: list[Path]) -> None:
                 assert cache_mod.FeatureCache(features).get(entry.name) is not None, entry
 
 
-def _assert_outcome(case: Case, code: int, stdout: str, stderr: str) -> None:
+def _assert_outcome(case: Case, code: int, stdout: str, stderr: str, logged: list[str] = ()) -> None:
     assert "Traceback" not in stdout + stderr, stdout + stderr
     assert code == case.code, (code, stdout, stderr)
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
@@ -512,6 +851,9 @@ def _assert_outcome(case: Case, code: int, stdout: str, stderr: str) -> None:
         assert verdict.startswith("check FAILED") and re.search(case.says, verdict), verdict
     else:
         assert not ours, lines
+        if case.says:  # the line (a warning, "wrote FILE") that says what happened
+            said = lines + stdout.splitlines() + list(logged)
+            assert [ln for ln in said if re.search(case.says, ln)], said
 
 
 def _fake_disk(kind: str, monkeypatch, root: Path) -> Path:
@@ -553,26 +895,37 @@ def _prepare_disk(case: Case, env, monkeypatch) -> Path | None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, env, tmp_path, monkeypatch):
+def test_bad_input(case: Case, env, tmp_path, monkeypatch, caplog):
     out = tmp_path / "out"
     disk = _prepare_disk(case, env, monkeypatch)
-    subs = {**env["subs"], "out": str(out), **({case.disk: str(disk)} if disk else {})}
+    subs = {**env["subs"], "out": str(out), "tmp": str(tmp_path), **({case.disk: str(disk)} if disk else {})}
     args = [a.format(**subs) for a in case.args]
-    before = _listing(env["cache"])
+    # The feature cache (not the libraries' side files beside it, in the same cache folder).
+    before = _listing(env["cache"] / "features")
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(env["cache"]))
+    if case.setup:
+        SETUPS[case.setup](env, tmp_path)
+    before_outside = _snapshot(tmp_path / "outside")
+    for name, value in case.environ.items():
+        monkeypatch.setenv(name, value.format(**subs))
     if case.process:
+        # Not the side-file variables an in-process CLI call of this session set: the child sets its own.
+        child_env = {k: v for k, v in os.environ.items() if k not in SIDE_FILES}
         p = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                           timeout=300, env={**os.environ})
+                           timeout=300, env=child_env, cwd=case.cwd.format(**subs) or None)
         code, stdout, stderr = p.returncode, p.stdout, p.stderr
     else:
         r = CliRunner().invoke(main, args)
         assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
         code, stdout, stderr = r.exit_code, r.stdout, r.stderr
-    _assert_outcome(case, code, stdout, stderr)
-    caches = [env["cache"]] + ([disk / "c"] if disk is not None else [])
+    # In-process, pytest's log capture takes the warnings a terminal shows on stderr.
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    _assert_outcome(case, code, stdout, stderr, logged)
+    caches = [env["cache"]] + ([disk / "c"] if disk is not None else []) + [tmp_path / "cache"]
     _assert_clean(out, caches)
+    _after(case, tmp_path, stdout, before_outside)
     if not case.extracts and case.code == 2:
-        assert _listing(env["cache"]) == before, "a bad input must fail before any feature is extracted"
+        assert _listing(env["cache"] / "features") == before, "a bad input must fail before any feature is extracted"
 
 
 def test_the_matrix_is_big_enough():
@@ -606,17 +959,29 @@ def _peak_rss_mb(args: list[str]) -> tuple[float, int]:
     return int(line[1]) / 1024, int(line[2])
 
 
-@pytest.mark.parametrize("name", ["bomb.npz", "declares_4tib.npz"])
+@pytest.mark.parametrize("name", ["bomb.npz", "declares_4tib.npz", "ts/missing_chunks.bv-000000001",
+                                  "ts/chunk_bomb.bv-000000001"])
 def test_crafted_archives_are_refused_within_a_memory_bound(env, tmp_path, name):
-    """A member that would inflate to 1 GiB, or whose header declares 4 TiB, is refused from its header:
-    the process stays within what the same command takes on a small archive refused at the same point (a
-    leaf of the wrong shape), plus 256 MiB: a bound that the 1 GiB member alone would break."""
+    """A member that would inflate to 1 GiB, or whose header declares 4 TiB; a tensorstore array declaring
+    256 GiB in 16-element chunks (one present), or a 16-element array in one 256 GiB chunk: each is refused
+    from its metadata: the process stays within what the same command takes on a small archive refused at
+    the same point (a leaf of the wrong shape), plus 256 MiB: a bound that the 1 GiB member alone would
+    break."""
     subs = {**env["subs"], "out": str(tmp_path / "out")}
     good, code = _peak_rss_mb([a.format(**subs) for a in ck("wrong_shape.npz")])
     assert code == 2
     peak, code = _peak_rss_mb([a.format(**subs) for a in ck(name)])
     assert code == 2 and peak < good + 256, (peak, good)
     assert BOMB_BYTES / 2**20 > 256 * 2
+
+
+def test_a_record_too_large_is_refused_without_reading_it(env):
+    """A 64 MiB + 1 byte file among the records is refused by its size: `harness report` stays within what
+    it takes on a 300-byte corrupt record plus 32 MiB (reading the file alone would take 64)."""
+    small, code = _peak_rss_mb(["report", str(env["root"] / "runs_corrupt")])
+    assert code == 2
+    peak, code = _peak_rss_mb(["report", str(env["root"] / "runs_huge")])
+    assert code == 2 and peak < small + 32, (peak, small)
 
 
 def test_a_full_disk_during_a_run_resumes_once_there_is_room(env, tmp_path, monkeypatch):
@@ -685,3 +1050,26 @@ def test_written_files_respect_the_umask(env, tmp_path, monkeypatch):
     assert len(files) >= 7
     assert {str(f.relative_to(tmp_path)): oct(f.stat().st_mode & 0o777) for f in files} == \
         {str(f.relative_to(tmp_path)): "0o644" for f in files}
+
+
+def test_a_batch_larger_than_the_split_stays_within_memory_and_time(env, tmp_path):
+    """`batch_size=1000000` (under the 2^20 bound) over 200 + 100 examples: an eval batch larger than its
+    split is the split, so the run takes what `batch_size=50` takes, plus 256 MiB and twice the time plus
+    30 s (padded to 10^6 images of 16 px, it would hold 3 GiB of zeros). `batch_size=1000000000` is refused
+    up front: within the normal run's memory (+16 MiB) and 60 s. Both measured runs extract their features afresh."""
+    def measure(batch_size: int, name: str) -> tuple[float, int, float]:
+        subs = {**env["subs"], "out": str(tmp_path / name)}
+        args = [a.format(**subs) for a in run("--set", f"batch_size={batch_size}", "--cache-dir", str(tmp_path / name))]
+        start = time.monotonic()
+        peak, code = _peak_rss_mb(args)
+        return peak, code, time.monotonic() - start
+
+    normal, code, normal_s = measure(50, "normal")
+    assert code == 0
+    huge, code, huge_s = measure(1_000_000, "huge")
+    assert code == 0 and huge < normal + 256 and huge_s < 2 * normal_s + 30, (huge, normal, huge_s, normal_s)
+    (a,), (b,) = (list((tmp_path / n).glob("*.json")) for n in ("normal", "huge"))
+    assert json.loads(a.read_text())["metrics"] == json.loads(b.read_text())["metrics"]
+    refused, code, refused_s = measure(1_000_000_000, "refused")
+    assert code == 2 and refused <= normal + 16 and refused_s < 60, (refused, normal, refused_s)
+    assert 1_000_000 * 16 * 16 * 3 * 4 / 2**20 > 256 * 10

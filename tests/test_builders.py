@@ -1,5 +1,5 @@
-"""Our TFDS builders (proxy_scenes, proxy_digits, vqav2), TFDS's imagenet2012 on real-format tars, and
-the proxy sentencepiece model. Everything is built offline from small data written by the tests."""
+"""Our TFDS builders (proxy_scenes, proxy_digits, vqav2, ade20k), TFDS's imagenet2012 on real-format tars,
+and the proxy sentencepiece model. Everything is built offline from small data written by the tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import pathlib
 import re
 import tarfile
+import zipfile
 
 import numpy as np
 import pytest
@@ -19,15 +20,17 @@ tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
 import harness.data.builders  # noqa: E402,F401  (registers the builders)
-from harness.data.builders import proxy_digits, proxy_scenes, vqav2  # noqa: E402
+from harness.data.builders import ade20k, proxy_digits, proxy_scenes, vqav2  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL = proxy_scenes.ProxyScenesConfig(name="test_small", num_pretrain=8, num_train=48, num_val=6,
                                        num_test=6)
 # sha256 of the pixels and text of examples 0..2 of every split (seed 0): pins the generator, so a
-# numpy or code change that alters the data on some machine is caught.
+# numpy or code change that alters the data on some machine is caught. The first is version 1.0.0's
+# features (unchanged by 1.1.0), the second 1.1.0's dense targets (class mask and depth map bytes).
 GOLDEN_SHA256 = "fd79097b831a2e5ddf8f90008597a5f3ba36cc1635b0df7527157bb486051700"
+GOLDEN_DENSE_SHA256 = "2d0d83f54ec7e8f02a82e9797ae4a7a56fae3af7282342438a0a7ededf5a0ed7"
 
 
 def _build_scenes(data_dir: pathlib.Path) -> "tfds.core.DatasetBuilder":
@@ -37,8 +40,9 @@ def _build_scenes(data_dir: pathlib.Path) -> "tfds.core.DatasetBuilder":
 
 
 def _raw_examples(builder, split: str) -> list[dict]:
-    """Examples with the image left as its stored PNG bytes, sorted by id."""
-    ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    """Examples with the image and mask left as their stored PNG bytes, sorted by id."""
+    ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding(),
+                                                   "segmentation": tfds.decode.SkipDecoding()})
     return sorted(tfds.as_numpy(ds), key=lambda e: int(e["id"]))
 
 
@@ -93,27 +97,57 @@ def test_proxy_scenes_two_builds_identical(scenes, tmp_path):
         a, b = _raw_examples(scenes, split), _raw_examples(again, split)
         assert len(a) == len(b) == SMALL.split_sizes()[split]
         for x, y in zip(a, b):
-            assert x["image"] == y["image"]  # the PNG bytes themselves
-            for key in ("id", "image_id", "label", "captions", "background"):
+            assert x["image"] == y["image"] and x["segmentation"] == y["segmentation"]  # the PNG bytes themselves
+            for key in ("id", "image_id", "label", "captions", "background", "depth"):
                 np.testing.assert_array_equal(x[key], y[key])
             for key in x["questions"]:
                 np.testing.assert_array_equal(x["questions"][key], y["questions"][key])
 
 
 def test_proxy_scenes_generator_golden_hash():
-    digest = hashlib.sha256()
+    digest, dense = hashlib.sha256(), hashlib.sha256()
     for split in proxy_scenes.SPLITS:
         for index in range(3):
             example = proxy_scenes.make_example(0, split, index)
+            dense.update(example.pop("segmentation").tobytes())
+            dense.update(example.pop("depth").tobytes())
             digest.update(example.pop("image").tobytes())
             digest.update(json.dumps(example, sort_keys=True).encode())
-    assert digest.hexdigest() == GOLDEN_SHA256
+    assert digest.hexdigest() == GOLDEN_SHA256  # 1.0.0's features: the dense targets changed none of them
+    assert dense.hexdigest() == GOLDEN_DENSE_SHA256
 
 
 def test_proxy_scenes_stored_image_is_the_rendered_one(train_examples):
     ex = train_examples[0]
     expected = proxy_scenes.make_example(0, "train", int(ex["id"]))
     np.testing.assert_array_equal(ex["image"], expected["image"])
+    np.testing.assert_array_equal(ex["segmentation"], expected["segmentation"])
+    assert ex["depth"].dtype == np.float16 and ex["depth"].shape == (64, 64)
+    np.testing.assert_array_equal(ex["depth"], expected["depth"])
+
+
+def test_proxy_scenes_dense_targets_follow_the_painters_order(train_examples):
+    """The mask names each visible object's class where its colour is drawn, the depth map puts every object
+    in front of the background and each object in front of the ones drawn before it."""
+    for ex in train_examples:
+        mask, depth = ex["segmentation"][..., 0], ex["depth"].astype(np.float32)
+        objects = [proxy_scenes.class_index(proxy_scenes.COLOURS[c], proxy_scenes.SHAPES[s])
+                   for c, s in zip(ex["objects"]["colour"], ex["objects"]["shape"])]
+        assert set(np.unique(mask)) <= {0, *(1 + c for c in objects)} and (mask == 1 + int(ex["label"])).sum() >= 100
+        background = depth[mask == 0]
+        assert background.min() > 5.0 and background.max() < 9.6  # the tilted plane, 5.1 .. 9.5 m
+        depths = [np.unique(depth[mask == 1 + c]) for c in objects if (mask == 1 + c).any()]
+        assert all(len(d) <= 2 and d.max() < 4.3 for d in depths)  # one depth per object (two of one class)
+        for cls in set(objects):  # pixels of an object show its colour, up to anti-aliased edges
+            colour = np.asarray(proxy_scenes.COLOUR_RGB[proxy_scenes.COLOURS[cls // 4]])
+            close = np.abs(ex["image"][mask == 1 + cls].astype(int) - colour).max(-1) <= 30
+            assert close.mean() > 0.6, (cls, close.mean())  # a wrong mask would give ~0
+    # Painter's order: where two objects overlap, the later one is nearer and owns the pixel.
+    scene = proxy_scenes.sample_scene(0, "train", 2)
+    mask, depth = proxy_scenes.render_targets(scene, 0, "train", 2)
+    owners = [1 + proxy_scenes.class_index(o.colour, o.shape) for o in scene.objects]
+    means = [depth[mask == v].astype(np.float32).mean() for v in owners if (mask == v).any()]
+    assert means == sorted(means, reverse=True) and len(scene.objects) >= 2
 
 
 def test_proxy_scenes_questions(scenes):
@@ -316,6 +350,80 @@ def test_vqav2_empty_manual_dir(tmp_path):
     (manual / "README").write_text("nothing here")
     with pytest.raises(HarnessError, match="no VQAv2 questions file"):
         _build_vqav2(tmp_path, manual)
+
+
+# ---------------------------------------------------------------------------------------- ade20k
+
+
+def _write_ade_zip(manual: pathlib.Path, *, drop: str = "", bad_value: bool = False) -> dict:
+    """ADEChallengeData2016.zip in the official layout: 3 training and 2 validation images with their
+    single-channel annotations (0 = other, 1..150), stored out of name order."""
+    manual.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    files = {}
+    with zipfile.ZipFile(manual / ade20k.ZIP_NAME, "w") as zf:
+        for folder, stem, n, size in (("training", "ADE_train", 3, (12, 16)), ("validation", "ADE_val", 2, (10, 8))):
+            for i in reversed(range(1, n + 1)):
+                name = f"{stem}_{i:08d}"
+                image = np.full((*size, 3), 30 * i, np.uint8)
+                label = rng.integers(0, 151, size).astype(np.uint8)
+                if bad_value and folder == "validation":
+                    label[0, 0] = 200
+                files[(folder, name)] = label
+                zf.writestr(f"ADEChallengeData2016/images/{folder}/{name}.jpg", tf.io.encode_jpeg(image).numpy())
+                if f"{folder}/{name}" != drop:
+                    zf.writestr(f"ADEChallengeData2016/annotations/{folder}/{name}.png",
+                                tf.io.encode_png(label[..., None]).numpy())
+        zf.writestr("ADEChallengeData2016/sceneCategories.txt", "ADE_train_00000001 bathroom\n")
+    return files
+
+
+def _build_ade(tmp_path: pathlib.Path, manual: pathlib.Path):
+    builder = tfds.builder("ade20k", data_dir=str(tmp_path / "data"))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    return builder
+
+
+def test_ade20k_reads_the_official_zip(tmp_path):
+    labels = _write_ade_zip(tmp_path / "manual")
+    builder = _build_ade(tmp_path, tmp_path / "manual")
+    assert {k: s.num_examples for k, s in builder.info.splits.items()} == {"train": 3, "validation": 2}
+    for split, folder in (("train", "training"), ("validation", "validation")):
+        raw = builder.as_dataset(split=split, decoders={"segmentation": tfds.decode.SkipDecoding()})
+        for ex in tfds.as_numpy(raw):
+            name = ex["file_name"].decode()
+            # The annotation is stored as its PNG bytes: the raw values 0..150, nothing remapped.
+            stored = tf.io.decode_png(ex["segmentation"]).numpy()[..., 0]
+            np.testing.assert_array_equal(stored, labels[(folder, name[:-4])])
+            assert ex["image"].shape == (*stored.shape, 3) and abs(int(ex["image"].mean()) - 30 * int(name[-5])) <= 2
+
+
+def test_ade20k_reads_the_unzipped_folder(tmp_path):
+    labels = _write_ade_zip(tmp_path / "zip")
+    with zipfile.ZipFile(tmp_path / "zip" / ade20k.ZIP_NAME) as zf:
+        zf.extractall(tmp_path / "manual")
+    builder = _build_ade(tmp_path, tmp_path / "manual")
+    examples = tfds.as_numpy(builder.as_dataset(split="validation"))
+    (ex,) = [e for e in examples if e["file_name"] == b"ADE_val_00000002.jpg"]
+    np.testing.assert_array_equal(ex["segmentation"][..., 0], labels[("validation", "ADE_val_00000002")])
+
+
+@pytest.mark.parametrize("case, says", [
+    ("missing_annotation", r"1 of 3 annotations are missing .*annotations/training/ADE_train_00000002\.png"),
+    ("bad_value", r"ADE_val_0000000\d\.png holds value 200, above the 150 classes"),
+    ("no_zip", r"neither .*ADEChallengeData2016\.zip nor an unzipped ADEChallengeData2016/ folder"),
+])
+def test_ade20k_bad_release_is_one_line(tmp_path, case, says):
+    manual = tmp_path / "manual"
+    if case == "no_zip":
+        manual.mkdir()
+        (manual / "README").write_text("nothing here")
+    else:
+        _write_ade_zip(manual, drop="training/ADE_train_00000002" if case == "missing_annotation" else "",
+                       bad_value=case == "bad_value")
+    with pytest.raises(HarnessError, match=says):
+        _build_ade(tmp_path, manual)
+    assert not (tmp_path / "data" / "ade20k" / "1.0.0").exists()  # nothing half-written
 
 
 # ---------------------------------------------------------------------------------------- imagenet2012

@@ -127,7 +127,7 @@ def test_the_package_list_is_the_tree():
 # ------------------------------------------------------------------------------------------------ layers
 # The layers of docs/architecture.md, bottom up: a module imports from its own package or from a lower
 # layer, never from one beside or above it (function-local imports included).
-LAYERS = [("harness", "harness.errors", "harness.tf_import"), ("harness.files", "harness.progress"),
+LAYERS = [("harness", "harness.errors", "harness.tf_import"), ("harness.files", "harness.progress", "harness.schema"),
           ("harness.checkpoints", "harness.scale", "harness.data"),
           ("harness.models", "harness.settings"), ("harness.eval",), ("harness.train",), ("harness.api",),
           ("harness.tasks",),

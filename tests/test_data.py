@@ -136,6 +136,31 @@ def test_eval_num_examples_caps(data_dir):
                                  num_examples=6) == 2
 
 
+def test_eval_batch_larger_than_the_split_is_the_split(data_dir):
+    """A batch size beyond the examples read adds no padding beyond them (10**6 asked would be 10**6 zero
+    images): the batch is the split, or the largest process's share, also when resuming."""
+    batches = _eval(data_dir, split="test", batch_size=10**6)
+    assert len(batches) == 1 and batches[0]["image"].shape == (NUM_TEST, 4, 4, 3) and batches[0]["_mask"].all()
+    resumed = _eval(data_dir, num_examples=6, batch_size=10**6, start_example=2)
+    assert [len(b["_mask"]) for b in resumed] == [6] and resumed[0]["_mask"].sum() == 4
+    assert _real_ids(resumed) == _tfds_ids(data_dir, "train")[2:6]
+    shares = [_eval(data_dir, batch_size=10**6, process_index=i, process_count=2) for i in range(2)]
+    assert [[len(b["_mask"]) for b in s] for s in shares] == [[27], [27]]
+    assert sorted(_real_ids(shares[0]) + _real_ids(shares[1])) == list(range(NUM_TRAIN))
+    assert data.eval_num_batches(NAME, "train", batch_size=10**6, data_dir=data_dir) == 1
+    assert data.eval_num_batches(NAME, "train", batch_size=10**6, data_dir=data_dir, process_count=2,
+                                 start_example=20) == 1
+
+
+def test_train_batch_larger_than_the_split_is_refused(data_dir):
+    with pytest.raises(HarnessError, match=r"^batch_size 54 is larger than the 53 training examples of dataset "
+                                           r"'harness_test_tiny'; lower batch_size to at most 53"):
+        _train_ids(data_dir, 1, batch_size=54)
+    with pytest.raises(HarnessError, match=r"larger than the 26 training examples .* \(process 0 of 2\)"):
+        _train_ids(data_dir, 1, batch_size=27, process_index=0, process_count=2)
+    assert len(_train_ids(data_dir, 1, batch_size=NUM_TRAIN)[0]) == NUM_TRAIN
+
+
 @pytest.mark.parametrize("split", ["train[:3]", "train[50%:]", "train[-4:]", "train[:3]+test[-2:]",
                                    "test"])
 def test_split_slicing(data_dir, split):
@@ -162,10 +187,11 @@ def test_unprepared_dataset_error(tmp_path):
     with pytest.raises(HarnessError) as e:
         data.require_prepared("cifar100", empty)
     assert str(e.value) == (f"dataset 'cifar100' is not prepared under {empty}: "
-                            f"run `tfds build cifar100 --data_dir {empty}`")
+                            f"run `harness prepare cifar100 --data-dir {empty}`; it needs internet (TFDS downloads "
+                            f"cifar-100-binary.tar.gz, 161 MiB) or that file in {empty}/downloads/manual/")
     with pytest.raises(HarnessError, match="ILSVRC2012_img_train.tar"):
         data.iterate("imagenet2012", "validation", data_dir=empty, batch_size=2)
-    # Our own builders name `harness prepare`; the generated proxies are built on first use instead.
+    # Our own builders too; the generated proxies are built on first use instead.
     with pytest.raises(HarnessError, match=f"harness prepare vqav2 --data-dir {empty}"):
         data.num_examples("vqav2", "train", empty)
     with pytest.raises(HarnessError, match="did you mean 'cifar100'"):

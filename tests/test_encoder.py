@@ -161,3 +161,65 @@ def test_cpu_attention_equals_flax(dtype):
     np.testing.assert_array_equal(np.asarray(attention(q, k, v, mask=mask, deterministic=True), np.float32),
                                   np.asarray(nn.dot_product_attention(q, k, v, mask=mask, deterministic=True),
                                              np.float32))  # masks take flax's own path
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{v}" for v in c.values()))
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scan"])
+def test_attention_implementations_agree(tmp_path, case, scan):
+    """jax.nn.dot_product_attention (XLA) and the CPU's heads-first layout equal flax's einsum attention (the
+    old path, big_vision's function) to float32 rounding, for every pool type and both layer layouts; "cudnn"
+    falls back to XLA where cuDNN refuses (here: no GPU) and then equals it bit for bit."""
+    import dataclasses
+
+    from harness.models import vit
+
+    enc = load_encoder("random:0", **TINY_VIT, **case)
+    path = checkpoints.save_npz(tmp_path / "p.npz", perturbed(enc))
+    loaded = load_encoder(str(path), scan=scan, pool_type=case["pool_type"], posemb=case.get("posemb", "learn"))
+    x = images()
+    got = {impl: dataclasses.replace(loaded, model=loaded.model.clone(attention=impl)).features(x)
+           for impl in ("einsum", "heads_first", "xla", "cudnn")}
+    refusals = len(vit.CUDNN_REFUSALS)
+    assert refusals > 0  # the cudnn model was traced here, and cuDNN said no
+    for impl in ("heads_first", "xla", "cudnn"):
+        for k, v in got["einsum"].items():
+            np.testing.assert_allclose(got[impl][k], v, atol=1e-5, rtol=1e-5, err_msg=f"{impl} {k}")
+    for k in got["xla"]:
+        np.testing.assert_array_equal(got["cudnn"][k], got["xla"][k])
+    assert all(np.array_equal(got["heads_first"][k], loaded.features(x)[k]) for k in got["xla"])  # CPU's "auto"
+
+
+def test_attention_and_matmul_dtype_per_backend():
+    import jax.numpy as jnp
+
+    from harness.models.encoder import default_dtype_mm, resolve_config
+    from harness.models.vit import resolve_attention
+
+    assert resolve_attention("auto", "cpu", jnp.float32, 72) == "heads_first"
+    assert resolve_attention("auto", "cpu", jnp.bfloat16, 72) == "heads_first"
+    assert resolve_attention("auto", "gpu", jnp.bfloat16, 72) == "cudnn"  # So400m/14: 1152 / 16 heads
+    assert resolve_attention("auto", "gpu", jnp.float16, 64) == "cudnn"
+    assert resolve_attention("auto", "gpu", jnp.bfloat16, 55) == "xla"  # So150m/14: 880 / 16, not a multiple of 8
+    assert resolve_attention("auto", "gpu", jnp.bfloat16, 160) == "xla"
+    assert resolve_attention("auto", "gpu", jnp.float32, 72) == "xla"  # cuDNN's fused kernel: 16-bit only
+    assert resolve_attention("auto", "tpu", jnp.bfloat16, 72) == "xla"
+    assert resolve_attention("einsum", "gpu", jnp.bfloat16, 72) == "einsum"
+    with pytest.raises(ValueError, match="unknown attention"):
+        resolve_attention("flash", "gpu", jnp.bfloat16, 72)
+    assert (default_dtype_mm("cpu"), default_dtype_mm("gpu"), default_dtype_mm("tpu")) == (
+        "float32", "bfloat16", "bfloat16")
+    cfg = resolve_config({}, {}, {"variant": "Ti/16"})  # this machine: CPU
+    assert cfg["dtype_mm"] == "float32"
+    assert resolve_config({}, {}, {"variant": "Ti/16", "dtype_mm": "bfloat16"})["dtype_mm"] == "bfloat16"
+
+
+def test_put_dispatch_fetch_is_features_and_one_compilation_per_shape():
+    enc = load_encoder("random:0", **TINY_VIT, pool_type="map")
+    x = images(4)
+    pending = [enc.dispatch(enc.put(x[i:i + 2]), ("pre_logits",)) for i in (0, 2)]  # two in flight
+    got = np.concatenate([enc.fetch(p)["pre_logits"] for p in pending])
+    want = np.concatenate([enc.features(x[i:i + 2], ("pre_logits",))["pre_logits"] for i in (0, 2)])
+    np.testing.assert_array_equal(got, want)
+    assert enc._apply._cache_size() == 1  # the same batch shape and outputs: compiled once
+    enc.features(x, ("pre_logits",))
+    assert enc._apply._cache_size() == 2  # another batch shape

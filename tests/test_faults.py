@@ -7,12 +7,15 @@ The killed runs are real `harness run` processes; a small wrapper around the CLI
 still at a chosen point (a batch of the extraction, a training step) and says so in a marker file, so the
 kill lands exactly there. The reruns and the uninterrupted references run in-process. The cache's
 building blocks are tested on their own in tests/test_cache.py, the simulated kill of a fine-tune in
-tests/test_imagenet_finetune.py and the SIGKILL of a suite between records in tests/test_suites.py.
+tests/test_imagenet_finetune.py and the SIGKILL of a suite between records in tests/test_suites.py. A
+training state damaged on disk after a kill (its pointer, its meta.json) is one line naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,16 +49,25 @@ from harness.models.encoder import Encoder
 real_build = cache.FeatureCache.get_or_build
 cache.FeatureCache.get_or_build = lambda self, key, n, produce, **kw: real_build(
     self, key, n, produce, **{**kw, "chunk_size": CHUNK})
-if mode == "extract":  # hold before the at-th encoder batch (1-based)
-    real_features, calls = Encoder.features, [0]
+if mode == "extract":  # hold before the at-th encoder batch (1-based) is dispatched
+    real_dispatch, calls = Encoder.dispatch, [0]
 
-    def features(self, images, outputs=None):
+    def dispatch(self, batch, outputs=None):
         calls[0] += 1
         if calls[0] == at:
             hold()
-        return real_features(self, images, outputs)
+        return real_dispatch(self, batch, outputs)
 
-    Encoder.features = features
+    Encoder.dispatch = dispatch
+elif mode == "commit":  # hold the cache's writer thread before it writes chunk `at` (0-based)
+    real_write = cache._write_chunk
+
+    def write_chunk(partial, index, stored):
+        if index == at:
+            hold()
+        return real_write(partial, index, stored)
+
+    cache._write_chunk = write_chunk
 else:  # "fit": hold when the training loop asks for the batch of step `at`
     real_fit = train.fit
 
@@ -179,7 +191,7 @@ def _computed(record: dict) -> dict[str, int]:
 def test_sigkill_during_extraction_then_a_damaged_chunk_then_a_damaged_entry(env, tmp_path, monkeypatch):
     out, cache = tmp_path / "runs", tmp_path / "cache"
     args = _args(env, FEWSHOT, env["ckpt16"], out, cache)
-    proc, _ = _child(env, "extract", 13, args, tmp_path)  # 12 batches of 50 done: chunks 0-2 committed
+    proc, _ = _child(env, "commit", 3, args, tmp_path)  # chunks 0-2 committed, the writer held before chunk 3
     code, _ = _kill(proc)
     assert code == -signal.SIGKILL
     (partial,) = (cache / "features").glob("*.partial")
@@ -210,10 +222,45 @@ def test_sigkill_during_extraction_then_a_damaged_chunk_then_a_damaged_entry(env
     _no_temporaries(out, cache)
 
 
+def test_sigkill_then_crafted_chunks_resume_without_reading_outside(env, tmp_path, monkeypatch):
+    """The partial build a killed run left is untrusted input: a chunk replaced by a symlink to an identical
+    chunk outside the cache, and a chunk rewritten with a member named `../../../outside/x` under a valid
+    checksum, are both recomputed (with the two never written); nothing outside is read or changed, and
+    the record equals an uninterrupted run's."""
+    from harness.eval import cache as cache_mod
+
+    out, cache = tmp_path / "runs", tmp_path / "cache"
+    args = _args(env, FEWSHOT, env["ckpt16"], out, cache)
+    proc, _ = _child(env, "extract", 13, args, tmp_path)  # chunks 0-2 committed
+    assert _kill(proc)[0] == -signal.SIGKILL
+    (partial,) = (cache / "features").glob("*.partial")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(partial / "chunk_000000.npz", outside / "chunk_000000.npz")
+    (partial / "chunk_000000.npz").unlink()
+    (partial / "chunk_000000.npz").symlink_to(outside / "chunk_000000.npz")
+    with np.load(partial / "chunk_000001.npz") as npz:
+        arrays = {n: npz[n] for n in npz.files if n != cache_mod._CHUNK_DIGEST}
+    arrays["../../../outside/x"], arrays["../../../outside/x.dtype"] = arrays["label"], arrays["label.dtype"]
+    arrays[cache_mod._CHUNK_DIGEST] = np.array(cache_mod._chunk_digest(arrays))
+    with open(partial / "chunk_000001.npz", "wb") as f:
+        np.savez(f, **arrays)
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    _small_chunks(monkeypatch)
+    resumed = _run_here(args)
+    assert _computed(resumed)["train"] == 1000 - CHUNK  # chunk 2 reused, 0, 1, 3, 4 computed
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before
+    _same_result(resumed, _reference(env, "fewshot", FEWSHOT, env["ckpt16"], monkeypatch))
+    assert not list((cache / "features").glob("*.partial"))
+    _no_temporaries(out, cache)
+
+
 def test_ctrl_c_during_extraction_is_one_line_on_a_fresh_line_and_resumes(env, tmp_path, monkeypatch):
     out, cache = tmp_path / "runs", tmp_path / "cache"
     args = _args(env, FEWSHOT, env["ckpt16"], out, cache)
-    proc, _ = _child(env, "extract", 9, args, tmp_path)  # 8 batches done: chunks 0-1 committed
+    # Batch 10 is dispatched once batches 1-8 have gone to the cache (two passes in flight): 400 images, chunks
+    # 0-1; Ctrl-C waits for the writer thread to commit what it was handed.
+    proc, _ = _child(env, "extract", 10, args, tmp_path)
     code, err = _kill(proc, signal.SIGINT)
     assert code == 130, err
     assert "Traceback" not in err
@@ -250,4 +297,32 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(env, tmp_path,
         assert resumed["info"]["finetune"]["resumed_from"] == 3
     reference = _reference(env, name, task_args, env["ckpt32"], monkeypatch)
     _same_result(resumed, reference)
+    assert all(np.isfinite(m["value"]) for m in resumed["metrics"].values())
+
+
+@pytest.mark.parametrize("damage,says", [
+    ("meta", r"train_state/state-000000003/meta.json: field step is 'three'; expected an integer >= 0; delete "),
+    ("pointer", r"train_state/LATEST: names '../../elsewhere', not a saved training state"),
+], ids=["meta-step-string", "pointer-outside"])
+def test_a_damaged_training_state_is_one_line(env, tmp_path, damage, says):
+    """Killed during the fine-tune, its training state then damaged on disk (issue 23 section 5: typed
+    input): the rerun is one line naming the file and the field (exit 2, nothing written), and deleting the
+    state folder, as that line says, lets the run train from the start."""
+    out, cache = tmp_path / "runs", tmp_path / "cache"
+    args = _args(env, FINETUNE, env["ckpt32"], out, cache)
+    proc, _ = _child(env, "fit", 5, args, tmp_path)
+    assert _kill(proc)[0] == -signal.SIGKILL
+    (latest,) = out.glob("artifacts/*/train_state/LATEST")
+    if damage == "meta":
+        meta = latest.parent / latest.read_text().strip() / "meta.json"
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "step": "three"}))
+    else:
+        latest.write_text("../../elsewhere")
+    r = CliRunner().invoke(main, args)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and re.search(says, lines[0]), r.output
+    assert not list(out.glob("*.json"))
+    _no_temporaries(out, cache)
+    shutil.rmtree(latest.parent)
+    resumed = _run_here(args)
     assert all(np.isfinite(m["value"]) for m in resumed["metrics"].values())

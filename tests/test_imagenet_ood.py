@@ -243,7 +243,7 @@ def test_missing_dataset_names_what_to_download_and_where(tmp_path, name, what):
         data.require_prepared(name, tmp_path)
     msg = str(e.value)
     assert "\n" not in msg and what in msg and f"{tmp_path}/downloads/manual/" in msg
-    assert ("harness prepare objectnet" if name == "objectnet" else f"tfds build {name}") in msg
+    assert f"harness prepare {name} --data-dir {tmp_path}" in msg
 
 
 def test_ls_datasets_lists_them_with_the_prepare_command(tmp_path):
@@ -254,7 +254,7 @@ def test_ls_datasets_lists_them_with_the_prepare_command(tmp_path):
     r = CliRunner().invoke(main, ["ls", "datasets", "--data-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    for name, command in (("imagenet_r", "tfds build imagenet_r"), ("imagenet_a", "tfds build imagenet_a"),
+    for name, command in (("imagenet_r", "harness prepare imagenet_r"), ("imagenet_a", "harness prepare imagenet_a"),
                           ("objectnet", "harness prepare objectnet")):
         i = next(i for i, line in enumerate(lines) if line.split()[0] == name)
         assert "missing" in lines[i] and "to prepare:" in lines[i + 1] and command in lines[i + 1]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from harness import checkpoints
+from harness.checkpoints import handle as handle_mod
 from harness.api import Metric, Task
 from harness.errors import HarnessError
 from harness.models import encoder as encoder_mod
@@ -42,15 +43,14 @@ def ckpt(tmp_path):
 
 def test_one_hash_one_load_per_encoder_config(ckpt, tmp_path, monkeypatch):
     hashed, loaded = [], []
-    real_hash, real_load = runner.file_sha256, runner.load_encoder
-    monkeypatch.setattr(runner, "file_sha256", lambda p: hashed.append(p) or real_hash(p))
+    real_digest, real_load = handle_mod._digest, runner.load_encoder
+    monkeypatch.setattr(handle_mod, "_digest", lambda *a, **kw: hashed.append(a) or real_digest(*a, **kw))
     monkeypatch.setattr(runner, "load_encoder", lambda *a, **kw: loaded.append(kw) or real_load(*a, **kw))
-    monkeypatch.setattr(checkpoints, "file_sha256", lambda p: pytest.fail("the encoder hashed the file again"))
     encoders = runner.Encoders()
     record, path, reused = runner.run_task(Norm(), ckpt, out_dir=tmp_path / "runs", encoders=encoders,
                                            progress=False)
     assert not reused and path.exists() and len(hashed) == 1 and len(loaded) == 1
-    assert record["checkpoint"]["sha256"] == real_hash(checkpoints.parse_spec(ckpt)[0])
+    assert record["checkpoint"]["sha256"] == checkpoints.file_sha256(checkpoints.parse_spec(ckpt)[0])
     # Another task setting, the same encoder: the loaded one serves; another encoder config loads anew.
     runner.run_task(Norm(), ckpt, sets={"returns": "norm"}, out_dir=tmp_path / "runs2", encoders=encoders,
                     progress=False)

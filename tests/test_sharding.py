@@ -27,11 +27,14 @@ FEWSHOT_SETS = {"datasets": "proxy_digits", "shots": "1,5", "seeds": "0,1", "bat
 TASK_RUNS = {task: run for task, run in TINY_RUNS.items() if task != "fewshot"}
 # The functions that must put work on the 8-device mesh in each task's run (`run_every_task`).
 MESH_SITES = {
-    "linear_probe": {"_apply_on_mesh", "train_linear"},            # encoder pass, SGD epochs
+    "linear_probe": {"put", "train_linear"},                       # encoder pass (`Encoder.put`), SGD epochs
     "imagenet_finetune": {"fit", "_evaluate"},                     # training steps, the model's eval
-    "coco_captioning": {"_apply_on_mesh", "fit", "_decode_table", "_log_perplexity"},
+    "coco_captioning": {"put", "fit", "_decode_table", "_log_perplexity"},
     "vqa": {"fit", "_decode_table", "_log_perplexity"},            # its features: coco's cache hits
-    "lit_zeroshot": {"_apply_on_mesh", "fit", "embed"},            # image pass, LiT steps, text tower
+    "lit_zeroshot": {"put", "fit", "embed"},                       # image pass, LiT steps, text tower
+    "knn": {"put"},                                                # encoder pass (the votes run on the host)
+    "segmentation": {"put"},                                       # the cached tokens' pass (the head: one device)
+    "depth": {"put"},                                              # the cached tokens' pass (the head: one device)
 }
 # Matmuls split into per-device blocks round differently from one big block (XLA picks the kernel by
 # shape); a forward pass therefore agrees to float32 rounding, not bit for bit.
@@ -109,7 +112,7 @@ def _per_process_sums(enc, process_index: int, process_count: int) -> dict[str, 
             local = sharding.global_batch(np.asarray(batch["image"], np.float32), mesh,
                                           local=jax.process_count() > 1)
             params = sharding.place(enc.params, sharding.param_shardings(enc.params, mesh))
-            feats = sharding.local_rows(enc._apply(params, local, ("pre_logits",))["pre_logits"])
+            feats = sharding.local_rows(enc._apply(params, local, ("pre_logits",), None)["pre_logits"])
         else:
             feats = enc.features(batch["image"], ["pre_logits"])["pre_logits"]
         sums["count"] += float(mask.sum())

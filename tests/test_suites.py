@@ -4,6 +4,7 @@ through the harness.tasks entry-point group (as tests/test_cli.py does)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -140,7 +141,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 120):
 def test_builtin_suites():
     proxy = suites.load_suite("proxy")
     assert [e.task for e in proxy] == ["fewshot", "linear_probe", "imagenet_finetune", "coco_captioning", "vqa",
-                                       "lit_zeroshot"]
+                                       "lit_zeroshot", "knn", "segmentation", "depth"]
     assert all(e.preset == "proxy" for e in proxy)
     paper = suites.load_suite("paper")
     assert {e.task for e in paper} == {e.task for e in proxy} and all(e.preset is None for e in paper)
@@ -162,13 +163,19 @@ def test_toml_suite(tmp_path):
                                                            ("solve_dtype", "float32")))
     assert entries[1] == suites.Entry("vqa")
     assert suites.default_ckpt(str(f)) == str(tmp_path / "ck" / "model.npz")  # relative to the file
-    for text, msg in (("[[task]]\npreset = 'proxy'\n", "has no name"),
-                      ("[[task]]\nname = 'vqa'\npresets = 'proxy'\n", "unknown key(s) presets"),
-                      ("[[task]]\nname = 'vqa'\nset = 3\n", "must be a table"),
+    for text, msg in (("[[task]]\npreset = 'proxy'\n", "field task[0] has no field name"),
+                      ("[[task]]\nname = 'vqa'\npresets = 'proxy'\n",
+                       "field task[0] has unknown key 'presets' (did you mean 'preset'?)"),
+                      ("[[task]]\nname = 'vqa'\nset = 3\n", "field task[0].set is 3; expected a table"),
+                      ("[[task]]\nname = 'vqa'\nset = { shots = { a = 1 } }\n", "field task[0].set.shots is a "
+                       "table; expected a string, number, true/false or a list of them"),
+                      ("ckpt = 3\n[[task]]\nname = 'vqa'\n", "field ckpt is 3; expected a string"),
+                      ("chkpt = 'x'\n[[task]]\nname = 'vqa'\n", "has unknown key 'chkpt' (did you mean 'ckpt'?)"),
                       ("name = [\n", "not valid TOML"),
-                      ("x = 1\n", "expected one or more [[task]]")):
+                      ("x = 1\n", "expected one or more [[task]]"),
+                      ("x = " + "{ a = " * 600 + "1" + " }" * 600 + "\n", "nested too deeply to be a suite file")):
         f.write_text(text)
-        with pytest.raises(HarnessError, match=msg.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(HarnessError, match=re.escape(msg)):
             suites.load_suite(str(f))
     with pytest.raises(HarnessError, match="no such file"):
         suites.load_suite(str(tmp_path / "missing.toml"))

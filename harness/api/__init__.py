@@ -28,6 +28,7 @@ from harness.settings import (
     FALSE_WORDS,
     TRUE_WORDS,
     bad_setting,
+    check_batch_sizes,
     check_choice,
     check_pp,
     check_range,
@@ -184,7 +185,8 @@ def validate_config(config, task_name: str = "") -> None:
     """Generic checks from the type hints, then the Config's own `validate()` rules.
 
     Generic: a list setting may not be empty (a Config names the lists where empty means "none" in its
-    `may_be_empty` attribute), and no float may be NaN or infinite. Each error is one line naming the task,
+    `may_be_empty` attribute), no float may be NaN or infinite, and no batch size may exceed
+    `settings.MAX_BATCH_SIZE` (`check_batch_sizes`). Each error is one line naming the task,
     the setting and what is allowed."""
     hints = typing.get_type_hints(type(config))
     may_be_empty = set(getattr(config, "may_be_empty", ()))
@@ -201,6 +203,7 @@ def validate_config(config, task_name: str = "") -> None:
                 if isinstance(v, (int, float)) and not math.isfinite(v):
                     default = "" if f.default is dataclasses.MISSING else f" (default {shown(f.default)})"
                     raise bad_setting(f.name, value, f"is not a finite number; give a finite value{default}")
+        check_batch_sizes(config)
         own = getattr(config, "validate", None)
         if callable(own):
             own()

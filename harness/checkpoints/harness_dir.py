@@ -12,17 +12,29 @@ import orbax.checkpoint as ocp
 from harness.checkpoints.layout import flatten, is_flat, unflatten, unwrap
 from harness.errors import HarnessError, first_line
 from harness.files import fresh_dir, replace_dir, write_text_atomic
+from harness.schema import read_json
 
 HARNESS_META = "harness.json"
+FORMAT = "sovit-harness/1"
 
 
 def detect(path: Path) -> bool:
     return path.is_dir() and (path / HARNESS_META).exists()
 
 
+def read_meta(path: Path) -> dict:
+    """harness.json: {"format": FORMAT, "config": {encoder key: value}, ...}; its `config` keys are typed
+    by the encoder (`harness.models.encoder.file_config`)."""
+    doc = read_json(path / HARNESS_META, what="harness checkpoint file",
+                    fix="fix it or save the checkpoint again (Encoder.save(path, fmt='harness'))").require_obj("a JSON object")
+    doc.str("format", choices=(FORMAT,))
+    doc.obj("config")
+    return doc.value
+
+
 def read_harness(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    meta = read_meta(path)
     try:
-        meta = json.loads((path / HARNESS_META).read_text())
         tree = ocp.StandardCheckpointer().restore((path / "params").absolute())
     except Exception as e:  # orbax reports a missing/corrupt folder in many ways
         raise HarnessError(f"checkpoint {path}: cannot read harness checkpoint "
@@ -44,7 +56,7 @@ def save_harness(path: str | Path, params, config: dict, extra: dict | None = No
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(tmp / "params", tree)
     ckptr.wait_until_finished()
-    meta = {"format": "sovit-harness/1", "config": config, **(extra or {})}
+    meta = {"format": FORMAT, "config": config, **(extra or {})}
     write_text_atomic(tmp / HARNESS_META, json.dumps(meta, indent=2, sort_keys=True, default=_json_default),
                       what="checkpoint")
     replace_dir(tmp, path)

@@ -4,7 +4,6 @@ big_vision's `text_transformer` (Linear weights (out, in) -> (in, out), heads sp
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from harness.checkpoints.layout import text_tower
 from harness.checkpoints.safetensors_io import load_safetensors
 from harness.errors import HarnessError
+from harness.schema import Doc, read_json
 
 # SigLIP's tanh-approximated GELU under the names transformers gives it; the exact GELU is not SigLIP's.
 _TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
@@ -28,18 +28,47 @@ def detect(path: Path) -> bool:
     return True
 
 
-def _config(path: Path) -> dict:
-    try:
-        return json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise HarnessError(f"checkpoint {path}/config.json: not readable JSON ({e})") from None
+def _config(path: Path) -> Doc:
+    return read_json(path / "config.json", what="Hugging Face config",
+                     fix="re-export the model with save_pretrained").require_obj("a JSON object")
 
 
-def _check_gelu(cfg: dict, tower: str) -> None:
-    act = cfg.get("hidden_act", "gelu_pytorch_tanh")
+# The harness's ViT and text tower normalise with big_vision's LayerNorm eps (flax nn.LayerNorm(1e-6));
+# SiglipConfig's default is the same.
+LAYER_NORM_EPS = 1e-6
+
+
+def _tower(cfg: Doc, key: str, tower: str) -> dict:
+    """The fields the harness uses of a SigLIP tower's config (`vision_config` / `text_config`, or the file
+    itself for a single-tower config), typed; the defaults are SiglipVisionConfig's / SiglipTextConfig's."""
+    if tower == "vision":
+        v = cfg.obj(key) if cfg.has(key) else cfg  # a SiglipVisionModel's config is the tower's own
+    else:
+        v = cfg.obj(key, {})
+    act = v.str("hidden_act", "gelu_pytorch_tanh")
     if act not in _TANH_GELU:
         raise HarnessError(f"Hugging Face {tower} config uses activation {act!r}; only the tanh-approximated "
                            "GELU of SigLIP is supported")
+    eps = v.number("layer_norm_eps", LAYER_NORM_EPS, positive=True)
+    if abs(eps - LAYER_NORM_EPS) > 1e-12:
+        raise HarnessError(f"{cfg.file}: field {v.field('layer_norm_eps')} is {eps}; the harness's towers "
+                           f"normalise with eps {LAYER_NORM_EPS} (big_vision's), so this model is refused rather "
+                           "than loaded approximately")
+    out = {"heads": v.int("num_attention_heads", 12, min=1),
+           "width": v.int("hidden_size", 768, min=1)}
+    if out["width"] % out["heads"]:
+        raise v.error(f"a number of heads that divides hidden_size {out['width']}", "num_attention_heads",
+                      out["heads"])
+    for k, default in (("num_hidden_layers", 12), ("intermediate_size", 3072)):
+        out[k] = v.int(k, default, min=1)
+    if tower == "vision":
+        out["patch_size"] = v.int("patch_size", 16, min=1)
+        out["image_size"] = v.int("image_size", 224, min=1)
+        out["vision_use_head"] = v.bool("vision_use_head", True)
+    else:
+        v.int("vocab_size", 32000, min=1)
+        v.int("max_position_embeddings", 64, min=1)
+    return out
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -62,17 +91,26 @@ def _layers(hf: dict, prefix: str) -> list[int]:
 
 
 # --------------------------------------------------------------------------------------- vision tower
-def hf_vision_to_bv(hf: dict[str, np.ndarray], num_heads: int, prefix: str = "vision_model.") -> dict:
+def hf_vision_to_bv(hf: dict[str, np.ndarray], num_heads: int, prefix: str = "vision_model.", *,
+                    naflex: bool = False) -> dict:
     """Renames a Hugging Face SigLIP vision tower (torch layout) into big_vision's tree, transposing
-    Linear weights (out, in) -> (in, out) and splitting heads."""
+    Linear weights (out, in) -> (in, out) and splitting heads; `naflex`: a SigLIP 2 `Siglip2VisionModel`
+    (big_vision's naflex_vit tree)."""
     t = _tensor(hf, "vision")
     p = prefix
     out: dict[str, np.ndarray] = {}
     w = t(p + "embeddings.patch_embedding.weight")  # (D, 3, p, p); SigLIP 2 NaFlex: (D, p*p*3)
+    if w.ndim != (2 if naflex else 4):
+        shape = "(width, patch*patch*3) (a SigLIP 2 NaFlex Linear)" if naflex else "(width, 3, patch, patch)"
+        raise HarnessError(f"Hugging Face vision tower: patch embedding of shape {tuple(w.shape)}, not {shape}; the "
+                           "file is corrupt or its config.json is not its model's")
     d = w.shape[0]
+    if d % num_heads:
+        raise HarnessError(f"Hugging Face vision config: hidden size {d} (the tensors') is not divisible by "
+                           f"{num_heads} heads")
     hd = d // num_heads
     out["embedding/bias"] = t(p + "embeddings.patch_embedding.bias")
-    if w.ndim == 2:
+    if naflex:
         out.update(naflex_embeddings(w, t(p + "embeddings.position_embedding.weight")))
     else:
         out["embedding/kernel"] = w.transpose(2, 3, 1, 0)
@@ -114,23 +152,22 @@ def hf_vision_to_bv(hf: dict[str, np.ndarray], num_heads: int, prefix: str = "vi
     return out
 
 
-def hf_vision_config(cfg: dict) -> dict:
+def hf_vision_config(cfg: Doc) -> dict:
     """Reads a Hugging Face SigLIP `config.json` (vision or two-tower) into our encoder config."""
-    v = cfg.get("vision_config", cfg)
-    _check_gelu(v, "vision")
-    p = int(v.get("patch_size", 16))
-    return dict(width=int(v.get("hidden_size", 768)), depth=int(v.get("num_hidden_layers", 12)),
-                mlp_dim=int(v.get("intermediate_size", 3072)), num_heads=int(v.get("num_attention_heads", 12)),
-                patch_size=(p, p), pool_type="map" if v.get("vision_use_head", True) else "none",
-                posemb="learn", res=int(v.get("image_size", 224)))
+    v = _tower(cfg, "vision_config", "vision")
+    p = v["patch_size"]
+    return dict(width=v["width"], depth=v["num_hidden_layers"], mlp_dim=v["intermediate_size"],
+                num_heads=v["heads"], patch_size=(p, p), pool_type="map" if v["vision_use_head"] else "none",
+                posemb="learn", res=v["image_size"])
 
 
 def read_hf(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     cfg = _config(path)
+    naflex = is_siglip2(cfg)
+    config = hf_siglip2_vision_config(cfg, path) if naflex else hf_vision_config(cfg)
     hf = read_safetensors(path)
-    config = hf_siglip2_vision_config(cfg, path) if is_siglip2(cfg) else hf_vision_config(cfg)
     prefix = "vision_model." if any(k.startswith("vision_model.") for k in hf) else ""
-    return hf_vision_to_bv(hf, config["num_heads"], prefix), config
+    return hf_vision_to_bv(hf, config["num_heads"], prefix, naflex=naflex), config
 
 
 def read_image(path: Path, subtree: str | None) -> tuple[dict, dict]:
@@ -183,9 +220,8 @@ def read_text(path: Path) -> dict | None:
     prefix = "text_model."
     if not any(k.startswith(prefix) for k in hf):
         return None
-    tc = cfg.get("text_config", {})
-    _check_gelu(tc, "text")
-    flat = {f"txt/{k}": v for k, v in hf_text_to_bv(hf, int(tc.get("num_attention_heads", 12)), prefix).items()}
+    tc = _tower(cfg, "text_config", "text")
+    flat = {f"txt/{k}": v for k, v in hf_text_to_bv(hf, tc["heads"], prefix).items()}
     for src, dst in (("logit_scale", "t"), ("logit_bias", "b")):
         if src in hf:
             flat[dst] = np.asarray(hf[src])
@@ -193,7 +229,8 @@ def read_text(path: Path) -> dict | None:
     if gemma is not None:  # SigLIP 2: evaluated with big_vision's SigLIP 2 text pp on the folder's vocabulary
         tower = text_tower(flat, path=path, fmt="hf", tokenizer=gemma, text_pp="siglip2")
         if tower is not None:
-            tower.update(hf_tokenizer_folder=str(path), hf_model_type=cfg.get("model_type"))
+            tower.update(hf_tokenizer_folder=str(path),
+                         hf_model_type=cfg.str("model_type", None, null_is_default=True))
         return tower
     # SiglipTokenizer's vocabulary file is `spiece.model` (tokenization_siglip.py VOCAB_FILES_NAMES).
     spm = [path / "spiece.model"] if (path / "spiece.model").is_file() else sorted(path.glob("*.model"))
@@ -204,15 +241,19 @@ def read_text(path: Path) -> dict | None:
 # transformers' SigLIP 2 folders: fixed-resolution ones are `SiglipModel`s (model_type "siglip") with a Gemma
 # tokenizer; NaFlex ones are `Siglip2Model` / `Siglip2VisionModel` (model_type "siglip2": a Linear patch
 # embedding over flattened patches, a square posemb grid; models/siglip2/modeling_siglip2.py).
-GEMMA_TOKENIZER_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer")
+GEMMA_TOKENIZER_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer", "Siglip2TokenizerFast")
 # transformers' Siglip2ImageProcessor default (image_processing_siglip2.py `max_num_patches = 256`).
 HF_MAX_NUM_PATCHES = 256
 
 
-def is_siglip2(cfg: dict) -> bool:
+def _model_type(doc: Doc) -> str | None:
+    return doc.str("model_type", None, null_is_default=True)
+
+
+def is_siglip2(cfg: Doc) -> bool:
     """A `Siglip2Model` / `Siglip2VisionModel` config (the NaFlex encoder)."""
-    return cfg.get("model_type") in ("siglip2", "siglip2_vision_model") or \
-        (cfg.get("vision_config") or {}).get("model_type") == "siglip2_vision_model"
+    return _model_type(cfg) in ("siglip2", "siglip2_vision_model") or \
+        _model_type(cfg.obj("vision_config", {}, null_is_default=True)) == "siglip2_vision_model"
 
 
 def naflex_embeddings(weight: np.ndarray, posemb: np.ndarray) -> dict[str, np.ndarray]:
@@ -226,48 +267,40 @@ def naflex_embeddings(weight: np.ndarray, posemb: np.ndarray) -> dict[str, np.nd
     return {"embedding/kernel": weight.T, "pos_embedding": posemb.reshape(g, g, posemb.shape[1])}
 
 
-def hf_siglip2_vision_config(cfg: dict, path: Path) -> dict:
+def hf_siglip2_vision_config(cfg: Doc, path: Path) -> dict:
     """A `Siglip2Config` / `Siglip2VisionConfig` -> our NaFlex encoder config: the patch budget is the folder's
     image processor's `max_num_patches`, else transformers' default 256."""
-    v = cfg.get("vision_config", cfg)
-    _check_gelu(v, "vision")
-    p = int(v.get("patch_size", 16))
-    n, source = HF_MAX_NUM_PATCHES, None
+    v = _tower(cfg, "vision_config", "vision")
+    p = v["patch_size"]
+    n = HF_MAX_NUM_PATCHES
     # The image processor's settings: preprocessor_config.json (the hub's folders, transformers 4.x), or the
     # "image_processor" entry of processor_config.json (transformers 5.x's save_pretrained).
     for name, entry in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
-        try:
-            pre = json.loads((path / name).read_text())
-        except FileNotFoundError:
+        if not (path / name).exists():
             continue
-        except (OSError, json.JSONDecodeError) as e:
-            raise HarnessError(f"checkpoint {path}/{name}: not readable JSON ({e})") from None
-        pre = pre.get(entry) if entry and isinstance(pre, dict) else pre
-        if isinstance(pre, dict) and "max_num_patches" in pre:
-            n, source = pre["max_num_patches"], name
+        pre = read_json(path / name, what="Hugging Face processor config",
+                        fix="re-save the processor with save_pretrained").require_obj("a JSON object")
+        pre = pre.obj(entry, {}, null_is_default=True) if entry else pre
+        if pre.has("max_num_patches"):
+            n = pre.int("max_num_patches", min=1)
             break
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise HarnessError(f"checkpoint {path}/{source}: max_num_patches {n!r} is not a positive int; fix the file")
-    return dict(width=int(v.get("hidden_size", 768)), depth=int(v.get("num_hidden_layers", 12)),
-                mlp_dim=int(v.get("intermediate_size", 3072)), num_heads=int(v.get("num_attention_heads", 12)),
-                patch_size=(p, p), pool_type="map" if v.get("vision_use_head", True) else "none", posemb="learn",
-                max_num_patches=n)
+    return dict(width=v["width"], depth=v["num_hidden_layers"], mlp_dim=v["intermediate_size"],
+                num_heads=v["heads"], patch_size=(p, p), pool_type="map" if v["vision_use_head"] else "none",
+                posemb="learn", max_num_patches=n)
 
 
-def gemma_tokenizer_files(path: Path, cfg: dict) -> str | None:
+def gemma_tokenizer_files(path: Path, cfg: Doc) -> str | None:
     """A SigLIP 2 folder's vocabulary (its Gemma tokenizer): `tokenizer.model` (sentencepiece), else
     `tokenizer.json` (the `tokenizers` serialisation); None for a SigLIP (v1) folder. A folder is SigLIP 2's
     when its tokenizer_config.json names a Gemma tokenizer class, its config is a Siglip2Model's, or it has
     those files and no SigLIP `spiece.model`."""
-    try:
-        tok_cfg = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        tok_cfg = {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise HarnessError(f"checkpoint {path}/tokenizer_config.json: not readable JSON ({e})") from None
+    tok_file = path / "tokenizer_config.json"
+    tok_cfg = read_json(tok_file, what="Hugging Face tokenizer config", fix="re-save the tokenizer with "
+                        "save_pretrained").require_obj("a JSON object") if tok_file.exists() else Doc({}, tok_file)
+    tok_class = tok_cfg.str("tokenizer_class", None, null_is_default=True)
     files = [path / f for f in ("tokenizer.model", "tokenizer.json") if (path / f).is_file()]
-    gemma = tok_cfg.get("tokenizer_class") in GEMMA_TOKENIZER_CLASSES or is_siglip2(cfg) or \
-        (files and not (path / "spiece.model").is_file() and "tokenizer_class" not in tok_cfg)
+    gemma = tok_class in GEMMA_TOKENIZER_CLASSES or is_siglip2(cfg) or \
+        (files and not (path / "spiece.model").is_file() and tok_class is None)
     if not gemma:
         return None
     if not files:

@@ -24,6 +24,42 @@ VIT_BLOCKS = "Transformer/"
 TEXT_BLOCKS = "Encoder_0/"
 
 
+# ------------------------------------------------------------------------------------- lazy leaves
+class LazyArray:
+    """A checkpoint leaf known by its `shape` and `dtype` before its data is read: the model is checked
+    against the shapes first, and the data is read (`_read`) only when numpy asks for it (`np.asarray`),
+    so a leaf the model does not need is never read and a tree that does not fit is refused before
+    anything large is allocated. Readers subclass it (`npz.Member`, `tensorstore.TsArray`)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def _read(self) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self._read()
+        return a if dtype is None else a.astype(dtype)
+
+    def __getitem__(self, index):
+        return np.asarray(self)[index]
+
+    def astype(self, dtype, copy: bool = True):
+        return np.asarray(self).astype(dtype, copy=copy)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
 # ----------------------------------------------------------------------------------------- flat trees
 def flatten(tree, prefix: str = "") -> dict[str, np.ndarray]:
     out = {}

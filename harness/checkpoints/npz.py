@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 from numpy.lib import format as npy_format
 
-from harness.checkpoints.layout import as_flat, text_tower, tower_prefix, wrapper_of
+from harness.checkpoints.layout import LazyArray, as_flat, text_tower, tower_prefix, wrapper_of
 from harness.errors import HarnessError
 from harness.files import atomic_file
 
@@ -47,14 +47,15 @@ def _member(z, name: str, path) -> np.ndarray:
                            "be truncated or corrupt, re-download or re-export it") from None
 
 
-class Member:
-    """An array of an open `.npz` known by its `.npy` header alone (`shape`, `dtype`): the model is checked
-    against the shapes first, and the data is decompressed only when numpy asks for it (`np.asarray`), so a
-    member the model does not need is never inflated, and one whose header declares more bytes than the
-    archive holds for it is refused before anything is allocated."""
+class Member(LazyArray):
+    """An array of an open `.npz` known by its `.npy` header alone (a `LazyArray`): a member the model does
+    not need is never inflated, and one whose header declares more bytes than the archive holds for it is
+    refused before anything is allocated. It reads through its checkpoint's handle
+    (`ckpt.npz()`), which opens the file again, checked unchanged, if it was closed in between."""
 
-    def __init__(self, z, name: str, path):
-        self._z, self.name, self.path = z, name, path
+    def __init__(self, ckpt, name: str):
+        self._ckpt, self.name, self.path = ckpt, name, ckpt.path
+        z, path = ckpt.npz(), ckpt.path
         try:
             info = z.zip.getinfo(f"{name}.npy")  # numpy lists members without their ".npy"
         except KeyError:
@@ -86,26 +87,8 @@ class Member:
                                f"({declared} bytes) but holds {max(info.file_size - header, 0)}: the file is "
                                "truncated or crafted; re-download or re-export it")
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    def __array__(self, dtype=None, copy=None):
-        a = _member(self._z, self.name, self.path)
-        return a if dtype is None else a.astype(dtype)
-
-    def __getitem__(self, index):
-        return np.asarray(self)[index]
-
-    def astype(self, dtype, copy: bool = True):
-        return np.asarray(self).astype(dtype, copy=copy)
-
-    def __repr__(self) -> str:
-        return f"Member({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+    def _read(self) -> np.ndarray:
+        return _member(self._ckpt.npz(), self.name, self.path)
 
 
 def _files(z, path) -> list[str]:
@@ -146,7 +129,7 @@ def read_image(ckpt) -> tuple[dict, dict]:
     the sub-tree read as the hint "subtree"."""
     names = _names(ckpt)
     prefix, subtree = tower_prefix(names, ckpt.subtree, path=ckpt.path)
-    flat = {n[len(prefix):]: Member(ckpt.npz(), n, ckpt.path) for n in names if n.startswith(prefix)}
+    flat = {n[len(prefix):]: Member(ckpt, n) for n in names if n.startswith(prefix)}
     return flat, {"subtree": subtree}
 
 
@@ -158,7 +141,7 @@ def read_text(ckpt) -> dict | None:
               and (n[len(wrapper):].startswith("txt/") or n[len(wrapper):] in ("t", "b"))]
     if not any(n[len(wrapper):].startswith("txt/") for n in wanted):
         return None
-    flat = {n[len(wrapper):]: Member(ckpt.npz(), n, ckpt.path) for n in wanted}
+    flat = {n[len(wrapper):]: Member(ckpt, n) for n in wanted}
     return text_tower(flat, path=ckpt.path, fmt="npz")
 
 

@@ -31,13 +31,14 @@ from harness.checkpoints.torch_common import (
 )
 from harness.checkpoints.torch_common import detect as torch_format
 from harness.errors import HarnessError
+from harness.schema import Doc
 
 # open_clip's `PreprocessCfg` default (OPENAI_DATASET_MEAN/STD), used where the file does not state its own
 # input normalisation.
 OPEN_CLIP_DEFAULT_NORM = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
 
-def _open_clip_sources(path: Path) -> tuple[Path, dict]:
+def _open_clip_sources(path: Path) -> tuple[Path, Doc]:
     if path.is_dir():
         return weights_file(path, "open_clip_model.safetensors"), read_json(path / OPEN_CLIP_CONFIG)
     if (path.parent / OPEN_CLIP_CONFIG).is_file():
@@ -46,25 +47,24 @@ def _open_clip_sources(path: Path) -> tuple[Path, dict]:
                        "config: timm trunk name, text tower); give the folder open_clip.push_to_hf_hub writes")
 
 
-def _model_cfg(cfg: dict, path) -> dict:
-    mc = cfg.get("model_cfg", cfg)
-    if not isinstance(mc, dict) or "vision_cfg" not in mc:
-        raise HarnessError(f"checkpoint {path}: {OPEN_CLIP_CONFIG} has no model_cfg.vision_cfg")
-    if mc.get("multimodal_cfg"):
+def _model_cfg(cfg: Doc, path) -> Doc:
+    mc = cfg.obj("model_cfg") if cfg.has("model_cfg") else cfg
+    mc.obj("vision_cfg")
+    if mc.raw("multimodal_cfg"):
         raise refuse(path, "open_clip model", "a multimodal text decoder (CoCa)")
     return mc
 
 
-def open_clip_vision_facts(vision_cfg: dict, path) -> tuple[dict, str]:
+def open_clip_vision_facts(vision_cfg: Doc, path) -> tuple[dict, str]:
     """(facts of the timm trunk, the projection after it) from open_clip's `CLIPVisionCfg`, as
     `open_clip/timm_model.py::TimmModel` builds it: `timm_pool` overrides the architecture's pooling
     (default 'avg'), `timm_proj` 'none' keeps no head, '' keeps timm's own head as the projection,
     'linear' adds `visual.head.proj`."""
-    arch = vision_cfg.get("timm_model_name")
+    arch = vision_cfg.str("timm_model_name", None, null_is_default=True)
     if not arch:
         raise refuse(path, "open_clip model", "open_clip's own VisionTransformer image tower (not a timm trunk)")
-    pool = vision_cfg.get("timm_pool", "avg")
-    proj = vision_cfg.get("timm_proj", "linear")
+    pool = vision_cfg.str("timm_pool", "avg")
+    proj = vision_cfg.str("timm_proj", "linear")
     if pool in ("abs_attn", "rot_attn"):
         raise refuse(path, "open_clip model", f"timm_pool={pool!r}")
     if proj not in ("none", "", "linear"):
@@ -84,9 +84,11 @@ def read_image(path: Path, subtree: str | None) -> tuple[dict, dict]:
     check_image_subtree(path, "open_clip", subtree)
     weights, cfg = _open_clip_sources(path)
     mc = _model_cfg(cfg, path)
-    facts, proj = open_clip_vision_facts(mc["vision_cfg"], path)
+    vision_cfg = mc.obj("vision_cfg")
+    facts, proj = open_clip_vision_facts(vision_cfg, path)
+    norm = norm_of(cfg.obj("preprocess_cfg", {}, null_is_default=True), OPEN_CLIP_DEFAULT_NORM)
     sd = load_safetensors(weights, keep=lambda k: k.startswith("visual."))  # the text tower: read_text
-    what = f"open_clip image trunk {mc['vision_cfg']['timm_model_name']}"
+    what = f"open_clip image trunk {vision_cfg.str('timm_model_name')}"
     head = {}
     if proj == "linear":
         w = sd.pop("visual.head.proj.weight", None)
@@ -101,8 +103,7 @@ def read_image(path: Path, subtree: str | None) -> tuple[dict, dict]:
         raise unsupported(path, what, left)
     flat = timm_to_bv(sd, facts, prefix="visual.trunk.", path=path, what=what)
     flat.update(head)
-    flat = fold_normalisation(flat, *norm_of(cfg.get("preprocess_cfg"), OPEN_CLIP_DEFAULT_NORM))
-    return flat, hints(facts)
+    return fold_normalisation(flat, *norm), hints(facts)
 
 
 # open_clip/model.py::CLIPTextCfg defaults, for the keys a SigLIP-style config may leave out.
@@ -113,11 +114,23 @@ _TEXT_DEFAULTS = dict(context_length=77, vocab_size=49408, width=512, heads=8, l
                       scale_attn_inner=False, scale_attn=False, scale_fc=False)
 
 
-def open_clip_text_facts(mc: dict, path) -> dict:
+def open_clip_text_facts(mc: Doc, path) -> dict:
     """{num_heads, gelu, pool_type} of open_clip's `TextTransformer` as `open_clip/model.py::_build_text_tower`
     builds it from `text_cfg`, or a refusal naming what the harness's text tower (big_vision's: pre-LN
     blocks, no causal mask, final LN, pooled at one position, Dense head) does not compute."""
-    tc = {**_TEXT_DEFAULTS, **(mc.get("text_cfg") or {})}
+    t = mc.obj("text_cfg", {}, null_is_default=True)
+    d = _TEXT_DEFAULTS
+    tc = {"hf_model_name": t.str("hf_model_name", None, null_is_default=True),
+          "no_causal_mask": t.bool("no_causal_mask", d["no_causal_mask"]),
+          "pool_type": t.str("pool_type", d["pool_type"]),
+          **{k: t.bool(k, d[k]) for k in ("embed_cls", "qk_norm", "scaled_cosine_attn", "scale_heads",
+                                            "scale_attn_inner", "scale_attn", "scale_fc")},
+          "ls_init_value": t.number("ls_init_value", None, null_is_default=True),
+          "block_type": t.str("block_type", None, null_is_default=True),
+          "proj_type": t.str("proj_type", d["proj_type"]),
+          "heads": t.int("heads", d["heads"], min=1)}
+    norm_kwargs = t.obj("norm_kwargs", {}, null_is_default=True)
+    act_kwargs = t.obj("act_kwargs", {}, null_is_default=True)
     what = "open_clip text tower"
     if tc["hf_model_name"]:
         raise refuse(path, what, f"a Hugging Face text encoder ({tc['hf_model_name']})")
@@ -135,17 +148,19 @@ def open_clip_text_facts(mc: dict, path) -> dict:
         raise refuse(path, what, f"block_type={tc['block_type']!r}")
     if tc["proj_type"] not in ("linear", "none"):
         raise refuse(path, what, f"proj_type={tc['proj_type']!r}")
-    norm = dict(tc["norm_kwargs"] or {})
-    eps = norm.pop("eps", 1e-5)  # open_clip's LayerNorm is torch's: eps 1e-5 unless norm_kwargs set it
+    norm = dict(norm_kwargs.value)
+    eps = norm_kwargs.number("eps", 1e-5)  # open_clip's LayerNorm is torch's: eps 1e-5 unless norm_kwargs set it
+    norm.pop("eps", None)
     if norm or eps != 1e-6:
         raise refuse(path, what, f"LayerNorm {dict(eps=eps, **norm)} (the harness's is eps 1e-6)")
-    if mc.get("quick_gelu"):
+    if mc.bool("quick_gelu", False, null_is_default=True):
         raise refuse(path, what, "QuickGELU (quick_gelu=true)")
-    act = dict(tc["act_kwargs"] or {})
-    approximate = act.pop("approximate", "none")  # nn.GELU(**act_kwargs); SigLIP 2 configs set "tanh"
+    act = dict(act_kwargs.value)
+    approximate = act_kwargs.str("approximate", "none")  # nn.GELU(**act_kwargs); SigLIP 2 configs set "tanh"
+    act.pop("approximate", None)
     if act or approximate not in ("none", "tanh"):
-        raise refuse(path, what, f"activation nn.GELU(**{tc['act_kwargs']})")
-    return {"num_heads": int(tc["heads"]), "gelu": "exact" if approximate == "none" else "tanh",
+        raise refuse(path, what, f"activation nn.GELU(**{act_kwargs.value})")
+    return {"num_heads": tc["heads"], "gelu": "exact" if approximate == "none" else "tanh",
             "pool_type": tc["pool_type"], "proj_type": tc["proj_type"]}
 
 
@@ -204,14 +219,16 @@ def read_text(path: Path) -> dict:
     # is the one saved into the folder (tokenizer_config.json + its vocabulary: SigLIP's spiece.model, SigLIP 2's
     # Gemma tokenizer.json); a bare sentencepiece model
     # there serves `text_pp=big_vision`.
-    tc = mc.get("text_cfg") or {}
-    clean = (tc.get("tokenizer_kwargs") or {}).get("clean", "whitespace")  # HFTokenizer's default
-    if tc.get("hf_tokenizer_name") and clean != "canonicalize":
+    tc = mc.obj("text_cfg", {}, null_is_default=True)
+    hf_name = tc.str("hf_tokenizer_name", None, null_is_default=True)
+    # HFTokenizer's default clean is "whitespace"
+    clean = tc.obj("tokenizer_kwargs", {}, null_is_default=True).str("clean", "whitespace", null_is_default=True)
+    if hf_name and clean != "canonicalize":
         raise HarnessError(f"checkpoint {path}: open_clip cleans this tower's text with clean={clean!r}; only "
                            "'canonicalize' (every SigLIP config's) is replicated: pass --set text_pp=big_vision")
     hf_folder = str(folder) if (folder / "tokenizer_config.json").exists() else None
     spm = sorted(folder.glob("*.model"))
     return {"txt": txt, "t": scale, "b": bias, "path": str(path), "format": "open_clip",
             "tokenizer": str(spm[0]) if spm else None, "gelu": facts["gelu"], "pool_type": facts["pool_type"],
-            "text_pp": "open_clip" if tc.get("hf_tokenizer_name") else "big_vision",
-            "hf_tokenizer_folder": hf_folder, "hf_tokenizer_name": tc.get("hf_tokenizer_name")}
+            "text_pp": "open_clip" if hf_name else "big_vision",
+            "hf_tokenizer_folder": hf_folder, "hf_tokenizer_name": hf_name}

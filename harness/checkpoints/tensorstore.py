@@ -1,16 +1,22 @@
 """big_vision tensorstore checkpoints: a folder `checkpoint.bv-<step>` of one zarr array per leaf ("/" in
 a leaf's name written as "~"), and `<path>-LAST` naming the newest complete step
-(big_vision `utils.save_checkpoint_ts`: it holds `f"{step:09d}"`, with `-tmp` for a step not kept)."""
+(big_vision `utils.save_checkpoint_ts`: it holds `f"{step:09d}"`, with `-tmp` for a step not kept).
+
+Each array is opened by its metadata first (`TsArray`, a `LazyArray`): it must be stored complete (every
+chunk present: a chunk that is missing would read as zeros) and in chunks no larger than the array (or
+1 MiB), so what reading it allocates is what its shape declares, and that is checked against the model
+before any array is read."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 import tensorstore as ts
 
-from harness.checkpoints.layout import text_tower, tower_prefix
+from harness.checkpoints.layout import LazyArray, text_tower, tower_prefix
 from harness.errors import HarnessError, first_line
 
 PREFIX = "params/"  # the arrays read: the parameters, never the optimiser state
@@ -54,18 +60,46 @@ def array_files(folder: Path) -> list[tuple[str, Path]]:
     return out
 
 
-def _read(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
-    out = {}
-    for name in names:
+MAX_SMALL_CHUNK = 1 << 20  # a chunk may exceed its array's size up to this many bytes (zarr pads edges)
+
+
+class TsArray(LazyArray):
+    """One zarr array of a step folder, known by its metadata; read when numpy asks for it."""
+
+    def __init__(self, folder: Path, name: str):
+        self.name, self.path = name, folder
         entry = folder / name.replace("/", "~")
         try:
-            arr = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(entry)}},
-                          open=True).result().read().result()
+            self._store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(entry)}},
+                                  open=True, read=True).result()
+            self.shape = tuple(int(d) for d in self._store.shape)
+            self.dtype = np.dtype(self._store.dtype.numpy_dtype)
+            chunk = self._store.chunk_layout.read_chunk.shape
+            stats = self._store.storage_statistics(query_fully_stored=True).result()
         except Exception as e:  # tensorstore raises ValueError with a long status message
-            raise HarnessError(f"checkpoint {folder}: cannot read array {entry.name} ({first_line(e, 200)}); the folder "
-                               "may be incomplete") from None
-        out[name] = np.asarray(arr)
-    return out
+            raise HarnessError(f"checkpoint {folder}: cannot read array {entry.name} ({first_line(e, 200)}); the "
+                               "folder may be incomplete") from None
+        declared = self.size * self.dtype.itemsize
+        chunk_bytes = math.prod(chunk or ()) * self.dtype.itemsize
+        if chunk_bytes > max(declared, MAX_SMALL_CHUNK):
+            raise HarnessError(f"checkpoint {folder}: array {entry.name} of shape {self.shape} declares chunks of "
+                               f"shape {tuple(chunk)} ({chunk_bytes} bytes), larger than the array: its metadata "
+                               "is corrupt or crafted; re-save the checkpoint")
+        if self.size and not stats.fully_stored:
+            raise HarnessError(f"checkpoint {folder}: array {entry.name} of shape {self.shape} is missing chunks "
+                               "(they would read as zeros): the folder is incomplete or damaged; use a complete "
+                               "step folder")
+
+    def _read(self) -> np.ndarray:
+        try:
+            return np.asarray(self._store.read().result())
+        except Exception as e:  # tensorstore raises ValueError with a long status message
+            raise HarnessError(f"checkpoint {self.path}: cannot read array {self.name.replace('/', '~')} "
+                               f"({first_line(e, 200)}); the folder may be incomplete or corrupt") from None
+
+
+def _read(folder: Path, names: list[str]) -> dict[str, TsArray]:
+    return {name: TsArray(folder, name) for name in names}
 
 
 def _names(folder: Path) -> list[str]:
@@ -76,8 +110,8 @@ def _names(folder: Path) -> list[str]:
 
 
 def read_tensorstore(folder: Path) -> dict[str, np.ndarray]:
-    """Every parameter array of a step folder, by its tree path (`params/...`)."""
-    return _read(folder, _names(folder))
+    """Every parameter array of a step folder, by its tree path (`params/...`), read."""
+    return {k: np.asarray(v) for k, v in _read(folder, _names(folder)).items()}
 
 
 def read_image(ckpt) -> tuple[dict, dict]:

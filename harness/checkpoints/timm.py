@@ -42,13 +42,14 @@ from harness.checkpoints.torch_common import (
 )
 from harness.checkpoints.torch_common import detect as torch_format
 from harness.errors import HarnessError
+from harness.schema import Doc, describe
 
 # timm's `_cfg` default for these ViTs (IMAGENET_INCEPTION_MEAN/STD), used where the file does not state its
 # own input normalisation.
 TIMM_DEFAULT_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
-def arch_facts(arch: str, model_args: dict | None = None, global_pool: str | None = None, *,
+def arch_facts(arch: str, model_args: Doc | None = None, global_pool: str | None = None, *,
                path="checkpoint") -> dict:
     """{num_heads, gelu, pool}: timm's for `arch` (our table), with what the file's `model_args` and top-level
     `global_pool` (the built model's, as timm's config.json records it) state instead."""
@@ -60,26 +61,27 @@ def arch_facts(arch: str, model_args: dict | None = None, global_pool: str | Non
                            f"ViTs ({len(TIMM_VIT)} from timm's vision_transformer.py, in harness/checkpoints/timm_arch.py); "
                            "only those whose forward the harness computes exactly load")
     heads, gelu, pool = TIMM_VIT[base]
-    for k, v in (model_args or {}).items():
+    for k, _ in (model_args.items() if model_args is not None else ()):
         if k == "num_heads":
-            heads = int(v)
+            heads = model_args.int(k, min=1)
         elif k == "global_pool":
-            pool = v
+            pool = model_args.str(k)
         elif k == "act_layer":
             # timm/layers/create_act.py: "gelu" is nn.GELU (exact), "gelu_tanh" is GELUTanh.
+            v = model_args.str(k)
             if v not in ("gelu", "gelu_tanh"):
                 raise refuse(path, f"timm model {base}", f"act_layer={v!r}")
             gelu = "exact" if v == "gelu" else "tanh"
-        elif k == "pool_include_prefix" and v:
+        elif k == "pool_include_prefix" and model_args.bool(k):
             raise refuse(path, f"timm model {base}", "pooling over the prefix tokens (pool_include_prefix)")
-        elif k == "in_chans" and int(v) != 3:
+        elif k == "in_chans" and (v := model_args.int(k, min=1)) != 3:
             raise HarnessError(f"checkpoint {path}: timm model {base} takes {v} input channels; the harness "
                                "feeds RGB images (3)")
-        elif k == "pos_embed" and v != "learn":
+        elif k == "pos_embed" and (v := model_args.str(k)) != "learn":
             raise refuse(path, f"timm model {base}", f"pos_embed={v!r} (no learned position embedding)")
         elif k not in _TREE_ARGS and k != "in_chans":
-            raise HarnessError(f"checkpoint {path}: timm model_args {k}={v!r} is not one the harness knows the "
-                               "effect of; refused rather than loaded approximately")
+            raise HarnessError(f"checkpoint {path}: timm model_args {k}={describe(model_args.raw(k))} is not one "
+                               "the harness knows the effect of; refused rather than loaded approximately")
     if global_pool is not None:
         pool = global_pool
     if pool not in POOL:
@@ -202,7 +204,7 @@ def timm_to_bv(sd: dict, facts: dict, *, prefix: str = "", path="checkpoint", wh
     return out
 
 
-def _timm_sources(path: Path) -> tuple[Path, dict]:
+def _timm_sources(path: Path) -> tuple[Path, Doc]:
     """(weights file, config.json contents or {"architecture": <from the file name>})."""
     if path.is_dir():
         return weights_file(path, "model.safetensors"), read_json(path / "config.json")
@@ -213,7 +215,7 @@ def _timm_sources(path: Path) -> tuple[Path, dict]:
         raise HarnessError(f"checkpoint {path}: a bare timm .safetensors does not say its architecture (heads, "
                            "GELU, pooling): put timm's config.json beside it (timm.models.save_for_hf writes both) "
                            "or name the file <architecture>.safetensors, e.g. vit_base_patch16_siglip_224.safetensors")
-    return path, {"architecture": name}
+    return path, Doc({"architecture": name}, path)
 
 
 def detect(path: Path) -> bool:
@@ -225,11 +227,14 @@ def read_image(path: Path, subtree: str | None) -> tuple[dict, dict]:
     """(flat big_vision tree, config hints) of a timm checkpoint."""
     check_image_subtree(path, "timm", subtree)
     weights, cfg = _timm_sources(path)
-    facts = arch_facts(cfg["architecture"], cfg.get("model_args"), cfg.get("global_pool"), path=path)
-    sd = load_safetensors(weights)
-    what = f"timm model {str(cfg['architecture']).split('.')[0]}"
-    flat = timm_to_bv(sd, facts, path=path, what=what)
+    arch = cfg.str("architecture", nonempty=True)
+    facts = arch_facts(arch, cfg.obj("model_args", {}, null_is_default=True),
+                       cfg.str("global_pool", None, null_is_default=True), path=path)
+    for k in ("num_classes", "num_features"):  # what timm's save_config_for_hf records of the built model
+        cfg.int(k, 0, min=0, null_is_default=True)
     # Older hub configs are one flat dict (timm `_hub.py::_parse_model_cfg`, "legacy single-dict"): mean/std
     # at the top level.
-    flat = fold_normalisation(flat, *norm_of(cfg.get("pretrained_cfg", cfg), TIMM_DEFAULT_NORM))
-    return flat, hints(facts)
+    norm = norm_of(cfg.obj("pretrained_cfg") if cfg.has("pretrained_cfg") else cfg, TIMM_DEFAULT_NORM)
+    sd = load_safetensors(weights)
+    flat = timm_to_bv(sd, facts, path=path, what=f"timm model {arch.split('.')[0]}")
+    return fold_normalisation(flat, *norm), hints(facts)

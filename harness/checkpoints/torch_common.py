@@ -10,7 +10,6 @@ embedding. `harness.checkpoints.timm` and `harness.checkpoints.open_clip` are th
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import numpy as np
 
 from harness.checkpoints.safetensors_io import safetensors_keys
 from harness.errors import HarnessError
+from harness.schema import Doc
+from harness.schema import read_json as read_json_doc
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 POOL = {"token": "tok", "map": "map", "avg": "gap", "": "none"}  # timm global_pool -> big_vision pool_type
@@ -29,20 +30,16 @@ def refuse(path, what: str, reason: str) -> HarnessError:
 
 
 # ---------------------------------------------------------------------------------------------- files
-def read_json(file: Path) -> dict:
-    try:
-        out = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise HarnessError(f"checkpoint {file}: not readable JSON ({e})") from None
-    if not isinstance(out, dict):
-        raise HarnessError(f"checkpoint {file}: is not a JSON object")
-    return out
+def read_json(file: Path) -> Doc:
+    """A timm `config.json` or an `open_clip_config.json`: a JSON object, read through `harness.schema`."""
+    return read_json_doc(file, what="model config", fix="fix the file or re-export the model").require_obj(
+        "a JSON object")
 
 
 def is_timm_config(file: Path) -> bool:
     # timm's `save_config_for_hf` writes `architecture` (one name); a transformers config.json has
     # `model_type` / `architectures` instead.
-    return file.is_file() and "architecture" in read_json(file)
+    return file.is_file() and read_json(file).has("architecture")
 
 
 def weights_file(folder: Path, name: str) -> Path:
@@ -177,9 +174,11 @@ def fold_normalisation(flat: dict, mean, std) -> dict:
     return flat
 
 
-def norm_of(pretrained_cfg: dict | None, default) -> tuple:
-    cfg = pretrained_cfg or {}
-    return tuple(cfg.get("mean", default[0])), tuple(cfg.get("std", default[1]))
+def norm_of(cfg: Doc, default) -> tuple:
+    """The (mean, std) of a model's input normalisation as `cfg` states them (3 numbers each, std > 0), else
+    `default`."""
+    return (tuple(cfg.numbers("mean", default[0], length=3, null_is_default=True)),
+            tuple(cfg.numbers("std", default[1], length=3, positive=True, null_is_default=True)))
 
 
 def hints(facts: dict) -> dict:

@@ -2,11 +2,15 @@
 
 `iterate(name, split, pp=..., batch_size=...)` is the one way tasks read data:
 - eval (`train=False`): split order, every example exactly once; the last batch is padded to
-  `batch_size` and the boolean `_mask` marks real examples; `_index` is each example's position
-  in the split (-1 for padding). `start_example` resumes after already processed examples.
+  the batch size and the boolean `_mask` marks real examples; `_index` is each example's position
+  in the split (-1 for padding). `start_example` resumes after already processed examples. A
+  `batch_size` larger than the (process's share of the) split is that share (`eval_batch_size`):
+  padding never exceeds the examples asked for.
 - train (`train=True`): an endless stream of fixed-size batches, shuffled per epoch with seeds
   derived from `seed`, identical on every run; `start_step` / `start_example` continue a stream
   exactly where a killed run stopped (resuming costs reading at most one epoch of raw records).
+  A `batch_size` larger than the (process's share of the) split is refused: a batch would hold
+  examples more than once, and its memory would be the user's surprise.
 
 Images are read undecoded (TFDS `SkipDecoding`) so the pp's `decode` op decodes them, as big_vision
 does. Nested features are flattened to "/"-joined keys ("captions/text"). Variable-length features
@@ -19,8 +23,6 @@ the split (as `tfds.even_splits`); in eval every process yields the same number 
 
 from __future__ import annotations
 
-import errno
-import functools
 import logging
 import math
 import os
@@ -30,116 +32,15 @@ from typing import Any
 import numpy as np
 
 from harness.data.pp import Preprocess, as_preprocess, example_seed
-from harness.data.registry import (
-    DATASETS,
-    GENERATED,
-    OWN_BUILDERS,
-    SUBSET_IN_BUILD,
-    base_name,
-    default_data_dir,
-    get_info,
-)
-from harness.errors import HarnessError, did_you_mean, os_error
-from harness.tf_import import tensorflow, tf
+from harness.data.prepared import _prepared_builder, _tfds, require_prepared
+from harness.data.registry import SUBSET_IN_BUILD, default_data_dir, get_info
+from harness.errors import HarnessError
+from harness.tf_import import tf
 
-log = logging.getLogger("harness")
+log = logging.getLogger(__name__)
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
 _KEY_SEP = "/"
-
-
-# --------------------------------------------------------------------------------------------------
-# TFDS access
-
-
-# TF (`tf`), TFDS and our builders (which import both) are imported on first use, not with this module:
-# see harness/data/__init__.py.
-@functools.cache
-def _tfds():
-    tensorflow()
-    import tensorflow_datasets as tfds
-
-    try:  # our own builders (proxy_scenes, proxy_digits, vqav2) register on import
-        import harness.data.builders  # noqa: F401
-    except ImportError:
-        pass
-    return tfds
-
-
-def _open_builder(tfds_name: str, data_dir: str):
-    tfds = _tfds()
-    try:
-        return tfds.builder(tfds_name, data_dir=data_dir)
-    except (tfds.core.registered.DatasetNotFoundError, ValueError, AssertionError, OSError,
-            KeyError):
-        return None
-
-
-@functools.lru_cache(maxsize=64)
-def _prepared_builder(tfds_name: str, data_dir: str):
-    # Only prepared builders are cached: preparing later must not be hidden by a stale entry.
-    builder = _open_builder(tfds_name, data_dir)
-    if builder is None or not builder.is_prepared():
-        raise LookupError(tfds_name)
-    return builder
-
-
-def is_prepared(name: str, data_dir: str | os.PathLike | None = None) -> bool:
-    """Whether the dataset's TFDS files (dataset_info.json) exist; reads no data."""
-    try:
-        _prepared_builder(get_info(name).tfds_name, default_data_dir(data_dir))
-    except LookupError:
-        return False
-    return True
-
-
-def prepare(name: str, data_dir: str | os.PathLike | None = None, *, manual_dir: str | None = None) -> str:
-    """Builds one of our own datasets (proxies, or vqav2 from its manually placed files)."""
-    if base_name(name) not in OWN_BUILDERS:
-        info = get_info(name)
-        raise HarnessError(f"the harness does not download or build '{name}' itself: "
-                           f"{info.prepare_command(data_dir)}")
-    tfds = _tfds()
-    data_dir = default_data_dir(data_dir)
-    builder = tfds.builder(get_info(name).tfds_name, data_dir=data_dir)
-    config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir)) if manual_dir else None
-    try:
-        builder.download_and_prepare(download_config=config)
-    except Exception as e:  # noqa: BLE001 - TF wraps a full disk in its own error types
-        errno_ = getattr(e, "errno", None)
-        if errno_ is None and any(m in str(e) for m in ("No space left on device", "Not enough disk space")):
-            errno_ = errno.ENOSPC
-        mapped = os_error(OSError(errno_, str(e)), data_dir, "--data-dir") if errno_ is not None else None
-        if mapped is None:
-            raise
-        # TFDS writes into an `incomplete.*` folder and removes it on failure: nothing half-built is left.
-        raise HarnessError(f"preparing {name}: {mapped}") from None
-    _prepared_builder.cache_clear()
-    return str(builder.data_dir)
-
-
-def skip_unprepared(name: str, data_dir: str | os.PathLike | None, task: str) -> bool:
-    """For a dataset a task may do without: True, after one warning line naming its preparation command,
-    when it is not prepared. The generated proxies are never skipped (they are built on first use)."""
-    if base_name(name) in GENERATED or is_prepared(name, data_dir):
-        return False
-    log.warning("%s: %s is not prepared under %s (%s); skipped", task, name, default_data_dir(data_dir),
-                get_info(name).prepare_command(data_dir))
-    return True
-
-
-def require_prepared(name: str, data_dir: str | os.PathLike | None = None) -> None:
-    """Raise a HarnessError with the preparation command unless the dataset is prepared.
-    The generated proxies are built on first use instead."""
-    if not is_prepared(name, data_dir) and base_name(name) in GENERATED:
-        log.warning("preparing %s under %s (first use; generated offline)", name, default_data_dir(data_dir))
-        prepare(name, data_dir)
-    if not is_prepared(name, data_dir):
-        info = get_info(name)
-        data_dir = default_data_dir(data_dir)
-        hint = did_you_mean(name, DATASETS) if base_name(name) not in DATASETS else ""
-        raise HarnessError(f"dataset '{name}'{hint} is not prepared under {data_dir}: "
-                           f"{info.prepare_command(data_dir)}")
 
 
 def _builder(name: str, data_dir: str | os.PathLike | None):
@@ -330,12 +231,12 @@ def class_subset(name: str, data_dir: str | os.PathLike | None = None) -> np.nda
     if not subset:
         return None
     if subset == SUBSET_IN_BUILD:
-        metadata = _builder(name, data_dir).info.metadata or {}
-        subset = metadata.get("class_subset")
+        builder = _builder(name, data_dir)
+        subset = (builder.info.metadata or {}).get("class_subset")
         if not subset:
             raise HarnessError(f"dataset '{name}' under {default_data_dir(data_dir)} has no class subset in its "
-                               f"metadata (built by an older builder?); rebuild it: "
-                               f"{get_info(name).prepare_command(data_dir)}")
+                               f"metadata (built by an older builder?); delete {builder.data_dir} and run "
+                               f"`{get_info(name).prepare_command(data_dir)}`")
     return np.asarray(sorted(int(i) for i in subset), np.int64)
 
 
@@ -344,9 +245,19 @@ def eval_num_batches(name: str, split: str, *, batch_size: int,
                      num_examples: int | None = None, process_count: int = 1) -> int:
     """How many batches `iterate(..., train=False)` yields (the same for every process)."""
     total = _capped_total(_split_ranges(_builder(name, data_dir), name, split), num_examples)
-    largest = max(hi - lo for lo, hi in
-                  (_process_bounds(total, i, process_count) for i in range(process_count)))
-    return math.ceil(max(largest - start_example, 0) / batch_size)
+    largest = _largest_share(total, process_count)
+    return math.ceil(max(largest - start_example, 0) / eval_batch_size(batch_size, total, process_count))
+
+
+def _largest_share(total: int, process_count: int) -> int:
+    return max(hi - lo for lo, hi in (_process_bounds(total, i, process_count) for i in range(process_count)))
+
+
+def eval_batch_size(batch_size: int, total: int, process_count: int = 1) -> int:
+    """The batch an eval pass over `total` examples uses: `batch_size`, but never more than the largest
+    process's share of them (a larger batch would only add padding: allocated, encoded, thrown away). It
+    does not depend on `start_example`, so a resumed pass has the shape of the first."""
+    return max(1, min(batch_size, _largest_share(total, process_count)))
 
 
 def _capped_total(ranges, cap: int | None) -> int:
@@ -411,6 +322,10 @@ def iterate(
                            start_example or start_step * batch_size, process_index,
                            process_count, shuffle_buffer_size)
     else:
+        if batch_size > (capped := eval_batch_size(batch_size, total, process_count)):
+            log.debug("%s/%s: batch_size %d is larger than the %d examples read; batches of %d", name, split,
+                      batch_size, total, capped)
+        batch_size = capped
         ds = _eval_stream(builder, ranges, total, pp, decoders, batch_size, seed, start_example,
                           process_index, process_count)
         if ds is None:
@@ -427,8 +342,7 @@ def _eval_stream(builder, ranges, total, pp, decoders, batch_size, seed, start_e
                  process_index, process_count):
     lo, hi = _process_bounds(total, process_index, process_count)
     begin = min(lo + start_example, hi)
-    largest = max(b - a for a, b in
-                  (_process_bounds(total, i, process_count) for i in range(process_count)))
+    largest = _largest_share(total, process_count)
     num_batches = math.ceil(max(largest - start_example, 0) / batch_size)
     if num_batches == 0:
         return None
@@ -469,6 +383,10 @@ def _train_stream(builder, name, ranges, total, pp, decoders, batch_size, seed, 
     if size == 0:
         raise HarnessError(f"dataset '{name}' has no training examples for process "
                            f"{process_index} of {process_count}; use a larger split")
+    if batch_size > size:
+        share = f" (process {process_index} of {process_count})" if process_count > 1 else ""
+        raise HarnessError(f"batch_size {batch_size} is larger than the {size} training examples of dataset "
+                           f"'{name}'{share}; lower batch_size to at most {size} or use a larger split")
     if shuffle_buffer_size < 1:
         raise HarnessError(f"shuffle_buffer_size must be >= 1; got {shuffle_buffer_size}")
     raw = _read(builder, _sub_ranges(ranges, lo, hi), decoders, ordered=False)

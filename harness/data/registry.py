@@ -1,7 +1,8 @@
 """The dataset registry: every fact the harness knows about a dataset before reading it.
 
 `DATASETS` maps a name to its `DatasetInfo`: the TFDS name, the split string of each role the paper /
-big_vision uses ("train", "minival", "fewshot_train", ...), how to prepare it, its feature keys (labels,
+big_vision uses ("train", "minival", "fewshot_train", ...), what preparing it reads (`Sources`: files placed
+by hand, TFDS's downloads; `harness.data.prepared` prepares it), its feature keys (labels,
 captions, VQA questions and answers, image ids), what the paper's tables call it, and whether its labels
 are ImageNet-1k ids. Tasks read these facts here instead of keeping their own tables. `FEWSHOT_DATASETS`
 and `PAPER_DATASET_ORDER` give the paper's dataset order. This module reads no data and imports no
@@ -17,6 +18,48 @@ from collections.abc import Mapping
 from harness.errors import HarnessError, did_you_mean
 
 DATA_DIR_ENV = "TFDS_DATA_DIR"
+
+
+@dataclasses.dataclass(frozen=True)
+class Download:
+    """A file a TFDS builder downloads: its address, and the name TFDS's checksums file gives it. A copy under
+    that name in the manual folder is used instead of the download, once TFDS has checked its checksum."""
+
+    file: str
+    url: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Sources:
+    """What preparing a dataset reads: `manual`, the files and folders ("name/") a person places in the manual
+    folder (`--manual-dir`, default `<data_dir>/downloads/manual/`), obtained as `get` says; `downloads`, what
+    TFDS fetches from the internet (`size`: their total, in words); `generated`: made by the harness, offline."""
+
+    manual: tuple[str, ...] = ()
+    get: str = ""
+    downloads: tuple[Download, ...] = ()
+    size: str = ""
+    generated: bool = False
+
+    def needs(self, manual_dir: str) -> str:
+        """In words, what `harness prepare` needs, e.g. "ILSVRC2012_img_val.tar in /d/downloads/manual/ (...)"."""
+        if self.generated:
+            return "nothing: the harness generates it offline (also on first use)"
+        parts = []
+        if self.manual:
+            parts.append(f"{_words(self.manual)} in {manual_dir}/" + (f" ({self.get})" if self.get else ""))
+        if self.downloads:
+            files = _words([d.file for d in self.downloads])
+            size = f", {self.size}" if self.size else ""
+            one = len(self.downloads) == 1
+            parts.append(f"internet (TFDS downloads {files}{size}) or {'that file' if one else 'those files'} "
+                         f"in {manual_dir}/")
+        return ", and ".join(parts)
+
+
+def _words(items) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,18 +81,39 @@ class VqaFeatures:
 
 
 @dataclasses.dataclass(frozen=True)
+class SegmentationFeatures:
+    """A dataset's per-pixel class labels: the feature (a single-channel PNG), how many classes are scored, and
+    whether raw 0 means "other" (ignored) and k class k - 1 (ADE20k's `reduce_zero_label`)."""
+
+    key: str
+    num_classes: int
+    reduce_zero_label: bool = False
+    eval_role: str = "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthFeatures:
+    """A dataset's depth maps (metres, 0 = missing) and the pp ops that crop image and depth together for
+    training / evaluation ("" = the whole image)."""
+
+    key: str
+    train_crop: str = ""
+    eval_crop: str = ""
+    eval_role: str = "test"
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What the harness knows about one dataset before reading it.
 
     `splits` maps a role ("train", "test", "minival", "fewshot_train", ...) to the TFDS split
-    string the paper / big_vision uses for it; `prepare` is the command that prepares the data,
-    with `{data_dir}` (and `{name}`) placeholders.
+    string the paper / big_vision uses for it; `sources` is what `harness prepare` reads to prepare it.
     """
 
     name: str
     tfds_name: str
     splits: Mapping[str, str]
-    prepare: str
+    sources: Sources
     image_key: str = "image"
     label_key: str | None = "label"
     num_classes: int | None = None
@@ -72,6 +136,9 @@ class DatasetInfo:
     # ids, or SUBSET_IN_BUILD where our builder derives them from the release and stores them in the
     # prepared dataset's metadata. (): all of the label space.
     class_subset: tuple[int, ...] | str = ()
+    # Dense targets (the `segmentation` / `depth` tasks); None for a dataset without them.
+    segmentation: SegmentationFeatures | None = None
+    depth: DepthFeatures | None = None
 
     def split(self, role: str) -> str:
         """The TFDS split string for a role, e.g. `DATASETS["imagenet2012"].split("minival")`."""
@@ -84,19 +151,37 @@ class DatasetInfo:
                                f"{', '.join(sorted(self.splits))}")
         return self.splits[role]
 
-    def prepare_command(self, data_dir: str | None = None) -> str:
-        return self.prepare.format(data_dir=default_data_dir(data_dir), name=self.name)
+    def prepare_command(self, data_dir: str | os.PathLike | None = None) -> str:
+        """The command that prepares it, e.g. `harness prepare cifar100 --data-dir /d`."""
+        return f"harness prepare {self.name} --data-dir {default_data_dir(data_dir)}"
 
+    def needs(self, data_dir: str | os.PathLike | None = None, manual_dir: str | os.PathLike | None = None) -> str:
+        """In words, what preparing it needs and where each file goes ("" for a name not in the registry)."""
+        return self.sources.needs(default_manual_dir(data_dir, manual_dir))
 
-def _tfds_build(name: str, note: str = "") -> str:
-    return f"run `tfds build {name} --data_dir {{data_dir}}`{note}"
+    def how_to_prepare(self, data_dir: str | os.PathLike | None = None) -> str:
+        """The command and, in brackets, what it needs: the end of a "not prepared" line."""
+        needs = self.needs(data_dir)
+        return f"run `{self.prepare_command(data_dir)}`" + (f"; it needs {needs}" if needs else "")
 
 
 def _fewshot(train: str, test: str, **more: str) -> dict[str, str]:
     return {"train": train, "test": test, "fewshot_train": train, "fewshot_test": test, **more}
 
 
-_HARNESS_PREPARE = "run `harness prepare {name} --data-dir {data_dir}`"
+def _download(url: str) -> Download:
+    """A TFDS download, named by the last part of its path as TFDS's checksums files name it
+    (tests/test_prepare.py checks each against the builder's)."""
+    return Download(url.split("?")[0].rsplit("/", 1)[1], url)
+
+
+def _downloads(*urls: str, size: str = "") -> Sources:
+    """A TFDS builder that only downloads."""
+    return Sources(downloads=tuple(_download(u) for u in urls), size=size)
+
+
+_GENERATED = Sources(generated=True)
+_IMAGENET_SITE = "from https://image-net.org/download-images, after registering"
 
 # The ImageNet-1k ids (TFDS / PyTorch order: sorted WordNet ids) of the 200 classes of ImageNet-A and of
 # ImageNet-R, as the datasets' authors score them (hendrycks/natural-adv-examples eval.py `indices_in_1k`,
@@ -139,94 +224,137 @@ DATASETS: dict[str, DatasetInfo] = {
              "minitrain": "train[:99%]", "minival": "train[99%:]",
              # The first 65000 train images hold at least 30 shots of every class.
              "fewshot_train": "train[:65000]", "fewshot_test": "validation"},
-            "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar into "
-            "{data_dir}/downloads/manual/ and run `tfds build imagenet2012 --data_dir {data_dir}`",
+            # TFDS 4.9.10's builder reads the val archive's names for the validation labels whatever it builds
+            # (without it, even train fails) and leaves train out when its archive is missing; the harness reads
+            # both splits, so `harness prepare` asks for both archives.
+            Sources(manual=("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar"), get=_IMAGENET_SITE),
             num_classes=1000, short_name="imagenet", report_tag="val", imagenet_labels=True,
             description="ImageNet-1k (ILSVRC 2012)"),
         DatasetInfo(
             "imagenet2012_real", "imagenet2012_real", {"test": "validation"},
-            "download ILSVRC2012_img_val.tar into {data_dir}/downloads/manual/ and run "
-            "`tfds build imagenet2012_real --data_dir {data_dir}`",
+            Sources(manual=("ILSVRC2012_img_val.tar",), get=_IMAGENET_SITE, downloads=(_download(
+                "https://raw.githubusercontent.com/google-research/reassessed-imagenet/master/real.json"),)),
             label_key="real_label", num_classes=1000, short_name="real", report_tag="real", imagenet_labels=True,
             description="ImageNet validation with ReaL multi-labels (some images have none)"),
         DatasetInfo(
-            "imagenet_v2", "imagenet_v2", {"test": "test"}, _tfds_build("imagenet_v2"),
+            "imagenet_v2", "imagenet_v2", {"test": "test"},
+            _downloads("https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/"
+                       "imagenetv2-matched-frequency.tar.gz", size="1.2 GiB"),
             num_classes=1000, short_name="v2", report_tag="v2", imagenet_labels=True,
             description="ImageNetV2 matched-frequency test set"),
-        # ImageNet-R / -A: TFDS's builders (labels = ImageNet-1k ids); their archives, placed by hand,
-        # are used instead of a download when the file name matches (TFDS checks them against its checksums).
+        # ImageNet-R / -A: TFDS's builders (labels = ImageNet-1k ids).
         DatasetInfo(
             "imagenet_r", "imagenet_r", {"test": "test"},
-            "download imagenet-r.tar (https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar) into "
-            "{data_dir}/downloads/manual/ and run `tfds build imagenet_r --data_dir {data_dir}`",
+            _downloads("https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar", size="2.0 GiB"),
             num_classes=1000, report_tag="r", imagenet_labels=True, class_subset=IMAGENET_R_CLASSES,
             description="ImageNet-R: 30000 renditions of 200 ImageNet classes"),
         DatasetInfo(
             "imagenet_a", "imagenet_a", {"test": "test"},
-            "download imagenet-a.tar (https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar) into "
-            "{data_dir}/downloads/manual/ and run `tfds build imagenet_a --data_dir {data_dir}`",
+            _downloads("https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar", size="656 MiB"),
             num_classes=1000, report_tag="a", imagenet_labels=True, class_subset=IMAGENET_A_CLASSES,
             description="ImageNet-A: 7500 natural adversarial examples of 200 ImageNet classes"),
         DatasetInfo(
             "objectnet", "objectnet", {"test": "test"},
-            "download objectnet-1.0.zip (https://objectnet.dev/download.html), unzip it into "
-            "{data_dir}/downloads/manual/ (so that objectnet-1.0/images/ and objectnet-1.0/mappings/ are "
-            "there) and run `harness prepare objectnet --data-dir {data_dir}`",
+            Sources(manual=("objectnet-1.0/images/", "objectnet-1.0/mappings/"),
+                    get="objectnet-1.0.zip from https://objectnet.dev/download.html, unzipped; its password is on "
+                        "that page"),
             num_classes=1000, report_tag="objectnet", imagenet_labels=True, class_subset=SUBSET_IN_BUILD,
             description="ObjectNet 1.0: the images of its 113 classes that map to ImageNet, border cropped"),
         DatasetInfo(
             "coco_captions", "coco_captions",
             # TFDS's coco_captions holds the Karpathy splits; Karpathy's train is train+restval.
             {"train": "train+restval", "validation": "val", "test": "test"},
-            _tfds_build("coco_captions", " (downloads ~20 GB: COCO 2014 and the Karpathy splits)"),
+            # TFDS's COCO 2014 config: the 2014 images, test2015 (a split TFDS builds too) and the Karpathy splits.
+            _downloads(*(f"http://images.cocodataset.org/zips/{z}.zip" for z in ("train2014", "val2014", "test2014",
+                                                                                  "test2015")),
+                       *(f"http://images.cocodataset.org/annotations/{z}.zip"
+                         for z in ("annotations_trainval2014", "image_info_test2014", "image_info_test2015")),
+                       "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip", size="38 GiB"),
             label_key=None, short_name="coco", text_key="captions/text", image_id_key="image/id",
             description="COCO 2014 captions, Karpathy splits (5 captions per image)"),
         DatasetInfo(
-            "cifar100", "cifar100", _fewshot("train", "test"), _tfds_build("cifar100"),
+            "cifar100", "cifar100", _fewshot("train", "test"),
+            _downloads("https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", size="161 MiB"),
             num_classes=100, short_name="cifar100"),
         DatasetInfo(
             "oxford_iiit_pet", "oxford_iiit_pet", _fewshot("train", "test"),
-            _tfds_build("oxford_iiit_pet"), num_classes=37, short_name="pets"),
+            _downloads("https://thor.robots.ox.ac.uk/~vgg/data/pets/images.tar.gz",
+                       "https://thor.robots.ox.ac.uk/~vgg/data/pets/annotations.tar.gz", size="774 MiB"),
+            num_classes=37, short_name="pets"),
         DatasetInfo(
             "caltech_birds2011", "caltech_birds2011", _fewshot("train", "test"),
-            _tfds_build("caltech_birds2011"), num_classes=200, short_name="birds"),
+            _downloads("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",
+                       "https://data.caltech.edu/records/w9d68-gec53/files/segmentations.tgz?download=1",
+                       size="1.1 GiB"),
+            num_classes=200, short_name="birds"),
         DatasetInfo(
-            "caltech101", "caltech101", _fewshot("train", "test"), _tfds_build("caltech101"),
+            "caltech101", "caltech101", _fewshot("train", "test"),
+            _downloads("https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip?download=1",
+                       size="131 MiB"),
             num_classes=102, short_name="caltech"),
         DatasetInfo(
             # big_vision pins version 2.1.0 (the one with corrected labels).
             "cars196", "cars196:2.1.0", _fewshot("train", "test"),
-            _tfds_build("cars196:2.1.0"), num_classes=196, short_name="cars"),
+            _downloads(*(f"http://ai.stanford.edu/~jkrause/car196/{f}" for f in (
+                "cars_train.tgz", "cars_test.tgz", "cars_test_annos_withlabels.mat")),
+                "https://ai.stanford.edu/~jkrause/cars/car_devkit.tgz", size="1.8 GiB"),
+            num_classes=196, short_name="cars"),
         DatasetInfo(
             # Only a train split exists; big_vision's few-shot config splits it 2000 / 3000.
             "colorectal_histology", "colorectal_histology",
-            _fewshot("train[:2000]", "train[2000:]"), _tfds_build("colorectal_histology"),
+            _fewshot("train[:2000]", "train[2000:]"),
+            _downloads("https://zenodo.org/record/53169/files/Kather_texture_2016_image_tiles_5000.zip",
+                       size="246 MiB"),
             num_classes=8, short_name="col_hist"),
         DatasetInfo(
-            "dtd", "dtd", _fewshot("train", "test", validation="validation"), _tfds_build("dtd"),
+            "dtd", "dtd", _fewshot("train", "test", validation="validation"),
+            _downloads("https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz", size="596 MiB"),
             num_classes=47, short_name="dtd"),
         DatasetInfo(
             # Only a train split (2100 images); big_vision's few-shot config splits it 1000 / 1100.
             "uc_merced", "uc_merced", _fewshot("train[:1000]", "train[1000:]"),
-            _tfds_build("uc_merced"), num_classes=21, short_name="uc_merced"),
+            _downloads("http://weegee.vision.ucmerced.edu/datasets/UCMerced_LandUse.zip", size="317 MiB"),
+            num_classes=21, short_name="uc_merced"),
         DatasetInfo(
             "proxy_scenes", "proxy_scenes",
-            _fewshot("train", "test", pretrain="pretrain", validation="val"), _HARNESS_PREPARE,
+            _fewshot("train", "test", pretrain="pretrain", validation="val"), _GENERATED,
             num_classes=24, short_name="proxy_scenes", text_key="captions",
             vqa=VqaFeatures("questions/question", "questions/question_id", "questions/multiple_choice_answer",
                             "questions/answers", "questions/answer_type"),
-            description="generated shapes scenes: labels, captions and VQA questions (offline)"),
+            # Mask 0 = background (a class, not ignored), 1 + class id for the objects' pixels.
+            segmentation=SegmentationFeatures("segmentation", 25), depth=DepthFeatures("depth"),
+            description="generated shapes scenes: labels, captions, VQA questions, class masks, depth (offline)"),
         DatasetInfo(
-            "proxy_digits", "proxy_digits", _fewshot("train", "test"), _HARNESS_PREPARE,
+            "proxy_digits", "proxy_digits", _fewshot("train", "test"), _GENERATED,
             num_classes=10, short_name="proxy_digits",
             description="scikit-learn's handwritten digits, 32x32 (offline)"),
+        DatasetInfo(
+            # ADEChallengeData2016 (TFDS's scene_parse150 is the 2017 instance data): our builder.
+            "ade20k", "ade20k", {"train": "train", "validation": "validation", "test": "validation"},
+            Sources(manual=("ADEChallengeData2016.zip",),
+                    get="from http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip, as it is or "
+                        "unzipped"),
+            label_key=None, short_name="ade20k",
+            segmentation=SegmentationFeatures("segmentation", 150, reduce_zero_label=True),
+            description="ADE20k scene parsing (ADEChallengeData2016): 150 classes, 20210 train / 2000 val"),
+        DatasetInfo(
+            # TFDS's builder of FastDepth's h5 release; `validation` is the 654-image Eigen test split
+            # (big_vision's givt_nyu_depth.py evaluates it).
+            "nyu_depth_v2", "nyu_depth_v2", {"train": "train", "validation": "validation", "test": "validation"},
+            _downloads("http://datasets.lids.mit.edu/fastdepth/data/nyudepthv2.tar.gz", size="32 GiB"),
+            label_key=None, short_name="nyu_depth_v2",
+            depth=DepthFeatures("depth", train_crop="nyu_train_crop", eval_crop="nyu_eval_crop"),
+            description="NYU Depth v2 (FastDepth's release): 47584 train / 654 val (Eigen), depth in metres"),
         DatasetInfo(
             "vqav2", "vqav2",
             {"train": "train", "validation": "validation", "test": "test",
              "test_dev": "test_dev"},
-            "place the VQAv2 question/annotation JSON files and the COCO train2014/ val2014/ image "
-            "folders in {data_dir}/downloads/manual/ (see `vqav2` MANUAL_DOWNLOAD_INSTRUCTIONS) "
-            "and run `harness prepare vqav2 --data-dir {data_dir}`",
+            # Our builder (harness/data/builders/vqav2.py); the test splits' files are optional.
+            Sources(manual=("v2_OpenEnded_mscoco_train2014_questions.json", "v2_mscoco_train2014_annotations.json",
+                            "v2_OpenEnded_mscoco_val2014_questions.json", "v2_mscoco_val2014_annotations.json",
+                            "train2014/", "val2014/"),
+                    get="VQAv2's question and annotation zips from https://visualqa.org/download.html and COCO's "
+                        "train2014.zip and val2014.zip from https://cocodataset.org/#download, unzipped"),
             label_key=None, short_name="vqav2", text_key="question",
             # The test splits' answers are not public (the official server scores them).
             vqa=VqaFeatures("question", "question_id", "multiple_choice_answer", "answers", "answer_type",
@@ -238,8 +366,11 @@ DATASETS: dict[str, DatasetInfo] = {
             "gqa", "gqa",
             {"train": "train_balanced", "validation": "val_balanced", "test": "testdev_balanced",
              "test_balanced": "test_balanced", "challenge_balanced": "challenge_balanced"},
-            "unzip GQA's questions1.2.zip and images.zip into {data_dir}/downloads/manual/gqa/ (see `gqa` "
-            "MANUAL_DOWNLOAD_INSTRUCTIONS) and run `harness prepare gqa --data-dir {data_dir}`",
+            # Our builder (harness/data/builders/gqa.py); val_balanced and the test splits are optional.
+            Sources(manual=("gqa/train_balanced_questions.json", "gqa/testdev_balanced_questions.json",
+                            "gqa/images/"),
+                    get="questions1.2.zip and images.zip from "
+                        "https://cs.stanford.edu/people/dorarad/gqa/download.html, unzipped"),
             label_key=None, short_name="gqa", text_key="question",
             vqa=VqaFeatures("question", "question_id", "answer", eval_role="test"),
             description="GQA balanced questions on Visual Genome images, one example per question"),
@@ -248,9 +379,9 @@ DATASETS: dict[str, DatasetInfo] = {
             # train on train + val[20000:], val[:20000] as minival, report test.
             "ocrvqa", "ocrvqa",
             {"train": "train+val[20000:]", "minival": "val[:20000]", "validation": "val", "test": "test"},
-            "place OCR-VQA's dataset.json and the covers its downloader fetched (images/) in "
-            "{data_dir}/downloads/manual/ocrvqa/ (see `ocrvqa` MANUAL_DOWNLOAD_INSTRUCTIONS) and run "
-            "`harness prepare ocrvqa --data-dir {data_dir}`",
+            # Our builder (harness/data/builders/ocrvqa.py).
+            Sources(manual=("ocrvqa/dataset.json", "ocrvqa/images/"),
+                    get="dataset.json from https://ocr-vqa.github.io/ and the covers its downloader script fetches"),
             label_key=None, short_name="ocrvqa", text_key="question",
             vqa=VqaFeatures("question", "question_id", "answer", eval_role="test"),
             description="OCR-VQA questions on book covers, one example per question"),
@@ -280,7 +411,7 @@ def get_info(name: str) -> DatasetInfo:
     base = base_name(name)
     if base in DATASETS:
         return dataclasses.replace(DATASETS[base], name=name, tfds_name=name)
-    return DatasetInfo(name, name, {}, _tfds_build(name), label_key="label")
+    return DatasetInfo(name, name, {}, Sources(), label_key="label")
 
 
 def default_data_dir(data_dir: str | os.PathLike | None = None) -> str:
@@ -289,7 +420,12 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> str:
     return os.path.abspath(os.path.expanduser(os.fspath(chosen)))
 
 
+def default_manual_dir(data_dir: str | os.PathLike | None = None, manual_dir: str | os.PathLike | None = None) -> str:
+    """`--manual-dir` wins, else TFDS's default, `<data_dir>/downloads/manual`."""
+    if manual_dir:
+        return os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))
+    return os.path.join(default_data_dir(data_dir), "downloads", "manual")
+
+
 # Datasets the harness generates itself, offline, in seconds: prepared on first use.
-GENERATED = ("proxy_scenes", "proxy_digits")
-# Datasets with a builder of ours that `harness prepare` runs (the others: `tfds build`).
-OWN_BUILDERS = GENERATED + ("vqav2", "gqa", "ocrvqa", "objectnet")
+GENERATED = tuple(name for name, info in DATASETS.items() if info.sources.generated)

@@ -9,8 +9,6 @@ what its checkpoint states and the task's settings.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +21,7 @@ from harness.data.tokenizer import (
     Tokenizer,
     as_text,
     canonicalize_text,
+    hf_tokenizer_class,
     is_gemma_vocabulary,
 )
 from harness.errors import HarnessError
@@ -130,15 +129,6 @@ def tokenize_pp(tokenizer, texts, pp: TextPP) -> np.ndarray:
 TEXT_PP_CHOICES = ("auto", "big_vision", "siglip2", "hf_siglip", "hf_siglip2", "open_clip")
 
 
-def _gemma_folder(folder) -> bool:
-    """A Hugging Face tokenizer folder whose tokenizer_config.json names a Gemma tokenizer (SigLIP 2's)."""
-    try:
-        cfg = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(cfg, dict) and cfg.get("tokenizer_class") in HF_GEMMA_CLASSES
-
-
 def _vocabulary(path: str) -> Tokenizer:
     """A sentencepiece `.model`, or a Hugging Face `tokenizer.json` read under big_vision's rules."""
     return JsonTokenizer(path) if str(path).endswith(".json") else Tokenizer(path)
@@ -183,7 +173,7 @@ def choose_text_pp(tower_config: dict | None, max_len: int, *, text_pp: str = "a
                 f"{tower_config.get('hf_tokenizer_name') or '(see open_clip_config.json)'}, which the folder does "
                 "not hold; save it there (AutoTokenizer.from_pretrained(name).save_pretrained(folder)), or pass "
                 "--set text_pp=big_vision --set tokenizer=PATH")
-        chosen = HFGemmaTokenizer(folder) if _gemma_folder(folder) and not tokenizer else \
+        chosen = HFGemmaTokenizer(folder) if hf_tokenizer_class(folder) in HF_GEMMA_CLASSES and not tokenizer else \
             SiglipTokenizer(folder, vocab_file=tokenizer or None)
     elif tokenizer:
         chosen = _vocabulary(tokenizer)

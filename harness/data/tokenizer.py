@@ -33,6 +33,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 from harness import ASSETS
 from harness.errors import HarnessError, first_line
+from harness.schema import Doc, read_json
 
 # The small BPE vocabulary of the offline proxy tasks (made by scripts/make_proxy_spm.py).
 PROXY_TOKENIZER = ASSETS / "proxy_spm.model"
@@ -185,12 +186,40 @@ SPIECE_UNDERLINE = "\u2581"
 HF_SIGLIP_VOCAB_FILE = "spiece.model"
 
 
-def _token_content(value) -> str | None:
-    # tokenizer_config.json / special_tokens_map.json write a special token as a string or as an
-    # AddedToken dict.
+def _token(doc: Doc, key: str | int) -> str | None:
+    """A special token as tokenizer_config.json / special_tokens_map.json write it: a string, or an
+    AddedToken object whose `content` is one (None where the file leaves it out or null)."""
+    value = doc.value.get(key) if isinstance(key, str) else doc.value[key]
+    if value is None or isinstance(value, str):
+        return value
     if isinstance(value, dict):
-        return value.get("content")
-    return value if isinstance(value, str) else None
+        item = Doc(value, doc.file, doc.field(key), doc.fix)
+        return item.str("content")
+    raise doc.error("a token string or an object with its content", key, value)
+
+
+def _token_list(doc: Doc, key: str) -> list[str]:
+    """The tokens of a list of them (additional_special_tokens), or of an object's values (transformers'
+    newer extra_special_tokens: {name: token})."""
+    value = doc.value.get(key)
+    if value is None:
+        return []
+    items = doc.list(key) if not isinstance(value, dict) else doc.obj(key)
+    keys = range(len(value)) if isinstance(value, list) else list(value)
+    return [t for k in keys if (t := _token(items, k))]
+
+
+def _config(folder: Path, name: str) -> Doc:
+    file = folder / name
+    if not file.exists() and not file.is_symlink():
+        return Doc({}, file)  # SiglipTokenizer's own defaults (an old export without the file)
+    return read_json(file, what="Hugging Face tokenizer config", fix="re-save the tokenizer with "
+                     "save_pretrained, or pass --set text_pp=big_vision").require_obj("a JSON object")
+
+
+def hf_tokenizer_class(folder: str | os.PathLike) -> str | None:
+    """The `tokenizer_class` a Hugging Face folder's tokenizer_config.json names (None without one)."""
+    return _config(Path(folder), "tokenizer_config.json").str("tokenizer_class", None, null_is_default=True)
 
 
 class SiglipTokenizer(Tokenizer):
@@ -213,32 +242,28 @@ class SiglipTokenizer(Tokenizer):
         """`folder`: a HF SigLIP folder (its tokenizer_config.json); `vocab_file`: another sentencepiece
         model under the same rules (default: the folder's own `spiece.model`)."""
         folder = Path(folder)
-        try:
-            cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            cfg = {}  # SiglipTokenizer's own defaults (an old export without the config file)
-        except (OSError, json.JSONDecodeError) as e:
-            raise HarnessError(f"{folder}/tokenizer_config.json: not readable JSON ({e})") from None
-        try:
-            special_map = json.loads((folder / "special_tokens_map.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            special_map = {}
-        cls = cfg.get("tokenizer_class", "SiglipTokenizer")
+        cfg = _config(folder, "tokenizer_config.json")
+        special_map = _config(folder, "special_tokens_map.json")
+        cls = cfg.str("tokenizer_class", "SiglipTokenizer", null_is_default=True)
         if cls not in ("SiglipTokenizer", "SiglipTokenizerFast"):
             raise HarnessError(f"{folder}: tokenizer_class {cls!r} is not SiglipTokenizer; for a SigLIP 2 folder (a "
                                "Gemma tokenizer) use text_pp=siglip2 or hf_siglip2")
-        if cfg.get("sp_model_kwargs"):
-            raise HarnessError(f"{folder}/tokenizer_config.json: sp_model_kwargs {cfg['sp_model_kwargs']} "
+        if cfg.obj("sp_model_kwargs", {}, null_is_default=True).value:
+            raise HarnessError(f"{folder}/tokenizer_config.json: sp_model_kwargs {cfg.raw('sp_model_kwargs')} "
                                "(sampling) is not supported; remove it for deterministic evaluation")
-        super().__init__(vocab_file or folder / cfg.get("vocab_file", HF_SIGLIP_VOCAB_FILE))
+        # A file name in the folder, never a path elsewhere.
+        vocab_name = cfg.check("vocab_file", lambda v: isinstance(v, str) and v not in ("", ".", "..")
+                               and "/" not in v and "\\" not in v, "a file name in the tokenizer's folder",
+                               HF_SIGLIP_VOCAB_FILE)
+        super().__init__(vocab_file or folder / vocab_name)
         self.folder = str(folder)
         # SiglipTokenizer.__init__'s defaults where the folder does not say otherwise.
-        tok = {k: _token_content(special_map.get(k, cfg.get(k))) or default
+        tok = {k: _token(special_map, k) or _token(cfg, k) or default
                for k, default in (("eos_token", "</s>"), ("unk_token", "<unk>"), ("pad_token", "</s>"))}
         self.eos_token, self.unk_token, self.pad_token = tok["eos_token"], tok["unk_token"], tok["pad_token"]
-        self.do_lower_case = bool(cfg.get("do_lower_case", True))
-        self.model_max_length = cfg.get("model_max_length")
-        self.legacy = bool(cfg.get("legacy", True))
+        self.do_lower_case = cfg.bool("do_lower_case", True, null_is_default=True)
+        self.model_max_length = cfg.number("model_max_length", None, finite=False, null_is_default=True)
+        self.legacy = cfg.bool("legacy", True, null_is_default=True)
         if not self.legacy:
             # SentencePieceBackend: legacy=False switches the model's add_dummy_prefix off.
             proto = sentencepiece_model_pb2.ModelProto.FromString(self._sp.serialized_model_proto())
@@ -248,14 +273,19 @@ class SiglipTokenizer(Tokenizer):
         # Added tokens: id -> (content, lstrip, rstrip). The special tokens are there too; one the config
         # does not list gets SiglipTokenizer's AddedToken(lstrip=True, rstrip=True).
         self._added: dict[str, tuple[int, bool, bool]] = {}
-        for idx, spec in (cfg.get("added_tokens_decoder") or {}).items():
-            content = _token_content(spec)
+        vocab = self._sp.GetPieceSize()
+        decoder = cfg.obj("added_tokens_decoder", {}, null_is_default=True)
+        for idx, spec in decoder.items():
+            # An id the tower's embedding does not have would be clamped by the lookup, silently.
+            if not (re.fullmatch(r"[0-9]{1,12}", idx) and int(idx) < vocab):
+                raise HarnessError(f"{decoder.file}: field {decoder.path} lists token id {idx[:20]!r}; expected "
+                                   f"ids below the vocabulary size {vocab} of {self.model_path}; {decoder.fix}")
+            content = _token(decoder, idx)
             if content:
-                self._added[content] = (int(idx), bool(spec.get("lstrip")) if isinstance(spec, dict) else False,
-                                        bool(spec.get("rstrip")) if isinstance(spec, dict) else False)
-        extra = [_token_content(t) for t in (cfg.get("additional_special_tokens") or [])
-                 + (cfg.get("extra_special_tokens") or [])]
-        for content in (self.eos_token, self.unk_token, self.pad_token, *[t for t in extra if t]):
+                flags = spec if spec.is_obj() else Doc({}, spec.file, spec.path)
+                self._added[content] = (int(idx), flags.bool("lstrip", False), flags.bool("rstrip", False))
+        extra = _token_list(cfg, "additional_special_tokens") + _token_list(cfg, "extra_special_tokens")
+        for content in (self.eos_token, self.unk_token, self.pad_token, *extra):
             if content not in self._added:
                 self._added[content] = (int(self._sp.PieceToId(content)), True, True)
         self._split = re.compile("(" + "|".join(re.escape(t) for t in sorted(self._added, key=len, reverse=True))
@@ -341,15 +371,6 @@ def _tokenizers():
     return tokenizers
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HarnessError(f"{path}: not readable JSON ({e}); {what}") from None
-
-
 def _load_tokenizer_json(path: Path):
     tokenizers = _tokenizers()
     try:
@@ -366,7 +387,7 @@ class JsonTokenizer(Tokenizer):
     strings in a text read as plain text (as sentencepiece reads them), no special tokens added: the ids
     sentencepiece's EncodeAsIds gives on the model the file was converted from."""
 
-    def __init__(self, path: str | os.PathLike):  # noqa: super().__init__ reads a sentencepiece file
+    def __init__(self, path: str | os.PathLike):  # no super().__init__: it reads a sentencepiece file
         self.model_path = os.fspath(path)
         tok = _load_tokenizer_json(Path(path))
         spec = json.loads(tok.to_str())
@@ -454,8 +475,9 @@ class HFGemmaTokenizer:
             raise HarnessError(f"{folder}: text_pp hf_siglip2 replicates transformers' fast Gemma tokenizer from the "
                                "folder's tokenizer.json, which it does not have; use text_pp=siglip2 (big_vision's, "
                                "on tokenizer.model)")
-        cfg = _read_json(folder / "tokenizer_config.json", "fix or remove the file")
-        cls = "Siglip2Tokenizer" if model_type == "siglip2" else cfg.get("tokenizer_class", "GemmaTokenizer")
+        cfg = _config(folder, "tokenizer_config.json")
+        cls = "Siglip2Tokenizer" if model_type == "siglip2" else \
+            cfg.str("tokenizer_class", "GemmaTokenizer", null_is_default=True)
         if cls not in HF_GEMMA_CLASSES:
             raise HarnessError(f"{folder}: tokenizer_class {cls!r} is not a Gemma tokenizer; text_pp hf_siglip2 "
                                "replicates GemmaTokenizer / Siglip2Tokenizer only")
@@ -469,7 +491,7 @@ class HFGemmaTokenizer:
         tok = tokenizers.Tokenizer(tokenizers.models.BPE(
             vocab=model["vocab"], merges=[tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
                                           for m in model.get("merges", [])],
-            fuse_unk=True, unk_token=str(_token_content(cfg.get("unk_token")) or "<unk>"), dropout=None,
+            fuse_unk=True, unk_token=_token(cfg, "unk_token") or "<unk>", dropout=None,
             byte_fallback=True))
         steps = [tokenizers.normalizers.Replace(" ", "▁")]
         tok.normalizer = tokenizers.normalizers.Sequence([tokenizers.normalizers.Lowercase(), *steps]) \
@@ -482,22 +504,21 @@ class HFGemmaTokenizer:
                                 for a in spec.get("added_tokens", []) if a.get("special", True)])
         tok.add_tokens([tokenizers.AddedToken(a["content"], normalized=a.get("normalized", True))
                         for a in spec.get("added_tokens", []) if not a.get("special", True)])
-        self.eos_token = _token_content(cfg.get("eos_token")) or "<eos>"
-        self.bos_token = _token_content(cfg.get("bos_token")) or "<bos>"
-        self.pad_token = _token_content(cfg.get("pad_token")) or "<pad>"
-        if "add_bos_token" in cfg or "add_eos_token" in cfg or source.post_processor is None:
-            bos, eos = bool(cfg.get("add_bos_token", False)), bool(cfg.get("add_eos_token", False))
+        self.eos_token = _token(cfg, "eos_token") or "<eos>"
+        self.bos_token = _token(cfg, "bos_token") or "<bos>"
+        self.pad_token = _token(cfg, "pad_token") or "<pad>"
+        if cfg.has("add_bos_token") or cfg.has("add_eos_token") or source.post_processor is None:
+            bos = cfg.bool("add_bos_token", False, null_is_default=True)
+            eos = cfg.bool("add_eos_token", False, null_is_default=True)
             single = " ".join(([f"{self.bos_token}:0"] if bos else []) + ["$A:0"] + ([f"{self.eos_token}:0"] if eos else []))
             special = ([(self.bos_token, tok.token_to_id(self.bos_token))] if bos else []) + \
                 ([(self.eos_token, tok.token_to_id(self.eos_token))] if eos else [])
             tok.post_processor = tokenizers.processors.TemplateProcessing(single=single, special_tokens=special)
         else:
             tok.post_processor = source.post_processor
-        self.padding_side = cfg.get("padding_side", "left")
-        if self.padding_side not in ("left", "right"):
-            raise HarnessError(f"{folder}/tokenizer_config.json: padding_side {self.padding_side!r} is not left or right")
+        self.padding_side = cfg.str("padding_side", "left", choices=("left", "right"), null_is_default=True)
         self._tok = tok
-        self.model_max_length = cfg.get("model_max_length")
+        self.model_max_length = cfg.number("model_max_length", None, finite=False, null_is_default=True)
 
     def __repr__(self) -> str:
         return f"HFGemmaTokenizer({self.folder!r}, vocab_size={self.vocab_size})"

@@ -9,7 +9,15 @@ Every file is written to a temporary name and renamed into place, and a finished
 by renaming a complete directory, so a crash at any point leaves a valid entry, a resumable
 partial, or both (the partial is then cleaned up). Finished entries are immutable.
 
-numpy only, and ml_dtypes (a jax dependency) for bfloat16: no jax.
+What is on disk is untrusted input (a cache folder may be copied, shared or damaged): `meta.json`,
+`plan.json` and the chunks are checked for their shape and types, array names must be the cache's own
+(`_ARRAY_NAME_RE`, the file `<name>.npy` inside the entry), nothing is read through a symlink or from
+anything but a regular file, and every size an array declares is checked against its file's size before
+anything is allocated; arrays are memory-mapped. An entry or a partial build that fails any check is
+rebuilt (one warning line), never read past, never a traceback.
+
+numpy only, and ml_dtypes (a jax dependency) for bfloat16: no jax. Chunks are written by a thread
+(`harness.eval.overlap.Writer`), off the producer's critical path.
 """
 
 from __future__ import annotations
@@ -18,10 +26,14 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
+import stat
+import struct
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +42,15 @@ import ml_dtypes
 import numpy as np
 
 from harness.errors import HarnessError, os_error
-from harness.files import atomic_file, file_lock, fsync_dir, write_json_atomic
+from harness.eval.overlap import Writer
+from harness.files import (  # noqa: F401 - default_cache_dir and CACHE_DIR_ENV are this module's too
+    CACHE_DIR_ENV,
+    atomic_file,
+    default_cache_dir,
+    file_lock,
+    fsync_dir,
+    write_json_atomic,
+)
 from harness.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -40,6 +60,13 @@ DEFAULT_CHUNK_SIZE = 8192
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _ARRAY_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")  # no dots: "<name>.dtype" is ours
 _HASH_BLOCK_BYTES = 16 << 20
+# A meta.json / plan.json is a few kB; anything far larger is not one the cache wrote (read no further).
+_MAX_JSON_BYTES = 4 << 20
+# numpy's own limit on a .npy header (np.lib.format's max_header_size); checked before the header is read.
+_MAX_NPY_HEADER = 10_000
+# The dtypes an array may be stored as (`dtypes=` of a build); bfloat16 is kept as its uint16 bits.
+_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                     "float16", "bfloat16", "float32", "float64"})
 _WHAT = "the feature cache"  # whose path a full disk or unwritable folder is named as
 
 ProduceFn = Callable[[int, int], Iterable[Mapping[str, Any]]]
@@ -86,12 +113,138 @@ def _from_stored(array: np.ndarray, logical: str) -> np.ndarray:
 # --- small file helpers -------------------------------------------------------------------------
 
 
-def _sha256_file(path: Path) -> str:
+def _sha256_of(f: Any) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK_BYTES):
-            digest.update(block)
+    f.seek(0)
+    while block := f.read(_HASH_BLOCK_BYTES):
+        digest.update(block)
     return digest.hexdigest()
+
+
+# --- reading what is on disk: untrusted -----------------------------------------------------------
+
+
+class Unusable(ValueError):
+    """A file of an entry or partial build that the cache did not write as it is (damaged, foreign or
+    crafted): the entry is rebuilt."""
+
+
+def _open_regular(path: Path) -> Any:
+    """`path` opened for reading in binary, only if it is a regular file itself: a symlink (wherever it
+    points), a FIFO or a device is never opened."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise Unusable(f"{path.name} is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise Unusable(f"{path.name} is {'a symlink' if stat.S_ISLNK(st.st_mode) else 'not a regular file'}")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    f = os.fdopen(fd, "rb")
+    now = os.fstat(fd)
+    if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        f.close()
+        raise Unusable(f"{path.name} changed while it was opened")
+    return f
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file of the cache (meta.json, plan.json), at most _MAX_JSON_BYTES."""
+    with _open_regular(path) as f:
+        data = f.read(_MAX_JSON_BYTES + 1)
+    if len(data) > _MAX_JSON_BYTES:
+        raise Unusable(f"{path.name} is larger than {_MAX_JSON_BYTES} bytes")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise Unusable(f"{path.name} is nested too deeply") from None
+    except ValueError as e:
+        raise Unusable(f"{path.name} is not JSON ({e})") from None
+
+
+def _is_int(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _stored_name(logical: str) -> str:
+    return "uint16" if logical == "bfloat16" else logical
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _ARRAY_NAME_RE.fullmatch(name) or name == "meta":
+        raise Unusable(f"array name {name!r} is not one the cache writes")
+    return name
+
+
+def _check_meta(meta: Any) -> tuple[dict[str, dict[str, Any]], int]:
+    """(arrays, num_examples) of a finished entry's meta.json, checked for its shape and types."""
+    if not isinstance(meta, dict):
+        raise Unusable(f"meta.json holds a {type(meta).__name__}, not an object")
+    version = meta.get("format_version")
+    if not _is_int(version) or version != FORMAT_VERSION:
+        raise Unusable(f"format version {version!r} != {FORMAT_VERSION}")
+    n, arrays = meta.get("num_examples"), meta.get("arrays")
+    if not _is_int(n, 1):
+        raise Unusable(f"num_examples {n!r} is not a positive integer")
+    if not isinstance(arrays, dict) or not arrays:
+        raise Unusable("meta.json lists no arrays")
+    for name, info in arrays.items():
+        _check_name(name)
+        if not isinstance(info, dict):
+            raise Unusable(f"array {name}: {type(info).__name__}, not an object")
+        if info.get("file") != f"{name}.npy":
+            raise Unusable(f"array {name}: file {info.get('file')!r} is not {name}.npy")
+        dtype, stored = info.get("dtype"), info.get("stored_dtype")
+        if not isinstance(dtype, str) or dtype not in _DTYPES or stored != _stored_name(dtype):
+            raise Unusable(f"array {name}: dtype {dtype!r} stored as {stored!r} is not one the cache writes")
+        shape = info.get("shape")
+        if (not isinstance(shape, list) or not shape or not all(_is_int(d, 1) for d in shape)
+                or shape[0] != n):
+            raise Unusable(f"array {name}: shape {shape!r} does not hold {n} examples")
+        sha = info.get("sha256")
+        if not _is_int(info.get("file_bytes")) or not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            raise Unusable(f"array {name}: file_bytes / sha256 missing or malformed")
+    return arrays, n
+
+
+def _npy_header(f: Any) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of the .npy at the start of `f`: numpy's own header reader, after the
+    header's length is checked (so a crafted length reads nothing large); only plain numeric or unicode
+    arrays in C order."""
+    magic = f.read(8)
+    if len(magic) != 8 or magic[:6] != b"\x93NUMPY" or magic[6] not in (1, 2):
+        raise Unusable("not a .npy array (version 1 or 2)")
+    length_format = "<H" if magic[6] == 1 else "<I"
+    raw = f.read(struct.calcsize(length_format))
+    if len(raw) != struct.calcsize(length_format) or struct.unpack(length_format, raw)[0] > _MAX_NPY_HEADER:
+        raise Unusable(".npy header too long or truncated")
+    f.seek(0)
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f, max_header_size=_MAX_NPY_HEADER)
+    if fortran or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None \
+            or dtype.kind not in "biufU":
+        raise Unusable(f".npy of {dtype} (fortran order {fortran}) is not one the cache writes")
+    return tuple(int(d) for d in shape), dtype, f.tell()
+
+
+def _map_array(path: Path, info: Mapping[str, Any], verify: bool) -> np.ndarray:
+    """The .npy `path` of a finished entry, memory-mapped read-only after its size, header and (with
+    `verify`) sha256 match `info` (a checked meta.json array)."""
+    with _open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size != info["file_bytes"]:
+            raise Unusable(f"{path.name} has {size} bytes, expected {info['file_bytes']}")
+        if verify and _sha256_of(f) != info["sha256"]:
+            raise Unusable(f"{path.name} fails its sha256 check")
+        f.seek(0)
+        shape, dtype, offset = _npy_header(f)
+        if list(shape) != info["shape"] or dtype != np.dtype(info["stored_dtype"]):
+            raise Unusable(f"{path.name} holds {shape} {dtype}, expected {info['shape']} {info['stored_dtype']}")
+        if offset + math.prod(shape) * dtype.itemsize != size:
+            raise Unusable(f"{path.name}: its header does not match its size")
+        array = np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape)
+        array.filename = os.path.abspath(path)  # what np.load's memmap would name (fdopen's name is a number)
+    return _from_stored(array, info["dtype"])
 
 
 class _HashingWriter:
@@ -108,16 +261,17 @@ class _HashingWriter:
 
 
 def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes of the regular files under `path` (symlinks are not followed)."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(folder, name))
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
 
 
 # --- the cache ----------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """The harness's cache folder (the feature cache is its `features/`): $HARNESS_CACHE_DIR, else
-    ~/.cache/sovit-harness."""
-    return Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "sovit-harness"))
 
 
 class FeatureCache:
@@ -145,6 +299,10 @@ class FeatureCache:
         def on_wait():
             log.info("waiting for another process working on feature cache entry %s", key)
 
+        if self._lock_path(key).parent.is_symlink():
+            raise HarnessError(f"feature cache {self._lock_path(key).parent}: is a symlink; remove it (the cache "
+                               "keeps its lock files there itself)")
+
         with file_lock(self._lock_path(key), on_wait=on_wait):
             yield
 
@@ -156,14 +314,14 @@ class FeatureCache:
         A corrupt or incomplete entry is deleted with a warning and None is returned.
         """
         entry = self.path(key)
-        if not entry.is_dir():
+        if not os.path.lexists(entry):
             return None
         problem, arrays = self._load(entry, verify)
         if problem is None:
             return arrays
         # Delete under the lock and only if still broken: another process may have replaced it.
         with self.lock(key):
-            if not entry.is_dir():
+            if not os.path.lexists(entry):
                 return None
             problem, arrays = self._load(entry, verify)
             if problem is None:
@@ -173,35 +331,26 @@ class FeatureCache:
         return None
 
     def _load(self, entry: Path, verify: bool) -> tuple[str | None, dict[str, np.ndarray]]:
-        """(problem, arrays): problem is None when the entry is valid."""
+        """(problem, arrays): problem is None when the entry is valid. Reads nothing outside `entry`."""
         try:
-            meta = json.loads((entry / "meta.json").read_text())
-        except (OSError, ValueError) as e:
-            return f"meta.json unreadable: {e}", {}
-        if meta.get("format_version") != FORMAT_VERSION:
-            return f"format version {meta.get('format_version')} != {FORMAT_VERSION}", {}
-        arrays = {}
-        try:
-            for name, info in meta["arrays"].items():
-                path = entry / info["file"]
-                if path.stat().st_size != info["file_bytes"]:
-                    return f"{path.name} has {path.stat().st_size} bytes, expected {info['file_bytes']}", {}
-                if verify and _sha256_file(path) != info["sha256"]:
-                    return f"{path.name} fails its sha256 check", {}
-                array = _from_stored(np.load(path, mmap_mode="r", allow_pickle=False), info["dtype"])
-                if list(array.shape) != info["shape"] or len(array) != meta["num_examples"]:
-                    return f"{path.name} has shape {array.shape}, expected {info['shape']}", {}
-                arrays[name] = array
-        except (OSError, KeyError, ValueError, TypeError) as e:
-            return f"{type(e).__name__}: {e}", {}
-        return None, arrays
+            if entry.is_symlink() or not entry.is_dir():
+                return "not a folder of the cache (a symlink or a file)", {}
+            arrays_meta, _ = _check_meta(_read_json(entry / "meta.json"))
+            return None, {name: _map_array(entry / info["file"], info, verify) for name, info in arrays_meta.items()}
+        except (Unusable, OSError, ValueError, TypeError, OverflowError, MemoryError) as e:
+            return (str(e) if isinstance(e, Unusable) else f"{type(e).__name__}: {e}"), {}
 
     def meta(self, key: str) -> dict[str, Any] | None:
-        """The finished entry's metadata (no verification), or None."""
+        """The finished entry's metadata (its shape checked, its files not), or None."""
+        entry = self.path(key)
         try:
-            return json.loads((self.path(key) / "meta.json").read_text())
+            if entry.is_symlink():
+                return None
+            meta = _read_json(entry / "meta.json")
+            _check_meta(meta)
         except (OSError, ValueError):
             return None
+        return meta
 
     # building
     def get_or_build(
@@ -219,7 +368,7 @@ class FeatureCache:
         """The finished entry if there is one, else build it (once, even across processes)."""
         arrays = self.get(key, verify=verify)
         if arrays is not None:
-            if self._partial(key).exists():
+            if os.path.lexists(self._partial(key)):
                 # Left over by a builder that died after committing; a live builder holds the lock.
                 with self.lock(key):
                     self._discard(self._partial(key))
@@ -264,14 +413,15 @@ class FeatureCache:
                     "chunk_size": chunk_size, "dtypes": dtypes}
             self._prepare_partial(partial, plan)
             num_chunks = -(-num_examples // chunk_size)
-            for _attempt in range(2):
-                missing = [i for i in range(num_chunks) if not (partial / _chunk_name(i)).exists()]
+            for attempt in range(2):
+                missing = [i for i in range(num_chunks) if not os.path.lexists(partial / _chunk_name(i))]
                 if missing:
                     log.info("feature cache %s: computing %d of %d chunks", key, len(missing), num_chunks)
                 self._produce_chunks(
                     partial, missing, num_examples, chunk_size, produce, dtypes, progress, key
                 )
-                if self._assemble(key, partial, num_chunks, chunk_size, num_examples, meta, started):
+                if self._assemble(key, partial, num_chunks, chunk_size, num_examples, meta, started, dtypes,
+                                  last=attempt == 1):
                     break
             else:
                 raise HarnessError(
@@ -285,18 +435,21 @@ class FeatureCache:
     def _prepare_partial(self, partial: Path, plan: dict[str, Any]) -> None:
         """Keep a partial build only if it was made with the same plan; else start over."""
         plan_path = partial / "plan.json"
-        if partial.is_dir():
+        if os.path.lexists(partial):
             try:
-                same = json.loads(plan_path.read_text()) == plan
-            except (OSError, ValueError):
-                same = False
-            if same:
+                if partial.is_symlink() or not partial.is_dir():
+                    raise Unusable("not a folder of the cache (a symlink or a file)")
+                found = _read_json(plan_path)
+                why = None if found == plan else "made with another chunking/dtype plan"
+            except (Unusable, OSError) as e:
+                why = f"unreadable: {e}"
+            if why is None:
                 return
-            log.warning("discarding partial feature build %s: made with another chunking/dtype plan", partial)
+            log.warning("discarding partial feature build %s: %s", partial, why)
             self._discard(partial)
         partial.mkdir(parents=True)
         try:
-            write_json_atomic(plan_path, plan, what=_WHAT)
+            write_json_atomic(plan_path, plan, what=_WHAT, devices=False)
         except BaseException:
             self._discard(partial)  # a partial without its plan is no resumable build (a full disk, say)
             raise
@@ -319,38 +472,44 @@ class FeatureCache:
             min(chunk_size, num_examples - i * chunk_size) for i in missing
         )
         report = _progress_reporter(progress, done, num_examples, key)
+        # Chunks are written in a thread, off the producer's critical path (each one still committed by an
+        # atomic rename, with its checksum); an error in the producer waits for the chunks already handed
+        # over, so they count as finished work.
         try:
-            for first, last in _runs(missing):
-                start, stop = first * chunk_size, min((last + 1) * chunk_size, num_examples)
-                chunk = first
-                pending: dict[str, list[np.ndarray]] = {}
-                pending_rows = 0
-                position = start
-                for batch in produce(start, stop):
-                    arrays = _check_batch(batch, pending, dtypes)
-                    rows = len(next(iter(arrays.values())))
-                    position += rows
-                    if position > stop:
+            with Writer(lambda index, stored: _write_chunk(partial, index, stored), name="harness-cache-writer") \
+                    as writer:
+                for first, last in _runs(missing):
+                    start, stop = first * chunk_size, min((last + 1) * chunk_size, num_examples)
+                    chunk = first
+                    pending: dict[str, list[np.ndarray]] = {}
+                    pending_rows = 0
+                    position = start
+                    for batch in produce(start, stop):
+                        arrays = _check_batch(batch, pending, dtypes)
+                        rows = len(next(iter(arrays.values())))
+                        position += rows
+                        if position > stop:
+                            raise HarnessError(
+                                f"produce({start}, {stop}) yielded more than {stop - start} examples; "
+                                "check the dataset's example count"
+                            )
+                        for name, array in arrays.items():
+                            pending.setdefault(name, []).append(array)
+                        pending_rows += rows
+                        # Commit every chunk that is now complete.
+                        while chunk <= last:
+                            size = min(chunk_size, num_examples - chunk * chunk_size)
+                            if pending_rows < size:
+                                break
+                            stored, pending, pending_rows = _take_chunk(pending, size)
+                            writer.submit(chunk, stored)
+                            chunk += 1
+                        report(rows)
+                    if chunk <= last:
                         raise HarnessError(
-                            f"produce({start}, {stop}) yielded more than {stop - start} examples; "
-                            "check the dataset's example count"
+                            f"produce({start}, {stop}) yielded {position - start} of {stop - start} "
+                            "examples; check the dataset's example count"
                         )
-                    for name, array in arrays.items():
-                        pending.setdefault(name, []).append(array)
-                    pending_rows += rows
-                    # Commit every chunk that is now complete.
-                    while chunk <= last:
-                        size = min(chunk_size, num_examples - chunk * chunk_size)
-                        if pending_rows < size:
-                            break
-                        pending, pending_rows = _commit_chunk(partial, chunk, pending, size)
-                        chunk += 1
-                    report(rows)
-                if chunk <= last:
-                    raise HarnessError(
-                        f"produce({start}, {stop}) yielded {position - start} of {stop - start} "
-                        "examples; check the dataset's example count"
-                    )
         finally:
             report(None)
 
@@ -363,8 +522,13 @@ class FeatureCache:
         num_examples: int,
         meta: dict[str, Any],
         started: float,
+        dtypes: Mapping[str, str] | None = None,
+        *,
+        last: bool = True,
     ) -> bool:
-        """Concatenate the chunks into a finished entry; False if a chunk was unreadable (deleted)."""
+        """Concatenate the chunks into a finished entry; False if a chunk was unreadable (deleted). Chunks
+        that read back but disagree with chunk 0 (names, shapes, dtypes) are all deleted and False returned,
+        unless this is the `last` try: then the producer itself is not deterministic (a HarnessError)."""
         staging = partial / "assembly"
         self._discard(staging)
         writers: dict[str, tuple[Any, _HashingWriter]] = {}
@@ -375,19 +539,29 @@ class FeatureCache:
             for i in range(num_chunks):
                 size = min(chunk_size, num_examples - i * chunk_size)
                 try:
-                    chunk = _read_chunk(partial / _chunk_name(i))
+                    chunk = _read_chunk(partial / _chunk_name(i), rows=size, dtypes=dtypes)
                 except Exception as e:  # noqa: BLE001 - zipfile, numpy and OS errors alike mean "damaged"
                     # Drop it and go on checking the others, so one rebuild recomputes every damaged chunk.
                     log.warning("feature cache %s: chunk %d unreadable (%s: %s); recomputing it", key, i,
                                 type(e).__name__, e)
-                    (partial / _chunk_name(i)).unlink(missing_ok=True)
+                    self._discard(partial / _chunk_name(i))
                     bad.append(i)
                     continue
                 if bad:
                     continue
                 if i == 0:
                     spec = _open_outputs(staging, chunk, num_examples, writers)
-                _check_chunk(key, i, chunk, size, spec)
+                try:
+                    _check_chunk(key, i, chunk, size, spec)
+                except HarnessError:
+                    if last:
+                        raise
+                    log.warning("feature cache %s: chunk %d does not match chunk 0; recomputing every chunk",
+                                key, i)
+                    for j in range(num_chunks):
+                        self._discard(partial / _chunk_name(j))
+                    bad.append(i)
+                    break
                 for name in spec:
                     writers[name][1].write(np.ascontiguousarray(chunk[name]))
             for f, _ in writers.values():
@@ -424,7 +598,7 @@ class FeatureCache:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
             "created_unix": now,
             "build_seconds": round(now - started, 3),
-        }, what=_WHAT)
+        }, what=_WHAT, devices=False)
         fsync_dir(staging)
         entry = self.path(key)
         if entry.exists():  # explicit rebuild: move the old entry aside, then swap in the new one
@@ -435,33 +609,37 @@ class FeatureCache:
 
     @staticmethod
     def _discard(path: Path) -> None:
-        """Remove a directory (renamed aside first, so a half-deleted one never looks valid)."""
-        if not path.exists():
+        """Remove a directory (renamed aside first, so a half-deleted one never looks valid), a file or a
+        symlink (the link only: nothing it points to is touched)."""
+        if not os.path.lexists(path):
             return
         trash = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
         try:
             os.rename(path, trash)
         except FileNotFoundError:
             return
-        if trash.is_dir():
+        if trash.is_dir() and not trash.is_symlink():
             shutil.rmtree(trash, ignore_errors=True)
         else:
             trash.unlink(missing_ok=True)
 
     # housekeeping
     def entries(self) -> list[dict[str, Any]]:
-        """One row per finished entry and per partial build, for `harness cache ls`."""
+        """One row per finished entry and per partial build, for `harness cache ls` (a damaged one is
+        listed as not complete; a symlink or file is no entry and is not listed)."""
         rows = []
         if not self.root.is_dir():
             return rows
         for path in sorted(self.root.iterdir()):
-            if path.name.startswith(".") or not path.is_dir():
+            if path.name.startswith(".") or path.is_symlink() or not path.is_dir():
                 continue
             if path.name.endswith(".partial"):
                 try:
-                    plan = json.loads((path / "plan.json").read_text())
+                    plan = _read_json(path / "plan.json")
                     total = -(-plan["num_examples"] // plan["chunk_size"])
-                except (OSError, ValueError, KeyError):
+                    if not (_is_int(plan["num_examples"], 1) and _is_int(plan["chunk_size"], 1)):
+                        total = None
+                except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
                     total = None
                 rows.append({
                     "key": path.name[: -len(".partial")], "complete": False,
@@ -469,7 +647,7 @@ class FeatureCache:
                     "size_bytes": _dir_bytes(path),
                 })
                 continue
-            meta = self.meta(path.name) or {}
+            meta = (self.meta(path.name) if _KEY_RE.match(path.name) else None) or {}
             rows.append({
                 "key": path.name, "complete": bool(meta),
                 "num_examples": meta.get("num_examples"),
@@ -483,7 +661,7 @@ class FeatureCache:
         """Bytes on disk for one key (entry and partial) or for the whole cache."""
         if key is None:
             return _dir_bytes(self.root) if self.root.is_dir() else 0
-        return sum(_dir_bytes(p) for p in (self.path(key), self._partial(key)) if p.is_dir())
+        return sum(_dir_bytes(p) for p in (self.path(key), self._partial(key)) if p.is_dir() and not p.is_symlink())
 
     def remove(self, key: str) -> bool:
         """Delete the entry and any partial build for `key`; True if something was removed."""
@@ -534,10 +712,10 @@ def _check_batch(
     return arrays
 
 
-def _commit_chunk(
-    partial: Path, index: int, pending: dict[str, list[np.ndarray]], size: int
-) -> tuple[dict[str, list[np.ndarray]], int]:
-    """Write the first `size` pending rows as chunk `index`; return what is left over."""
+def _take_chunk(
+    pending: dict[str, list[np.ndarray]], size: int
+) -> tuple[dict[str, np.ndarray], dict[str, list[np.ndarray]], int]:
+    """The first `size` pending rows as a chunk's stored arrays; what is left over, and its row count."""
     stored, rest = {}, {}
     for name, pieces in pending.items():
         joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
@@ -545,12 +723,16 @@ def _commit_chunk(
         # Keep the logical dtype beside the bits so bfloat16 survives the uint16 detour.
         stored[f"{name}.dtype"] = np.array(_dtype_name(joined.dtype))
         rest[name] = [joined[size:]]
-    # The chunk carries the sha256 of its own arrays, so a chunk damaged on disk is found (and recomputed)
-    # before it is assembled into an entry; a name with a dot cannot clash with an array's.
-    stored[_CHUNK_DIGEST] = np.array(_chunk_digest(stored))
-    with atomic_file(partial / _chunk_name(index), "wb", what=_WHAT) as f:
+    return stored, rest, len(next(iter(rest.values()))[0])
+
+
+def _write_chunk(partial: Path, index: int, stored: dict[str, np.ndarray]) -> None:
+    """Commits chunk `index` (atomic write and rename), with the sha256 of its own arrays, so a chunk damaged
+    on disk is found (and recomputed) before it is assembled into an entry; a name with a dot cannot clash
+    with an array's."""
+    stored = {**stored, _CHUNK_DIGEST: np.array(_chunk_digest(stored))}
+    with atomic_file(partial / _chunk_name(index), "wb", what=_WHAT, devices=False) as f:
         np.savez(f, **stored)
-    return rest, len(next(iter(rest.values()))[0])
 
 
 _CHUNK_DIGEST = "chunk.sha256"
@@ -561,18 +743,53 @@ def _chunk_digest(chunk: Mapping[str, np.ndarray]) -> str:
     for name in sorted(n for n in chunk if n != _CHUNK_DIGEST):
         array = np.ascontiguousarray(chunk[name])
         digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(memoryview(array).cast("B"))
+        if array.size:  # an empty array has no bytes (and memoryview cannot cast a zero-length shape)
+            digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
 
 
-def _read_chunk(path: Path) -> dict[str, np.ndarray]:
-    """A committed chunk's arrays; raises (any exception) if it is unreadable or fails its sha256."""
-    with np.load(path, allow_pickle=False) as npz:
-        chunk = {name: npz[name] for name in npz.files}
+def _read_chunk(path: Path, rows: int | None = None,
+                dtypes: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """A committed chunk's arrays; raises (any exception; `Unusable` for what is checked here) if it is
+    unreadable, is not a chunk the cache writes (`rows` examples of named arrays, each with its logical
+    dtype, as `dtypes` asks where it names one) or fails its sha256. Only stored (uncompressed) members
+    are read, each after its header is checked against its size, so nothing larger than the file is
+    allocated."""
+    chunk: dict[str, np.ndarray] = {}
+    with _open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        with zipfile.ZipFile(fh) as z:
+            for info in z.infolist():
+                name = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else None
+                if name is None or name in chunk:
+                    raise Unusable(f"member {info.filename!r} is not one array of a chunk")
+                if name != _CHUNK_DIGEST:
+                    _check_name(name[: -len(".dtype")] if name.endswith(".dtype") else name)
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+                    raise Unusable(f"member {info.filename!r} is compressed or larger than the file")
+                with z.open(info) as m:
+                    shape, dtype, offset = _npy_header(m)
+                    nbytes = math.prod(shape) * dtype.itemsize
+                    if offset + nbytes != info.file_size:
+                        raise Unusable(f"member {info.filename!r}: its header does not match its size")
+                    data = m.read(nbytes)
+                chunk[name] = np.frombuffer(data, dtype).reshape(shape)
     if _CHUNK_DIGEST not in chunk:
         raise ValueError("no sha256 (written by an older harness)")
     if str(chunk.pop(_CHUNK_DIGEST)) != _chunk_digest(chunk):
         raise ValueError("fails its sha256 check")
+    names = [n for n in chunk if not n.endswith(".dtype")]
+    if not names or len(names) * 2 != len(chunk):
+        raise Unusable(f"holds {sorted(chunk)}: not arrays each with its dtype")
+    for name in names:
+        array, logical = chunk[name], chunk.get(f"{name}.dtype")
+        if logical is None or logical.shape != () or logical.dtype.kind != "U" or str(logical) not in _DTYPES:
+            raise Unusable(f"array {name} has no known dtype")
+        logical = str(logical)
+        if array.dtype != np.dtype(_stored_name(logical)) or (dtypes and name in dtypes and dtypes[name] != logical):
+            raise Unusable(f"array {name} is {array.dtype} stored for {logical}, not what the build stores")
+        if array.ndim < 1 or 0 in array.shape or (rows is not None and len(array) != rows):
+            raise Unusable(f"array {name} has shape {array.shape}, expected {rows} examples")
     return chunk
 
 

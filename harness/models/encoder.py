@@ -15,7 +15,7 @@ import hashlib
 import math
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ from harness.models.variants import Shape, decode_variant, rep_width
 from harness.models.vit import ViT
 from harness.scale import sharding
 from harness.scale.runtime import tune_malloc
+from harness.schema import Doc
 
 CONFIG_KEYS = ("variant", "width", "depth", "mlp_dim", "num_heads", "patch_size", "pool_type", "posemb",
                "rep_size", "num_classes", "scan", "dtype_mm", "gelu", "res", "max_num_patches", "nposemb")
@@ -45,8 +46,35 @@ NAFLEX_MAX_NUM_PATCHES = 256
 NAFLEX_NPOSEMB = 16
 # gelu: big_vision's tanh approximation; a checkpoint whose architecture uses the exact GELU (timm's SigLIP v1 /
 # augreg ViTs, `harness.checkpoints.timm`) states gelu="exact" as a hint.
+# dtype_mm: None is `default_dtype_mm()`, the backend's (float32 on CPU, bfloat16 on an accelerator).
 DEFAULTS = dict(pool_type="gap", posemb="learn", rep_size=False, num_classes=None, scan=False,
-                dtype_mm="float32", gelu="tanh")
+                dtype_mm=None, gelu="tanh")
+ACCELERATORS = ("gpu", "tpu")
+
+
+def default_dtype_mm(backend: str | None = None) -> str:
+    """The matmul dtype when none is asked for: big_vision's float32 on a CPU; bfloat16 on a GPU or TPU (the
+    matmuls' operands; they accumulate in float32, and LayerNorms, softmax, residual stream, MAP head and the
+    features stay float32 as in big_vision's bfloat16 mode). A TPU computes float32 matmuls at its default
+    precision in bfloat16 passes anyway; on a GPU bfloat16 gets the tensor cores' dense peak, so the harness
+    makes it the default there too (`--set dtype_mm=float32` for big_vision's float32)."""
+    backend = backend or jax.default_backend()
+    return "bfloat16" if backend in ACCELERATORS else "float32"
+
+
+# The encoder keys' types and allowed values, (kind, choices or None): how `--set key=value` parses them
+# (`harness.run.runner.encoder_value`) and how a harness checkpoint's harness.json must state them
+# (`file_config`).
+ENCODER_KEY_TYPES = {
+    "variant": ("str", None), "width": ("size", None), "depth": ("size", None), "mlp_dim": ("size", None),
+    "num_heads": ("size", None), "patch_size": ("size", None), "res": ("size", None),
+    "max_num_patches": ("size", None), "nposemb": ("size", None),  # a NaFlex encoder's (SigLIP 2)
+    "num_classes": ("size_or_none", None), "rep_size": ("size_or_bool", None), "scan": ("bool", None),
+    "pool_type": ("choice", ("gap", "map", "tok", "0", "none", "max")), "posemb": ("choice", ("learn", "sincos2d")),
+    "dtype_mm": ("choice", ("float32", "bfloat16")), "gelu": ("choice", ("tanh", "exact")),
+}
+# Training-only keys an encoder config may carry (a fine-tuned model's).
+TRAINING_KEYS = ("head_zeroinit", "dropout", "remat_policy")
 
 
 # Which axis of which leaf states which dimension (D = width, M = MLP, H = heads), in big_vision's tree
@@ -105,8 +133,17 @@ def _majority(votes: list[tuple[int, str]]) -> int | None:
     return collections.Counter(v for v, _ in votes).most_common(1)[0][0]
 
 
-def infer_config(flat: dict[str, np.ndarray]) -> dict:
+# The leaves whose shape `infer_config` reads a dimension of, with the rank they must have.
+_RANKS = {"embedding/kernel": ((4, 2), "(patch, patch, 3, width), or a NaFlex ViT's (patch*patch*3, width)"),
+          "pre_logits/kernel": ((2,), "(width, rep_size)"), "head/kernel": ((2,), "(width, classes)")}
+
+
+def infer_config(flat: dict[str, np.ndarray], *, path: str = "checkpoint") -> dict:
     """What the parameter tree says about the model (a partial config)."""
+    for key, (ranks, layout) in _RANKS.items():
+        if key in flat and len(np.shape(flat[key])) not in ranks:
+            raise HarnessError(f"checkpoint {path}: {key} has shape {tuple(np.shape(flat[key]))}, not {layout}; the "
+                               "file is corrupt or not a ViT: re-export it")
     cfg: dict[str, Any] = {}
     votes = _dimension_votes(flat)
     for dim in ("width", "mlp_dim", "num_heads"):
@@ -136,9 +173,11 @@ def infer_config(flat: dict[str, np.ndarray]) -> dict:
     elif "cls" in flat:
         cfg["pool_type"] = "tok"
     cfg["posemb"] = "learn" if "pos_embedding" in flat else "sincos2d"
-    if "pos_embedding" in flat and "patch_size" in cfg and "nposemb" not in cfg:
+    if "pos_embedding" in flat and "patch_size" in cfg and "nposemb" not in cfg and \
+            len(np.shape(flat["pos_embedding"])) == 3:
         n = int(flat["pos_embedding"].shape[1])
-        # A count that is not a square is refused by `check_posemb`, against the nearest grid below it.
+        # A count that is not a square is refused by `check_posemb`, against the nearest grid below it (as is
+        # a posemb that is not (1, tokens, width)).
         cfg["res"] = max(1, math.isqrt(n)) * cfg["patch_size"][0]
     cfg["rep_size"] = int(flat["pre_logits/kernel"].shape[1]) if "pre_logits/kernel" in flat else False
     cfg["num_classes"] = int(flat["head/kernel"].shape[1]) if "head/kernel" in flat else None
@@ -169,6 +208,39 @@ def _norm_patch(p):
     if isinstance(p, (int, np.integer)):
         return (int(p), int(p))
     return tuple(int(x) for x in p)
+
+
+def _is_size(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def file_config(doc: Doc) -> dict:
+    """An encoder config a file states (a harness checkpoint's harness.json `config`), every key checked
+    against `ENCODER_KEY_TYPES` in its JSON type; a wrong one is one line naming the file and the field."""
+    doc.unknown([*ENCODER_KEY_TYPES, *TRAINING_KEYS], what="encoder key")
+    for key, _ in doc.items():
+        kind, choices = ENCODER_KEY_TYPES.get(key, (None, None))
+        if key == "patch_size":
+            doc.check(key, lambda v: _is_size(v) or (isinstance(v, list) and len(v) == 2 and all(map(_is_size, v))),
+                      "a positive integer or a list of two")
+        elif kind == "size":
+            doc.int(key, min=1)
+        elif kind == "size_or_none":
+            doc.check(key, lambda v: v is None or _is_size(v), "a positive integer or null")
+        elif kind == "size_or_bool":
+            doc.check(key, lambda v: isinstance(v, bool) or _is_size(v), "a positive integer, true or false")
+        elif kind == "bool" or key == "head_zeroinit":
+            doc.bool(key)
+        elif kind == "choice":
+            doc.str(key, choices=choices)
+        elif key == "dropout":
+            doc.check(key, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+                      "a number in [0, 1)")
+        else:  # variant, remat_policy
+            doc.str(key)
+    if "variant" in doc.value:
+        decode_variant(doc.value["variant"])
+    return dict(doc.value)
 
 
 def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "checkpoint") -> dict:
@@ -217,6 +289,8 @@ def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "chec
         raise HarnessError(f"posemb {cfg.get('posemb')!r} is not one of learn, sincos2d")
     if cfg.get("gelu") not in ("tanh", "exact"):
         raise HarnessError(f"gelu {cfg.get('gelu')!r} is not one of tanh (big_vision), exact")
+    if cfg.get("dtype_mm") is None:
+        cfg["dtype_mm"] = default_dtype_mm()
     if cfg.get("dtype_mm") not in ("float32", "bfloat16"):
         raise HarnessError(f"dtype_mm {cfg.get('dtype_mm')!r} is not one of float32, bfloat16")
     if cfg["width"] % cfg["num_heads"]:
@@ -362,6 +436,22 @@ def fit_params(flat: dict, target: dict, *, path: str = "checkpoint") -> dict:
     return out
 
 
+class DeviceBatch(NamedTuple):
+    """Images on the device(s) (`Encoder.put`); `rows`: the real rows (a mesh pads the batch); the pixel
+    table that maps uint8 images to the model's input, if they are uint8."""
+
+    images: Any
+    rows: int
+    pixel_table: np.ndarray | None = None
+
+
+class Pending(NamedTuple):
+    """A dispatched forward pass (`Encoder.dispatch`): device outputs not yet waited for."""
+
+    out: dict
+    rows: int
+
+
 @dataclasses.dataclass
 class Encoder:
     """A loaded encoder: flax model + params + config, with a jitted `features`. `checkpoint`: the handle it
@@ -456,34 +546,81 @@ class Encoder:
 
     @functools.cached_property
     def _apply(self):
-        @functools.partial(jax.jit, static_argnames=("names",))
-        def apply(params, images, names):
+        def apply(params, images, names, pixel_table):
+            if pixel_table is not None:  # uint8 pixels -> the model's input, by the pp's own values (`put`)
+                images = pixel_table[images.astype(jnp.int32), jnp.arange(images.shape[-1])]
             _, out = self.model.apply({"params": params}, images)
             return {n: out[n] for n in names}
 
-        return apply
+        # One compilation per batch shape and outputs (and with or without a pixel table). The image buffer is
+        # not donated: XLA reuses a donated input only for an output of its shape and dtype, which no encoder
+        # output has ("Some donated buffers were not usable"); the extraction drops its reference right after
+        # `dispatch` instead, so the batch's device memory is freed once the pass is done with it.
+        return jax.jit(apply, static_argnames=("names",))
 
-    def features(self, images, outputs: tuple[str, ...] | list[str] | None = None) -> dict[str, np.ndarray]:
-        """images: float array [N, H, W, 3] in [-1, 1] at `self.res`; returns the named outputs as numpy.
-        A NaFlex encoder takes big_vision's tuple (patches, type, yidx, xidx) (`harness.models.naflex`), or
-        [N, H, W, 3] images that are each read at their own patch grid (H and W multiples of the patch)."""
+    def output_names(self, outputs=None) -> tuple[str, ...]:
         names = tuple(outputs or self.outputs)
         bad = [n for n in names if n not in self.outputs]
         if bad:
             raise HarnessError(f"output {bad[0]!r} is not available for this encoder; available: {', '.join(self.outputs)}")
+        return names
+
+    def put(self, images, pixel_table=None) -> DeviceBatch:
+        """A host batch onto the device(s): the transfer is started, not waited for (jax transfers
+        asynchronously). images: [N, H, W, 3] float in [-1, 1] at `self.res`; or uint8 pixels with
+        `pixel_table`, [256, 3] float32, row v the model input of pixel value v in each channel (the pp's last
+        op, `ValueRange.table`), applied on the device: a quarter of the bytes to move, and the op's values bit
+        for bit. With several devices the rows are split over the mesh.
+        A NaFlex encoder takes big_vision's tuple (patches, type, yidx, xidx) (`harness.models.naflex`; its pp
+        resizes float images, so no pixel table), or [N, H, W, 3] float images that are each read at their own
+        patch grid (H and W multiples of the patch)."""
         if self.naflex:
-            images = self._naflex_inputs(images)
+            if pixel_table is not None:
+                raise ValueError("a NaFlex encoder takes float patches (its pp resizes after value_range), not a "
+                                 "pixel table")
+            inputs = self._naflex_inputs(images)
             if sharding.is_sharded():
-                return {k: v.astype(np.float32) for k, v in self._apply_on_mesh(images, names).items()}
-            out = self._apply(self.params, images, names)
-            return {k: np.asarray(jax.device_get(v)).astype(np.float32) for k, v in out.items()}
-        images = np.asarray(images, np.float32)
+                placed, rows = sharding.to_mesh(inputs)
+                return DeviceBatch(placed, rows)
+            return DeviceBatch(jax.device_put(inputs), len(inputs[0]))
+        images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise HarnessError(f"images must be [N, H, W, 3], got shape {images.shape}")
+        if pixel_table is not None:
+            if images.dtype != np.uint8:
+                raise ValueError(f"a pixel table maps uint8 images, got {images.dtype}")
+            pixel_table = np.asarray(pixel_table, np.float32)
+            if pixel_table.shape != (256, images.shape[-1]):
+                raise ValueError(f"a pixel table is [256, {images.shape[-1]}], got {pixel_table.shape}")
+        else:
+            images = images.astype(np.float32, copy=False)
         if sharding.is_sharded():
-            return {k: v.astype(np.float32) for k, v in self._apply_on_mesh(images, names).items()}
-        out = self._apply(self.params, images, names)
-        return {k: np.asarray(jax.device_get(v)).astype(np.float32) for k, v in out.items()}
+            placed, rows = sharding.to_mesh(images)
+            return DeviceBatch(placed, rows, pixel_table)
+        return DeviceBatch(jax.device_put(images), len(images), pixel_table)
+
+    def dispatch(self, batch: DeviceBatch, outputs=None) -> Pending:
+        """Starts the forward pass of a `put` batch and returns at once (jax dispatches asynchronously); the
+        outputs start their way to the host as soon as they are computed. `fetch` waits for them."""
+        names = self.output_names(outputs)
+        params = sharding.placed_params(self.params) if sharding.is_sharded() else self.params
+        out = self._apply(params, batch.images, names, batch.pixel_table)
+        for v in out.values():
+            v.copy_to_host_async()
+        return Pending(out, batch.rows)
+
+    def fetch(self, pending: Pending) -> dict[str, np.ndarray]:
+        """The outputs of a `dispatch`, as float32 numpy arrays of the batch's rows (waits for them)."""
+        if sharding.is_sharded():
+            return {k: v.astype(np.float32) for k, v in sharding.from_mesh(pending.out, pending.rows).items()}
+        return {k: np.asarray(jax.device_get(v)).astype(np.float32) for k, v in pending.out.items()}
+
+    def features(self, images, outputs: tuple[str, ...] | list[str] | None = None, *,
+                 pixel_table=None) -> dict[str, np.ndarray]:
+        """images: float array [N, H, W, 3] in [-1, 1] at `self.res` (or uint8 with a `pixel_table`, see
+        `put`); returns the named outputs as numpy: `put`, `dispatch` and `fetch` in one call."""
+        names = self.output_names(outputs)
+        return self.fetch(self.dispatch(self.put(images, pixel_table), names))
 
     def _naflex_inputs(self, images) -> tuple[np.ndarray, ...]:
         p, n = self.config["patch_size"][0], self.config["max_num_patches"]
@@ -506,10 +643,6 @@ class Encoder:
         except ValueError as e:
             raise HarnessError(f"{e}: give images whose sides are multiples of {p} px, or NaFlex inputs from its "
                                "pp (harness.data.pp.naflex_pp)") from None
-
-    def _apply_on_mesh(self, images: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """The batch split over every device of the run, params placed once (see `harness.scale.sharding`)."""
-        return sharding.apply_to_batch(lambda p, x: self._apply(p, x, names), self.params, images)
 
     def save(self, path: str, fmt: str = "npz") -> str:
         if fmt == "npz":
@@ -539,7 +672,10 @@ def load_encoder(spec=None, *, sha256: str | None = None, **config) -> Encoder:
     ckpt = checkpoints.open_checkpoint(spec)
     try:
         flat, hints, info = ckpt.read_image()
-        tree_cfg = infer_config(flat)
+        if info["format"] == "harness":  # the encoder config as harness.json states it
+            hints = file_config(Doc(hints, f"{info['path']}/{checkpoints.HARNESS_META}", "config",
+                                    "fix it or save the checkpoint again"))
+        tree_cfg = infer_config(flat, path=info["path"])
         cfg = resolve_config(tree_cfg, hints, config, path=info["path"])
         resampled = {}
         if "embedding/kernel" in flat and tuple(tree_cfg["patch_size"]) != tuple(cfg["patch_size"]):

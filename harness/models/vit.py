@@ -7,6 +7,7 @@ FLOPs, checkpoint layouts) lives in `harness.models.variants` and `harness.check
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -50,33 +51,77 @@ def _dot_general(dtype_mm: str):
     return None if jnp.dtype(dtype_mm) == jnp.float32 else dot_general_f32_accumulate
 
 
+# Which attention computes the blocks' self-attention (`ViT.attention`); the values agree to float rounding
+# (tests/test_encoder.py), only the speed differs:
+# - "einsum": flax's `nn.dot_product_attention`, big_vision's own function (token-major einsums);
+# - "heads_first": the same operations with the heads moved in front of the tokens (XLA:CPU's fast matmuls);
+# - "xla": `jax.nn.dot_product_attention(implementation="xla")` (scores scaled after the matmul, softmax in
+#   float32 for bfloat16 inputs);
+# - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, cuDNN's fused flash-attention kernel,
+#   falling back to "xla" where cuDNN refuses the shapes or dtype (it needs bfloat16 / float16 and a head
+#   dim that is a multiple of 8, at most 128, 256 from Hopper on);
+# - "auto": "heads_first" on CPU (measured faster there than "xla", docs/scale.md), "cudnn" on a GPU for
+#   bfloat16 / float16 with such a head dim, "xla" everywhere else.
+ATTENTION_IMPLS = ("auto", "einsum", "heads_first", "xla", "cudnn")
+# Trace-time refusals by cuDNN (the message of each), for the record: the blocks then ran "xla".
+CUDNN_REFUSALS: list[str] = []
+
+
+def resolve_attention(impl: str, backend: str, dtype, head_dim: int) -> str:
+    """The attention `impl` runs as on `backend` for operands of `dtype` and `head_dim`."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"unknown attention {impl!r}; expected one of {ATTENTION_IMPLS}")
+    if impl != "auto":
+        return impl
+    if backend == "cpu":
+        return "heads_first"
+    if backend in ("gpu", "cuda") and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and \
+            head_dim % 8 == 0 and head_dim <= 128:
+        return "cudnn"
+    return "xla"
+
+
 def attention(query, key, value, bias=None, mask=None, broadcast_dropout: bool = True, dropout_rng=None,
               dropout_rate: float = 0.0, deterministic: bool = False, dtype=None, precision=None,
-              force_fp32_for_softmax: bool = False):
-    """flax's `dot_product_attention` with the heads moved in front of the tokens before the two matmuls.
+              force_fp32_for_softmax: bool = False, *, implementation: str = "auto", **kw):
+    """flax's `dot_product_attention` signature, computed by `implementation` (see ATTENTION_IMPLS).
+
+    Masks, biases, attention dropout and an explicit precision always go to flax's own function."""
+    if bias is not None or mask is not None or (dropout_rate > 0 and not deterministic) or precision is not None:
+        implementation = "einsum"
+    query, key, value = promote_dtype(query, key, value, dtype=dtype)
+    impl = resolve_attention(implementation, jax.default_backend(), query.dtype, query.shape[-1])
+    if impl == "einsum":
+        return nn.dot_product_attention(query, key, value, bias, mask, broadcast_dropout, dropout_rng,
+                                        dropout_rate, deterministic, dtype, precision,
+                                        force_fp32_for_softmax=force_fp32_for_softmax, **kw)
+    if impl == "heads_first":
+        return _heads_first(query, key, value, force_fp32_for_softmax)
+    if impl == "cudnn":
+        try:
+            return jax.nn.dot_product_attention(query, key, value, implementation="cudnn")
+        except (NotImplementedError, RuntimeError, ValueError) as e:  # refused while tracing: shapes, dtype, no cuDNN
+            CUDNN_REFUSALS.append(f"{type(e).__name__}: {e}")
+    return jax.nn.dot_product_attention(query, key, value, implementation="xla")
+
+
+def _heads_first(query, key, value, force_fp32_for_softmax: bool):
+    """flax's attention with the heads moved in front of the tokens before the two matmuls.
 
     The same operations in the same dtypes (scaled scores, softmax, weighted sum). On XLA:CPU flax's
     `...qhd,...khd->...hqk` einsum on token-major operands runs far below the machine's matmul rate (a
     So150m/14 block, head dim 55, spent half of its time there: 70 ms vs 29 ms for the attention of a
-    batch of 8); [..., heads, tokens, dim] operands get its fast matmul kernels. Other backends, masks,
-    biases and attention dropout go to flax's own function unchanged."""
-    if bias is not None or mask is not None or (dropout_rate > 0 and not deterministic) or \
-            jax.default_backend() != "cpu":
-        return nn.dot_product_attention(query, key, value, bias, mask, broadcast_dropout, dropout_rng,
-                                        dropout_rate, deterministic, dtype, precision,
-                                        force_fp32_for_softmax=force_fp32_for_softmax)
-
-    query, key, value = promote_dtype(query, key, value, dtype=dtype)
+    batch of 8); [..., heads, tokens, dim] operands get its fast matmul kernels."""
     dtype = query.dtype
     query = query / jnp.sqrt(query.shape[-1]).astype(dtype)
     q, k, v = (x.swapaxes(-3, -2) for x in (query, key, value))  # [..., heads, tokens, dim]
     acc = jnp.float32 if dtype != jnp.float32 else None
-    w = jnp.matmul(q, k.swapaxes(-1, -2), precision=precision, preferred_element_type=acc)
+    w = jnp.matmul(q, k.swapaxes(-1, -2), preferred_element_type=acc)
     if force_fp32_for_softmax and dtype != jnp.float32:
         w = jax.nn.softmax(w.astype(jnp.float32))
     else:
         w = jax.nn.softmax(w.astype(dtype)).astype(dtype)
-    out = jnp.matmul(w.astype(dtype), v, precision=precision, preferred_element_type=acc).astype(dtype)
+    out = jnp.matmul(w.astype(dtype), v, preferred_element_type=acc).astype(dtype)
     return out.swapaxes(-3, -2)
 
 
@@ -109,13 +154,15 @@ class Encoder1DBlock(nn.Module):
     dropout: float = 0.0
     dtype_mm: str = "float32"
     gelu: str = "tanh"
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
         y = nn.LayerNorm(epsilon=1e-6)(x)
         y = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform(),
-            deterministic=deterministic, dtype=self.dtype_mm, attention_fn=attention,
+            deterministic=deterministic, dtype=self.dtype_mm,
+            attention_fn=functools.partial(attention, implementation=self.attention),
             qkv_dot_general=_dot_general(self.dtype_mm), out_dot_general=_dot_general(self.dtype_mm))(y, y)
         y = nn.Dropout(rate=self.dropout)(y, deterministic)
         x = x + y
@@ -145,11 +192,12 @@ class Encoder(nn.Module):
     remat_policy: str = "nothing_saveable"
     dtype_mm: str = "float32"
     gelu: str = "tanh"
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
         kw = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout=self.dropout, dtype_mm=self.dtype_mm,
-                  gelu=self.gelu)
+                  gelu=self.gelu, attention=self.attention)
         if self.scan:
             # Remat keeps activation memory flat in depth when fine-tuning large variants;
             # it changes nothing in the forward values or the parameter tree.
@@ -205,6 +253,7 @@ class ViT(nn.Module):
     remat_policy: str = "nothing_saveable"
     dtype_mm: str = "float32"
     gelu: str = "tanh"
+    attention: str = "auto"  # how the blocks compute attention (ATTENTION_IMPLS); no parameter depends on it
 
     @nn.compact
     def __call__(self, image, *, train: bool = False):
@@ -231,7 +280,7 @@ class ViT(nn.Module):
         x = nn.Dropout(rate=self.dropout)(x, not train)
         x = Encoder(depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout=self.dropout,
                     scan=self.scan, remat_policy=self.remat_policy, dtype_mm=self.dtype_mm, gelu=self.gelu,
-                    name="Transformer")(x, deterministic=not train)
+                    attention=self.attention, name="Transformer")(x, deterministic=not train)
         encoded = out["encoded"] = x
 
         if self.pool_type == "map":

@@ -13,7 +13,6 @@ A baseline's value, tolerance or band that is not finite is an error, never a pa
 from __future__ import annotations
 
 import datetime
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,8 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.files import write_json_atomic
 from harness.report import protocol
-from harness.report.records import load_records
+from harness.report.records import check_metric, load_records, read_json
+from harness.schema import Doc, describe
 from harness.report.table import collect, is_hidden, metric_sort_key, row_names
 
 BASELINE_SCHEMA = "sovit-harness-baseline/1"
@@ -79,29 +79,52 @@ def write_baseline(path: str | Path, baseline: dict) -> Path:
     return write_json_atomic(path, baseline)
 
 
+BASELINE_FIX = "fix or regenerate the baseline from a good run"
+
+
 def validate_baseline(doc, where: str) -> dict:
+    """A baseline document (read from file `where`, or made in memory) with every field the gate and the
+    reports read typed; a wrong one is one error line naming the field. A baseline's value, tolerance or
+    band that is not finite is an error, never a pass."""
     if not isinstance(doc, dict) or doc.get("schema") != BASELINE_SCHEMA:
         got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        raise HarnessError(f"{where}: not a baseline file (schema {got!r}, expected {BASELINE_SCHEMA!r}); "
+        raise HarnessError(f"{where}: not a baseline file (schema {describe(got)}, expected {BASELINE_SCHEMA!r}); "
                            "make one with harness.report.baseline.make_baseline")
+    d = Doc(doc, where, fix=BASELINE_FIX)
     metrics = doc.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise HarnessError(f"{where}: the baseline lists no metrics; regenerate it from a finished run")
-    for metric, m in metrics.items():
-        if not isinstance(m, dict) or not isinstance(m.get("value"), (int, float)) or isinstance(m["value"], bool):
+    for metric, m in d.obj("metrics").items():
+        if not m.is_obj() or not _is_number(m.raw("value")):
             raise HarnessError(f"{where}: metric {metric!r} has no numeric 'value'; fix or regenerate the baseline")
         # A gate must never pass on a value it cannot compare: every comparison with NaN is False.
-        if not math.isfinite(m["value"]):
-            raise HarnessError(f"{where}: metric {metric!r} has the value {m['value']}, not a finite number; "
+        if not math.isfinite(m.raw("value")):
+            raise HarnessError(f"{where}: metric {metric!r} has the value {m.raw('value')}, not a finite number; "
                                "fix or regenerate the baseline from a good run")
-        if "tolerance" in m and not (_is_number(m["tolerance"]) and 0 <= m["tolerance"] < math.inf):
-            raise HarnessError(f"{where}: metric {metric!r} has a bad tolerance {m['tolerance']!r}; use a finite "
+        tolerance = m.raw("tolerance")
+        if m.has("tolerance") and not (_is_number(tolerance) and 0 <= tolerance < math.inf):
+            raise HarnessError(f"{where}: metric {metric!r} has a bad tolerance {describe(tolerance)}; use a finite "
                                "number >= 0")
-        ci = m.get("ci95")
-        if ci is not None and not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(
+        ci = m.raw("ci95")
+        if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(
                 _is_number(x) and math.isfinite(x) for x in ci)):
-            raise HarnessError(f"{where}: metric {metric!r} has a bad ci95 {ci!r}; use [low, high] finite numbers "
-                               "or drop it")
+            raise HarnessError(f"{where}: metric {metric!r} has a bad ci95 {describe(ci)}; use [low, high] finite "
+                               "numbers or drop it")
+        check_metric(m, metric, finite=True)
+    ck = d.obj("checkpoint", {}, null_is_default=True)
+    for k in ("name", "spec", "sha256", "variant"):
+        ck.str(k, None, null_is_default=True)
+    ck.obj("config", {}, null_is_default=True)
+    for task, info in d.obj("tasks", {}, null_is_default=True).items():
+        info.require_obj()
+        for k in ("preset", "config_hash"):
+            info.str(k, None, null_is_default=True)
+        info.check("version", lambda v: v is None or isinstance(v, (str, int)) and not isinstance(v, bool),
+                   "a string or an integer", None)
+        protocol_doc = info.obj("protocol", {}, null_is_default=True)
+        for k, _ in protocol_doc.items():
+            protocol_doc.str(k)
+    d.str("created", None, null_is_default=True)
     return doc
 
 
@@ -113,10 +136,7 @@ def load_baseline(spec: str | Path) -> dict:
     """A baseline from a baseline JSON, or made from a result record / folder of records of one checkpoint."""
     path = Path(spec)
     if path.is_file():
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise HarnessError(f"{path}: unreadable baseline ({e}); regenerate it or pass another --baseline") from None
+        doc = read_json(path, what="baseline", fix="regenerate it or pass another --baseline").value
         if isinstance(doc, dict) and "schema_version" in doc and "metrics" in doc and "schema" not in doc:
             return make_baseline(load_records(path))
         return validate_baseline(doc, str(path))

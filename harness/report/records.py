@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata as md
-import json
 import os
 import platform
-import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import __version__
-from harness.errors import HarnessError, first_line
+from harness import __version__, schema
+from harness.errors import HarnessError
+from harness.schema import Doc
 
 SCHEMA_VERSION = 1
 
@@ -110,38 +109,89 @@ def load_records(paths: str | Path | Sequence[str | Path]) -> list[dict]:
     return records
 
 
-MAX_RECORD_BYTES = 1 << 30  # far above a real record (ImageNet val's per-example scores: a few MB)
+# Far above a real record (ImageNet val's per-example scores: ~250 kB a metric), and a bound on what
+# parsing one may take (at worst ~25 bytes of Python objects per byte of JSON: `[{},{},...]`).
+MAX_RECORD_BYTES = 64 << 20
+RECORD_FIX = "delete it or rerun the task"
 
 
-def read_json(f: Path, what: str = "result record"):
-    """The JSON value in file `f`, read only if it is a regular file of at most MAX_RECORD_BYTES (a FIFO or
-    device would block or never end); anything else is one error line."""
-    try:
-        st = f.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise HarnessError(f"{f}: not a regular file, so not a {what}; remove it from the folder")
-        if st.st_size > MAX_RECORD_BYTES:
-            raise HarnessError(f"{f}: {st.st_size} bytes is too large for a {what}; remove it from the folder")
-        return json.loads(f.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise HarnessError(f"{f}: not a readable {what} ({first_line(e)}); delete it or rerun the task") from None
+def read_json(f: Path, what: str = "result record", fix: str = RECORD_FIX) -> Doc:
+    """The JSON document in file `f` (`harness.schema.read_json`: a regular file of at most MAX_RECORD_BYTES,
+    nested at most MAX_DEPTH deep); anything else is one error line."""
+    return schema.read_json(f, what=what, fix=fix, max_bytes=MAX_RECORD_BYTES)
 
 
 def _read_record(f: Path) -> dict | None:
-    """The record in `f`; None for a JSON file that is not a record."""
-    rec = read_json(f)
-    if not (isinstance(rec, dict) and "schema_version" in rec and "metrics" in rec):
+    """The record in `f`, every field the reports and the gate read typed (`check_record`); None for a JSON
+    file that is not a record."""
+    doc = read_json(f)
+    if not (doc.is_obj() and doc.has("schema_version") and doc.has("metrics")):
         return None
-    version = rec["schema_version"]
+    version = doc.raw("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise HarnessError(f"{f}: schema_version {version!r} is not a number; not a record of this "
                            "harness: delete it or rerun the task")
     if version > SCHEMA_VERSION:
         raise HarnessError(f"{f}: schema version {version} is newer than this harness "
                            f"({SCHEMA_VERSION}); upgrade sovit-harness")
-    _check_metrics(f, rec["metrics"])
+    check_record(doc)
+    rec = doc.value
     rec["_path"] = str(f)
     return rec
+
+
+def _str_or_null(doc: Doc, *keys: str) -> None:
+    for k in keys:
+        doc.str(k, None, null_is_default=True)
+
+
+def check_metric(m: Doc, name: str, *, finite: bool = False) -> None:
+    """One metric entry, {"value": number or null, "higher_is_better", "unit", "note", "decimals", "ci95",
+    "tolerance"}: each field the reports read, typed (NaN and Inf are numbers of a record: the gate reports
+    them as failures; a baseline's must be finite)."""
+    value = m.raw("value") if m.is_obj() else m.value
+    if not m.is_obj() or not (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))):
+        raise HarnessError(f"{m.file}: metric {name!r} has the value {schema.describe(value)}, not a number; "
+                           f"{m.fix}")
+    m.number("value", None, finite=finite, null_is_default=not finite)
+    m.bool("higher_is_better", True)
+    m.str("unit", "%")
+    m.str("note", None, null_is_default=True)
+    m.int("decimals", None, min=0, max=12, null_is_default=True)
+    if m.raw("ci95") is not None:
+        lo, hi = m.numbers("ci95", length=2)
+        if lo > hi:
+            raise m.error("a list [low, high] with low <= high", "ci95", m.raw("ci95"))
+
+
+def check_record(doc: Doc) -> None:
+    """A result record's fields, typed as `make_record` writes them and the reports read them: "metrics"
+    {name: metric}, "per_example" {metric: [numbers]}, "checkpoint" and "task" objects (their names, digests,
+    configs), "datasets" a list of objects, "info" an object, "created" a string. A field of the wrong type
+    is one error line naming the file and the field."""
+    metrics = doc.obj("metrics")
+    for name, m in metrics.items():
+        check_metric(m, name)
+    per_example = doc.obj("per_example", {}, null_is_default=True)
+    for key, _ in per_example.items():
+        per_example.numbers(key, finite=False)
+    ck = doc.obj("checkpoint", {}, null_is_default=True)
+    _str_or_null(ck, "name", "spec", "sha256", "format", "subtree", "variant")
+    ck.int("step", None, min=0, null_is_default=True)
+    ck.obj("config", {}, null_is_default=True)
+    for k in ("params_m", "gflops"):
+        ck.number(k, None, null_is_default=True)
+    task = doc.obj("task", {}, null_is_default=True)
+    _str_or_null(task, "name", "preset", "config_hash")
+    task.check("version", lambda v: v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)),
+               "a string or an integer", None)
+    task.obj("config", {}, null_is_default=True)
+    for d in doc.list("datasets", [], null_is_default=True).entries():
+        d.require_obj()
+    doc.obj("info", {}, null_is_default=True)
+    _str_or_null(doc, "created", "source")
+    if doc.has("_kind"):
+        raise doc.error("no such field (reports set it, not files)", "_kind", doc.raw("_kind"))
 
 
 def record_of(f: Path, expect: dict) -> tuple[dict | None, str | None]:
@@ -170,16 +220,3 @@ def record_of(f: Path, expect: dict) -> tuple[dict | None, str | None]:
 
 def _skipped(rel_parts: tuple[str, ...]) -> bool:
     return "artifacts" in rel_parts[:-1] or any(part.startswith(".") for part in rel_parts)
-
-
-def _check_metrics(f: Path, metrics) -> None:
-    """A record's metrics are {name: {"value": number or null, ...}}: anything else is a damaged or foreign
-    file, an error naming it (NaN is a number here: the gate reports it as a failure)."""
-    if not isinstance(metrics, dict):
-        raise HarnessError(f"{f}: 'metrics' is not a table of metrics; delete the file or rerun the task")
-    for name, m in metrics.items():
-        value = m.get("value") if isinstance(m, dict) else m
-        if not isinstance(m, dict) or not (value is None or (isinstance(value, (int, float))
-                                                            and not isinstance(value, bool))):
-            raise HarnessError(f"{f}: metric {name!r} has the value {value!r}, not a number; delete the file "
-                               "or rerun the task")

@@ -25,7 +25,7 @@ from harness.checkpoints import Checkpoint, open_checkpoint
 from harness.errors import HarnessError, did_you_mean
 from harness.eval.cache import default_cache_dir
 from harness.files import file_lock, write_json_atomic
-from harness.models.encoder import CONFIG_KEYS, Encoder, load_encoder
+from harness.models.encoder import CONFIG_KEYS, ENCODER_KEY_TYPES, Encoder, load_encoder
 from harness.models.variants import decode_variant
 from harness.report import records as results
 from harness.settings import FALSE_WORDS, TRUE_WORDS, parse_bool, settings_hash
@@ -34,17 +34,6 @@ log = logging.getLogger("harness")
 
 
 # ---------------------------------------------------------------------------------- settings
-# The encoder keys' types and allowed values (`--set key=value`): (kind, choices or None).
-ENCODER_KEY_TYPES = {
-    "variant": ("str", None), "width": ("size", None), "depth": ("size", None), "mlp_dim": ("size", None),
-    "num_heads": ("size", None), "patch_size": ("size", None), "res": ("size", None),
-    "max_num_patches": ("size", None), "nposemb": ("size", None),
-    "num_classes": ("size_or_none", None), "rep_size": ("size_or_bool", None), "scan": ("bool", None),
-    "pool_type": ("choice", ("gap", "map", "tok", "0", "none", "max")), "posemb": ("choice", ("learn", "sincos2d")),
-    "dtype_mm": ("choice", ("float32", "bfloat16")), "gelu": ("choice", ("tanh", "exact")),
-}
-
-
 def encoder_value(key: str, value: str):
     """A `--set` encoder key's value in its type; anything else is one line naming the key and the range."""
     kind, choices = ENCODER_KEY_TYPES.get(key, ("str", None))
@@ -187,7 +176,7 @@ def _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, *, preset, data_dir, out_di
             task=task, preset=preset, config=cfg, cfg_hash=cfg_hash, encoder=encoder.describe(), metrics=metrics,
             metric_info=declared, ctx=ctx, seeds=seeds, name=name,
             timings={"load_seconds": t_load, "total_seconds": time.perf_counter() - t0, **ctx.record_timings()})
-        write_json_atomic(rec_path, record, what="the result record")
+        write_json_atomic(rec_path, record, what="the result record", devices=False)
         return record, rec_path, False
 
 

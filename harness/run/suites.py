@@ -30,6 +30,7 @@ from harness.errors import HarnessError, did_you_mean
 from harness.models.encoder import CONFIG_KEYS
 from harness.run.distributed import run_task_distributed
 from harness.run.runner import Encoders, run_task, split_sets
+from harness.schema import read_toml
 
 PROXY_CKPT = ASSETS / "proxy_sovit.npz"
 
@@ -55,6 +56,8 @@ SUITES: dict[str, tuple[Entry, ...]] = {
         Entry("vqa", "proxy"),
         Entry("lit_zeroshot", "proxy"),
         Entry("knn", "proxy"),
+        Entry("segmentation", "proxy"),
+        Entry("depth", "proxy"),
     ),
     "paper": (
         Entry("fewshot"),
@@ -66,6 +69,8 @@ SUITES: dict[str, tuple[Entry, ...]] = {
         Entry("vqa"),
         Entry("lit_zeroshot"),
         Entry("knn"),
+        Entry("segmentation"),
+        Entry("depth"),
     ),
 }
 
@@ -90,44 +95,27 @@ def load_suite(name_or_path: str) -> tuple[Entry, ...]:
 
 
 def _read_toml(path: Path) -> tuple[tuple[Entry, ...], str | None]:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10: the same parser as a package
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise HarnessError("suite files need Python 3.11+ (tomllib) or `pip install tomli`") from None
-
-    try:
-        spec = tomllib.loads(path.read_text())
-    except (FileNotFoundError, IsADirectoryError):
-        raise HarnessError(f"suite file {path}: no such file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise HarnessError(f"suite file {path}: not valid TOML ({e})") from None
-    tasks = spec.get("task")
-    if not isinstance(tasks, list) or not tasks:
+    if not path.exists() and not path.is_symlink():
+        raise HarnessError(f"suite file {path}: no such file")
+    spec = read_toml(path, what="suite file", fix="see docs/ for the suite format ([[task]] tables with a name)")
+    if not (spec.has("task") and spec.raw("task")):
         raise HarnessError(f"suite file {path}: expected one or more [[task]] tables with a name")
+    spec.unknown(("ckpt", "task"))
+    tasks = spec.list("task")
     out = []
-    for i, t in enumerate(tasks):
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-            raise HarnessError(f"suite file {path}: [[task]] number {i + 1} has no name")
-        unknown = set(t) - _ENTRY_KEYS
-        if unknown:
-            raise HarnessError(f"suite file {path}: task {t['name']!r} has unknown key(s) {', '.join(sorted(unknown))}; "
-                               f"a [[task]] takes {', '.join(sorted(_ENTRY_KEYS))}")
-        sets = t.get("set", {})
-        if not isinstance(sets, dict):
-            raise HarnessError(f"suite file {path}: 'set' of task {t['name']!r} must be a table")
-        preset = t.get("preset")
-        if preset is not None and not isinstance(preset, str):
-            raise HarnessError(f"suite file {path}: 'preset' of task {t['name']!r} must be a string")
-        out.append(Entry(t["name"], preset, tuple((k, _toml_value(v)) for k, v in sets.items())))
-    ckpt = spec.get("ckpt")
-    if ckpt is not None:
-        if not isinstance(ckpt, str):
-            raise HarnessError(f"suite file {path}: 'ckpt' must be a string (a checkpoint spec)")
-        if not ckpt.startswith("random") and not Path(ckpt).is_absolute():
-            ckpt = str(path.parent / ckpt)
+    for t in tasks.entries():
+        t.require_obj()
+        name = t.str("name", nonempty=True)
+        t.unknown(_ENTRY_KEYS)
+        sets = t.obj("set", {})
+        for key, value in sets.items():
+            if not _is_setting(value.value):
+                raise value.error("a string, number, true/false or a list of them (a --set value)")
+        preset = t.str("preset", None)
+        out.append(Entry(name, preset, tuple((k, _toml_value(v)) for k, v in sets.value.items())))
+    ckpt = spec.str("ckpt", None)
+    if ckpt is not None and not ckpt.startswith("random") and not Path(ckpt).is_absolute():
+        ckpt = str(path.parent / ckpt)
     return tuple(out), ckpt
 
 
@@ -138,6 +126,11 @@ def _toml_value(v) -> str:
     if isinstance(v, (list, tuple)):
         return ",".join(_toml_value(x) for x in v)
     return str(v)
+
+
+def _is_setting(v) -> bool:
+    scalar = (str, int, float, bool)
+    return isinstance(v, scalar) or (isinstance(v, list) and all(isinstance(x, scalar) for x in v))
 
 
 def default_ckpt(suite: str) -> str | None:
@@ -222,6 +215,12 @@ def run_entries(entries: list[Planned], ckpt: str | None, *, encoder_config: dic
     one problem does not cost the other tasks; without it the error is raised. `distributed`: every
     process of a `jax.distributed` run computes each entry, process 0 writes its record."""
     encoders = Encoders()
+    if not keep_going:  # one entry (`harness run --task`): its task and settings are checked before the checkpoint
+        for p in entries:
+            if p.task is None and p.load_error is None:
+                p.task = get_task(p.task_name)
+            if p.task is not None:
+                api.make_config(p.task, p.preset, split_sets(p.task, p.sets)[0])
     # One handle for every entry: the checkpoint is detected and hashed once, each array read once.
     handle = open_checkpoint(ckpt) if ckpt and not str(ckpt).startswith("random") else ckpt
     try:

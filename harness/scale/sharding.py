@@ -306,20 +306,32 @@ def to_host_tree(tree):
     return jax.tree.map(to_host, tree)
 
 
+def to_mesh(arrays):
+    """An array (or array tree) with its rows split over the mesh, zero-padded to a multiple of the device
+    count: (global arrays, the real row count)."""
+    mesh = default_mesh()
+    n = len(jax.tree.leaves(arrays)[0])
+    padded = jax.tree.map(lambda a: pad_rows(np.asarray(a), mesh.size)[0], arrays)
+    return global_batch(padded, mesh), n
+
+
+def from_mesh(out, rows: int):
+    """The numpy value of a mesh computation's outputs without the padding rows of `to_mesh`; a 0-d output
+    (a sum over the batch) comes back as is."""
+    return jax.tree.map(lambda v: to_host(v)[:rows] if np.ndim(v) else to_host(v), out)
+
+
 def apply_to_batch(fn, params, *arrays):
     """`fn(params, *arrays)` with the arrays' (or array trees') rows split over the mesh (zero-padded to a
     multiple of the device count, the padding dropped from the outputs) and `params` placed by the current
     strategy (`placed_params`); numpy outputs. A 0-d output (a sum over the batch) comes back as is: `fn` must
     mask the zero rows out of it. On one device: `fn` as is. For a task's own jitted passes (a fine-tuned
-    model's predictions, a decoder's encoder tokens and generation, a text tower's embeddings) and for
-    `Encoder.features`."""
+    model's predictions, a decoder's encoder tokens and generation, a text tower's embeddings); the encoder's
+    `put` / `dispatch` / `fetch` use `to_mesh` and `from_mesh` themselves."""
     if not is_sharded():
         return jax.tree.map(np.asarray, jax.device_get(fn(params, *arrays)))
-    mesh = default_mesh()
-    n = len(jax.tree.leaves(arrays)[0])
-    padded = jax.tree.map(lambda a: pad_rows(np.asarray(a), mesh.size)[0], arrays)
-    out = fn(placed_params(params), *global_batch(padded, mesh))
-    return jax.tree.map(lambda v: to_host(v)[:n] if np.ndim(v) else to_host(v), out)
+    placed, n = to_mesh(arrays)
+    return from_mesh(fn(placed_params(params), *placed), n)
 
 
 def placed_params(params):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.files import write_json_atomic
+from harness.schema import read_json
 from harness.models.variants import Shape
 from harness.shape.law import DIMENSIONS
 
@@ -150,8 +151,8 @@ def _finished_model(path: Path) -> dict | None:
     if not (path.exists() and summary.exists()):
         return None
     try:
-        return json.loads(summary.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json(summary, what="pretraining summary", fix="it is retrained").require_obj().value
+    except HarnessError:
         return None
 
 
@@ -162,10 +163,12 @@ def _remove_stale_records(folder: Path, tag: str, keep: Path) -> None:
         if path == keep:
             continue
         try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            rec = read_json(path, what="result record", fix="it is skipped").require_obj()
+            sweep_record = rec.obj("info", {}, null_is_default=True).raw("sweep")
+            name = rec.obj("checkpoint", {}, null_is_default=True).raw("name")
+        except HarnessError:
             continue
-        if (rec.get("info") or {}).get("sweep") and rec.get("checkpoint", {}).get("name") == tag:
+        if sweep_record and name == tag:
             log.warning("sweep: %s is a record of an earlier model of %s; removed", path.name, tag)
             path.unlink()
 
@@ -187,8 +190,8 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, data_dir: str | None = N
     plan_path = out_dir / "plan.json"
     if plan_path.exists():
         try:
-            old = json.loads(plan_path.read_text()).get("config")
-        except (OSError, json.JSONDecodeError):
+            old = read_json(plan_path, what="sweep plan", fix="it is rewritten").obj("config").value
+        except HarnessError:
             old = None
         # Lengths or arms may grow between calls; a changed recipe would mix incomparable runs.
         recipe = [k for k in ("batch_size", "num_heads", "patch_size", "res", "dataset", "split", "targets", "lr",

@@ -21,6 +21,12 @@ table) do the rest.
   grad, SDPA attention), timed the same way in its own child; the ratio is ours / theirs.
 - `--runs DIR`: the end-to-end cost of each task from result records' timings, and what the feature
   cache saved (a cache hit costs its read; the same key's cold extraction is the price it avoided).
+- MFU: achieved FLOP/s over the device's published dense bfloat16 peak (`bench_peak.DEVICE_PEAKS`) on an
+  accelerator, over the measured matmul peak (the best dtype's) on a CPU. `--csv FILE` writes the rows in
+  the columns of timm's `benchmark.py` (`bench_report.TIMM_COLUMNS`) plus precision, MFU and device, so a row
+  compares with timm's published `benchmark-infer-*.csv`.
+- `--pipeline`, `--end-to-end`: the input pipeline on real-format files and the whole extraction
+  (`bench_pipeline`).
 """
 
 from __future__ import annotations
@@ -42,8 +48,10 @@ from harness.models.variants import decode_variant
 from harness.scale.runtime import use_cpu_devices
 from harness.tools.bench_costs import suite_costs
 from harness.tools.bench_encoder import measure_encoder, measure_hf
+from harness.tools.bench_peak import device_peak
 from harness.tools.bench_peak import peaks as matmul_peaks
-from harness.tools.bench_report import check_targets, format_report, machine_info
+from harness.tools.bench_pipeline import end_to_end_rows, pipeline_rows
+from harness.tools.bench_report import check_targets, format_report, machine_info, write_csv
 
 DEFAULT_VARIANTS = ("So400m/14", "So150m/14")
 DEFAULT_BATCHES = (1, 8)
@@ -131,7 +139,7 @@ def _best_of_repeats(rows: list[dict]) -> list[dict]:
     return out
 
 
-def run_bench(variants=DEFAULT_VARIANTS, res: int = 224, batches=DEFAULT_BATCHES, dtypes=DEFAULT_DTYPES, *,
+def run_bench(variants=DEFAULT_VARIANTS, res=(224,), batches=DEFAULT_BATCHES, dtypes=DEFAULT_DTYPES, *,
               compare: str | None = None, scan: bool = True, min_seconds: float = 2.0, peak_n: int = 2048,
               overrides: dict | None = None, cpu_devices=(1,), repeats: int = 1, progress=print) -> dict:
     """Every measurement of the issue, as one JSON-able dict (see the module docstring)."""
@@ -156,56 +164,91 @@ def run_bench(variants=DEFAULT_VARIANTS, res: int = 224, batches=DEFAULT_BATCHES
 
     progress(f"matmul peak ({peak_n} and {2 * peak_n} square) ...")
     peaks = matmul_peaks(peak_n, min_seconds, torch=compare == "hf")
+    res_list = [res] if isinstance(res, int) else list(res)
     rows: list[dict] = []
-    for v in variants:
-        for d in dtypes:
-            base = dict(variant=v, res=res, batches=list(batches), dtype=d, scan=scan, min_seconds=min_seconds,
-                        overrides=overrides)
-            ours, theirs = [], []
-            for rep in range(repeats):  # interleaved, so that a slow spell of the machine hits both sides
-                tag = f" (repeat {rep + 1}/{repeats})" if repeats > 1 else ""
-                for n in cpu_devices:
-                    progress(f"{v} {d}: harness" + (f" on {n} CPU devices" if n > 1 else "") + f"{tag} ...")
-                    ours += run_child({**base, "impl": "harness", "cpu_devices": n})
-                if compare == "hf":
-                    progress(f"{v} {d}: hf{tag} ...")
-                    theirs += run_child({**base, "impl": "hf"})
-            ours, theirs = _best_of_repeats(ours), _best_of_repeats(theirs)
-            for r in ours:
-                match = [t for t in theirs if t["batch"] == r["batch"]]
-                if match:
-                    r["hf_images_per_s"] = match[0]["images_per_s"]
-                    r["speedup_vs_hf"] = r["images_per_s"] / match[0]["images_per_s"]
-            rows += ours + theirs
+    for v, px, d in ((v, px, d) for v in variants for px in res_list for d in dtypes):
+        base = dict(variant=v, res=px, batches=list(batches), dtype=d, scan=scan, min_seconds=min_seconds,
+                    overrides=overrides)
+        ours, theirs = [], []
+        for rep in range(repeats):  # interleaved, so that a slow spell of the machine hits both sides
+            tag = f" (repeat {rep + 1}/{repeats})" if repeats > 1 else ""
+            for n in cpu_devices:
+                progress(f"{v} {px} px {d}: harness" + (f" on {n} CPU devices" if n > 1 else "") + f"{tag} ...")
+                ours += run_child({**base, "impl": "harness", "cpu_devices": n})
+            if compare == "hf":
+                progress(f"{v} {px} px {d}: hf{tag} ...")
+                theirs += run_child({**base, "impl": "hf"})
+        ours, theirs = _best_of_repeats(ours), _best_of_repeats(theirs)
+        for row in ours:
+            match = [t for t in theirs if t["batch"] == row["batch"]]
+            if match:
+                row["hf_images_per_s"] = match[0]["images_per_s"]
+                row["speedup_vs_hf"] = row["images_per_s"] / match[0]["images_per_s"]
+        rows += ours + theirs
     # Peaks again at the end; the percentages use the higher of the two, so that a machine that was busy
     # at one of the two moments cannot inflate them.
     peaks_after = matmul_peaks(peak_n, min_seconds, torch=compare == "hf")
     best = {d: max(peaks[d]["gflops_per_s"], peaks_after[d]["gflops_per_s"]) for d in peaks}
+    device = device_info(best)
     for r in rows:
         r["pct_of_float32_peak"] = 100 * r["achieved_gflops_per_s"] / best["float32"]
         r["pct_of_dtype_peak"] = 100 * r["achieved_gflops_per_s"] / best[r["dtype"]]
+        r["device"] = device["kind"]
+        if r["impl"].startswith("harness"):  # the other side may run elsewhere (torch on the host's CPU)
+            r["mfu"] = r["achieved_gflops_per_s"] / device["peak_gflops_per_s"]
     return {"schema": "sovit-harness-bench/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": machine_info(), "jax": jax.__version__, "matmul_peak": peaks,
+            "machine": machine_info(), "jax": jax.__version__, "device": device, "matmul_peak": peaks,
             "matmul_peak_after": peaks_after, "peak_gflops_per_s": best, "rows": rows, "targets": check_targets(rows)}
 
 
+def device_info(measured: dict) -> dict:
+    """The device the encoder ran on and the peak its MFU is quoted against: the published dense bf16 peak of
+    an accelerator, the best measured matmul rate (any dtype) of a CPU."""
+    dev = jax.devices()[0]
+    kind = dev.device_kind if dev.platform != "cpu" else f"cpu: {machine_info()['cpu'] or dev.device_kind}"
+    published = device_peak(dev.device_kind) if dev.platform != "cpu" else None
+    if published:
+        return {"platform": dev.platform, "kind": kind, "peak_gflops_per_s": published[0] * 1e3,
+                "peak_source": published[1]}
+    if dev.platform != "cpu":
+        raise HarnessError(f"no published bf16 peak for device {dev.device_kind!r}: add it to "
+                           "harness/tools/bench_peak.py DEVICE_PEAKS with its datasheet")
+    return {"platform": dev.platform, "kind": kind, "peak_gflops_per_s": max(measured.values()),
+            "peak_source": "measured matmul peak of this host (best dtype)"}
+
+
 def bench_command(*, variants, res, batches, dtypes, compare=None, scan=True, min_seconds=2.0, runs=None,
-                  out=None, peak_n=2048, encoder=True, overrides=None, cpu_devices=(1,), repeats=1, echo=print,
-                  note=print) -> dict:
-    """What `harness bench` does: encoder measurements (unless `encoder=False`), suite costs from `runs`,
-    a printed report, and the JSON at `out`."""
+                  out=None, csv=None, peak_n=2048, encoder=True, overrides=None, cpu_devices=(1,), repeats=1,
+                  pipeline=False, end_to_end=False, data_dir=None, dataset="imagenet2012", split="validation",
+                  num_images=None, pipeline_batch=64, echo=print, note=print) -> dict:
+    """What `harness bench` does: encoder measurements (unless `encoder=False`), the pipeline and the whole
+    extraction on real-format files, suite costs from `runs`, a printed report, the JSON at `out`, the CSV
+    rows at `csv`."""
+    res_list = [res] if isinstance(res, int) else list(res)
+    if csv and not encoder:
+        raise HarnessError("--csv writes the encoder rows: drop --no-encoder")
     result: dict[str, Any] = {}
     if encoder:
-        result = run_bench(variants, res, batches, dtypes, compare=compare, scan=scan, min_seconds=min_seconds,
+        result = run_bench(variants, res_list, batches, dtypes, compare=compare, scan=scan, min_seconds=min_seconds,
                            peak_n=peak_n, overrides=overrides, cpu_devices=cpu_devices, repeats=repeats,
                            progress=note)
+    where = dict(dataset=dataset, split=split, data_dir=data_dir, num_examples=num_images, batch_size=pipeline_batch,
+                 progress=note)
+    if pipeline:
+        result["pipeline"] = pipeline_rows(res_list, **where)
+    if end_to_end:
+        result["end_to_end"] = [row for v in variants for d in dtypes
+                                for row in end_to_end_rows(v, res_list, d, overrides=overrides, **where)]
     if runs:
         result["suite"] = suite_costs(runs)
     if not result:
-        raise HarnessError("nothing to measure: drop --no-encoder or give --runs DIR")
+        raise HarnessError("nothing to measure: drop --no-encoder, or give --pipeline, --end-to-end or --runs DIR")
+    result.setdefault("machine", machine_info())
     echo(format_report(result))
     if out:
         write_json_atomic(out, result)
+    if csv:
+        write_csv(csv, result["rows"])
     return result
 
 

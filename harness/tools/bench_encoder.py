@@ -15,6 +15,7 @@ from harness import checkpoints
 from harness.errors import HarnessError
 from harness.models.encoder import Encoder, abstract_params, build_model, resolve_config
 from harness.models.variants import Shape
+from harness.models.vit import CUDNN_REFUSALS, resolve_attention
 from harness.scale import sharding
 from harness.scale.runtime import tune_malloc
 from harness.tools.bench_peak import timed
@@ -66,7 +67,11 @@ def measure_encoder(variant: str, res: int, batches, dtype: str, *, scan: bool =
         compile_s = time.perf_counter() - t0
         compiled(params, x).block_until_ready()
         sec = timed(lambda: compiled(params, x).block_until_ready(), min_seconds=min_seconds)
+        attention = resolve_attention("auto", jax.default_backend(), cfg["dtype_mm"], cfg["width"] // cfg["num_heads"])
+        if attention == "cudnn" and CUDNN_REFUSALS:
+            attention = "xla (cuDNN refused)"
         rows.append({"impl": "harness (jax)" if devices == 1 else f"harness (jax, {devices} CPU devices)",
+                     "attention": attention,
                      "cpu_devices": devices, "variant": variant, "res": res, "batch": b, "dtype": dtype,
                      "scan": scan, "params_m": enc.shape.num_params(res) / 1e6, "gflops_per_image": gflops,
                      "build_seconds": build_s, "compile_seconds": compile_s, "seconds_per_batch": sec,

@@ -1,9 +1,11 @@
 """This machine's matmul peak for `harness bench`: the best sustained rate over a few timed rounds of a
-square matmul by every library on hand (a jitted `jnp.dot`, numpy's BLAS, and with `--compare hf`
-`torch.mm`), and the timer every bench figure uses."""
+square matmul by every library on hand (a jitted `jnp.dot`, on a CPU numpy's BLAS, and with `--compare hf`
+`torch.mm`), the timer every bench figure uses, and an accelerator's published dense bfloat16 peak, against
+which MFU is quoted (on a CPU: the measured peak)."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import jax
@@ -11,6 +13,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from harness.errors import HarnessError
+
+
+# Dense (no 2:4 sparsity) bfloat16 peak per chip, TFLOP/s, by jax's `device_kind` (first match wins). NVIDIA's
+# tables quote bf16 "with sparsity", twice the dense rate (their footnote: "1/2 lower without sparsity").
+DEVICE_PEAKS: tuple[tuple[str, float, str], ...] = (
+    (r"H100.*PCIe", 756.0, "H100 PCIe product brief PB-11133-001: BFLOAT16 Tensor Core 1,513 TFLOPS with "
+     "sparsity; https://www.nvidia.com/en-us/data-center/h100/"),
+    (r"H100(?!.*(NVL|PCIe))", 989.0, "H100 SXM datasheet: BFLOAT16 Tensor Core 1,979 TFLOPS with sparsity; "
+     "https://www.nvidia.com/en-us/data-center/h100/"),
+    (r"H200(?!.*NVL)", 989.0, "H200 SXM datasheet: BFLOAT16 Tensor Core 1,979 TFLOPS with sparsity; "
+     "https://www.nvidia.com/en-us/data-center/h200/"),
+    (r"A100", 312.0, "A100 datasheet: BFLOAT16 Tensor Core 312 TFLOPS (624 with sparsity); https://www.nvidia.com/"
+     "content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf"),
+    (r"^NVIDIA L4$", 121.0, "L4 datasheet: BF16 Tensor Core 242 TFLOPS with sparsity; "
+     "https://www.nvidia.com/en-us/data-center/l4/"),
+    (r"^TPU v4$", 275.0, "Cloud TPU v4: peak compute per chip 275 TFLOPs (bf16); https://cloud.google.com/tpu/docs/v4"),
+    (r"^TPU v5 ?(lite|e)", 197.0, "Cloud TPU v5e: peak compute per chip (bf16) 197 TFLOPs; "
+     "https://cloud.google.com/tpu/docs/v5e"),
+    (r"^TPU v5p?$", 459.0, "Cloud TPU v5p: peak compute per chip (bf16) 459 TFLOPs; https://cloud.google.com/tpu/docs/v5p"),
+    (r"^TPU v6 ?(lite|e)", 918.0, "Cloud TPU v6e (Trillium): peak compute per chip (bf16) 918 TFLOPs; "
+     "https://cloud.google.com/tpu/docs/v6e"),
+)
+
+
+def device_peak(device_kind: str) -> tuple[float, str] | None:
+    """(dense bf16 TFLOP/s, source) of a device by its jax `device_kind`, or None for a kind not in the table."""
+    for pattern, tflops, source in DEVICE_PEAKS:
+        if re.search(pattern, device_kind.strip(), re.IGNORECASE):
+            return tflops, source
+    return None
 
 
 def timed(fn, *, min_seconds: float, min_iters: int = 1, rounds: int = 3) -> float:
@@ -60,7 +92,8 @@ def peaks(n: int, min_seconds: float, torch: bool = False) -> dict:
     shape's nor one library's (XLA's own dot runs below what BLAS libraries get from the same cores).
     `by_impl`: each library's best."""
     sec = min(min_seconds, 1.0)
-    impls = {"float32": ["xla", "numpy"] + (["torch"] if torch else []),
+    host = ["numpy"] if jax.default_backend() == "cpu" else []  # numpy's BLAS runs on the host's cores
+    impls = {"float32": ["xla", *host] + (["torch"] if torch else []),
              "bfloat16": ["xla"] + (["torch"] if torch else [])}
     out = {}
     for d, names in impls.items():

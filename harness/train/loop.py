@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from harness import schema
 from harness.errors import HarnessError
 from harness.files import replace_dir, write_text_atomic
 from harness.progress import Progress
@@ -60,7 +62,7 @@ def _save_state(ckpt_dir: Path, step: int, params, opt_state, extra: dict | None
     if writer:
         write_text_atomic(tmp / "meta.json", json.dumps({"step": step, **(extra or {})}), what="the training state")
         replace_dir(tmp, final)
-        write_text_atomic(ckpt_dir / "LATEST", final.name, what="the training state")
+        write_text_atomic(ckpt_dir / "LATEST", final.name, what="the training state", devices=False)
         for old in ckpt_dir.glob("state-*"):
             if old.name != final.name:
                 shutil.rmtree(old, ignore_errors=True)
@@ -71,8 +73,15 @@ def _restore_state(ckpt_dir: Path, params, opt_state):
     pointer = ckpt_dir / "LATEST"
     if not pointer.exists():
         return None
-    path = (ckpt_dir / pointer.read_text().strip()).absolute()
-    meta = json.loads((path / "meta.json").read_text())
+    fix = f"delete {ckpt_dir} to train from the start"
+    name = schema.read_bytes(pointer, what="training-state pointer", fix=fix, max_bytes=64).decode(
+        "utf-8", "replace").strip()
+    if not re.fullmatch(r"state-\d{9}", name) or not (ckpt_dir / name).is_dir():
+        raise HarnessError(f"{pointer}: names {name[:40]!r}, not a saved training state (state-<step>) in "
+                           f"{ckpt_dir}; {fix}")
+    path = (ckpt_dir / name).absolute()
+    meta = {"step": schema.read_json(path / "meta.json", what="training state", fix=fix).require_obj()
+            .int("step", min=0)}
     target = {"params": params, "opt_state": opt_state}
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), getattr(a, "dtype", np.float32)), target)
     state = ocp.StandardCheckpointer().restore(path / "state", abstract)

@@ -34,6 +34,19 @@ SPLITS = ("train_balanced", "val_balanced", "testdev_balanced", "test_balanced",
 QUESTIONS_DIR = "questions1.2"  # the folder questions1.2.zip unpacks to
 IMAGES_DIR = "images"
 _IMAGES_FIX = "unzip GQA's images.zip into the manual directory (images/<imageId>.jpg)"
+# The splits the harness reads (the VQA task trains on train_balanced and scores testdev_balanced, the registry's
+# "train" and "test" roles); the others are built when their questions file is there.
+NEEDED_SPLITS = ("train_balanced", "testdev_balanced")
+
+log = logging.getLogger("harness")
+
+
+def check_files(manual_dir: str) -> None:
+    """What `harness prepare gqa` needs, checked before anything is written: the questions of `NEEDED_SPLITS`
+    (in `<manual>/gqa/` or its `questions1.2/`) and the images/ folder."""
+    root = manual.dataset_root(manual_dir, "gqa")
+    questions = [questions_file(s) for s in NEEDED_SPLITS if not find_questions(root, s)]
+    manual.require(root, [*questions, IMAGES_DIR + "/"], "gqa", manual_dir)
 
 
 def questions_file(split: str) -> str:
@@ -59,7 +72,7 @@ def find_splits(root: str) -> dict[str, str]:
                            "MANUAL_DOWNLOAD_INSTRUCTIONS")
     for split in SPLITS:
         if split not in found:
-            logging.warning("GQA %s: %s not in %s; the split is left out", split, questions_file(split), root)
+            log.warning("GQA %s: %s not in %s; the split is left out", split, questions_file(split), root)
     if not os.path.isdir(os.path.join(root, IMAGES_DIR)):
         raise HarnessError(f"GQA: image folder {IMAGES_DIR}/ is missing from {root}; {_IMAGES_FIX}")
     return found

@@ -1,5 +1,5 @@
-"""What our builders from manually placed files share (`vqav2`, `gqa`, `ocrvqa`): the manual folder, its
-JSON files and image files, each failure one line that says what is missing and where it must go.
+"""What our builders from manually placed files share (`vqav2`, `gqa`, `ocrvqa`, `objectnet`): the manual folder,
+its JSON files and image files, each failure one line that says what is missing and where it must go.
 
 Nothing here downloads; every path is inside the manual directory TFDS hands the builder
 (`--manual-dir`, by default `<data_dir>/downloads/manual/`).
@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from harness.data.registry import get_info
 from harness.errors import HarnessError
 
 
@@ -25,6 +26,16 @@ def manual_dir(dl_manager, dataset: str, name: str) -> str:
         where = str(e.args[0]).split(" does not exist")[0]
         raise HarnessError(f"{dataset}: {where} does not exist or is empty; place the official files there "
                            f"as `{name}` MANUAL_DOWNLOAD_INSTRUCTIONS say") from e
+
+
+def require(root: str, paths: Iterable[str], dataset: str, manual: str) -> None:
+    """`harness prepare`'s check before anything is written: one line naming each of `paths` (relative to
+    `root`, "name/" a folder) that is missing, and what the dataset needs (the registry's words; `manual` is
+    the manual directory)."""
+    missing = [p for p in paths if not (os.path.isdir if p.endswith("/") else os.path.isfile)(os.path.join(root, p))]
+    if missing:
+        raise HarnessError(f"{dataset}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing from "
+                           f"{root}/; it needs {get_info(dataset).needs(manual_dir=manual)}")
 
 
 def dataset_root(manual: str, name: str) -> str:

@@ -39,6 +39,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.datasets.imagenet2012 import imagenet_common
 
+from harness.data.builders import manual
 from harness.errors import HarnessError
 
 log = logging.getLogger("harness")
@@ -62,6 +63,13 @@ def find_release(manual_dir: str) -> str:
             return root
     raise HarnessError(f"ObjectNet: no {RELEASE}/images/ and {RELEASE}/mappings/ in {manual_dir}; unzip "
                        f"{RELEASE}.zip (https://objectnet.dev/download.html) there")
+
+
+def check_files(manual_dir: str) -> None:
+    """What `harness prepare objectnet` needs, checked before anything is written: the release's images/ and
+    its four mapping files."""
+    manual.require(find_release(manual_dir), ["images/", *(f"mappings/{m}" for m in MAPPING_FILES)], "objectnet",
+                   manual_dir)
 
 
 def _read_json(path: str) -> Any:

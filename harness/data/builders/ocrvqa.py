@@ -30,6 +30,11 @@ _IMAGES_FIX = ("download the covers with the release's downloader into images/ n
                "(images/<image id><extension of imageURL>)")
 
 
+def check_files(manual_dir: str) -> None:
+    """What `harness prepare ocrvqa` needs, checked before anything is written (the covers one by one later)."""
+    manual.require(manual.dataset_root(manual_dir, "ocrvqa"), [DATASET_JSON, IMAGES_DIR + "/"], "ocrvqa", manual_dir)
+
+
 def image_path(root: str, image_id: str, entry: dict) -> str:
     # The official downloader names a cover by its key plus the extension of its URL.
     return os.path.join(root, IMAGES_DIR, image_id + os.path.splitext(entry["imageURL"])[1])

@@ -4,10 +4,14 @@ Every image is 64x64 RGB: a textured, muted background and 1-3 flat shapes. The 
 gives the class label ("red circle"; 4 shapes x 6 colours = 24 classes, also the zero-shot class
 names), and the same scene is described by 5 captions and asked 3 VQA-style questions with 10 noisy
 annotator answers each. So one dataset feeds every proxy task: few-shot and fine-tuning (label),
-captioning and retrieval (captions), VQA (questions) and LiT zero-shot (class names).
+captioning and retrieval (captions), VQA (questions) and LiT zero-shot (class names). Each scene also
+carries dense targets for the dense probes: `segmentation`, a per-pixel class mask (0 = background, 1 + the
+object's class id for its pixels: 25 classes), and `depth`, a depth map in metres (painter's order: an
+object drawn later is nearer; the background is the farthest, a plane tilted towards the viewer at the
+bottom).
 
 Determinism: each example comes from `numpy.random.default_rng([seed, split_code, index, stream])`
-with three independent streams (scene layout, pixels, wording), and rendering uses integer arithmetic
+with four independent streams (scene layout, pixels, wording, depths), and rendering uses integer arithmetic
 only (no transcendental functions whose last bit may differ between CPUs), so a given config produces
 the same pixels and text on every machine. The PNG bytes come from TensorFlow's own encoder (same
 bytes for the same TF). The .tfrecord files themselves are not byte-stable: TFDS serialises each
@@ -60,7 +64,15 @@ _WRONG_ANSWER_RATE = 0.1
 IMAGE_SIZE = 64
 _SUPERSAMPLE = 4  # shapes are rasterised on a 4x finer grid and box-filtered: anti-aliased edges
 _FINE = IMAGE_SIZE * _SUPERSAMPLE
-_STREAM_SCENE, _STREAM_PIXELS, _STREAM_TEXT = 0, 1, 2
+_STREAM_SCENE, _STREAM_PIXELS, _STREAM_TEXT, _STREAM_DEPTH = 0, 1, 2, 3
+# Dense targets: mask value 0 is the background, object pixels get 1 + their class id.
+SEGMENTATION_CLASS_NAMES = ("background", *CLASS_NAMES)
+# Depths in millimetres (integers; stored as float16 metres, as TFDS's nyu_depth_v2 stores depth): the
+# background plane's far edge (top row) and its tilt towards the viewer per row, and the objects' depths,
+# each nearer than the one drawn before it (painter's order).
+_FAR_MM = (7000, 9500)
+_TILT_MM_PER_ROW = (0, 30)
+_OBJECT_MM, _OBJECT_STEP_MM, _OBJECT_JITTER_MM = 4000, 1000, 250
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,20 +193,27 @@ def _background(kind: str, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
+def _coverage(obj: SceneObject) -> tuple[int, int, int, int, np.ndarray]:
+    """The object's bounding box in output pixels (lo_y, hi_y, lo_x, hi_x) and, per pixel of it, how many of
+    its 4x4 supersamples the shape covers (0..16)."""
+    lo_x = max(0, (obj.centre_x - obj.radius) // _SUPERSAMPLE - 1)
+    hi_x = min(IMAGE_SIZE, (obj.centre_x + obj.radius) // _SUPERSAMPLE + 2)
+    lo_y = max(0, (obj.centre_y - obj.radius) // _SUPERSAMPLE - 1)
+    hi_y = min(IMAGE_SIZE, (obj.centre_y + obj.radius) // _SUPERSAMPLE + 2)
+    fine_y, fine_x = np.mgrid[lo_y * _SUPERSAMPLE:hi_y * _SUPERSAMPLE,
+                              lo_x * _SUPERSAMPLE:hi_x * _SUPERSAMPLE]
+    mask = _shape_mask(obj, 2 * fine_x + 1, 2 * fine_y + 1)
+    coverage = mask.reshape(hi_y - lo_y, _SUPERSAMPLE, hi_x - lo_x, _SUPERSAMPLE).sum(axis=(1, 3))
+    return lo_y, hi_y, lo_x, hi_x, coverage
+
+
 def render_scene(scene: Scene, seed: int, split: str, index: int) -> np.ndarray:
     """Rasterises a scene: uint8 (64, 64, 3)."""
     rng = _rng(seed, split, index, _STREAM_PIXELS)
     image = _background(scene.background, rng)
     for obj in scene.objects:
         # Only the object's bounding box (in output pixels) is supersampled.
-        lo_x = max(0, (obj.centre_x - obj.radius) // _SUPERSAMPLE - 1)
-        hi_x = min(IMAGE_SIZE, (obj.centre_x + obj.radius) // _SUPERSAMPLE + 2)
-        lo_y = max(0, (obj.centre_y - obj.radius) // _SUPERSAMPLE - 1)
-        hi_y = min(IMAGE_SIZE, (obj.centre_y + obj.radius) // _SUPERSAMPLE + 2)
-        fine_y, fine_x = np.mgrid[lo_y * _SUPERSAMPLE:hi_y * _SUPERSAMPLE,
-                                  lo_x * _SUPERSAMPLE:hi_x * _SUPERSAMPLE]
-        mask = _shape_mask(obj, 2 * fine_x + 1, 2 * fine_y + 1)
-        coverage = mask.reshape(hi_y - lo_y, _SUPERSAMPLE, hi_x - lo_x, _SUPERSAMPLE).sum(axis=(1, 3))
+        lo_y, hi_y, lo_x, hi_x, coverage = _coverage(obj)
         colour = np.asarray(COLOUR_RGB[obj.colour]) + rng.integers(-12, 13, size=3)
         full = _SUPERSAMPLE * _SUPERSAMPLE
         patch = image[lo_y:hi_y, lo_x:hi_x]
@@ -202,6 +221,29 @@ def render_scene(scene: Scene, seed: int, split: str, index: int) -> np.ndarray:
         image[lo_y:hi_y, lo_x:hi_x] = (patch * (full - a) + colour * a + full // 2) // full
     image = image + rng.integers(-4, 5, size=image.shape, dtype=np.int32)  # sensor-like noise
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def render_targets(scene: Scene, seed: int, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The scene's dense targets: a uint8 (64, 64) class mask and a float16 (64, 64) depth map in metres.
+
+    A pixel belongs to the last-drawn object covering at least half of it (8 of its 16 supersamples), as the
+    painter's algorithm that renders the image: its mask value is 1 + the object's class id, its depth the
+    object's. Other pixels are background: mask 0, depth the background plane's. Depths are integer
+    millimetres drawn from the example's own stream, so the image, label and text streams are untouched."""
+    rng = _rng(seed, split, index, _STREAM_DEPTH)
+    far = int(rng.integers(_FAR_MM[0], _FAR_MM[1] + 1))
+    tilt = int(rng.integers(_TILT_MM_PER_ROW[0], _TILT_MM_PER_ROW[1] + 1))
+    depth_mm = np.broadcast_to((far - tilt * np.arange(IMAGE_SIZE))[:, None], (IMAGE_SIZE, IMAGE_SIZE)).copy()
+    mask = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    half = _SUPERSAMPLE * _SUPERSAMPLE // 2
+    for i, obj in enumerate(scene.objects):
+        object_mm = (_OBJECT_MM - _OBJECT_STEP_MM * i
+                     + int(rng.integers(-_OBJECT_JITTER_MM, _OBJECT_JITTER_MM + 1)))
+        lo_y, hi_y, lo_x, hi_x, coverage = _coverage(obj)
+        inside = coverage >= half
+        mask[lo_y:hi_y, lo_x:hi_x][inside] = 1 + class_index(obj.colour, obj.shape)
+        depth_mm[lo_y:hi_y, lo_x:hi_x][inside] = object_mm
+    return mask, (depth_mm / 1000.0).astype(np.float16)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,10 +488,12 @@ def image_id_of(split: str, index: int) -> int:
 
 
 def make_example(seed: int, split: str, index: int, with_image: bool = True) -> dict[str, Any]:
-    """One example as a plain dict (the builder's feature dict; `image` is None without pixels)."""
+    """One example as a plain dict (the builder's feature dict; `image`, `segmentation` and `depth` are None
+    without pixels)."""
     scene = sample_scene(seed, split, index)
     text_rng = _rng(seed, split, index, _STREAM_TEXT)
     image_id = image_id_of(split, index)
+    mask, depth = render_targets(scene, seed, split, index) if with_image else (None, None)
     return {
         "id": index,
         "image_id": image_id,
@@ -459,6 +503,8 @@ def make_example(seed: int, split: str, index: int, with_image: bool = True) -> 
         "questions": make_questions(scene, text_rng, image_id),
         "objects": [{"shape": o.shape, "colour": o.colour, "size": o.size} for o in scene.objects],
         "background": scene.background,
+        "segmentation": None if mask is None else mask[..., None],
+        "depth": depth,
     }
 
 
@@ -484,8 +530,12 @@ class ProxyScenesConfig(tfds.core.BuilderConfig):
 class ProxyScenes(tfds.core.GeneratorBasedBuilder):
     """Generated shapes-on-texture scenes with labels, captions and VQA questions."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First version."}
+    # 1.1.0 adds features, so data prepared at 1.0.0 cannot be read with this builder: the harness prepares
+    # 1.1.0 beside it on first use (generated datasets are built when missing); every 1.0.0 feature is
+    # unchanged, example for example.
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First version.",
+                     "1.1.0": "Dense targets: `segmentation` (class mask) and `depth` (metres)."}
     BUILDER_CONFIGS = [
         ProxyScenesConfig(name="default", description="pretrain 6000, train 1000, val 250, test 500."),
         ProxyScenesConfig(name="tiny", description="pretrain 96, train 48, val 24, test 24: for tests.",
@@ -498,7 +548,9 @@ class ProxyScenes(tfds.core.GeneratorBasedBuilder):
                 "Offline proxy dataset: 64x64 images of 1-3 coloured shapes (circle, square, triangle, "
                 "cross; red, green, blue, yellow, purple, white) on a textured background. label = "
                 "'<colour> <shape>' of the largest object (24 classes); 5 captions per image; 3 "
-                "questions per image with 10 annotator answers (VQA format)."
+                "questions per image with 10 annotator answers (VQA format). Dense targets: segmentation = "
+                "per-pixel class mask (0 background, 1 + class id: 25 classes), depth = metres (painter's "
+                "order; background farthest)."
             ),
             features=tfds.features.FeaturesDict({
                 "id": tf.int64,  # index within the split (TFDS stores examples shuffled)
@@ -524,6 +576,11 @@ class ProxyScenes(tfds.core.GeneratorBasedBuilder):
                     "size": tfds.features.ClassLabel(names=["small", "large"]),
                 }),
                 "background": tfds.features.Text(),  # one of BACKGROUNDS
+                # Dense targets (render_targets): a PNG class mask as ADE20k's annotations, and depth in
+                # metres as float16, as TFDS's nyu_depth_v2 stores it (zlib: piecewise constant maps).
+                "segmentation": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), encoding_format="png"),
+                "depth": tfds.features.Tensor(shape=(IMAGE_SIZE, IMAGE_SIZE), dtype=np.float16,
+                                              encoding=tfds.features.Encoding.ZLIB),
             }),
             supervised_keys=("image", "label"),
             homepage="",

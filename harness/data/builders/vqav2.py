@@ -50,6 +50,17 @@ SPLIT_FILES = {
                            "test2015", "COCO_test2015_"),
 }
 ANSWERS_PER_QUESTION = 10
+# The splits the harness reads (the VQA task trains on train and scores validation); test / test_dev are optional.
+NEEDED_SPLITS = ("train", "validation")
+
+log = logging.getLogger("harness")
+
+
+def check_files(manual_dir: str) -> None:
+    """What `harness prepare vqav2` needs, checked before anything is written (see `NEEDED_SPLITS`)."""
+    files = [SPLIT_FILES[s] for s in NEEDED_SPLITS]
+    manual.require(manual_dir, [p for f in files for p in (f.questions, f.annotations, f.image_dir + "/")],
+                   "vqav2", manual_dir)
 
 
 def _find_split_files(manual_dir: str) -> dict[str, SplitFiles]:
@@ -61,7 +72,7 @@ def _find_split_files(manual_dir: str) -> dict[str, SplitFiles]:
                 raise HarnessError(
                     f"VQAv2 {split}: {files.questions} is missing from {manual_dir} (its "
                     f"annotations file {files.annotations} is there); place the questions file too")
-            logging.warning("VQAv2 %s: %s not in %s; the split is left out", split,
+            log.warning("VQAv2 %s: %s not in %s; the split is left out", split,
                             files.questions, manual_dir)
             continue
         if files.annotations and not os.path.exists(os.path.join(manual_dir, files.annotations)):

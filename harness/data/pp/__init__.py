@@ -21,8 +21,9 @@ Image ops read and write key "image" unless told otherwise (big_vision's `key=` 
 `outkey=` convention); `onehot` uses `key=` / `key_result=`.
 
 The ops live as big_vision splits them: `image` (decode, resizes, crops, flip, value_range), `general`
-(keep / drop / copy / onehot), `randaug` (RandAugment); `registry` holds the op table and the argument
-checks. This module parses pp strings into `Preprocess` and writes the standard eval pp strings
+(keep / drop / copy / onehot), `randaug` (RandAugment), and `dense` (ops that move an image and its dense
+target together: DINOv3's segmentation and depth augmentations, big_vision's NYU crop); `registry` holds the
+op table and the argument checks. This module parses pp strings into `Preprocess` and writes the standard eval pp strings
 (`eval_pp`). TensorFlow is imported when the first op runs (`harness.tf_import.tf`), not at import:
 parsing and validating a pp string (task configs, `harness ls tasks`) must not pay TF's seconds.
 """
@@ -38,7 +39,8 @@ from typing import Any
 import numpy as np
 
 # The op modules register their ops on import.
-from harness.data.pp import general, image, naflex  # noqa: F401
+from harness.data.pp import dense, general, image, naflex  # noqa: F401
+from harness.data.pp.image import ValueRange
 from harness.data.pp.randaug import RANDAUG_OPS
 from harness.data.pp.registry import KEY_KWARGS, OPS, ArgError, OpDef, known_ops
 from harness.errors import HarnessError, did_you_mean
@@ -162,6 +164,17 @@ class Preprocess:
             calls.append(OpCall(name, args, kwargs, text))
         self.ops = tuple(calls)
 
+    def split_value_range(self, key: str = "image") -> tuple[Preprocess, ValueRange | None]:
+        """(this pp without its last op, that op) when the last op is a `value_range` of `key` (reading and
+        writing it); else (this pp, None). The extraction runs the first part on the host and the op on the
+        device, where it is bit-identical (`harness.eval.features`)."""
+        if not self._fns:
+            return self, None
+        op, fn, keys = self._fns[-1]
+        if op.name != "value_range" or {keys["key"] or keys["inkey"], keys["key"] or keys["outkey"]} != {key}:
+            return self, None
+        return Preprocess("|".join(call.text for call in self.ops[:-1])), fn
+
     @property
     def is_random(self) -> bool:
         """Whether any op draws random numbers (then the output depends on the seed)."""
@@ -199,7 +212,7 @@ class Preprocess:
                 value = fn(data[inkey], op_seed) if op.random else fn(data[inkey])
                 data[outkey] = value
             else:
-                data = fn(data)
+                data = fn(data, op_seed) if op.random else fn(data)
         return data
 
 
@@ -266,6 +279,7 @@ def naflex_pp(patch_size: int, max_num_patches: int, decode: str = "decode") -> 
 __all__ = [
     "RANDAUG_OPS",
     "OpCall",
+    "ValueRange",
     "Preprocess",
     "as_preprocess",
     "eval_pp",

@@ -6,6 +6,7 @@ TensorFlow is `harness.tf_import.tf`, imported when an op first runs (see `harne
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from harness.data.pp.registry import (
@@ -181,23 +182,36 @@ def _flip_lr():
     return fn
 
 
+@dataclasses.dataclass(frozen=True)
+class ValueRange:
+    """big_vision's `value_range(vmin, vmax, in_min, in_max, clip_values)` as data: called, the pp op (on a tf
+    tensor); `table`, the op's own outputs for every uint8 value of each channel, with which the extraction
+    maps uint8 pixels on the device (`Encoder.put`) bit for bit as the op maps them on the host."""
+
+    vmin: float
+    vmax: float
+    in_min: float | tuple[float, ...]
+    in_max: float | tuple[float, ...]
+    clip_values: bool
+
+    def __call__(self, image):
+        # Same order of float32 operations as the reference, so results agree to the last bit.
+        lo = tf.constant(self.in_min, tf.float32)
+        hi = tf.constant(self.in_max, tf.float32)
+        image = (tf.cast(image, tf.float32) - lo) / (hi - lo)
+        image = self.vmin + image * (self.vmax - self.vmin)
+        if self.clip_values:
+            image = tf.clip_by_value(image, self.vmin, self.vmax)
+        return image
+
+    def table(self, channels: int = 3):
+        """[256, channels] float32: row v is the op's output for a pixel whose every channel is v."""
+        pixels = tf.broadcast_to(tf.range(256, dtype=tf.int32)[:, None], (256, channels))
+        return self(tf.cast(pixels, tf.uint8)).numpy()
+
+
 @register("value_range")
 def _value_range(vmin=-1, vmax=1, in_min=0, in_max=255.0, clip_values=False):
     """Map [in_min, in_max] (scalars or per-channel lists) linearly to [vmin, vmax], float32."""
-    vmin = number("vmin", vmin)
-    vmax = number("vmax", vmax)
-    in_min = numbers("in_min", in_min)
-    in_max = numbers("in_max", in_max)
-    clip_values = boolean("clip_values", clip_values)
-
-    def fn(image):
-        # Same order of float32 operations as the reference, so results agree to the last bit.
-        lo = tf.constant(in_min, tf.float32)
-        hi = tf.constant(in_max, tf.float32)
-        image = (tf.cast(image, tf.float32) - lo) / (hi - lo)
-        image = vmin + image * (vmax - vmin)
-        if clip_values:
-            image = tf.clip_by_value(image, vmin, vmax)
-        return image
-
-    return fn
+    return ValueRange(number("vmin", vmin), number("vmax", vmax), numbers("in_min", in_min),
+                      numbers("in_max", in_max), boolean("clip_values", clip_values))

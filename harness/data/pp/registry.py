@@ -27,8 +27,8 @@ class ArgError(Exception):
 class OpDef:
     name: str
     factory: Callable[..., Callable]
-    keyed: bool  # reads data[key or inkey], writes data[key or outkey]
-    random: bool  # the op's function takes (value, seed)
+    keyed: bool  # reads data[key or inkey], writes data[key or outkey]; else it maps the whole example dict
+    random: bool  # the op's function takes (value or example, seed)
 
     def signature(self) -> str:
         params = list(inspect.signature(self.factory).parameters.values())

@@ -4,6 +4,7 @@ big_vision's `text_transformer` (Linear weights (out, in) -> (in, out), heads sp
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -260,10 +261,10 @@ def naflex_embeddings(weight: np.ndarray, posemb: np.ndarray) -> dict[str, np.nd
     """`Siglip2VisionEmbeddings` -> big_vision's naflex_vit: the Linear (D, p*p*3) over (y, x, channel)-flattened
     patches is the Dense kernel's transpose; the (G*G, D) posemb is the row-major G x G grid (transformers'
     convert_siglip2_to_hf.py reshapes big_vision's (G, G, D) to (G*G, D), the model reshapes it back)."""
-    g = int(round(np.sqrt(posemb.shape[0])))
-    if g * g != posemb.shape[0]:
-        raise HarnessError(f"Hugging Face SigLIP 2 vision tower: position_embedding has {posemb.shape[0]} rows, not "
-                           "a square grid; the file is corrupt or not a SigLIP 2 checkpoint")
+    g = math.isqrt(posemb.shape[0]) if posemb.ndim == 2 else 0
+    if posemb.ndim != 2 or g * g != posemb.shape[0]:
+        raise HarnessError(f"Hugging Face SigLIP 2 vision tower: position_embedding of shape {posemb.shape} is "
+                           "not (G*G, width) of a square grid; the file is corrupt or not a SigLIP 2 checkpoint")
     return {"embedding/kernel": weight.T, "pos_embedding": posemb.reshape(g, g, posemb.shape[1])}
 
 

@@ -246,6 +246,36 @@ def test_live_transformers_on_the_harness_inputs(towers):
                                atol=TOL)
 
 
+_MESH_CHILD = """
+import sys
+import numpy as np
+import jax
+sys.path.insert(0, ".")
+from tests.test_siglip2 import HF, LAYOUTS, hf_naflex_inputs
+from harness.models.encoder import load_encoder
+assert jax.device_count() == 2
+enc = load_encoder(LAYOUTS["hf_naflex"])
+batch = enc.put(hf_naflex_inputs())  # 5 rows over 2 devices: one zero (all-padding) row added, then dropped
+out = enc.fetch(enc.dispatch(batch, ["pre_logits"]))["pre_logits"]
+np.testing.assert_allclose(out, HF["naflex_image_pooler"], atol=1e-4)
+print("ok", out.shape)
+"""
+
+
+def test_naflex_inputs_on_a_device_mesh():
+    """The NaFlex tuple through `put` / `dispatch` / `fetch` split over a 2-device mesh (CPU devices) gives
+    transformers' embeddings, the padding row of an odd batch dropped."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _MESH_CHILD], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "ok (5, 32)" in out.stdout, out.stderr[-2000:]
+
+
 # ------------------------------------------------------------------------------------- settings
 def test_naflex_settings_are_checked(tmp_path):
     with pytest.raises(HarnessError, match="no fixed resolution"):

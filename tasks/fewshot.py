@@ -88,6 +88,7 @@ class FewShot(Task):
     description = "closed-form ridge probes, 1/5/10/25 shots x 3 seeds (paper Table 3)"
     report_title = "Few-shot closed-form probes, accuracy % (paper Table 3)"
     report_order = (3, 0)  # columns: shot by shot, each in Table 3's dataset order (harness.data)
+    naflex_inputs = True  # images only through ctx.extract
     Config = FewShotConfig
     neutral_settings = ("datasets", "shots", "batch_size")  # k-shot sets are nested: shots move no number
     presets = {

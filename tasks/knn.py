@@ -53,6 +53,7 @@ class Knn(Task):
     report_title = "k-NN on frozen features, accuracy % (DINOv2 / DINOv3 protocol; not in the paper)"
     Config = KnnConfig
     neutral_settings = ("datasets", "ks", "batch_size")  # each k is its own metric
+    naflex_inputs = True  # images only through ctx.extract
     presets = {"proxy": dict(datasets=("proxy_scenes", "proxy_digits"), batch_size=50)}
 
     def metrics(self, config: KnnConfig) -> list[Metric]:

@@ -115,6 +115,7 @@ class LinearProbe(Task):
     description = "softmax probe on frozen pre_logits, SGD grid chosen on minival (paper Table 2)"
     report_title = "Linear probe on frozen features, top-1 % (paper Table 2)"
     report_order = (2, 0)
+    naflex_inputs = True  # images only through ctx.extract
     Config = LinearProbeConfig
     neutral_settings = ("eval_datasets", "extract_batch_size")
     presets = {

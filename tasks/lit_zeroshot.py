@@ -210,6 +210,7 @@ class LitZeroShot(Task):
     report_columns = ("top1", "top5")
     Config = LitZeroShotConfig
     neutral_settings = ("zeroshot_datasets", "retrieval_datasets")
+    naflex_inputs = True  # images only through ctx.extract
     presets = {
         # LiT on proxy_scenes' train captions against the proxy checkpoint, then zero-shot on its 24
         # classes and retrieval on its test captions: about a minute on 2 CPU cores.

@@ -153,6 +153,10 @@ class Task:
     report_title: ClassVar[str] = ""
     report_order: ClassVar[tuple[int, int] | None] = None
     report_columns: ClassVar[tuple[str, ...]] = ()
+    # Whether the task reads images only through `RunContext.extract` (the pp of a NaFlex encoder, whose images
+    # are patch sequences, is then the encoder's own: `Encoder.image_pp`); the runner refuses a NaFlex encoder
+    # for any other task.
+    naflex_inputs: ClassVar[bool] = False
 
     def metrics(self, config) -> list[Metric]:
         raise NotImplementedError

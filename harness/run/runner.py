@@ -194,6 +194,9 @@ def _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, *, preset, data_dir, out_di
 def execute(task: api.Task, config, encoder: Encoder, ctx: api.RunContext) -> tuple[dict, dict[str, api.Metric]]:
     """Runs `task` with its encoder-dependent settings resolved; returns (its metrics, the declared Metric of
     each name). The metric names must be the declared ones and every value finite: otherwise no record."""
+    if getattr(encoder, "naflex", False) and not task.naflex_inputs:
+        raise HarnessError(f"{task.name} feeds the encoder square images, which a NaFlex encoder (SigLIP 2 NaFlex) "
+                           "does not take; run it on fewshot, linear_probe, knn or lit_zeroshot")
     config = task.resolve_config(config, encoder)
     metrics = task.run(encoder, ctx, config)
     declared = {m.name: m for m in task.metrics(config)}

@@ -100,8 +100,11 @@ def main():
 @click.option("--cpu-devices", default=None, envvar=ENV_CPU_DEVICES,
               help="Split the host CPU into N XLA devices (or 'auto': one per core) so that the mesh runs "
                    "over the cores ($HARNESS_CPU_DEVICES).")
+@click.option("--log-samples/--no-log-samples", default=True, show_default=True,
+              help="Write what was predicted per example beside each record (<record>.samples.jsonl.gz), for "
+                   "`harness rescore`, `report --compare` and the HTML report's example pages.")
 def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_dir, sets, name, force,
-        coordinator, num_processes, process_id, param_sharding, cpu_devices):
+        coordinator, num_processes, process_id, param_sharding, cpu_devices, log_samples):
     """Run one task (or a suite of tasks) on one checkpoint and write result records."""
     if bool(task_name) == bool(suite):
         raise HarnessError("give exactly one of --task NAME or --suite NAME")
@@ -145,7 +148,8 @@ def run(task_name, suite, ckpt, variant, res, preset, data_dir, out_dir, cache_d
     verbose = bool(suite)
     records, failed = [], []
     for done in suites.run_entries(entries, ckpt, encoder_config=enc, keep_going=verbose, distributed=distributed,
-                                   data_dir=data_dir, out_dir=out_dir, cache_dir=cache_dir, name=name, force=force):
+                                   data_dir=data_dir, out_dir=out_dir, cache_dir=cache_dir, name=name, force=force,
+                                   log_samples=log_samples):
         where = f"[{done.index + 1}/{len(entries)}] {done.label}"
         if done.error is not None:
             failed.append(done.label)
@@ -237,15 +241,43 @@ def ls_datasets(data_dir):
 @click.option("--layout", type=click.Choice(["long", "wide"]), default=None,
               help="Markdown: long (default; per task, rows = metrics, columns = checkpoints, value ± CI "
               "half-width) or wide (rows = checkpoints, columns = metrics, value [lo, hi]).")
-def report(runs, fmt, output, baseline, with_, show_seeds, layout):
+@click.option("--compare", nargs=2, default=None, metavar="A B",
+              help="Checkpoint B against A on the examples both evaluated (each a row name of RUNS or a folder of "
+              "one checkpoint's records): per metric B - A, its paired bootstrap CI, a p-value, and the examples "
+              "80%% power needs; from the records' samples files.")
+@click.option("--data-dir", default=None, help="HTML: TFDS data dir to read the proxies' images from for the pages "
+              "of examples (default $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+def report(runs, fmt, output, baseline, with_, show_seeds, layout, compare, data_dir):
     """Comparison tables of the result records under RUNS, one per task (Markdown: rows = metrics, columns =
-    checkpoints; --layout wide, CSV, LaTeX and HTML: rows = checkpoints, columns = metrics)."""
+    checkpoints; --layout wide, CSV, LaTeX and HTML: rows = checkpoints, columns = metrics). The HTML page links,
+    per task, a page of the worst and the most uncertain examples (from the records' samples files)."""
     from harness.report import report_command
 
     check_output_file("-o", output)
+    if compare:
+        if baseline or with_ or layout:
+            raise HarnessError("--compare A B makes its own table; drop --baseline, --with and --layout")
+        from harness.report.compare import compare_command
+
+        # With -o the table goes to the file and "wrote FILE" to stderr, so that `-o /dev/stdout` is a pipe.
+        click.echo(compare_command(runs, *compare, fmt=fmt, output=output, show_seeds=show_seeds), nl=False,
+                   err=bool(output))
+        return
     # With -o the table goes to the file and "wrote FILE" to stderr, so that `-o /dev/stdout` is a pipe.
     click.echo(report_command(runs, fmt=fmt, output=output, baseline=baseline, with_paper="paper" in with_,
-                              show_seeds=show_seeds, layout=layout), nl=False, err=bool(output))
+                              show_seeds=show_seeds, layout=layout, data_dir=data_dir), nl=False, err=bool(output))
+
+
+@main.command()
+@click.argument("records", nargs=-1, required=True)
+def rescore(records):
+    """Recompute every metric of RECORDS (record files or folders) from their samples files with the metric code
+    installed now; print recorded vs rescored; exit 1 naming each metric that moved."""
+    from harness.report.rescore import rescore_command
+
+    text, code = rescore_command(records)
+    click.echo(text, nl=False)
+    sys.exit(code)
 
 
 @main.command()

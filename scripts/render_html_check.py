@@ -1,7 +1,7 @@
 """Open a `harness report --format html` page in headless Chromium and check that it renders.
 
     python scripts/render_html_check.py report.html [--screenshot out.png] [--width PX] [--min-rows N]
-                                                    [--min-images N] [--expect TEXT ...]
+                                                    [--min-images N] [--expect TEXT ...] [--local-root DIR]
 
 Chromium opens a copy of the page with a small hook added at the top of <head> (the page itself has no
 script): it records every uncaught error and every resource that failed to load, and at the `load` event
@@ -15,6 +15,10 @@ tall as the page, up to MAX_HEIGHT). Checked:
 - the screenshot as a whole is not blank; the tables have at least N body rows; no reference to
   anything outside the page (Chromium runs with networking features off, so a page needing the network
   would show it); every --expect text is in the rendered text.
+
+`--local-root DIR` allows what a report with pages of examples has: links and PNG images given as relative
+paths to files that exist under DIR (the main page's links to its pages of examples, their thumbnails and
+links back); the hooked copy is then opened from the page's own folder, so those paths resolve.
 
 Exit 0 when every check passes, 1 otherwise; the reasons are printed. Needs the `chromium` binary (Debian:
 `apt-get install -y chromium`).
@@ -85,8 +89,9 @@ class _DomStats(html.parser.HTMLParser):
     """Counts table body rows, inline PNG images and anything that would load from elsewhere; keeps the
     text, and the hook's report from <html data-render-check>."""
 
-    def __init__(self):
+    def __init__(self, local_ok=None):
         super().__init__()
+        self.local_ok = local_ok or (lambda ref: False)  # whether a relative reference is an allowed local file
         self.rows = 0
         self.tables = 0
         self.png_images = 0
@@ -111,13 +116,13 @@ class _DomStats(html.parser.HTMLParser):
             self.rows += 1
         elif tag == "img":
             src = a.get("src") or ""
-            if src.startswith("data:image/png;base64,"):
+            if src.startswith("data:image/png;base64,") or (src.endswith(".png") and self.local_ok(src)):
                 self.png_images += 1
             else:
                 self.other_images.append(src[:80])
         for key in ("src", "href"):
             v = (a.get(key) or "").strip()
-            if v and not v.startswith(("data:", "#")):
+            if v and not v.startswith(("data:", "#")) and not self.local_ok(v):
                 self.external.append(f"<{tag} {key}={v[:80]}>")
 
     def handle_endtag(self, tag):
@@ -153,37 +158,57 @@ class Rendered:
     screenshot: np.ndarray  # RGB, float32
 
 
-def render(page: Path, screenshot: Path, *, width: int = 1200) -> Rendered | str:
-    """DOM and whole-page screenshot of `page` (with the hook), or the reason there are none."""
+def local_reference(page: Path, root: Path):
+    """Whether a reference of `page` is a relative path to a file under `root`."""
+    here, root = page.resolve().parent, Path(root).resolve()
+
+    def ok(ref: str) -> bool:
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:|^/|^\\\\", ref) or "?" in ref or "#" in ref:
+            return False  # a scheme (http:, file:, javascript:), an absolute or network path, a query
+        target = (here / ref).resolve()
+        return target.is_file() and (target == root or root in target.parents)
+
+    return ok
+
+
+def render(page: Path, screenshot: Path, *, width: int = 1200, local_root: Path | None = None) -> Rendered | str:
+    """DOM and whole-page screenshot of `page` (with the hook), or the reason there are none. `local_root`:
+    relative links and PNG images of files under it are allowed (and load: the copy is opened beside the page)."""
     binary = find_chromium()
     if binary is None:
         return "chromium not found; install it (Debian: apt-get install -y chromium)"
     with tempfile.TemporaryDirectory(prefix="render-check-") as tmp:
-        hooked = Path(tmp) / page.name
+        local = local_root is not None
+        hooked = (page.parent / f".render-check-{page.name}") if local else Path(tmp) / page.name
         hooked.write_text(with_hook(page.read_text(encoding="utf-8")), encoding="utf-8")
-        url = hooked.resolve().as_uri()
-        dom = run_chromium(binary, ["--dump-dom", f"--window-size={width},1000", url])
-        if dom.returncode != 0 or "<html" not in dom.stdout:
-            return f"chromium --dump-dom failed (exit {dom.returncode}): {dom.stderr.strip()[-400:]}"
-        stats = _DomStats()
-        stats.feed(dom.stdout)
-        if stats.hook is None:
-            return "the page's load event never came (no render report in the DOM Chromium built)"
-        height = min(max(int(json.loads(stats.hook)["height"]), 100), MAX_HEIGHT)
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        screenshot.unlink(missing_ok=True)
-        shot = run_chromium(binary, [f"--screenshot={screenshot.resolve()}", f"--window-size={width},{height}", url])
-        if not screenshot.exists():
-            return f"chromium wrote no screenshot (exit {shot.returncode}): {shot.stderr.strip()[-400:]}"
+        try:
+            url = hooked.resolve().as_uri()
+            dom = run_chromium(binary, ["--dump-dom", f"--window-size={width},1000", url])
+            if dom.returncode != 0 or "<html" not in dom.stdout:
+                return f"chromium --dump-dom failed (exit {dom.returncode}): {dom.stderr.strip()[-400:]}"
+            stats = _DomStats(local_reference(page, local_root) if local else None)
+            stats.feed(dom.stdout)
+            if stats.hook is None:
+                return "the page's load event never came (no render report in the DOM Chromium built)"
+            height = min(max(int(json.loads(stats.hook)["height"]), 100), MAX_HEIGHT)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            screenshot.unlink(missing_ok=True)
+            shot = run_chromium(binary, [f"--screenshot={screenshot.resolve()}", f"--window-size={width},{height}",
+                                         url])
+            if not screenshot.exists():
+                return f"chromium wrote no screenshot (exit {shot.returncode}): {shot.stderr.strip()[-400:]}"
+        finally:
+            if local:
+                hooked.unlink(missing_ok=True)
     console = [ln for ln in (shot.stderr + dom.stderr).splitlines() if CONSOLE_LINE.search(ln)]
     pixels = np.asarray(Image.open(screenshot).convert("RGB"), dtype=np.float32)
     return Rendered(stats, json.loads(stats.hook), console, pixels)
 
 
 def check(page: Path, screenshot: Path, *, min_rows: int = 1, min_images: int = 1, width: int = 1200,
-          expect: Sequence[str] = ()) -> list[str]:
+          expect: Sequence[str] = (), local_root: Path | None = None) -> list[str]:
     """The list of failed checks (empty = all passed)."""
-    r = render(page, screenshot, width=width)
+    r = render(page, screenshot, width=width, local_root=local_root)
     if isinstance(r, str):
         return [r]
     return check_rendered(r, page, screenshot, min_rows=min_rows, min_images=min_images, expect=expect)
@@ -239,13 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-images", type=int, default=1)
     p.add_argument("--width", type=int, default=1200, help="Window width in pixels (the height is the page's).")
     p.add_argument("--expect", action="append", default=[], help="Text the rendered page must contain.")
+    p.add_argument("--local-root", type=Path, default=None, help="Allow relative links and PNG images of files "
+                   "under this folder (a report's pages of examples, their thumbnails, their links back).")
     args = p.parse_args(argv)
     if not args.page.is_file():
         print(f"{args.page}: no such file", file=sys.stderr)
         return 1
     shot = args.screenshot or args.page.with_suffix(".png")
     failures = check(args.page, shot, min_rows=args.min_rows, min_images=args.min_images, width=args.width,
-                     expect=args.expect)
+                     expect=args.expect, local_root=args.local_root)
     for f in failures:
         print(f"FAIL: {f}", file=sys.stderr)
     if not failures:

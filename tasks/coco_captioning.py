@@ -114,6 +114,13 @@ class CocoCaptioning(Task):
         ctx.note_artifact("predictions", pred_path)
         ctx.note_per_example(f"{base}/cider", scores["cider_per_example"])
         ctx.note_per_example(f"{base}/rouge_l", scores["rouge_l_per_example"])
+        nll = out["log_perplexity_per_example"]
+        samples = ctx.note_samples(config.dataset, eval_split, ids=table.ids, index=table.rows, targets=table.targets,
+                                   predictions=[{"text": predictions[i]} for i in table.ids])
+        samples.score(f"{base}/cider", "caption", scores["cider_per_example"], which="cider")
+        samples.score(f"{base}/bleu4", "caption", which="bleu4")  # corpus-level: no per-example score
+        samples.score(f"{base}/rouge_l", "caption", scores["rouge_l_per_example"], which="rouge_l")
+        samples.score(f"{base}/log_perplexity", "mean", [None if np.isnan(v) else v for v in nll])
         ctx.info["cider_computed_on"] = {
             "dataset": config.dataset, "split": eval_split, "num_images": scores["num_examples"],
             "note": "CIDEr-D IDF from this set's references; not comparable across sets or caps"}

@@ -17,8 +17,9 @@ then the mean over images (`harness.eval.dense`).
 
 `features=cached` (the proxy preset) trains on features of the evaluation pp's images extracted once
 through the feature cache: a named deviation (no augmentation), fast. Metrics `depth/<dataset>/rmse` (m,
-lower is better), `abs_rel` (lower), `delta1` (%, higher), each with its per-image values. The reported head is
-the final one, as DINOv3 reports.
+lower is better), `abs_rel` (lower), `delta1` (%, higher), each with its per-image values (kept in the
+samples file, with each image's valid pixels and the mean depth of truth and prediction over them). The
+reported head is the final one, as DINOv3 reports.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 from harness import api, data
 from harness.api import Metric, RunContext, Task
 from harness.eval import dense as metrics_dense
+from harness.eval.samples import signif
 from harness.train import dense
 
 FEATURE_MODES = ("online", "cached")
@@ -166,7 +168,8 @@ class Depth(Task):
             predict = dense.make_predict(objective, (res, res))
             enc_params = None
             eval_batches = ((to_grid(np.asarray(feats["eval"]["encoded"][i:i + config.eval_batch_size], np.float32)),
-                             np.asarray(feats["eval"][key][i:i + config.eval_batch_size]))
+                             np.asarray(feats["eval"][key][i:i + config.eval_batch_size]),
+                             np.asarray(feats["eval"]["index"][i:i + config.eval_batch_size]))
                             for i in range(0, len(feats["eval"]["encoded"]), config.eval_batch_size))
         else:
             pp = train_pp(config, info, res)
@@ -189,13 +192,14 @@ class Depth(Task):
             n_eval = data.num_examples(config.dataset, eval_split, ctx.data_dir)
             ctx.note_dataset(config.dataset, eval_split, min(n_eval, config.max_eval_examples or n_eval), pp_eval,
                              role="depth_eval")
-            eval_batches = ((b["image"][b["_mask"]], b[key][b["_mask"]])
+            eval_batches = ((b["image"][b["_mask"]], b[key][b["_mask"]], b["_index"][b["_mask"]])
                             for b in data.iterate(config.dataset, eval_split, batch_size=config.eval_batch_size,
                                                   pp=pp_eval, data_dir=ctx.data_dir,
                                                   num_examples=config.max_eval_examples or None))
         t0 = time.perf_counter()
         per_image = {m: [] for m in ("rmse", "abs_rel", "delta1")}
-        for x, gt in eval_batches:
+        index, truths, predictions = [], [], []
+        for x, gt, idx in eval_batches:
             pred = np.asarray(predict(head.params, head.state, enc_params, x))
             if config.flip_tta and config.features == "online":
                 # DINOv3's LeftRightFlipAug: the flipped image's prediction, flipped back, averaged (cached
@@ -207,13 +211,30 @@ class Depth(Task):
                                                     max_depth=config.max_depth)
                 for m, values in per_image.items():
                     values.append(scores[m])
+                truth, depth = _valid_depths(np.asarray(g, np.float32), p, config.min_depth, config.max_depth)
+                truths.append(truth)
+                predictions.append(depth)
+            index += np.asarray(idx).tolist()
         ctx.add_time("eval_seconds", time.perf_counter() - t0)
         ctx.add_time("train_seconds", head.seconds)
         ctx.info["loss"] = {"first": head.losses[0], "last": head.losses[-1]}
         out = {}
+        samples = ctx.note_samples(config.dataset, eval_split, index=index, targets=truths, predictions=predictions)
         for m, values in per_image.items():
             values = np.asarray(values) * (100.0 if m == "delta1" else 1.0)
             name = self.metric_name(config.dataset, m)
             out[name] = float(values.mean())
             ctx.note_per_example(name, values)
+            samples.score(name, "mean", values)
         return out
+
+
+def _valid_depths(gt: np.ndarray, pred: np.ndarray, min_depth: float, max_depth: float) -> tuple[dict, dict]:
+    """What the samples file keeps of one image (a depth map is too large for it): the ground truth's valid
+    pixels (as `harness.eval.dense.depth_scores` counts them) with their mean depth, and the prediction's mean
+    over those pixels, in metres (6 significant digits)."""
+    pred = metrics_dense.resize_nearest(np.asarray(pred, np.float32), gt.shape[:2])
+    valid = (gt > min_depth) & (gt < max_depth)
+    n = int(valid.sum())
+    mean = (lambda a: signif(float(a[valid].mean())) if n else None)
+    return {"valid_pixels": n, "mean_depth": mean(gt)}, {"mean_depth": mean(pred)}

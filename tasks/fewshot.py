@@ -19,6 +19,7 @@ from harness.api import Metric, RunContext, Task
 from harness.data.pp import eval_pp, side_before_crop
 from harness.errors import HarnessError
 from harness.eval import fewshot
+from harness.eval.samples import ranked
 
 
 @dataclasses.dataclass
@@ -87,6 +88,7 @@ class FewShot(Task):
     description = "closed-form ridge probes, 1/5/10/25 shots x 3 seeds (paper Table 3)"
     report_title = "Few-shot closed-form probes, accuracy % (paper Table 3)"
     report_order = (3, 0)  # columns: shot by shot, each in Table 3's dataset order (harness.data)
+    naflex_inputs = True  # images only through ctx.extract
     Config = FewShotConfig
     neutral_settings = ("datasets", "shots", "batch_size")  # k-shot sets are nested: shots move no number
     presets = {
@@ -124,12 +126,18 @@ class FewShot(Task):
                                           role=f"fewshot_{role}")
             num_classes = info.num_classes or data.num_classes(ds, ctx.data_dir)
             t0 = time.perf_counter()
+            top: dict = {}
+            labels = np.asarray(feats["test"][info.label_key])
             acc = fewshot.sweep(np.asarray(feats["train"][config.representation]),
                                 np.asarray(feats["train"][info.label_key]),
-                                feats["test"][config.representation], np.asarray(feats["test"][info.label_key]),
+                                feats["test"][config.representation], labels,
                                 shots=config.shots, seeds=config.seeds, l2_reg=config.l2_reg,
-                                num_classes=num_classes, dtype=config.solve_dtype)
+                                num_classes=num_classes, dtype=config.solve_dtype, top=top)
             ctx.add_time("probe_seconds", time.perf_counter() - t0)
+            # Samples: per test image, every (shots, seed) probe's top-5.
+            heads = {f"{k}shot/seed-{s}": ranked(*top[(k, s)]) for k in config.shots for s in config.seeds}
+            samples = ctx.note_samples(ds, splits["test"], index=feats["test"]["index"], targets=labels,
+                                       predictions=[dict(zip(heads, p)) for p in zip(*heads.values())])
             for k in config.shots:
                 vals = np.array([acc[(k, s)] for s in config.seeds]) * 100
                 base = self.metric_name(ds, f"{k}shot")
@@ -137,4 +145,10 @@ class FewShot(Task):
                 metrics[base + "/std"] = float(vals.std())
                 for s, v in zip(config.seeds, vals):
                     metrics[f"{base}/seed-{s}"] = float(v)
+                hits = {s: (top[(k, s)][0][:, 0] == labels) * 100.0 for s in config.seeds}
+                for s in config.seeds:
+                    samples.score(f"{base}/seed-{s}", "top1", hits[s], field=f"{k}shot/seed-{s}")
+                seeds = [f"{base}/seed-{s}" for s in config.seeds]
+                samples.score(base, "mean_of", np.mean([hits[s] for s in config.seeds], axis=0), metrics=seeds)
+                samples.score(base + "/std", "std_of", metrics=seeds)
         return metrics

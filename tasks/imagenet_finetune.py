@@ -43,6 +43,7 @@ from harness.api import Metric, RunContext, Task
 from harness.data.pp import Preprocess, eval_pp, side_before_crop
 from harness.errors import HarnessError
 from harness.eval.metrics import restricted_argmax
+from harness.eval.samples import top_classes
 from harness.progress import Progress
 from harness.scale import sharding
 from harness.train import finetune, optim
@@ -286,13 +287,14 @@ class ImageNetFinetune(Task):
                           data.label_is_set(ds, ctx.data_dir)))
         metrics = {}
         for leaf, ds, split, key, multi in evals:
-            scores = _evaluate(predict, params, ds, split, key=key, multi_label=multi, num_classes=num_classes,
-                               pp=pp_eval, batch_size=config.eval_batch_size, ctx=ctx,
-                               num_examples=config.max_eval_examples or None, role=leaf,
-                               classes=data.class_subset(ds, ctx.data_dir))
+            scores, samples = _evaluate(predict, params, ds, split, key=key, multi_label=multi,
+                                        num_classes=num_classes, pp=pp_eval, batch_size=config.eval_batch_size,
+                                        ctx=ctx, num_examples=config.max_eval_examples or None, role=leaf,
+                                        classes=data.class_subset(ds, ctx.data_dir))
             name = f"{base}/{leaf}"
             metrics[name] = float(100.0 * scores.mean()) if scores.size else float("nan")
             ctx.note_per_example(name, 100.0 * scores)
+            samples.score(name, "top1", 100.0 * scores)
         timings["eval_seconds"] = time.perf_counter() - t0
         ctx.timings.update(timings)
         ctx.info["finetune"] = run_info
@@ -459,26 +461,28 @@ def _predictor(model):
 
 def _evaluate(predict, params, dataset: str, split: str, *, key: str, multi_label: bool, num_classes: int,
               pp: str, batch_size: int, ctx: RunContext, num_examples: int | None, role: str,
-              classes=None) -> np.ndarray:
+              classes=None):
     """Per-example 0/1 scores (ReaL: of the images that have a label) on one split, of the argmax over
-    `classes` only (None: all)."""
+    `classes` only (None: all), and the split's samples (`RunContext.note_samples`: the scored images' top-5)."""
 
     full_pp = f'{pp}|keep("image", "{key}")'
     total = data.eval_num_batches(dataset, split, batch_size=batch_size, data_dir=ctx.data_dir,
                                   num_examples=num_examples)
-    preds, labels = [], []
+    preds, labels, tops, index = [], [], [], []
     with Progress(total, f"eval {role} {dataset}/{split}", "batch", enabled=ctx.progress) as bar:
         for batch in data.iterate(dataset, split, batch_size=batch_size, pp=full_pp, data_dir=ctx.data_dir,
                                   num_examples=num_examples):
             mask = np.asarray(batch["_mask"], bool)
             logits = sharding.apply_to_batch(predict, params, np.asarray(batch["image"]))
             preds.append(restricted_argmax(np.asarray(logits)[mask], classes))
+            tops += top_classes(np.asarray(logits)[mask], classes=classes)
+            index += np.asarray(batch["_index"])[mask].tolist()
             labels.append(np.asarray(batch[key])[mask])
             bar.update(1)
     n = sum(len(p) for p in preds)
     ctx.note_dataset(dataset, split, n, full_pp, role=role)
     if not n:
-        return np.zeros((0,), np.float64)
+        return np.zeros((0,), np.float64), ctx.note_samples(dataset, split, targets=[], predictions=[], index=[])
     pred = np.concatenate(preds)
     if multi_label:
         width = max(lab.shape[1] if lab.ndim == 2 else 1 for lab in labels)
@@ -487,8 +491,13 @@ def _evaluate(predict, params, dataset: str, split: str, *, key: str, multi_labe
         scores, keep = finetune.real_correct(pred, finetune.multi_hot(np.concatenate(padded), num_classes))
         ctx.info.setdefault("real_examples", {})[f"{dataset}/{split}"] = {"with_labels": int(keep.sum()),
                                                                          "total": int(n)}
-        return scores
-    return finetune.top1_correct(pred, np.concatenate(labels))
+        label_sets = [[int(c) for c in row if c >= 0] for row in np.concatenate(padded)]
+        kept = np.flatnonzero(keep)
+        return scores, ctx.note_samples(dataset, split, index=[index[i] for i in kept],
+                                        targets=[label_sets[i] for i in kept], predictions=[tops[i] for i in kept])
+    label = np.concatenate(labels)
+    return finetune.top1_correct(pred, label), ctx.note_samples(dataset, split, index=index, targets=label,
+                                                                 predictions=tops)
 
 
 def _note_artifacts(ctx: RunContext, harness_dir: Path, npz_path: Path):

@@ -15,6 +15,7 @@ from harness import api, data
 from harness.api import Metric, RunContext, Task
 from harness.data.pp import eval_pp, side_before_crop
 from harness.eval import knn
+from harness.eval.samples import ranked
 
 
 @dataclasses.dataclass
@@ -52,6 +53,7 @@ class Knn(Task):
     report_title = "k-NN on frozen features, accuracy % (DINOv2 / DINOv3 protocol; not in the paper)"
     Config = KnnConfig
     neutral_settings = ("datasets", "ks", "batch_size")  # each k is its own metric
+    naflex_inputs = True  # images only through ctx.extract
     presets = {"proxy": dict(datasets=("proxy_scenes", "proxy_digits"), batch_size=50)}
 
     def metrics(self, config: KnnConfig) -> list[Metric]:
@@ -81,9 +83,15 @@ class Knn(Task):
                                num_classes=info.num_classes or data.num_classes(ds, ctx.data_dir))
             ctx.add_time("knn_seconds", time.perf_counter() - t0)
             ctx.info.setdefault("k_used", {})[ds] = {str(k): used for k, used in res["k"].items()}
+            heads = {f"k{k}": ranked(*res["ranked"][k]) for k in config.ks}  # per k: the top-5 of the votes
+            samples = ctx.note_samples(ds, info.split("test"), index=feats["test"]["index"],
+                                       targets=feats["test"][info.label_key],
+                                       predictions=[dict(zip(heads, p)) for p in zip(*heads.values())])
             for top in ("top1", "top5"):
                 for k, correct in res[top].items():
                     name = self.metric_name(ds, f"k{k}", top)
                     metrics[name] = float(correct.mean() * 100)
                     ctx.note_per_example(name, correct * 100.0)
+                    samples.score(name, "top1" if top == "top1" else "topk", correct * 100.0, field=f"k{k}",
+                                  **({} if top == "top1" else {"k": 5}))
         return metrics

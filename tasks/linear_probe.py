@@ -25,6 +25,7 @@ from harness import api, data
 from harness.api import Metric, RunContext, Task
 from harness.data.pp import eval_pp, side_before_crop
 from harness.eval.metrics import restricted_argmax
+from harness.eval.samples import top_classes
 from harness.train import finetune, probe
 
 
@@ -114,6 +115,7 @@ class LinearProbe(Task):
     description = "softmax probe on frozen pre_logits, SGD grid chosen on minival (paper Table 2)"
     report_title = "Linear probe on frozen features, top-1 % (paper Table 2)"
     report_order = (2, 0)
+    naflex_inputs = True  # images only through ctx.extract
     Config = LinearProbeConfig
     neutral_settings = ("eval_datasets", "extract_batch_size")
     presets = {
@@ -168,8 +170,11 @@ class LinearProbe(Task):
         ctx.add_time("probe_seconds", time.perf_counter() - t0)
 
         metrics = {self.metric_name(config.dataset, "minival"): chosen["minival"]}
-        ctx.note_per_example(self.metric_name(config.dataset, "minival"),
-                             top1(probe.predict_linear(params, mx), my) * 100)
+        minival_logits = probe.predict_linear(params, mx)
+        ctx.note_per_example(self.metric_name(config.dataset, "minival"), top1(minival_logits, my) * 100)
+        ctx.note_samples(config.dataset, info.split(config.minival_split), index=minival["index"], targets=my,
+                         predictions=top_classes(minival_logits)).score(
+            self.metric_name(config.dataset, "minival"), "top1", top1(minival_logits, my) * 100)
         for ds, tag in self._eval_sets(config):
             ds_info = data.get_info(ds)
             if ds in skipped:
@@ -178,13 +183,20 @@ class LinearProbe(Task):
             if data.label_is_set(ds, ctx.data_dir):  # a label set per image: ReaL, ObjectNet
                 set_pp, key = label_set_pp(pp, num_classes, ds_info.label_key)
                 feats = features(ds, "test", config.max_eval_examples, set_pp, (key,))
-                correct, _ = real_correct(probe.predict_linear(params, feats[rep]), feats[key], classes)
+                logits = probe.predict_linear(params, feats[rep])
+                correct, keep = real_correct(logits, feats[key], classes)
+                targets = [np.flatnonzero(row).tolist() for row in np.asarray(feats[key])[keep]]
             else:
                 feats = features(ds, "test", config.max_eval_examples, pp, (ds_info.label_key,))
-                correct = top1(probe.predict_linear(params, feats[rep]), feats[ds_info.label_key], classes)
+                logits = probe.predict_linear(params, feats[rep])
+                correct = top1(logits, feats[ds_info.label_key], classes)
+                keep, targets = np.ones(len(correct), bool), np.asarray(feats[ds_info.label_key])
             name = self.metric_name(config.dataset, tag)
             metrics[name] = float(correct.mean() * 100) if len(correct) else None
             ctx.note_per_example(name, correct * 100)
+            ctx.note_samples(ds, ds_info.split("test"), index=np.asarray(feats["index"])[keep], targets=targets,
+                             predictions=top_classes(np.asarray(logits)[keep], classes=classes)).score(
+                name, "top1", correct * 100)
         ctx.info["skipped_datasets"] = skipped
         ctx.info["selected"] = {k: chosen[k] for k in ("lr", "epochs", "weight_decay", "minival")}
         ctx.info["grid"] = table

@@ -41,6 +41,7 @@ from harness.data.text_pp import TEXT_PP_CHOICES, choose_text_pp, tokenize_pp
 from harness.data.texts import TEMPLATE_SETS, class_texts, prompt_templates, read_captions, read_field
 from harness.errors import HarnessError
 from harness.eval.metrics import RECALL_AT, retrieval_recall, zeroshot_hits
+from harness.eval.samples import RETRIEVED, TOP, ranked, signif
 from harness.models import text
 from harness.train import lit, optim
 
@@ -209,6 +210,7 @@ class LitZeroShot(Task):
     report_columns = ("top1", "top5")
     Config = LitZeroShotConfig
     neutral_settings = ("zeroshot_datasets", "retrieval_datasets")
+    naflex_inputs = True  # images only through ctx.extract
     presets = {
         # LiT on proxy_scenes' train captions against the proxy checkpoint, then zero-shot on its 24
         # classes and retrieval on its test captions: about a minute on 2 CPU cores.
@@ -385,6 +387,12 @@ class LitZeroShot(Task):
         zimg = text.l2_normalize(np.asarray(feats[representation], np.float32)[keep])
         hits = zeroshot_hits(zimg, zclass, [labels[i] for i in keep], classes)
         ctx.note_per_example(self.metric_name(ds, "top1"), hits * 100)
+        sims = zimg @ zclass.T  # samples: each image's 5 nearest class embeddings (the first is the argmax)
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :TOP]
+        ctx.note_samples(ds, split, index=np.asarray(feats["index"])[keep], targets=[labels[i] for i in keep],
+                         predictions=ranked(order if classes is None else np.asarray(classes)[order],
+                                            np.take_along_axis(sims, order, axis=1))).score(
+            self.metric_name(ds, "top1"), "top1", hits * 100)
         return float(hits.mean() * 100) if len(hits) else float("nan")
 
     def _retrieval(self, encoder, ctx, config, ds, pp, representation, embed_texts) -> dict[str, float]:
@@ -398,8 +406,38 @@ class LitZeroShot(Task):
         zimg = text.l2_normalize(np.asarray(feats[representation], np.float32))
         ztxt = embed_texts(texts, desc=f"captions {ds}")
         hits = retrieval_recall(zimg @ ztxt.T, owner)
+        samples = self._retrieval_samples(ctx, ds, split, feats["index"], texts, owner, zimg @ ztxt.T)
         out = {}
         for key, h in hits.items():
             out[self.metric_name(ds, key)] = float(h.mean() * 100)
             ctx.note_per_example(self.metric_name(ds, key), h * 100)
+            samples[key[:3]].score(self.metric_name(ds, key), "recall", h * 100, k=int(key.rpartition("@")[2]))
         return out
+
+    @staticmethod
+    def _retrieval_samples(ctx, ds, split, index, texts, owner, sims) -> dict:
+        """The retrieval queries as samples: images (i2t: the RETRIEVED nearest captions, the image's own
+        captions as the target) and captions (t2i: the nearest images, the caption's image as the target),
+        in `retrieval_recall`'s order (ties: the lower index first). A caption's id is its image's, `#j`."""
+        image_ids = data.example_ids(ds, split, index, ctx.data_dir)
+        nth = np.zeros(len(owner), np.int64)
+        for j in range(1, len(owner)):
+            nth[j] = nth[j - 1] + 1 if owner[j] == owner[j - 1] else 0
+        caption_ids = [f"{image_ids[i]}#{n}" for i, n in zip(owner, nth)]
+        by_image = np.argsort(-sims, axis=1, kind="stable")[:, :RETRIEVED]
+        by_text = np.argsort(-sims, axis=0, kind="stable")[:RETRIEVED].T
+        own = [[] for _ in image_ids]
+        for j, i in enumerate(owner):
+            own[i].append(caption_ids[j])
+        i2t = ctx.note_samples(ds, split, ids=image_ids, index=index, name=f"{ds}/{split}/i2t",
+                               targets=[{"ids": ids} for ids in own],
+                               predictions=[{"retrieved": [caption_ids[t] for t in row],
+                                             "scores": [signif(sims[i, t]) for t in row]}
+                                            for i, row in enumerate(by_image)])
+        t2i = ctx.note_samples(ds, split, ids=caption_ids, index=[int(index[i]) for i in owner],
+                               name=f"{ds}/{split}/t2i",
+                               targets=[{"ids": [image_ids[i]], "caption": t} for i, t in zip(owner, texts)],
+                               predictions=[{"retrieved": [image_ids[i] for i in row],
+                                             "scores": [signif(sims[i, j]) for i in row]}
+                                            for j, row in enumerate(by_text)])
+        return {"i2t": i2t, "t2i": t2i}

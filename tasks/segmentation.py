@@ -15,7 +15,8 @@ On an encoder of resolution R the window is R (DINOv3's 512 is `--set crop=512`,
 512 px, posemb resampled). `features=cached` (the proxy preset) trains on features of the unaugmented
 images extracted once through the feature cache, resized to R x R with their labels, and evaluates those
 too: a named deviation, fast. Metrics `segmentation/<dataset>/{miou,aacc,macc}` (%); mIoU is not a mean over
-images, so no per-example scores. The reported head is the final one (DINOv3 reports the best of its 8
+images, so no per-example scores: the samples file keeps each image's areas per class (intersection, union,
+prediction, label), from which `harness rescore` sums and scores the set again (rule `segmentation`). The reported head is the final one (DINOv3 reports the best of its 8
 validations on the validation set itself).
 """
 
@@ -29,6 +30,7 @@ import numpy as np
 from harness import api, data
 from harness.api import Metric, RunContext, Task
 from harness.eval import dense as metrics_dense
+from harness.eval.samples import segmentation_areas
 from harness.train import dense
 
 FEATURE_MODES = ("online", "cached")
@@ -191,8 +193,9 @@ class Segmentation(Task):
             head = dense.train_head(objective, recipe, dim=feats["train"]["encoded"].shape[-1], batches=batches,
                                     seed=config.seed, progress=ctx.progress, desc="segmentation head")
             t0 = time.perf_counter()
-            areas = self._eval_cached(head, objective, feats["eval"]["encoded"], labels(feats["eval"][seg.key]),
-                                      to_grid, crop, seg.num_classes)
+            per_image = self._eval_cached(head, objective, feats["eval"]["encoded"], labels(feats["eval"][seg.key]),
+                                          to_grid, crop, seg.num_classes)
+            index = feats["eval"]["index"]
         else:
             pp = train_pp(config, info, crop, short)
             tokens = dense.patch_tokens(encoder)
@@ -210,31 +213,45 @@ class Segmentation(Task):
                                     features=tokens, encoder_params=encoder.params, seed=config.seed,
                                     progress=ctx.progress, desc="segmentation head")
             t0 = time.perf_counter()
-            areas = self._eval_slide(encoder, ctx, config, head, objective, info, eval_split, crop, short, stride)
+            index, per_image = self._eval_slide(encoder, ctx, config, head, objective, info, eval_split, crop, short,
+                                                stride)
         ctx.add_time("eval_seconds", time.perf_counter() - t0)
         ctx.add_time("train_seconds", head.seconds)
         ctx.info["loss"] = {"first": head.losses[0], "last": head.losses[-1]}
+        areas = np.zeros((4, seg.num_classes), np.int64)
+        for a in per_image:
+            areas += a
         scores = metrics_dense.segmentation_scores(areas)
         ctx.info["iou_per_class"] = [None if np.isnan(v) else round(float(v) * 100, 4) for v in scores["iou"]]
         ds = config.dataset
-        return {self.metric_name(ds, "miou"): scores["miou"] * 100, self.metric_name(ds, "aacc"): scores["aacc"] * 100,
-                self.metric_name(ds, "macc"): scores["macc"] * 100}
+        # Per image: the label's classes, and the areas whose sums over the set are the metrics.
+        samples = ctx.note_samples(ds, eval_split, index=index,
+                                   targets=[{"classes": np.flatnonzero(a[3]).tolist()} for a in per_image],
+                                   predictions=[segmentation_areas(a) for a in per_image])
+        out = {}
+        for which in ("miou", "aacc", "macc"):
+            out[self.metric_name(ds, which)] = scores[which] * 100
+            samples.score(self.metric_name(ds, which), "segmentation", which=which, num_classes=seg.num_classes)
+        return out
 
     @staticmethod
-    def _eval_cached(head, objective, tokens, labels, to_grid, crop, num_classes) -> np.ndarray:
-        """Whole-image eval of the cached features: logits upsampled to the (resized) label, argmax."""
+    def _eval_cached(head, objective, tokens, labels, to_grid, crop, num_classes) -> list[np.ndarray]:
+        """Whole-image eval of the cached features: logits upsampled to the (resized) label, argmax; each
+        image's areas (4, num_classes)."""
         predict = dense.make_predict(objective, (crop, crop))
-        areas = np.zeros((4, num_classes), np.int64)
+        areas = []
         for start in range(0, len(tokens), 64):
             x = to_grid(np.asarray(tokens[start:start + 64], np.float32))
             pred = np.asarray(predict(head.params, head.state, None, x)).argmax(-1)
             for p, lab in zip(pred, labels[start:start + 64]):
-                areas += metrics_dense.intersect_and_union(p, lab, num_classes)
+                areas.append(metrics_dense.intersect_and_union(p, lab, num_classes))
         return areas
 
     @staticmethod
-    def _eval_slide(encoder, ctx, config, head, objective, info, split, crop, short, stride) -> np.ndarray:
-        """DINOv3's sliding-window eval: each image at its resized size, its label at the original size."""
+    def _eval_slide(encoder, ctx, config, head, objective, info, split, crop, short, stride
+                    ) -> tuple[list[int], list[np.ndarray]]:
+        """DINOv3's sliding-window eval: each image at its resized size, its label at the original size;
+        (the images' positions in the split, each image's areas (4, num_classes))."""
         seg = info.segmentation
         predict = dense.make_predict(objective, (crop, crop), features=dense.patch_tokens(encoder))
         chunk = config.eval_batch_size
@@ -248,14 +265,15 @@ class Segmentation(Task):
             return np.concatenate(out)
 
         pp = slide_pp(info, short)
-        areas = np.zeros((4, seg.num_classes), np.int64)
-        n = 0
+        areas, index = [], []
         for batch in data.iterate(config.dataset, split, batch_size=1, pp=pp, data_dir=ctx.data_dir,
                                   num_examples=config.max_eval_examples or None):
+            if not bool(np.asarray(batch["_mask"])[0]):
+                continue
             label = batch[seg.key][0, ..., 0]
             logits = metrics_dense.slide_logits(batch["image"][0], crop, stride, windows, seg.num_classes)
-            areas += metrics_dense.intersect_and_union(metrics_dense.resized_argmax(logits, label.shape), label,
-                                                       seg.num_classes)
-            n += 1
-        ctx.note_dataset(config.dataset, split, n, pp, role="segmentation_eval")
-        return areas
+            areas.append(metrics_dense.intersect_and_union(metrics_dense.resized_argmax(logits, label.shape), label,
+                                                           seg.num_classes))
+            index.append(int(np.asarray(batch["_index"])[0]))
+        ctx.note_dataset(config.dataset, split, len(areas), pp, role="segmentation_eval")
+        return index, areas

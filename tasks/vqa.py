@@ -203,6 +203,10 @@ class VQA(Task):
         base = _metric_base(ds)
         values: dict[str, float] = {}
         scored = any(item["answers"] if spec.answers else item["answer"] for item in table.extra)
+        samples = ctx.note_samples(
+            ds, eval_split, ids=table.ids, index=table.rows, predictions=[{"text": predictions[q]} for q in table.ids],
+            targets=[{k: item[k] for k in ("answers", "answer_type") if k in item} if spec.answers else item["answer"]
+                     for item in table.extra])
         if not scored:
             # A split without ground truth (VQAv2 test-dev): only the export for the official server.
             log.warning("vqa: %s %s has no answers; predictions exported, not scored", ds, eval_split)
@@ -218,14 +222,21 @@ class VQA(Task):
                 values[name] = v
                 ctx.note_per_example(name, [scores["per_question"][q] for q in table.ids
                                             if questions[q].get("answer_type") == t])
+                samples.score(name, "vqa", [scores["per_question"][q] if questions[q].get("answer_type") == t
+                                            else None for q in table.ids], answer_type=t)
             ctx.note_per_example(f"{base}/accuracy", [scores["per_question"][q] for q in table.ids])
+            samples.score(f"{base}/accuracy", "vqa", [scores["per_question"][q] for q in table.ids])
         else:
             gt = {qid: item["answer"] for qid, item in zip(table.ids, table.extra)}
             per = metrics.exact_match_per_example(predictions, gt, match=_exact_match(ds))
             values[f"{base}/accuracy"] = 100.0 * float(np.mean([per[q] for q in table.ids]))
             ctx.note_per_example(f"{base}/accuracy", [100.0 * per[q] for q in table.ids])
+            samples.score(f"{base}/accuracy", "exact_match", [100.0 * per[q] for q in table.ids],
+                          match=_exact_match(ds))
         if scored:
             values[f"{base}/log_perplexity"] = out["log_perplexity"]
+            samples.score(f"{base}/log_perplexity", "mean",
+                          [None if np.isnan(v) else v for v in out["log_perplexity_per_example"]])
 
         pred_path = ctx.out_dir / f"vqa_{ds.replace('/', '_')}_{eval_split.replace('/', '_')}_predictions.json"
         id_key, answer_key = RESULTS_KEYS.get(data.base_name(ds), ("question_id", "answer"))

@@ -1,5 +1,6 @@
 """The task contract over every registered task (as timm tests every model of its registry): the defaults
-and each preset make a valid config, and a tiny proxy run returns exactly the metrics the task declares.
+and each preset make a valid config, and a tiny proxy run returns exactly the metrics the task declares and
+writes its samples file, from which `harness rescore` recomputes every metric to the record's value exactly.
 Also how the tasks are packaged: the built-ins install as `harness.tasks`, beside other packages' tasks.
 """
 
@@ -11,6 +12,7 @@ import pytest
 
 from harness import api
 from harness.api import registry
+from harness.eval.samples import SUFFIX, read_record_samples, rescore
 from harness.run.runner import run_task
 from tests.tiny import TINY_RUNS
 
@@ -37,11 +39,17 @@ def test_a_tiny_run_returns_exactly_the_declared_metrics(name, task_env):
     preset, sets = TINY_RUNS[name]
     task = registry.get_task(name)
     declared = {m.name for m in task.metrics(api.make_config(task, preset, sets))}
-    rec, _, reused = run_task(name, task_env["ckpt"], preset=preset, sets=sets, data_dir=task_env["data_dir"],
+    rec, path, reused = run_task(name, task_env["ckpt"], preset=preset, sets=sets, data_dir=task_env["data_dir"],
                               out_dir=task_env["out"], cache_dir=task_env["cache_dir"], progress=False)
     assert not reused
     # A record's metrics are the keys run() returned.
     assert set(rec["metrics"]) == declared
+    # Every task writes its samples file, and every metric computed from it with today's metric code is its
+    # record's value exactly (a training loss, not a function of examples, is kept as recorded).
+    samples = read_record_samples({**rec, "_path": str(path)})
+    assert rec["samples"]["path"] == path.stem + SUFFIX and rec["samples"]["num_lines"] == len(samples.lines) > 0
+    assert set(samples.metrics) == declared - {"lit_zeroshot/train/final_loss"}
+    assert rescore(samples) == {m: rec["metrics"][m]["value"] for m in samples.metrics}
 
 
 # ---------------------------------------------------------------------------------------------- packaging

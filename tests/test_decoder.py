@@ -238,8 +238,10 @@ def test_log_perplexity_is_the_cappa_evaluators():
                                                       normalize=per_token, reduction=False))
         want = (per_pair[:3].mean() + per_pair[3]) / 2
         cfg = TD.DecoderSettings(eval_batch_size=3, perplexity_normalize_by_seqlen=per_token)
-        got = TD._log_perplexity(model, params, feats, table, tok, layout, cfg)
+        got, per_example = TD._log_perplexity(model, params, feats, table, tok, layout, cfg)
         assert got == pytest.approx(float(want), rel=1e-5)
+        assert per_example.tolist() == pytest.approx([per_pair[:3].mean(), per_pair[3]], rel=1e-5)
+        assert got == per_example.mean()  # the samples file's per-example values give the metric exactly
         assert abs(got - per_pair.mean()) > 1e-3  # not the mean over all targets
 
 

@@ -43,6 +43,7 @@ from tests.tiny import TINIEST
 SMALL, LARGE = 20, 300
 MEMORY_BOUND = 1 << 30
 HF_FOLDER = Path(__file__).parent / "data" / "hf_siglip" / "two_tower_spm"
+SIGLIP2_NAFLEX = Path(__file__).parent / "data" / "siglip2" / "hf_naflex"  # SigLIP 2's Siglip2Model folder
 GOLDEN = Path(__file__).parent / "data" / "report_golden"
 
 budgets = pytest.mark.parametrize("budget", [SMALL, pytest.param(LARGE, marks=pytest.mark.slow)],
@@ -386,6 +387,28 @@ def test_tokenizer_config(box, bases, budget):
         SiglipTokenizer(folder).encode_hf(["A photo of a </s> dog, running!"], 16)
 
     box.check(budget, st.tuples(mutated(base), mutated(special)), make, read)
+
+
+# ------------------------------------------------------------------------------ SigLIP 2 (Hugging Face)
+@budgets
+@pytest.mark.parametrize("file", ["config.json", "processor_config.json"])
+def test_hf_siglip2_configs(box, budget, file):
+    """A NaFlex `Siglip2Model` folder's config.json and its processor's patch budget (processor_config.json)."""
+    box.check(budget, *_config_case(SIGLIP2_NAFLEX, file, json.loads((SIGLIP2_NAFLEX / file).read_text()),
+                                    _load_both))
+
+
+@budgets
+def test_hf_gemma_tokenizer_config(box, budget):
+    """A SigLIP 2 folder's tokenizer_config.json under `text_pp=hf_siglip2` (the processor's tokenizer)."""
+    pytest.importorskip("tokenizers")
+    from harness.data.tokenizer import HFGemmaTokenizer
+
+    def read(folder):
+        HFGemmaTokenizer(folder).encode_hf(["A photo of a <eos> dog, running!"], 16)
+
+    box.check(budget, *_config_case(SIGLIP2_NAFLEX, "tokenizer_config.json",
+                                    json.loads((SIGLIP2_NAFLEX / "tokenizer_config.json").read_text()), read))
 
 
 # ---------------------------------------------------------------------------------------- tensorstore

@@ -94,6 +94,39 @@ def _fewshot_metrics(record: dict) -> dict[str, float]:
     return {k: v["value"] for k, v in record["metrics"].items()}
 
 
+def assert_same_samples(one: Path, other: Path) -> None:
+    """Two samples files hold the same examples (ids, positions, targets) in the same order with the same
+    predictions (classes, top-5 lists, texts, retrieved ids); numbers agree to float32 rounding (a forward
+    pass over other devices rounds differently: `FEATURE_ATOL`)."""
+    import gzip
+
+    def lines(f):
+        with gzip.open(f, "rt", encoding="utf-8") as g:
+            return [json.loads(x) for x in g]
+
+    def same(x, y, where):
+        if isinstance(x, float) or isinstance(y, float):
+            assert x == pytest.approx(y, rel=1e-4, abs=1e-4), where
+        elif isinstance(x, dict):
+            assert isinstance(y, dict) and x.keys() == y.keys(), where
+            for k in x:
+                same(x[k], y[k], f"{where}/{k}")
+        elif isinstance(x, list):
+            assert isinstance(y, list) and len(x) == len(y), where
+            for i, (a, b) in enumerate(zip(x, y)):
+                same(a, b, f"{where}[{i}]")
+        else:
+            assert x == y, where
+
+    a, b = lines(one), lines(other)
+    assert a[0] == b[0] and len(a) == len(b) > 1  # the header: sets, metrics, rules
+    for i, (x, y) in enumerate(zip(a[1:], b[1:])):
+        assert {k: x[k] for k in ("set", "id", "index", "target")} == {k: y[k] for k in ("set", "id", "index",
+                                                                                        "target")}, (one.name, i)
+        same(x["prediction"], y["prediction"], f"{one.name} line {i + 2} prediction")
+        same(x["scores"], y["scores"], f"{one.name} line {i + 2} scores")
+
+
 def _per_process_sums(enc, process_index: int, process_count: int) -> dict[str, float]:
     """Each process reads only its part of the test split and encodes it on its own devices; the sums and
     counts are then combined (the issue's metric reduction)."""
@@ -318,10 +351,10 @@ def reference(ckpt, launched, tmp_path_factory):
     enc = load_encoder(ckpt)
     feats = enc.features(_images(), ["pre_logits", "encoded"])
     losses, params = _run_fit(tmp)
-    rec, _, _ = run_task("fewshot", ckpt, sets=FEWSHOT_SETS, out_dir=tmp / "runs", cache_dir=tmp / "cache",
-                         progress=False)
+    rec, path, _ = run_task("fewshot", ckpt, sets=FEWSHOT_SETS, out_dir=tmp / "runs", cache_dir=tmp / "cache",
+                            progress=False)
     return dict(features=feats, losses=losses, params=params, fewshot=_fewshot_metrics(rec),
-                sums=_per_process_sums(enc, 0, 1), record=rec)
+                sums=_per_process_sums(enc, 0, 1), record=rec, samples=path.with_name(rec["samples"]["path"]))
 
 
 def test_units_on_one_device():
@@ -412,6 +445,9 @@ def test_two_processes_match_one(launched, reference):
     assert _fewshot_metrics(rec) == ref["fewshot"]
     assert rec["info"]["distributed"] == {"process_count": 2, "device_count": 2}
     assert rec["task"]["config_hash"] == ref["record"]["task"]["config_hash"]
+    # Its samples file (written once, beside it) is the one-process run's, line for line.
+    assert rec["samples"]["num_lines"] == ref["record"]["samples"]["num_lines"] == 72
+    assert_same_samples(records[0].with_name(rec["samples"]["path"]), ref["samples"])
 
 
 def test_run_with_cpu_devices_matches_one_device(ckpt, reference, tmp_path):
@@ -469,6 +505,14 @@ def test_every_task_on_eight_devices_and_two_processes_matches_one(ckpt, tmp_pat
         for name, value in one[task].items():
             # Accuracies, CIDEr, recalls: equal; losses and perplexities: to float32 rounding.
             assert eight[task][name] == pytest.approx(value, rel=1e-4, abs=1e-5), (task, name)
+    # Every task's samples file from 2 processes (written once, by process 0) and from 8 devices is the
+    # one-process run's, line for line: the same example ids, in the same order, with the same predictions.
+    for task in TASK_RUNS:
+        ref = next((tmp_path / "1" / "runs").glob(f"{task}__*.samples.jsonl.gz"))
+        for other in ("2", "8"):
+            files = list((tmp_path / other / "runs").glob(f"{task}__*.samples.jsonl.gz"))
+            assert [f.name for f in files] == [ref.name], (other, task)
+            assert_same_samples(ref, files[0])
 
 
 def test_processes_exit_cleanly_while_the_watchdog_polls(tmp_path):

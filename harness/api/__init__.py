@@ -8,8 +8,8 @@
         def run(self, encoder, ctx, config) -> dict[str, float]: ...
 
 `run` gets the shared encoder (`harness.models.encoder.Encoder`), a `RunContext` (data dir, feature cache,
-output folder; `ctx.extract(...)` for encoder features; places to note datasets, per-example scores,
-artefacts and timings), and the config; it returns metric values named by `metric_name` (the same helper
+output folder; `ctx.extract(...)` for encoder features; places to note datasets, per-example scores and
+outputs (`ctx.note_samples`), artefacts and timings), and the config; it returns metric values named by `metric_name` (the same helper
 builds the names `metrics()` declares). Settings are parsed and checked with `harness.settings`' helpers,
 re-exported here. Register the class under the entry-point group `harness.tasks` (see pyproject.toml).
 """
@@ -57,7 +57,8 @@ class Metric:
 class RunContext:
     """Everything a task needs besides the encoder and its config: where data, the feature cache and the
     run's artefacts are, and the notes that go into the record (datasets read, per-example scores,
-    artefacts, timings, free-form info). `extract` is the one way a task reads encoder features."""
+    artefacts, timings, free-form info) and beside it (`note_samples`: what was predicted per example).
+    `extract` is the one way a task reads encoder features."""
 
     data_dir: str | None
     cache_dir: Path
@@ -70,6 +71,7 @@ class RunContext:
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds, by what they measure
     extractions: list[dict] = dataclasses.field(default_factory=list)  # one entry per `extract` call
+    samples: list = dataclasses.field(default_factory=list)  # `harness.eval.samples.SampleSet`s, in order
 
     def extract(self, encoder, dataset: str, split: str, *, pp: str, representations: tuple[str, ...] = ("pre_logits",),
                 keys: tuple[str, ...] = ("label",), batch_size: int = 64, num_examples: int | None = None,
@@ -94,6 +96,32 @@ class RunContext:
     def note_per_example(self, metric: str, values):
         """Per-example scores whose mean is `metric`: reports derive bootstrap intervals from them."""
         self.per_example[metric] = [float(v) for v in values]
+
+    def note_samples(self, dataset: str, split: str, *, targets, predictions, index=None, ids=None,
+                     name: str | None = None):
+        """What was predicted for each example of `dataset`/`split` (one evaluated split in one role; `name`,
+        default "<dataset>/<split>", tells apart two uses of one split): the examples' `targets` and
+        `predictions` (JSON-able: a class with its top-5, `harness.eval.samples.top_classes`; a text; retrieved
+        ids), their positions in the split (`index`, the feature cache's) and, where the dataset has its own,
+        their `ids` (COCO image id, VQA question id; default: the TFDS ids of `index`). Returns the set;
+        declare each metric computed from it with `.score(metric, rule, per_example_scores, **args)`
+        (`harness.eval.samples.RULES`), e.g.
+
+            ctx.note_samples(ds, split, index=feats["index"], targets=labels,
+                             predictions=top_classes(logits)).score(name, "top1", correct * 100)
+
+        The runner writes every set into `<record>.samples.jsonl.gz` beside the record."""
+        from harness.eval.samples import SampleSet  # numpy: not for `harness ls` / `report`
+
+        taken = {s.name for s in self.samples}
+        name = name or f"{dataset}/{split}"
+        name = next(f"{name}#{i}" for i in range(2, len(taken) + 3) if f"{name}#{i}" not in taken) \
+            if name in taken else name  # one split read twice (a minival that is the test split)
+        samples = SampleSet(name, dataset, split, targets=list(targets),
+                            predictions=list(predictions), index=None if index is None else list(index),
+                            ids=None if ids is None else list(ids))
+        self.samples.append(samples)
+        return samples
 
     def note_artifact(self, name: str, path: str | Path):
         self.artifacts[name] = str(path)
@@ -125,6 +153,10 @@ class Task:
     report_title: ClassVar[str] = ""
     report_order: ClassVar[tuple[int, int] | None] = None
     report_columns: ClassVar[tuple[str, ...]] = ()
+    # Whether the task reads images only through `RunContext.extract` (the pp of a NaFlex encoder, whose images
+    # are patch sequences, is then the encoder's own: `Encoder.image_pp`); the runner refuses a NaFlex encoder
+    # for any other task.
+    naflex_inputs: ClassVar[bool] = False
 
     def metrics(self, config) -> list[Metric]:
         raise NotImplementedError

@@ -55,7 +55,11 @@ def read_text_tower(spec) -> dict | None:
     `spec` may name the image sub-tree ("file.npz:img"), or be an open `Checkpoint`."""
     ckpt = open_checkpoint(spec)
     try:
-        return ckpt.read_text()
+        tower = ckpt.read_text()
+        if tower is not None and ckpt is not spec:  # read before the file is closed (npz members are lazy)
+            tower = {**tower, "txt": {k: np.asarray(v) for k, v in tower["txt"].items()},
+                     **{k: None if tower.get(k) is None else np.asarray(tower[k]) for k in ("t", "b")}}
+        return tower
     finally:
         if ckpt is not spec:
             ckpt.close()

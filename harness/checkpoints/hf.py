@@ -4,6 +4,7 @@ big_vision's `text_transformer` (Linear weights (out, in) -> (in, out), heads sp
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -91,24 +92,30 @@ def _layers(hf: dict, prefix: str) -> list[int]:
 
 
 # --------------------------------------------------------------------------------------- vision tower
-def hf_vision_to_bv(hf: dict[str, np.ndarray], num_heads: int, prefix: str = "vision_model.") -> dict:
+def hf_vision_to_bv(hf: dict[str, np.ndarray], num_heads: int, prefix: str = "vision_model.", *,
+                    naflex: bool = False) -> dict:
     """Renames a Hugging Face SigLIP vision tower (torch layout) into big_vision's tree, transposing
-    Linear weights (out, in) -> (in, out) and splitting heads."""
+    Linear weights (out, in) -> (in, out) and splitting heads; `naflex`: a SigLIP 2 `Siglip2VisionModel`
+    (big_vision's naflex_vit tree)."""
     t = _tensor(hf, "vision")
     p = prefix
     out: dict[str, np.ndarray] = {}
-    w = t(p + "embeddings.patch_embedding.weight")  # (D, 3, p, p)
-    if w.ndim != 4:
-        raise HarnessError(f"Hugging Face vision tower: patch embedding of shape {tuple(w.shape)}, not (width, 3, "
-                           "patch, patch); the file is corrupt or not a SigLIP model")
+    w = t(p + "embeddings.patch_embedding.weight")  # (D, 3, p, p); SigLIP 2 NaFlex: (D, p*p*3)
+    if w.ndim != (2 if naflex else 4):
+        shape = "(width, patch*patch*3) (a SigLIP 2 NaFlex Linear)" if naflex else "(width, 3, patch, patch)"
+        raise HarnessError(f"Hugging Face vision tower: patch embedding of shape {tuple(w.shape)}, not {shape}; the "
+                           "file is corrupt or its config.json is not its model's")
     d = w.shape[0]
     if d % num_heads:
         raise HarnessError(f"Hugging Face vision config: hidden size {d} (the tensors') is not divisible by "
                            f"{num_heads} heads")
     hd = d // num_heads
-    out["embedding/kernel"] = w.transpose(2, 3, 1, 0)
     out["embedding/bias"] = t(p + "embeddings.patch_embedding.bias")
-    out["pos_embedding"] = t(p + "embeddings.position_embedding.weight")[None]
+    if naflex:
+        out.update(naflex_embeddings(w, t(p + "embeddings.position_embedding.weight")))
+    else:
+        out["embedding/kernel"] = w.transpose(2, 3, 1, 0)
+        out["pos_embedding"] = t(p + "embeddings.position_embedding.weight")[None]
 
     def attn(dst, q, k, v, o):
         for name, (wn, bn) in zip(("query", "key", "value"), (q, k, v)):
@@ -156,10 +163,12 @@ def hf_vision_config(cfg: Doc) -> dict:
 
 
 def read_hf(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    config = hf_vision_config(_config(path))
+    cfg = _config(path)
+    naflex = is_siglip2(cfg)
+    config = hf_siglip2_vision_config(cfg, path) if naflex else hf_vision_config(cfg)
     hf = read_safetensors(path)
     prefix = "vision_model." if any(k.startswith("vision_model.") for k in hf) else ""
-    return hf_vision_to_bv(hf, config["num_heads"], prefix), config
+    return hf_vision_to_bv(hf, config["num_heads"], prefix, naflex=naflex), config
 
 
 def read_image(path: Path, subtree: str | None) -> tuple[dict, dict]:
@@ -217,6 +226,86 @@ def read_text(path: Path) -> dict | None:
     for src, dst in (("logit_scale", "t"), ("logit_bias", "b")):
         if src in hf:
             flat[dst] = np.asarray(hf[src])
+    gemma = gemma_tokenizer_files(path, cfg)
+    if gemma is not None:  # SigLIP 2: evaluated with big_vision's SigLIP 2 text pp on the folder's vocabulary
+        tower = text_tower(flat, path=path, fmt="hf", tokenizer=gemma, text_pp="siglip2")
+        if tower is not None:
+            tower.update(hf_tokenizer_folder=str(path),
+                         hf_model_type=cfg.str("model_type", None, null_is_default=True))
+        return tower
     # SiglipTokenizer's vocabulary file is `spiece.model` (tokenization_siglip.py VOCAB_FILES_NAMES).
     spm = [path / "spiece.model"] if (path / "spiece.model").is_file() else sorted(path.glob("*.model"))
     return text_tower(flat, path=path, fmt="hf", tokenizer=str(spm[0]) if spm else None, text_pp="hf_siglip")
+
+
+# ---------------------------------------------------------------------------------------------- SigLIP 2
+# transformers' SigLIP 2 folders: fixed-resolution ones are `SiglipModel`s (model_type "siglip") with a Gemma
+# tokenizer; NaFlex ones are `Siglip2Model` / `Siglip2VisionModel` (model_type "siglip2": a Linear patch
+# embedding over flattened patches, a square posemb grid; models/siglip2/modeling_siglip2.py).
+GEMMA_TOKENIZER_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer", "Siglip2TokenizerFast")
+# transformers' Siglip2ImageProcessor default (image_processing_siglip2.py `max_num_patches = 256`).
+HF_MAX_NUM_PATCHES = 256
+
+
+def _model_type(doc: Doc) -> str | None:
+    return doc.str("model_type", None, null_is_default=True)
+
+
+def is_siglip2(cfg: Doc) -> bool:
+    """A `Siglip2Model` / `Siglip2VisionModel` config (the NaFlex encoder)."""
+    return _model_type(cfg) in ("siglip2", "siglip2_vision_model") or \
+        _model_type(cfg.obj("vision_config", {}, null_is_default=True)) == "siglip2_vision_model"
+
+
+def naflex_embeddings(weight: np.ndarray, posemb: np.ndarray) -> dict[str, np.ndarray]:
+    """`Siglip2VisionEmbeddings` -> big_vision's naflex_vit: the Linear (D, p*p*3) over (y, x, channel)-flattened
+    patches is the Dense kernel's transpose; the (G*G, D) posemb is the row-major G x G grid (transformers'
+    convert_siglip2_to_hf.py reshapes big_vision's (G, G, D) to (G*G, D), the model reshapes it back)."""
+    g = math.isqrt(posemb.shape[0]) if posemb.ndim == 2 else 0
+    if posemb.ndim != 2 or g * g != posemb.shape[0]:
+        raise HarnessError(f"Hugging Face SigLIP 2 vision tower: position_embedding of shape {posemb.shape} is "
+                           "not (G*G, width) of a square grid; the file is corrupt or not a SigLIP 2 checkpoint")
+    return {"embedding/kernel": weight.T, "pos_embedding": posemb.reshape(g, g, posemb.shape[1])}
+
+
+def hf_siglip2_vision_config(cfg: Doc, path: Path) -> dict:
+    """A `Siglip2Config` / `Siglip2VisionConfig` -> our NaFlex encoder config: the patch budget is the folder's
+    image processor's `max_num_patches`, else transformers' default 256."""
+    v = _tower(cfg, "vision_config", "vision")
+    p = v["patch_size"]
+    n = HF_MAX_NUM_PATCHES
+    # The image processor's settings: preprocessor_config.json (the hub's folders, transformers 4.x), or the
+    # "image_processor" entry of processor_config.json (transformers 5.x's save_pretrained).
+    for name, entry in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+        if not (path / name).exists():
+            continue
+        pre = read_json(path / name, what="Hugging Face processor config",
+                        fix="re-save the processor with save_pretrained").require_obj("a JSON object")
+        pre = pre.obj(entry, {}, null_is_default=True) if entry else pre
+        if pre.has("max_num_patches"):
+            n = pre.int("max_num_patches", min=1)
+            break
+    return dict(width=v["width"], depth=v["num_hidden_layers"], mlp_dim=v["intermediate_size"],
+                num_heads=v["heads"], patch_size=(p, p), pool_type="map" if v["vision_use_head"] else "none",
+                posemb="learn", max_num_patches=n)
+
+
+def gemma_tokenizer_files(path: Path, cfg: Doc) -> str | None:
+    """A SigLIP 2 folder's vocabulary (its Gemma tokenizer): `tokenizer.model` (sentencepiece), else
+    `tokenizer.json` (the `tokenizers` serialisation); None for a SigLIP (v1) folder. A folder is SigLIP 2's
+    when its tokenizer_config.json names a Gemma tokenizer class, its config is a Siglip2Model's, or it has
+    those files and no SigLIP `spiece.model`."""
+    tok_file = path / "tokenizer_config.json"
+    tok_cfg = read_json(tok_file, what="Hugging Face tokenizer config", fix="re-save the tokenizer with "
+                        "save_pretrained").require_obj("a JSON object") if tok_file.exists() else Doc({}, tok_file)
+    tok_class = tok_cfg.str("tokenizer_class", None, null_is_default=True)
+    files = [path / f for f in ("tokenizer.model", "tokenizer.json") if (path / f).is_file()]
+    gemma = tok_class in GEMMA_TOKENIZER_CLASSES or is_siglip2(cfg) or \
+        (files and not (path / "spiece.model").is_file() and tok_class is None)
+    if not gemma:
+        return None
+    if not files:
+        raise HarnessError(f"checkpoint {path}: a SigLIP 2 folder without its Gemma tokenizer (tokenizer.model or "
+                           "tokenizer.json); save the processor into it (AutoProcessor.from_pretrained(name)"
+                           ".save_pretrained(folder)) or pass --set tokenizer=PATH")
+    return str(files[0])

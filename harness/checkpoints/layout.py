@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import scipy.ndimage
@@ -130,6 +131,11 @@ def unwrap(flat: dict[str, np.ndarray], subtree: str | None = None, *, path="che
     return flat
 
 
+# The Gemma vocabulary of big_vision's SigLIP 2 text towers (pp/proj/paligemma/ops.py `tokenizers.gemma`:
+# gs://big_vision/gemma_tokenizer.model): a big_vision two-tower checkpoint with this file beside it uses it.
+BV_GEMMA_TOKENIZER = "gemma_tokenizer.model"
+
+
 def text_tower(flat: dict | None, *, path, fmt: str, tokenizer: str | None = None,
                text_pp: str = "big_vision") -> dict | None:
     """`harness.checkpoints.read_text_tower`'s answer from a two-tower tree's `txt/...`, `t` and `b`
@@ -138,6 +144,8 @@ def text_tower(flat: dict | None, *, path, fmt: str, tokenizer: str | None = Non
     `tokenize`."""
     if not flat or not any(k.startswith("txt/") for k in flat):
         return None
+    if tokenizer is None and fmt in ("npz", "tensorstore") and (Path(path).parent / BV_GEMMA_TOKENIZER).is_file():
+        tokenizer = str(Path(path).parent / BV_GEMMA_TOKENIZER)
     return {"txt": {k[4:]: v for k, v in flat.items() if k.startswith("txt/")}, "t": flat.get("t"),
             "b": flat.get("b"), "path": str(path), "format": fmt, "tokenizer": tokenizer, "text_pp": text_pp}
 

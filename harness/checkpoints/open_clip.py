@@ -216,7 +216,8 @@ def read_text(path: Path) -> dict:
     folder = path if path.is_dir() else path.parent
     # open_clip tokenizes SigLIP text with `HFTokenizer(text_cfg.hf_tokenizer_name, clean=...)`: its
     # `canonicalize` clean, then that Hugging Face tokenizer (open_clip/tokenizer.py). Offline, the tokenizer
-    # is the one saved into the folder (tokenizer_config.json + spiece.model); a bare sentencepiece model
+    # is the one saved into the folder (tokenizer_config.json + its vocabulary: SigLIP's spiece.model, SigLIP 2's
+    # Gemma tokenizer.json); a bare sentencepiece model
     # there serves `text_pp=big_vision`.
     tc = mc.obj("text_cfg", {}, null_is_default=True)
     hf_name = tc.str("hf_tokenizer_name", None, null_is_default=True)

@@ -4,7 +4,8 @@
   no data is read and TensorFlow is not imported there.
 - `prepared`: `is_prepared`, `require_prepared`, `skip_unprepared`, and `prepare` (`harness prepare`: every
   dataset, through TFDS's library call, its sources checked first).
-- `pipeline`: `iterate` (TFDS -> tf.data -> numpy batches), `num_examples`, `class_names`, `class_subset`.
+- `pipeline`: `iterate` (TFDS -> tf.data -> numpy batches), `num_examples`, `example_ids` (TFDS ids),
+  `class_names`, `class_subset`.
 - `pp`: pp strings (big_vision's ops); `tokenizer`: sentencepiece; `builders`: our TFDS builders.
 
 TensorFlow (`harness.tf_import`) and TFDS are imported on first use by `prepared`, `pipeline` and the pp ops,
@@ -17,6 +18,7 @@ from harness.data.pipeline import (
     class_names,
     class_subset,
     eval_num_batches,
+    example_ids,
     iterate,
     label_is_set,
     num_classes,
@@ -62,6 +64,7 @@ __all__ = [
     "default_data_dir",
     "default_manual_dir",
     "eval_num_batches",
+    "example_ids",
     "get_info",
     "is_prepared",
     "iterate",

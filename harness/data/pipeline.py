@@ -191,6 +191,38 @@ def num_examples(name: str, split: str, data_dir: str | os.PathLike | None = Non
     return sum(stop - start for _, start, stop in _split_ranges(builder, name, split))
 
 
+def example_ids(name: str, split: str, positions, data_dir: str | os.PathLike | None = None) -> list[str]:
+    """The TFDS ids of the examples at `positions` of a split string (as `iterate` numbers them in eval:
+    `_index`, the feature cache's `index`): what TFDS names `tfds_id` when read with
+    `tfds.ReadConfig(add_tfds_id=True)`, `<shard file name>__<position in the shard>` (e.g.
+    `proxy_scenes-test.tfrecord-00000-of-00001__12`). An eval read goes through the shards in file order
+    without shuffling, so the split position gives the shard and the position in it: the id is derived from
+    the prepared dataset's metadata alone (no example is read, the feature cache needs no ids), and it is
+    the same for every run, device and process count, and for any slice of the split that holds the example."""
+    builder = _builder(name, data_dir)
+    ranges = _split_ranges(builder, name, split)
+    positions = np.asarray(positions, np.int64).reshape(-1)
+    offsets = np.cumsum([0] + [stop - start for _, start, stop in ranges])
+    if positions.size and (positions.min() < 0 or positions.max() >= offsets[-1]):
+        raise HarnessError(f"positions {positions.min()}..{positions.max()} are outside split '{split}' of "
+                           f"dataset '{name}' ({offsets[-1]} examples)")
+    shards = {}
+    for split_name in {r[0] for r in ranges}:
+        files = builder.info.splits[split_name].file_instructions  # every shard of the split, in read order
+        shards[split_name] = (np.cumsum([0] + [fi.take for fi in files]),
+                              [(os.path.basename(fi.filename), fi.skip) for fi in files])
+    out = []
+    which = np.searchsorted(offsets, positions, side="right") - 1
+    for p, r in zip(positions.tolist(), which.tolist()):
+        split_name, start, _ = ranges[r]
+        at = start + p - int(offsets[r])  # the position in the whole split `split_name`
+        bounds, files = shards[split_name]
+        s = int(np.searchsorted(bounds, at, side="right")) - 1
+        file, skip = files[s]
+        out.append(f"{file}__{skip + at - int(bounds[s])}")
+    return out
+
+
 def _label_feature(name: str, data_dir):
     tfds = _tfds()
     info = get_info(name)

@@ -20,6 +20,7 @@ The model file is loaded by path with sentencepiece's own parser; nothing is unp
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import string
@@ -31,7 +32,7 @@ import sentencepiece
 from sentencepiece import sentencepiece_model_pb2
 
 from harness import ASSETS
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.schema import Doc, read_json
 
 # The small BPE vocabulary of the offline proxy tasks (made by scripts/make_proxy_spm.py).
@@ -113,7 +114,7 @@ class Tokenizer:
         if lower:
             texts = [t.translate(_ASCII_LOWER) for t in texts]
         out = np.full((len(texts), max_len), self.pad_id if pad_id is None else int(pad_id), np.int32)
-        for row, ids in enumerate(self._sp.EncodeAsIds(texts)):
+        for row, ids in enumerate(self._encode_ids(texts)):
             ids = ([self.bos_id] if add_bos else []) + list(ids)
             if eos != "no":
                 ids.append(self.eos_id)
@@ -122,6 +123,15 @@ class Tokenizer:
             ids = ids[:max_len]
             out[row, :len(ids)] = ids
         return out
+
+    def _encode_ids(self, texts: list[str]) -> list[list[int]]:
+        return self._sp.EncodeAsIds(texts)
+
+    @property
+    def spm_pad_id(self) -> int:
+        """sentencepiece's own pad id (`pad_id()`, -1 without one): what big_vision's `tok` op pads with
+        (pp/proj/paligemma/ops.py `pad_value=tokenizer.pad_token`)."""
+        return int(self._sp.pad_id())
 
     def decode(self, ids: np.ndarray | Sequence[Sequence[int]] | Sequence[int]) -> list[str]:
         """Token ids [N, L] (or one sequence [L]) -> texts; stops at EOS, skips pad and BOS."""
@@ -207,6 +217,11 @@ def _config(folder: Path, name: str) -> Doc:
                      "save_pretrained, or pass --set text_pp=big_vision").require_obj("a JSON object")
 
 
+def hf_tokenizer_class(folder: str | os.PathLike) -> str | None:
+    """The `tokenizer_class` a Hugging Face folder's tokenizer_config.json names (None without one)."""
+    return _config(Path(folder), "tokenizer_config.json").str("tokenizer_class", None, null_is_default=True)
+
+
 class SiglipTokenizer(Tokenizer):
     """Hugging Face's `SiglipTokenizer` on a folder's `spiece.model` and `tokenizer_config.json`.
 
@@ -231,8 +246,8 @@ class SiglipTokenizer(Tokenizer):
         special_map = _config(folder, "special_tokens_map.json")
         cls = cfg.str("tokenizer_class", "SiglipTokenizer", null_is_default=True)
         if cls not in ("SiglipTokenizer", "SiglipTokenizerFast"):
-            raise HarnessError(f"{folder}: tokenizer_class {cls!r} is not SiglipTokenizer (SigLIP 2's Gemma "
-                               "tokenizer is not replicated); pass --set tokenizer=PATH --set text_pp=big_vision")
+            raise HarnessError(f"{folder}: tokenizer_class {cls!r} is not SiglipTokenizer; for a SigLIP 2 folder (a "
+                               "Gemma tokenizer) use text_pp=siglip2 or hf_siglip2")
         if cfg.obj("sp_model_kwargs", {}, null_is_default=True).value:
             raise HarnessError(f"{folder}/tokenizer_config.json: sp_model_kwargs {cfg.raw('sp_model_kwargs')} "
                                "(sampling) is not supported; remove it for deterministic evaluation")
@@ -338,4 +353,202 @@ class SiglipTokenizer(Tokenizer):
         return out
 
 
-__all__ = ["SiglipTokenizer", "Tokenizer", "as_text", "canonicalize_text"]
+# ------------------------------------------------------------------------------------ SigLIP 2 (Gemma)
+def is_gemma_vocabulary(tokenizer) -> bool:
+    """The Gemma vocabulary of SigLIP 2's text towers (big_vision `tokenizers.gemma`, transformers'
+    GemmaTokenizer): its EOS and BOS pieces are `<eos>` and `<bos>` (T5-style vocabularies such as c4_en / mc4,
+    SigLIP's, spell EOS `</s>`)."""
+    return tokenizer.eos_id >= 0 and tokenizer.to_piece(tokenizer.eos_id) == "<eos>" and \
+        tokenizer.bos_id >= 0 and tokenizer.to_piece(tokenizer.bos_id) == "<bos>"
+
+
+def _tokenizers():
+    try:
+        import tokenizers
+    except ImportError:
+        raise HarnessError("reading a tokenizer.json needs the `tokenizers` package: pip install tokenizers (or "
+                           "pass the sentencepiece model with --set tokenizer=PATH.model)") from None
+    return tokenizers
+
+
+def _load_tokenizer_json(path: Path):
+    tokenizers = _tokenizers()
+    try:
+        return tokenizers.Tokenizer.from_file(os.fspath(path))
+    except Exception as e:  # noqa: BLE001 - the Rust parser raises plain Exceptions
+        raise HarnessError(f"{path}: not a tokenizer.json the tokenizers library reads ({first_line(e)}); pass "
+                           "the folder's sentencepiece tokenizer.model with --set tokenizer=PATH") from None
+
+
+class JsonTokenizer(Tokenizer):
+    """big_vision's tokenize semantics (`Tokenizer.encode`) on a Hugging Face `tokenizer.json` (read with the
+    `tokenizers` library, for a folder that has no sentencepiece model): the file's normaliser without its
+    `Lowercase` steps (big_vision lower-cases ASCII itself), its pre-tokeniser and BPE model, special-token
+    strings in a text read as plain text (as sentencepiece reads them), no special tokens added: the ids
+    sentencepiece's EncodeAsIds gives on the model the file was converted from."""
+
+    def __init__(self, path: str | os.PathLike):  # no super().__init__: it reads a sentencepiece file
+        self.model_path = os.fspath(path)
+        tok = _load_tokenizer_json(Path(path))
+        spec = json.loads(tok.to_str())
+        norm = spec.get("normalizer")
+        if norm is not None:
+            steps = norm["normalizers"] if norm.get("type") == "Sequence" else [norm]
+            steps = [n for n in steps if n.get("type") != "Lowercase"]
+            spec["normalizer"] = None if not steps else (steps[0] if len(steps) == 1 else
+                                                         {"type": "Sequence", "normalizers": steps})
+        spec["post_processor"], spec["truncation"], spec["padding"] = None, None, None
+        self._tok = _tokenizers().Tokenizer.from_str(json.dumps(spec))
+        self._tok.encode_special_tokens = True
+        self._vocab = self._tok.get_vocab(with_added_tokens=True)
+        self._pieces = {i: p for p, i in self._vocab.items()}
+
+    def __repr__(self) -> str:
+        return f"JsonTokenizer({self.model_path!r}, vocab_size={self.vocab_size})"
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size(with_added_tokens=True))
+
+    def _id(self, piece: str) -> int:
+        return int(self._vocab.get(piece, -1))
+
+    @property
+    def pad_id(self) -> int:
+        return self._id("<pad>")
+
+    @property
+    def spm_pad_id(self) -> int:
+        return self.pad_id
+
+    @property
+    def eos_id(self) -> int:
+        return self._id("<eos>") if "<eos>" in self._vocab else self._id("</s>")
+
+    @property
+    def bos_id(self) -> int:
+        return self._id("<bos>") if "<bos>" in self._vocab else self._id("<s>")
+
+    @property
+    def unk_id(self) -> int:
+        return self._id("<unk>")
+
+    def _encode_ids(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids) -> list[str]:
+        raise HarnessError("JsonTokenizer does not decode; use the folder's sentencepiece model")
+
+    def to_piece(self, token: int) -> str:
+        return self._pieces.get(int(token), "")
+
+
+# transformers 5.24's tokenizers of SigLIP 2 folders (models/gemma/tokenization_gemma.py `GemmaTokenizer`,
+# models/siglip2/tokenization_siglip2.py `Siglip2Tokenizer`: the Gemma tokenizer with a Lowercase normaliser).
+# AutoTokenizer gives a Siglip2Model folder (model_type "siglip2") a Siglip2Tokenizer whatever its
+# tokenizer_config.json names (auto/tokenization_auto.py MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS), and any
+# other folder the class its tokenizer_config.json names.
+HF_GEMMA_CLASSES = ("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer", "Siglip2TokenizerFast")
+
+
+class HFGemmaTokenizer:
+    """What transformers 5.24's processor of a SigLIP 2 folder does to texts, replicated on the `tokenizers`
+    library from the folder's `tokenizer.json` and `tokenizer_config.json` (transformers is never imported):
+    `tokenizer(texts, padding="max_length", max_length=L, truncation=True)` (what HF's zero-shot pipeline
+    calls for SigLIP models, and Siglip2Processor's defaults):
+
+    - the tokenizer is rebuilt as `GemmaTokenizer.__init__` builds it from the file's vocabulary and merges
+      (`convert_to_native_format`): BPE with `fuse_unk` and byte fallback, normaliser `Replace(" ", "▁")`,
+      pre-tokeniser `Split(" ", merged_with_previous)`; `Siglip2Tokenizer` (a `siglip2` model folder) puts
+      `Lowercase` (Unicode) in front of the normaliser;
+    - special tokens: the file's added tokens (matched in the raw text), the file's post-processor, replaced
+      by `[<bos>] $A [<eos>]` when tokenizer_config.json sets `add_bos_token` / `add_eos_token`;
+    - truncation to L with the special tokens counted (an EOS stays last), padding with `pad_token`'s id on
+      `padding_side` (the class default is "left"; SigLIP 2's hub folders say "right").
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, model_type: str | None = None):
+        folder = Path(folder)
+        self.folder = str(folder)
+        self.model_path = str(folder / "tokenizer.json")
+        if not (folder / "tokenizer.json").is_file():
+            raise HarnessError(f"{folder}: text_pp hf_siglip2 replicates transformers' fast Gemma tokenizer from the "
+                               "folder's tokenizer.json, which it does not have; use text_pp=siglip2 (big_vision's, "
+                               "on tokenizer.model)")
+        cfg = _config(folder, "tokenizer_config.json")
+        cls = "Siglip2Tokenizer" if model_type == "siglip2" else \
+            cfg.str("tokenizer_class", "GemmaTokenizer", null_is_default=True)
+        if cls not in HF_GEMMA_CLASSES:
+            raise HarnessError(f"{folder}: tokenizer_class {cls!r} is not a Gemma tokenizer; text_pp hf_siglip2 "
+                               "replicates GemmaTokenizer / Siglip2Tokenizer only")
+        self.lowercase = cls.startswith("Siglip2")
+        tokenizers = _tokenizers()
+        source = _load_tokenizer_json(folder / "tokenizer.json")
+        spec = json.loads(source.to_str())
+        model = spec.get("model") or {}
+        if model.get("type") != "BPE":
+            raise HarnessError(f"{folder}/tokenizer.json: a {model.get('type')} model, not the Gemma tokenizer's BPE")
+        tok = tokenizers.Tokenizer(tokenizers.models.BPE(
+            vocab=model["vocab"], merges=[tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+                                          for m in model.get("merges", [])],
+            fuse_unk=True, unk_token=_token(cfg, "unk_token") or "<unk>", dropout=None,
+            byte_fallback=True))
+        steps = [tokenizers.normalizers.Replace(" ", "▁")]
+        tok.normalizer = tokenizers.normalizers.Sequence([tokenizers.normalizers.Lowercase(), *steps]) \
+            if self.lowercase else steps[0]
+        tok.pre_tokenizer = tokenizers.pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous",
+                                                            invert=False)
+        tok.add_special_tokens([tokenizers.AddedToken(a["content"], single_word=a.get("single_word", False),
+                                                      lstrip=a.get("lstrip", False), rstrip=a.get("rstrip", False),
+                                                      normalized=a.get("normalized", False), special=True)
+                                for a in spec.get("added_tokens", []) if a.get("special", True)])
+        tok.add_tokens([tokenizers.AddedToken(a["content"], normalized=a.get("normalized", True))
+                        for a in spec.get("added_tokens", []) if not a.get("special", True)])
+        self.eos_token = _token(cfg, "eos_token") or "<eos>"
+        self.bos_token = _token(cfg, "bos_token") or "<bos>"
+        self.pad_token = _token(cfg, "pad_token") or "<pad>"
+        if cfg.has("add_bos_token") or cfg.has("add_eos_token") or source.post_processor is None:
+            bos = cfg.bool("add_bos_token", False, null_is_default=True)
+            eos = cfg.bool("add_eos_token", False, null_is_default=True)
+            single = " ".join(([f"{self.bos_token}:0"] if bos else []) + ["$A:0"] + ([f"{self.eos_token}:0"] if eos else []))
+            special = ([(self.bos_token, tok.token_to_id(self.bos_token))] if bos else []) + \
+                ([(self.eos_token, tok.token_to_id(self.eos_token))] if eos else [])
+            tok.post_processor = tokenizers.processors.TemplateProcessing(single=single, special_tokens=special)
+        else:
+            tok.post_processor = source.post_processor
+        self.padding_side = cfg.str("padding_side", "left", choices=("left", "right"), null_is_default=True)
+        self._tok = tok
+        self.model_max_length = cfg.number("model_max_length", None, finite=False, null_is_default=True)
+
+    def __repr__(self) -> str:
+        return f"HFGemmaTokenizer({self.folder!r}, vocab_size={self.vocab_size})"
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size(with_added_tokens=True))
+
+    @property
+    def hf_pad_id(self) -> int:
+        pad = self._tok.token_to_id(self.pad_token)
+        if pad is None:
+            raise HarnessError(f"{self.folder}: the pad token {self.pad_token!r} is not in the vocabulary")
+        return int(pad)
+
+    def encode_hf(self, texts: Iterable[str | bytes], max_len: int, *, pad_id: int | None = None) -> np.ndarray:
+        """Texts -> int32 [N, max_len], as the processor gives them (class doc); `pad_id` overrides the pad id."""
+        _check_max_len(max_len)
+        if isinstance(texts, (str, bytes)):
+            raise HarnessError("encode_hf takes a list of texts; wrap a single text in a list")
+        self._tok.enable_truncation(max_length=max_len)
+        rows = [e.ids for e in self._tok.encode_batch([as_text(t) for t in texts], add_special_tokens=True)]
+        out = np.full((len(rows), max_len), self.hf_pad_id if pad_id is None else int(pad_id), np.int32)
+        for row, ids in enumerate(rows):
+            if self.padding_side == "right":
+                out[row, :len(ids)] = ids
+            elif ids:
+                out[row, -len(ids):] = ids
+        return out
+
+
+__all__ = ["HFGemmaTokenizer", "JsonTokenizer", "SiglipTokenizer", "Tokenizer", "as_text", "canonicalize_text",
+           "is_gemma_vocabulary"]

@@ -57,6 +57,7 @@ def extract(encoder, dataset: str, split: str, *, pp: str, cache_dir: str | Path
     that gets one entry per call (dataset, split, examples, images computed, seconds, cache key).
     """
     data.require_prepared(dataset, data_dir)
+    pp = encoder.image_pp(str(pp))  # a NaFlex encoder reads its own pp (its patch budget is in the string)
     total = data.num_examples(dataset, split, data_dir)
     n = min(total, num_examples) if num_examples else total
     desc = encoder.describe()
@@ -75,6 +76,9 @@ def extract(encoder, dataset: str, split: str, *, pp: str, cache_dir: str | Path
         """Runs in the prefetch thread: the pipeline's batches, their images already sent to the device."""
         for batch in data.iterate(dataset, split, batch_size=batch_size, pp=host_pp, data_dir=data_dir,
                                   start_example=start, num_examples=n):
+            if encoder.naflex:  # big_vision's patch tuple; its pp resizes float images, so no pixel table
+                yield batch, encoder.put(encoder.images_of(batch))
+                continue
             images = batch.pop("image")
             if table is None:
                 yield batch, encoder.put(images)
@@ -117,7 +121,7 @@ def extract(encoder, dataset: str, split: str, *, pp: str, cache_dir: str | Path
                                 progress=_progress(f"features {dataset}/{split}") if progress else False)
     seconds = time.perf_counter() - t0
     if log is not None:
-        log.append({"dataset": dataset, "split": split, "num_examples": n,
+        log.append({"dataset": dataset, "split": split, "num_examples": n, "pp": str(pp),
                                                 "computed_images": computed["images"], "seconds": seconds,
                                                 "cache_key": key})
     if computed["images"]:

@@ -119,9 +119,13 @@ def _count_correct(
     test_y: np.ndarray,
     dtype: np.dtype,
     chunk_rows: int,
+    top: dict | None = None,
 ) -> dict[tuple[int, int], int]:
-    """One pass over the test set (which may be memory-mapped) scoring every probe per chunk."""
+    """One pass over the test set (which may be memory-mapped) scoring every probe per chunk. `top`: a dict
+    that gets, per probe, the test rows' 5 highest-scoring classes and their scores (the first is the
+    argmax: ties go to the lower class id)."""
     correct = dict.fromkeys(probes, 0)
+    parts: dict = {key: [] for key in probes}
     for start in range(0, len(test_y), chunk_rows):
         chunk = np.asarray(test_x[start : start + chunk_rows], dtype=dtype)
         labels = test_y[start : start + chunk_rows]
@@ -130,6 +134,12 @@ def _count_correct(
             w = probe.weights
             logits = ((chunk - probe.mean) / probe.std) @ w[:-1] + BIAS_CONSTANT * w[-1]
             correct[key] += int(np.count_nonzero(np.argmax(logits, axis=1) == labels))
+            if top is not None:
+                order = np.argsort(-logits, axis=1, kind="stable")[:, :5]
+                parts[key].append((order, np.take_along_axis(logits, order, axis=1)))
+    if top is not None:
+        for key, chunks in parts.items():
+            top[key] = (np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]))
     return correct
 
 
@@ -145,11 +155,13 @@ def sweep(
     num_classes: int | None = None,
     dtype: str | np.dtype = "float64",
     chunk_rows: int = TEST_CHUNK_ROWS,
+    top: dict | None = None,
 ) -> dict[tuple[int, int], float]:
     """Test accuracy in [0, 1] for every (shots, seed); one sampling per seed serves all shots.
 
     `num_classes` should come from the dataset metadata (a class absent from the pool still
-    counts); it defaults to the largest label + 1 over both sets.
+    counts); it defaults to the largest label + 1 over both sets. `top`: a dict that gets, per
+    (shots, seed), each test example's 5 highest-scoring classes [N, 5] and their scores [N, 5].
     """
     train_y = _as_labels(train_y, "train")
     test_y = _as_labels(test_y, "test")
@@ -177,7 +189,7 @@ def sweep(
             probes[(k, int(seed))] = _fit_probe(
                 np.asarray(train_x[idx]), train_y[idx], num_classes, l2_reg, dtype
             )
-    correct = _count_correct(probes, test_x, test_y, dtype, chunk_rows)
+    correct = _count_correct(probes, test_x, test_y, dtype, chunk_rows, top)
     return {key: n / len(test_y) for key, n in correct.items()}
 
 

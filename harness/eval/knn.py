@@ -91,29 +91,41 @@ def class_scores(sims: np.ndarray, labels: np.ndarray, ks, num_classes: int,
     return out
 
 
+def ranked_classes(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the k highest-scoring classes [M, k], their scores [M, k]) per example: the k classes `top_k_correct`
+    counts (np.argpartition's: classes tied on their score, those no neighbour voted for at a small k, are
+    picked arbitrarily, as torch.topk picks them in the references), in decreasing score, ties by class id."""
+    scores = np.asarray(scores)
+    best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, best, axis=1)
+    order = np.lexsort((best, -vals), axis=-1)
+    return np.take_along_axis(best, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
 def top_k_correct(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
     """Per example: is the target among the k highest class scores (top-1: the argmax, the lowest class
-    index among ties)."""
+    index among ties; top-k: `ranked_classes`' k)."""
     targets = np.asarray(targets)
     if k == 1:
         return np.argmax(scores, axis=1) == targets
-    best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return (best == targets[:, None]).any(axis=1)
+    return (ranked_classes(scores, k)[0] == targets[:, None]).any(axis=1)
 
 
 def evaluate(train_x, train_y, test_x, test_y, *, ks=DEFAULT_KS, temperature: float = TEMPERATURE,
              num_classes: int | None = None, chunk_size: int = 65536, progress=None) -> dict:
     """kNN accuracy per k: {"top1": {k: [M] bool}, "top5": {k: [M] bool} (with at least 5 classes, as DINOv3),
-    "k": {k: the k used}}. A k larger than the bank is the bank's size (DINOv3 `min(k, N)`)."""
+    "k": {k: the k used}, "ranked": {k: `ranked_classes`' top 5 (or all classes, if fewer)}}. A k larger than
+    the bank is the bank's size (DINOv3 `min(k, N)`)."""
     train_y = np.asarray(train_y, np.int64)
     num_classes = int(num_classes or (train_y.max() + 1))
     n = len(train_y)
     used = {k: min(int(k), n) for k in ks}
     sims, idx = neighbours(train_x, test_x, max(used.values()), chunk_size=chunk_size, progress=progress)
     scores = class_scores(sims, train_y[idx], set(used.values()), num_classes, temperature)
-    out = {"top1": {}, "top5": {}, "k": used}
+    out = {"top1": {}, "top5": {}, "k": used, "ranked": {}}
     for k, kk in used.items():
         out["top1"][k] = top_k_correct(scores[kk], test_y, 1)
+        out["ranked"][k] = ranked_classes(scores[kk], min(5, num_classes))
         if num_classes >= 5:
-            out["top5"][k] = top_k_correct(scores[kk], test_y, 5)
+            out["top5"][k] = (out["ranked"][k][0] == np.asarray(test_y)[:, None]).any(axis=1)
     return out

@@ -11,6 +11,11 @@
   `zeroshot_hits`, the top-1 of image embeddings against class embeddings; `retrieval_recall`, Recall@k
   in both directions.
 - `bootstrap_ci`: a percentile bootstrap of a mean, for confidence intervals on per-example scores.
+- Paired comparisons of two models on the same examples (`harness report --compare`): `paired_bootstrap_ci`
+  (the bootstrap of the mean difference, both models resampled with the same indices), `mcnemar_exact` (0/1
+  scores: the exact binomial test on the discordant pairs), `paired_permutation_p` (other scores: the
+  sign-flip permutation test), and the sample sizes a difference of the observed size needs
+  (`mcnemar_sample_size`, `paired_sample_size`).
 
 Only numpy and the standard library are imported at module level (pycocoevalcap lazily, inside the
 caption functions), so this module loads without jax or tensorflow.
@@ -18,8 +23,10 @@ caption functions), so this module loads without jax or tensorflow.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
+import statistics
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +52,11 @@ __all__ = [
     "zeroshot_hits",
     "retrieval_recall",
     "bootstrap_ci",
+    "paired_bootstrap_ci",
+    "mcnemar_exact",
+    "paired_permutation_p",
+    "mcnemar_sample_size",
+    "paired_sample_size",
 ]
 
 # The answer types VQAv2 annotations use (`vqa_scores` reports whichever are present).
@@ -468,6 +480,134 @@ def bootstrap_ci(per_example: Sequence[float], *, n_resamples: int = 1000, seed:
         means[start:stop] = values[idx].mean(axis=1)
     lo, hi = np.percentile(means, [100.0 * alpha / 2, 100.0 * (1.0 - alpha / 2)])
     return float(lo), float(hi)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paired comparisons: two models scored on the same examples
+# ---------------------------------------------------------------------------------------------------
+
+def _paired(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape or a.size == 0:
+        raise MetricInputError(f"a paired comparison needs two equally long, non-empty score lists; got "
+                               f"{a.size} and {b.size}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise MetricInputError("a paired comparison got NaN or infinite scores; check the per-example scores")
+    return b - a
+
+
+def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], *, n_resamples: int = 1000, seed: int = 0,
+                        alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) interval of mean(b - a) over paired examples: each resample draws
+    examples with replacement and takes both models' scores of the same examples (`bootstrap_ci` of the
+    differences, so the same seed draws the same indices as the report's intervals)."""
+    return bootstrap_ci(_paired(a, b), n_resamples=n_resamples, seed=seed, alpha=alpha)
+
+
+def _binom_cdf_half(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2): exact (integer sums) up to n = 20000, in log space above."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    if n <= 20000:
+        term, total = 1, 1
+        for i in range(k):
+            term = term * (n - i) // (i + 1)
+            total += term
+        return total / (1 << n)
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2.0) for i in range(k + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(v - top) for v in logs))
+
+
+def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> tuple[float, int, int]:
+    """McNemar's exact test of two models' 0/1 results on the same examples: (two-sided p-value, n10, n01) with
+    n10 the examples only `a` gets right and n01 those only `b` gets right. Under the null (equal accuracy)
+    n01 ~ Binomial(n10 + n01, 1/2); p = min(1, 2 P(X <= min(n10, n01))), as
+    `scipy.stats.binomtest(n01, n10 + n01, 0.5).pvalue`. Scores are 0/1 or 0/100 (any two values: the
+    larger is right)."""
+    d = _paired(a, b)
+    a = np.asarray(a, np.float64).reshape(-1)
+    b = np.asarray(b, np.float64).reshape(-1)
+    values = np.unique(np.concatenate([a, b]))
+    if values.size > 2:
+        raise MetricInputError(f"McNemar's test needs 0/1 scores; these take {values.size} values")
+    right = values.max() if values.size else 0.0
+    n10 = int(np.count_nonzero((a == right) & (b != right) & (d != 0)))
+    n01 = int(np.count_nonzero((b == right) & (a != right) & (d != 0)))
+    n = n10 + n01
+    if n == 0:
+        return 1.0, n10, n01
+    return min(1.0, 2.0 * _binom_cdf_half(min(n10, n01), n)), n10, n01
+
+
+PERMUTATION_RESAMPLES = 9999  # random sign flips when exact enumeration would take more (p resolution 1e-4)
+
+
+def paired_permutation_p(a: Sequence[float], b: Sequence[float], *, n_resamples: int = PERMUTATION_RESAMPLES,
+                         seed: int = 0) -> tuple[float, bool]:
+    """The paired (sign-flip) permutation test of mean(b - a) = 0: under the null, which model scored which
+    of a pair's two values is a coin flip, so each difference keeps or flips its sign. Returns (two-sided
+    p-value, exact): with m non-zero differences and 2^m <= n_resamples + 1 every sign pattern is counted
+    (exact: the p-value `scipy.stats.permutation_test(..., permutation_type="samples")` gives with all
+    permutations); otherwise `n_resamples` seeded random patterns, p = (1 + hits) / (1 + n_resamples)
+    (Phipson & Smyth 2010). A pattern counts when |its mean difference| >= the observed one's (up to 100
+    machine epsilons relative, scipy's tolerance for ties)."""
+    d = _paired(a, b)
+    d = d[d != 0]
+    m = d.size
+    if m == 0:
+        return 1.0, True
+    observed = abs(float(d.sum()))
+    gamma = observed * 100 * np.finfo(np.float64).eps
+    total = float(d.sum())
+    if 2 ** m <= n_resamples + 1:
+        patterns = (np.arange(2 ** m)[:, None] >> np.arange(m)[None, :]) & 1  # [2^m, m] 0/1: which flip
+        sums = total - 2.0 * (patterns.astype(np.float64) @ d)
+        return float(np.count_nonzero(np.abs(sums) >= observed - gamma)) / 2 ** m, True
+    rng = np.random.default_rng(seed)
+    hits = 0
+    chunk = max(1, _BOOTSTRAP_MAX_DRAWS_PER_CHUNK // m)
+    for start in range(0, n_resamples, chunk):
+        rows = min(chunk, n_resamples - start)
+        flips = np.unpackbits(rng.integers(0, 256, size=(rows, (m + 7) // 8), dtype=np.uint8), axis=1)[:, :m]
+        sums = total - 2.0 * (flips.astype(np.float64) @ d)
+        hits += int(np.count_nonzero(np.abs(sums) >= observed - gamma))
+    return (1 + hits) / (1 + n_resamples), False
+
+
+def _z(alpha: float, power: float) -> tuple[float, float]:
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise MetricInputError(f"alpha and power must be in (0, 1); got {alpha} and {power}")
+    normal = statistics.NormalDist()
+    return normal.inv_cdf(1 - alpha / 2), normal.inv_cdf(power)
+
+
+def mcnemar_sample_size(n10: int, n01: int, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Examples a two-sided McNemar test at `alpha` needs to detect, with `power`, discordant proportions like
+    the observed ones (p10 = n10/n, p01 = n01/n): Connor (1987), Biometrics 43(1) 207-211, with psi = p10 + p01
+    and delta = p01 - p10, n = (z_{1-alpha/2} sqrt(psi) + z_{power} sqrt(psi - delta^2))^2 / delta^2.
+    Infinite when the difference is 0."""
+    if n <= 0 or n10 == n01:
+        return math.inf
+    za, zb = _z(alpha, power)
+    psi, delta = (n10 + n01) / n, (n01 - n10) / n
+    return (za * math.sqrt(psi) + zb * math.sqrt(max(psi - delta * delta, 0.0))) ** 2 / (delta * delta)
+
+
+def paired_sample_size(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05,
+                       power: float = 0.8) -> float:
+    """Examples a two-sided paired test at `alpha` needs to detect, with `power`, a mean difference of the
+    observed size: the normal (large-sample paired t) approximation n = ((z_{1-alpha/2} + z_{power}) sd / d)^2,
+    with d and sd the mean and standard deviation (ddof 1) of the observed differences. Infinite when d is 0."""
+    d = _paired(a, b)
+    mean = float(d.mean())
+    if mean == 0 or d.size < 2:
+        return math.inf
+    za, zb = _z(alpha, power)
+    return ((za + zb) * float(d.std(ddof=1)) / mean) ** 2
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,17 +22,28 @@ import jax.numpy as jnp
 import numpy as np
 
 from harness import checkpoints
+from harness.data.pp import as_preprocess, naflex_pp
 from harness.errors import HarnessError, did_you_mean
-from harness.schema import Doc
+from harness.models.naflex import POOL_TYPES as NAFLEX_POOL_TYPES
+from harness.models.naflex import NaFlexViT, inputs_from_batch, patchify
 from harness.models.variants import Shape, decode_variant, rep_width
 from harness.models.vit import ViT
 from harness.scale import sharding
 from harness.scale.runtime import tune_malloc
+from harness.schema import Doc
 
 CONFIG_KEYS = ("variant", "width", "depth", "mlp_dim", "num_heads", "patch_size", "pool_type", "posemb",
-               "rep_size", "num_classes", "scan", "dtype_mm", "gelu", "res")
+               "rep_size", "num_classes", "scan", "dtype_mm", "gelu", "res", "max_num_patches", "nposemb")
 # Keys the checkpoint tree can disagree with (the others are free choices of the user).
-TREE_KEYS = ("width", "depth", "mlp_dim", "num_heads", "patch_size", "rep_size", "num_classes", "posemb")
+TREE_KEYS = ("width", "depth", "mlp_dim", "num_heads", "patch_size", "rep_size", "num_classes", "posemb",
+             "nposemb")
+# A NaFlex encoder (`harness.models.naflex`; a config with `max_num_patches`) sees each image as at most
+# `max_num_patches` patches at its own aspect ratio: 256 is the budget of big_vision's SigLIP 2 NaFlex results
+# (configs/proj/image_text/README_siglip2.md: "The NaFlex results are for sequence length 256") and of
+# transformers' Siglip2ImageProcessor (`max_num_patches = 256`). Its posemb grid defaults to big_vision's
+# SigLIP 2 demo (`nposemb=16`).
+NAFLEX_MAX_NUM_PATCHES = 256
+NAFLEX_NPOSEMB = 16
 # gelu: big_vision's tanh approximation; a checkpoint whose architecture uses the exact GELU (timm's SigLIP v1 /
 # augreg ViTs, `harness.checkpoints.timm`) states gelu="exact" as a hint.
 # dtype_mm: None is `default_dtype_mm()`, the backend's (float32 on CPU, bfloat16 on an accelerator).
@@ -57,8 +68,9 @@ def default_dtype_mm(backend: str | None = None) -> str:
 ENCODER_KEY_TYPES = {
     "variant": ("str", None), "width": ("size", None), "depth": ("size", None), "mlp_dim": ("size", None),
     "num_heads": ("size", None), "patch_size": ("size", None), "res": ("size", None),
+    "max_num_patches": ("size", None), "nposemb": ("size", None),  # a NaFlex encoder's (SigLIP 2)
     "num_classes": ("size_or_none", None), "rep_size": ("size_or_bool", None), "scan": ("bool", None),
-    "pool_type": ("choice", ("gap", "map", "tok", "0", "none")), "posemb": ("choice", ("learn", "sincos2d")),
+    "pool_type": ("choice", ("gap", "map", "tok", "0", "none", "max")), "posemb": ("choice", ("learn", "sincos2d")),
     "dtype_mm": ("choice", ("float32", "bfloat16")), "gelu": ("choice", ("tanh", "exact")),
 }
 # Training-only keys an encoder config may carry (a fine-tuned model's).
@@ -122,14 +134,14 @@ def _majority(votes: list[tuple[int, str]]) -> int | None:
 
 
 # The leaves whose shape `infer_config` reads a dimension of, with the rank they must have.
-_RANKS = {"embedding/kernel": (4, "(patch, patch, 3, width)"), "pre_logits/kernel": (2, "(width, rep_size)"),
-          "head/kernel": (2, "(width, classes)")}
+_RANKS = {"embedding/kernel": ((4, 2), "(patch, patch, 3, width), or a NaFlex ViT's (patch*patch*3, width)"),
+          "pre_logits/kernel": ((2,), "(width, rep_size)"), "head/kernel": ((2,), "(width, classes)")}
 
 
 def infer_config(flat: dict[str, np.ndarray], *, path: str = "checkpoint") -> dict:
     """What the parameter tree says about the model (a partial config)."""
-    for key, (rank, layout) in _RANKS.items():
-        if key in flat and len(np.shape(flat[key])) != rank:
+    for key, (ranks, layout) in _RANKS.items():
+        if key in flat and len(np.shape(flat[key])) not in ranks:
             raise HarnessError(f"checkpoint {path}: {key} has shape {tuple(np.shape(flat[key]))}, not {layout}; the "
                                "file is corrupt or not a ViT: re-export it")
     cfg: dict[str, Any] = {}
@@ -139,7 +151,14 @@ def infer_config(flat: dict[str, np.ndarray], *, path: str = "checkpoint") -> di
             cfg[dim] = value
     if "embedding/kernel" in flat:
         k = flat["embedding/kernel"]
-        cfg["patch_size"] = (int(k.shape[0]), int(k.shape[1]))
+        if len(k.shape) == 2:  # NaFlex: a Dense over flattened p x p x 3 patches, a G x G posemb grid
+            p = math.isqrt(int(k.shape[0]) // 3)
+            if p * p * 3 == int(k.shape[0]):  # else no patch size: one line from `resolve_config`
+                cfg["patch_size"] = (p, p)
+            if "pos_embedding" in flat and len(flat["pos_embedding"].shape) == 3:
+                cfg["nposemb"] = int(flat["pos_embedding"].shape[0])
+        else:
+            cfg["patch_size"] = (int(k.shape[0]), int(k.shape[1]))
     scanned = checkpoints.is_scanned(flat)
     if scanned:
         if (depth := _majority(votes["depth"])) is not None:
@@ -154,7 +173,8 @@ def infer_config(flat: dict[str, np.ndarray], *, path: str = "checkpoint") -> di
     elif "cls" in flat:
         cfg["pool_type"] = "tok"
     cfg["posemb"] = "learn" if "pos_embedding" in flat else "sincos2d"
-    if "pos_embedding" in flat and "patch_size" in cfg and len(np.shape(flat["pos_embedding"])) == 3:
+    if "pos_embedding" in flat and "patch_size" in cfg and "nposemb" not in cfg and \
+            len(np.shape(flat["pos_embedding"])) == 3:
         n = int(flat["pos_embedding"].shape[1])
         # A count that is not a square is refused by `check_posemb`, against the nearest grid below it (as is
         # a posemb that is not (1, tokens, width)).
@@ -168,7 +188,7 @@ def check_posemb(flat: dict[str, np.ndarray], cfg: dict, *, path: str = "checkpo
     """A learned posemb must be a square grid of tokens (`checkpoints.fix_old_layout` has already folded
     big_vision's old cls row, where the tree has a cls token to fold it into)."""
     pe = flat.get("pos_embedding")
-    if pe is None or cfg.get("posemb") != "learn":
+    if pe is None or cfg.get("posemb") != "learn" or is_naflex(cfg):  # a NaFlex grid: checked by its shape
         return
     n = int(pe.shape[1]) if pe.ndim == 3 else -1
     if pe.ndim == 3 and math.isqrt(n) ** 2 == n:
@@ -261,7 +281,9 @@ def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "chec
     if missing:
         raise HarnessError(f"{path}: cannot tell {', '.join(missing)} from the checkpoint; pass --variant "
                            "(e.g. So400m/14) or --set key=value")
-    if cfg.get("pool_type") not in ("gap", "map", "tok", "0", "none"):
+    if "nposemb" in tree_cfg or cfg.get("max_num_patches") is not None or "nposemb" in explicit:
+        _resolve_naflex(cfg, tree_cfg, explicit, path)
+    elif cfg.get("pool_type") not in ("gap", "map", "tok", "0", "none"):
         raise HarnessError(f"pool_type {cfg.get('pool_type')!r} is not one of gap, map, tok, 0, none")
     if cfg.get("posemb") not in ("learn", "sincos2d"):
         raise HarnessError(f"posemb {cfg.get('posemb')!r} is not one of learn, sincos2d")
@@ -281,7 +303,42 @@ def resolve_config(tree_cfg: dict, hints: dict, user: dict, *, path: str = "chec
     return cfg
 
 
+def is_naflex(cfg: dict) -> bool:
+    """Whether an encoder config is a NaFlex encoder's (`harness.models.naflex`)."""
+    return cfg.get("max_num_patches") is not None
+
+
+def _resolve_naflex(cfg: dict, tree_cfg: dict, explicit: dict, path: str) -> None:
+    """The NaFlex keys of `resolve_config`: the patch budget (default 256), the posemb grid, and `res`, which
+    is not a setting but the side of a square image of `max_num_patches` patches (for the shape's GFLOPs)."""
+    if "patch_size" in tree_cfg and "nposemb" not in tree_cfg:
+        raise HarnessError(f"{path}: max_num_patches is a NaFlex encoder's setting (SigLIP 2 NaFlex), but this "
+                           "checkpoint is a fixed-resolution ViT (a convolutional patch embedding); drop it and "
+                           "choose the resolution with --res")
+    if "res" in explicit:
+        raise HarnessError(f"{path}: a NaFlex encoder has no fixed resolution (each image keeps its aspect ratio "
+                           "at up to max_num_patches patches); drop --res and pass --set max_num_patches=N")
+    if "patch_size" in tree_cfg and tuple(cfg["patch_size"]) != tuple(tree_cfg["patch_size"]):
+        raise HarnessError(f"{path}: patch_size={cfg['patch_size'][0]} was asked for, but a NaFlex encoder is "
+                           f"evaluated at its own patch size {tree_cfg['patch_size'][0]}; drop the setting")
+    n = cfg.setdefault("max_num_patches", NAFLEX_MAX_NUM_PATCHES)
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise HarnessError(f"max_num_patches must be a positive int; got {n!r}")
+    cfg["max_num_patches"] = int(n)
+    cfg.setdefault("nposemb", NAFLEX_NPOSEMB)
+    if cfg.get("pool_type") not in NAFLEX_POOL_TYPES:
+        raise HarnessError(f"pool_type {cfg.get('pool_type')!r} is not one of a NaFlex encoder's: "
+                           f"{', '.join(NAFLEX_POOL_TYPES)}")
+    if cfg.get("posemb") != "learn":
+        raise HarnessError(f"posemb {cfg.get('posemb')!r}: a NaFlex encoder has a learned posemb grid (learn)")
+    cfg["res"] = cfg["patch_size"][0] * max(1, math.isqrt(cfg["max_num_patches"]))
+
+
 def build_model(cfg: dict):
+    if is_naflex(cfg):
+        kw = {k: cfg[k] for k in ("width", "depth", "mlp_dim", "num_heads", "pool_type", "nposemb", "rep_size",
+                                  "num_classes", "scan", "dtype_mm", "gelu", "head_zeroinit") if k in cfg}
+        return NaFlexViT(patch_size=tuple(cfg["patch_size"]), **kw)
     kw = {k: cfg[k] for k in ("width", "depth", "mlp_dim", "num_heads", "pool_type", "posemb", "rep_size",
                               "num_classes", "scan", "dtype_mm", "gelu") if k in cfg}
     kw["patch_size"] = tuple(cfg["patch_size"])
@@ -300,8 +357,18 @@ def abstract_tree(model, *inputs) -> dict[str, Any]:
 
 
 def abstract_params(model, res: int) -> dict[str, Any]:
-    """The image encoder's parameter tree at `res` px (see `abstract_tree`)."""
-    return abstract_tree(model, jax.ShapeDtypeStruct((1, res, res, 3), jnp.float32))
+    """The image encoder's parameter tree at `res` px (see `abstract_tree`; a NaFlex encoder's does not depend
+    on the image)."""
+    return abstract_tree(model, example_input(model, res, abstract=True))
+
+
+def example_input(model, res: int, *, abstract: bool = False):
+    """One input the model takes: a [1, res, res, 3] image, or a NaFlex model's one-patch sequence."""
+    if isinstance(model, NaFlexViT):
+        p = model.patch_size
+        shapes = [((1, 1, p[0] * p[1] * 3), jnp.float32)] + [((1, 1), jnp.int32)] * 3
+        return tuple(jax.ShapeDtypeStruct(*s) if abstract else jnp.ones(*s) for s in shapes)
+    return jax.ShapeDtypeStruct((1, res, res, 3), jnp.float32) if abstract else jnp.zeros((1, res, res, 3))
 
 
 def _layer_shapes(target: dict) -> dict[str, tuple]:
@@ -345,7 +412,7 @@ def fit_params(flat: dict, target: dict, *, path: str = "checkpoint") -> dict:
         elif k in layer_shapes and tuple(np.shape(a)) != layer_shapes[k]:
             raise _wrong_shape(path, k, tuple(np.shape(a)), layer_shapes[k])
     flat = checkpoints.to_layout(flat, checkpoints.is_scanned(target))
-    if "pos_embedding" in flat and "pos_embedding" in target:
+    if "pos_embedding" in flat and "pos_embedding" in target and target["pos_embedding"].shape[0] == 1:
         flat["pos_embedding"] = checkpoints.resample_posemb(flat["pos_embedding"], target["pos_embedding"].shape[1])
     missing = sorted(set(target) - set(flat))
     extra = sorted(set(flat) - set(target))
@@ -429,10 +496,39 @@ class Encoder:
 
     @property
     def outputs(self) -> tuple[str, ...]:
+        if self.naflex:  # a variable patch grid: no 2-D maps
+            return ("stem", "encoded", "pre_logits") + (("logits",) if self.config.get("num_classes") else ())
         out = ["stem", "encoded", "pre_logits_2d", "pre_logits"]
         if self.config.get("num_classes"):
             out += ["logits", "logits_2d"]
         return tuple(out)
+
+    @property
+    def naflex(self) -> bool:
+        """A NaFlex encoder: images as patch sequences at their own aspect ratio (`harness.models.naflex`)."""
+        return is_naflex(self.config)
+
+    def image_pp(self, pp: str) -> str:
+        """The pp this encoder reads a task's images with: `pp` itself, or, for a NaFlex encoder, big_vision's
+        NaFlex pp (`harness.data.pp.naflex_pp`) in place of a task's resize / crop eval pp. A pp that already
+        patchifies is kept; one with other ops (random crops, flips) cannot feed a NaFlex encoder."""
+        if not self.naflex:
+            return pp
+        ops = as_preprocess(pp).ops
+        if any(op.name == "patchify" for op in ops):
+            return pp
+        odd = [op.text for op in ops if op.name not in ("decode", "resize", "resize_small", "resize_long",
+                                                        "central_crop", "value_range")]
+        if odd:
+            raise HarnessError(f"pp '{pp}' has {odd[0]}, which a NaFlex encoder cannot take (it resizes every "
+                               "image to its patch budget itself); give an eval pp, or a NaFlex pp ending in "
+                               "patchify(...) and pad_to_shape(...)")
+        decode = next((op.text for op in ops if op.name == "decode"), "decode")
+        return naflex_pp(self.config["patch_size"][0], self.config["max_num_patches"], decode=decode)
+
+    def images_of(self, batch) -> Any:
+        """The encoder's input from a pipeline batch: `batch["image"]`, or a NaFlex encoder's patch tuple."""
+        return inputs_from_batch(batch) if self.naflex else batch["image"]
 
     def describe(self) -> dict:
         """The JSON-able identity of this encoder, for result records: the checkpoint (spec, content sha256,
@@ -474,7 +570,19 @@ class Encoder:
         asynchronously). images: [N, H, W, 3] float in [-1, 1] at `self.res`; or uint8 pixels with
         `pixel_table`, [256, 3] float32, row v the model input of pixel value v in each channel (the pp's last
         op, `ValueRange.table`), applied on the device: a quarter of the bytes to move, and the op's values bit
-        for bit. With several devices the rows are split over the mesh."""
+        for bit. With several devices the rows are split over the mesh.
+        A NaFlex encoder takes big_vision's tuple (patches, type, yidx, xidx) (`harness.models.naflex`; its pp
+        resizes float images, so no pixel table), or [N, H, W, 3] float images that are each read at their own
+        patch grid (H and W multiples of the patch)."""
+        if self.naflex:
+            if pixel_table is not None:
+                raise ValueError("a NaFlex encoder takes float patches (its pp resizes after value_range), not a "
+                                 "pixel table")
+            inputs = self._naflex_inputs(images)
+            if sharding.is_sharded():
+                placed, rows = sharding.to_mesh(inputs)
+                return DeviceBatch(placed, rows)
+            return DeviceBatch(jax.device_put(inputs), len(inputs[0]))
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise HarnessError(f"images must be [N, H, W, 3], got shape {images.shape}")
@@ -514,6 +622,28 @@ class Encoder:
         names = self.output_names(outputs)
         return self.fetch(self.dispatch(self.put(images, pixel_table), names))
 
+    def _naflex_inputs(self, images) -> tuple[np.ndarray, ...]:
+        p, n = self.config["patch_size"][0], self.config["max_num_patches"]
+        if isinstance(images, dict):
+            images = tuple(images[k] for k in ("patches", "type", "yidx", "xidx"))
+        if isinstance(images, (tuple, list)) and len(images) == 4:
+            patches, ptype, yidx, xidx = (np.asarray(a) for a in images)
+            if patches.ndim != 3 or patches.shape[-1] != p * p * 3 or any(
+                    a.shape != patches.shape[:2] for a in (ptype, yidx, xidx)):
+                raise HarnessError(f"NaFlex inputs must be patches [N, L, {p * p * 3}] and type, yidx, xidx [N, L]; "
+                                   f"got {[np.shape(a) for a in images]}")
+            return (patches.astype(np.float32), ptype.astype(np.int32), yidx.astype(np.int32),
+                    xidx.astype(np.int32))
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise HarnessError(f"images must be [N, H, W, 3] or NaFlex (patches, type, yidx, xidx), got shape "
+                               f"{images.shape}")
+        try:
+            return patchify(images, p, n)
+        except ValueError as e:
+            raise HarnessError(f"{e}: give images whose sides are multiples of {p} px, or NaFlex inputs from its "
+                               "pp (harness.data.pp.naflex_pp)") from None
+
     def save(self, path: str, fmt: str = "npz") -> str:
         if fmt == "npz":
             return str(checkpoints.save_npz(path, self.params_numpy()))
@@ -527,8 +657,7 @@ def random_encoder(seed: int = 0, **config) -> Encoder:
     """A randomly initialised encoder (e.g. the baseline every probe must beat)."""
     cfg = resolve_config({}, {}, config, path="random init")
     model = build_model(cfg)
-    res = cfg["res"]
-    params = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, res, res, 3), jnp.float32))["params"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(seed), example_input(model, cfg["res"]))["params"]
     return Encoder(model=model, params=params, config=cfg, spec=f"random:{seed}", sha256=None)
 
 

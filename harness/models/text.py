@@ -277,7 +277,7 @@ def load_text_tower(spec, **kw) -> TextTower | None:
     tower = text_tower_from_tree(tt["txt"], log_t=tt.get("t"), b=tt.get("b"), path=tt["path"], **kw)
     tower.config["checkpoint"] = {k: tt[k] for k in ("path", "format")}
     tower.config["text_pp"] = tt.get("text_pp") or "big_vision"
-    for key in ("tokenizer", "hf_tokenizer_folder", "hf_tokenizer_name"):
+    for key in ("tokenizer", "hf_tokenizer_folder", "hf_tokenizer_name", "hf_model_type"):
         if tt.get(key):
             tower.config[key] = tt[key]
     return tower

@@ -10,6 +10,7 @@ from harness.files import write_text_atomic
 from harness.report.baseline import load_baseline, make_baseline, write_baseline
 from harness.report.build import build_table
 from harness.report.check import check
+from harness.report.examples import write_example_pages
 from harness.report.html import to_html
 from harness.report.records import load_records
 from harness.report.tables import MARKDOWN_LAYOUTS, to_csv, to_latex, to_markdown
@@ -19,9 +20,11 @@ FORMATS = ("md", "csv", "latex", "html")
 
 def report_command(runs: Sequence[str], *, fmt: str = "md", output: str | None = None,
                    baseline: str | None = None, with_paper: bool = False, show_seeds: bool = False,
-                   layout: str | None = None) -> str:
+                   layout: str | None = None, data_dir: str | None = None) -> str:
     """What `harness report` prints: the rendered table, or "wrote FILE" when `output` is given. `layout`
-    (Markdown only): "long" (the default) or "wide" (`to_markdown`)."""
+    (Markdown only): "long" (the default) or "wide" (`to_markdown`). HTML: with the pages of examples of the
+    records that have samples files beside them (`harness.report.examples`; the proxies' images read from
+    `data_dir`)."""
     if fmt not in FORMATS:
         raise HarnessError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
     if layout is not None and fmt != "md":
@@ -37,8 +40,9 @@ def report_command(runs: Sequence[str], *, fmt: str = "md", output: str | None =
         raise HarnessError(f"no result records under {', '.join(runs)}; run `harness run` first")
     table = build_table(records, baseline=baseline, with_paper=with_paper, show_seeds=show_seeds)
     if fmt == "html":
-        to_html(table, output)
-        return f"wrote {output}\n"
+        pages = write_example_pages(records, output, data_dir=data_dir)
+        to_html(table, output, example_pages=pages)
+        return f"wrote {output}" + (f" and {len(pages)} page(s) of examples" if pages else "") + "\n"
     if fmt == "md":
         text = to_markdown(table, layout=layout or "long")
     else:

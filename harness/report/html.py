@@ -52,7 +52,8 @@ header h1 { margin: 0 0 4px; font-size: 22px; font-weight: 600; }
 header p { margin: 0; color: #c9d3ee; font-size: 13px; }
 main { max-width: 1180px; margin: 0 auto; padding: 8px 32px 40px; }
 nav { margin: 16px 0 4px; font-size: 13px; }
-nav a { color: var(--accent); text-decoration: none; margin-right: 14px; }
+nav a, p.links a { color: var(--accent); text-decoration: none; margin-right: 14px; }
+p.links { font-size: 13px; margin: 2px 0 8px; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 6px 20px 16px;
           margin: 18px 0; }
 h2 { font-size: 17px; margin: 14px 0 10px; }
@@ -139,6 +140,8 @@ _TEMPLATE = """\
 {% for s in sections %}
 <section id="task-{{ s.task }}"><h2>{{ s.task }}<small>{{ s.title }}</small></h2>
 {% if s.unpublished %}<p class="unpublished">{{ unpublished }}</p>{% endif %}
+{% if s.examples %}<p class="links"><a href="{{ s.examples }}">{{ s.task }}: the worst and the most uncertain
+{#- #} examples</a></p>{% endif %}
 {{ data_table(s.table) }}
 {% for caption, png in s.charts %}
 <figure><img src="data:image/png;base64,{{ png }}" alt="{{ caption }}"><figcaption>{{ caption }}</figcaption></figure>
@@ -170,8 +173,15 @@ def _finalize(value: Any) -> Any:
     return value if hasattr(value, "__html__") else visible(value)
 
 
-PAGE = jinja2.Environment(autoescape=True, finalize=_finalize, undefined=jinja2.StrictUndefined,
-                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True).from_string(_TEMPLATE)
+def template(text: str) -> jinja2.Template:
+    """A page template with this page's escaping (autoescape after `visible`; an undefined name is an error):
+    the report's other pages (`harness.report.compare`, `harness.report.examples`) are made with it."""
+    return jinja2.Environment(autoescape=True, finalize=_finalize, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True).from_string(text)
+
+
+CSS = _CSS
+PAGE = template(_TEMPLATE)
 
 
 def _cell(table: Table, row: Row, col: Column, best: set[str]) -> dict | None:
@@ -442,10 +452,11 @@ def _fewshot_curves(table: Table) -> str | None:
 
 
 def to_html(records_or_table, path: str | Path | None = None, *, title: str = "sovit-harness report",
-            generated: str | None = None, **build_kwargs) -> str:
+            generated: str | None = None, example_pages: dict[str, str] | None = None, **build_kwargs) -> str:
     """A self-contained HTML page (inline CSS, plots as base64 PNG): per-task tables with grouped bar
-    charts, few-shot accuracy-vs-shots curves, and the checkpoints. Written atomically when `path` is
-    given; returns the page."""
+    charts, few-shot accuracy-vs-shots curves, and the checkpoints; `example_pages` ({task: relative
+    path}, `harness.report.examples`) adds a link per task to its page of examples. Written atomically when
+    `path` is given; returns the page."""
     table = as_table(records_or_table, build_kwargs)
     has_curves = any(FEWSHOT_METRIC.match(c.metric) for c in table.columns)
     page = PAGE.render(
@@ -453,7 +464,8 @@ def to_html(records_or_table, path: str | Path | None = None, *, title: str = "s
         with_paper=any(r.kind == "paper" for r in table.rows), n_metrics=len(table.columns),
         generated=generated or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         sections=[{"task": task, "title": table.titles.get(task, ""), "table": _data_table(table, cols),
-                   "charts": _bar_charts(table, task, cols), "unpublished": table.unpublished(cols)}
+                   "charts": _bar_charts(table, task, cols), "unpublished": table.unpublished(cols),
+                   "examples": (example_pages or {}).get(task)}
                   for task, cols in table.groups()], unpublished=UNPUBLISHED,
         mark=PROTOCOL_MARK, has_curves=has_curves, curves=_fewshot_curves(table) if has_curves else None,
         patch_curves=_patch_curves(table),

@@ -7,7 +7,8 @@ its entries: detected and hashed once); the record's key is the task, its config
 content digest; a complete record of exactly this run at that key is reused (anything else there is
 recomputed); otherwise, under a lock on the record, the encoder is loaded (or taken from `Encoders`, shared
 by a suite's tasks), the task runs (`execute`: resolve, run, check the metrics), the checkpoint is checked
-to be the content that was hashed, and the record is written once, atomically.
+to be the content that was hashed, and the samples file (what was predicted per example,
+`harness.eval.samples`) and then the record naming it are written once, atomically.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from harness.api.registry import get_task
 from harness.checkpoints import Checkpoint, open_checkpoint
 from harness.errors import HarnessError, did_you_mean
 from harness.eval.cache import default_cache_dir
+from harness.eval.samples import check_samples_file, samples_path, write_samples
 from harness.files import file_lock, write_json_atomic
 from harness.models.encoder import CONFIG_KEYS, ENCODER_KEY_TYPES, Encoder, load_encoder
 from harness.models.variants import decode_variant
@@ -108,16 +110,18 @@ def run_task(task: str | api.Task, ckpt: Checkpoint | str | None, *, preset: str
              sets: dict[str, str] | None = None, encoder_config: dict | None = None, data_dir: str | None = None,
              out_dir: str | Path = "runs", cache_dir: str | Path | None = None, force: bool = False,
              progress: bool = True, name: str | None = None, encoder: Encoder | None = None,
-             encoders: Encoders | None = None, info: dict | None = None) -> tuple[dict, Path, bool]:
+             encoders: Encoders | None = None, info: dict | None = None,
+             log_samples: bool = True) -> tuple[dict, Path, bool]:
     """Returns (record, path, reused). A finished identical run (same task, config hash and checkpoint
-    content) is reused unless `force`.
+    content) is reused unless `force` (and, with `log_samples`, only if its samples file is there as written).
 
     `task`: a registered task's name, or the task itself (already looked up). `ckpt`: a checkpoint spec, an
     open `Checkpoint` (a suite's, hashed once for all its entries), or "random[:seed]". `sets`: `--set`
     values, the task's settings and encoder keys alike; `encoder_config`: encoder keys given otherwise
     (--variant, --res). `encoder`: an encoder loaded already; else it is loaded from `ckpt` (through
     `encoders`, to share it with later runs). `info`: entries added to the record's `info` (a distributed
-    run's process count)."""
+    run's process count). `log_samples`: write what was predicted per example beside the record
+    (`<record>.samples.jsonl.gz`)."""
     task = get_task(task) if isinstance(task, str) else task
     if isinstance(ckpt, str) and ckpt.startswith("random") and not re.fullmatch(r"random(:\d+)?", ckpt):
         raise HarnessError(f"--ckpt {ckpt}: a random encoder is random or random:SEED with an integer seed "
@@ -134,14 +138,14 @@ def run_task(task: str | api.Task, ckpt: Checkpoint | str | None, *, preset: str
     try:
         return _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, preset=preset, data_dir=data_dir,
                     out_dir=Path(out_dir), cache_dir=cache_dir, force=force, progress=progress, name=name,
-                    encoder=encoder, encoders=encoders, info=info)
+                    encoder=encoder, encoders=encoders, info=info, log_samples=log_samples)
     finally:
         if opened is not None:
             opened.close()
 
 
 def _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, *, preset, data_dir, out_dir, cache_dir, force, progress,
-         name, encoder, encoders, info) -> tuple[dict, Path, bool]:
+         name, encoder, encoders, info, log_samples) -> tuple[dict, Path, bool]:
     handle = encoder.checkpoint if encoder is not None else ckpt if isinstance(ckpt, Checkpoint) else None
     sha = encoder.sha256 if encoder is not None else handle.sha256 if handle is not None else None
     subtree = handle.subtree if handle is not None else None
@@ -149,7 +153,7 @@ def _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, *, preset, data_dir, out_di
     spec = encoder.spec if encoder is not None else str(ckpt or "random")
     rec_path = results.record_path(out_dir, task.name, key or spec.replace("/", "_"), cfg_hash)
     expect = {"task": task.name, "version": task.version, "config_hash": cfg_hash, "sha256": sha}
-    if not force and (done := _finished(rec_path, expect)) is not None:
+    if not force and (done := _finished(rec_path, expect, log_samples)) is not None:
         return done, rec_path, True
 
     def on_wait():
@@ -158,7 +162,7 @@ def _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, *, preset, data_dir, out_di
     # One writer per record: a second run of the same (task, config, checkpoint) into this folder waits for
     # the first and then reuses its record instead of computing it twice into the same artefact folder.
     with file_lock(rec_path.parent / ".locks" / f"{rec_path.stem}.lock", on_wait=on_wait) as waited:
-        if waited and not force and (done := _finished(rec_path, expect)) is not None:
+        if waited and not force and (done := _finished(rec_path, expect, log_samples)) is not None:
             return done, rec_path, True
         t0 = time.perf_counter()
         if encoder is None:
@@ -171,11 +175,18 @@ def _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, *, preset, data_dir, out_di
         if encoder.checkpoint is not None:  # the record is filed under the digest: the content must be that
             encoder.checkpoint.verify_unchanged()
         ctx.info.update(info or {})
+        if not log_samples:
+            ctx.info["log_samples"] = False
         seeds = getattr(config, "seeds", None) or [getattr(config, "seed", 0)]
         record = results.make_record(
             task=task, preset=preset, config=cfg, cfg_hash=cfg_hash, encoder=encoder.describe(), metrics=metrics,
             metric_info=declared, ctx=ctx, seeds=seeds, name=name,
             timings={"load_seconds": t_load, "total_seconds": time.perf_counter() - t0, **ctx.record_timings()})
+        # The samples first: a record names the file and its sha256, so a record never lacks its samples.
+        record["samples"] = write_samples(samples_path(rec_path), task.name, ctx.samples, data_dir=data_dir) \
+            if log_samples and ctx.samples else None
+        if record["samples"] is None:
+            samples_path(rec_path).unlink(missing_ok=True)  # an earlier run's, which no record names now
         write_json_atomic(rec_path, record, what="the result record", devices=False)
         return record, rec_path, False
 
@@ -183,6 +194,9 @@ def _run(task, ckpt, config, cfg, cfg_hash, enc_cfg, *, preset, data_dir, out_di
 def execute(task: api.Task, config, encoder: Encoder, ctx: api.RunContext) -> tuple[dict, dict[str, api.Metric]]:
     """Runs `task` with its encoder-dependent settings resolved; returns (its metrics, the declared Metric of
     each name). The metric names must be the declared ones and every value finite: otherwise no record."""
+    if getattr(encoder, "naflex", False) and not task.naflex_inputs:
+        raise HarnessError(f"{task.name} feeds the encoder square images, which a NaFlex encoder (SigLIP 2 NaFlex) "
+                           "does not take; run it on fewshot, linear_probe, knn or lit_zeroshot")
     config = task.resolve_config(config, encoder)
     metrics = task.run(encoder, ctx, config)
     declared = {m.name: m for m in task.metrics(config)}
@@ -197,13 +211,20 @@ def execute(task: api.Task, config, encoder: Encoder, ctx: api.RunContext) -> tu
     return metrics, declared
 
 
-def _finished(rec_path: Path, expect: dict) -> dict | None:
+def _finished(rec_path: Path, expect: dict, log_samples: bool = True) -> dict | None:
     """The record at `rec_path` if it is a complete record of exactly this run (task and its version, config
-    hash, checkpoint digest, metrics); None otherwise. Anything else there (a damaged or foreign file, a record
-    of an older task version) is recomputed, never reused, with one warning."""
+    hash, checkpoint digest, metrics) whose samples file is there as it was written (with `log_samples`, one
+    must be: a record made with --no-log-samples is recomputed); None otherwise. Anything else there (a
+    damaged or foreign file, a record of an older task version) is recomputed, never reused, with one
+    warning."""
     if not rec_path.exists() and not rec_path.is_symlink():
         return None
     record, why = results.record_of(rec_path, expect)
+    if record is not None and record.get("samples") is not None:
+        bad = check_samples_file(rec_path, record["samples"])
+        why, record = (bad, None) if bad else (None, record)
+    elif record is not None and log_samples and (record.get("info") or {}).get("log_samples") is False:
+        why, record = "it was made with --no-log-samples (pass --no-log-samples to reuse it as it is)", None
     if why:
         log.warning("%s: %s; recomputing", rec_path, why)
     return record

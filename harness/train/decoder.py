@@ -331,7 +331,8 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
     try:
         predictions = _decode_table(model, dec_params, eval_feats, eval_text, tokenizer, layout, cfg, ctx.progress,
                                     desc)
-        log_ppl = _log_perplexity(model, dec_params, eval_feats, eval_text, tokenizer, layout, cfg)
+        log_ppl, log_ppl_per_example = _log_perplexity(model, dec_params, eval_feats, eval_text, tokenizer,
+                                                       layout, cfg)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -341,6 +342,7 @@ def train_and_decode(encoder, ctx, cfg: DecoderSettings, *, dataset: str, train_
         "predictions": predictions,
         "eval_table": eval_text,
         "log_perplexity": log_ppl,
+        "log_perplexity_per_example": log_ppl_per_example,  # per eval text example; NaN: it has no target
         "steps": result.steps,
         "train_loss_first": float(np.mean(losses[:10])) if losses else float("nan"),
         "train_loss_last": float(np.mean(losses[-10:])) if losses else float("nan"),
@@ -392,15 +394,16 @@ def _decode_table(model, params, feats, table: TextTable, tokenizer, layout, cfg
     return out
 
 
-def _log_perplexity(model, params, feats, table: TextTable, tokenizer, layout, cfg) -> float:
+def _log_perplexity(model, params, feats, table: TextTable, tokenizer, layout, cfg) -> tuple[float, np.ndarray]:
     """big_vision's cappa perplexity evaluator (`evaluators/proj/cappa/perplexity.py`): per example the
     target's NLL without label smoothing, summed over its tokens (EOS included; divided by their count
     if `perplexity_normalize_by_seqlen`), then the mean over eval examples. big_vision scores one target
     per example, drawn by the eval pp (`choice`); here every target is scored and an example's value is
-    the mean over its targets: the expectation of big_vision's number over that draw, without its noise."""
+    the mean over its targets: the expectation of big_vision's number over that draw, without its noise.
+    Returns (that mean, each example's value: NaN for one without targets)."""
     pairs = [(j, t) for j in range(len(table)) for t in table.targets[j]]
     if not pairs:
-        return float("nan")  # the split has no targets (e.g. a test split)
+        return float("nan"), np.full(len(table), np.nan)  # the split has no targets (e.g. a test split)
 
     @jax.jit
     def nll(params, batch, encoded):
@@ -418,7 +421,9 @@ def _log_perplexity(model, params, feats, table: TextTable, tokenizer, layout, c
     owner = np.array([j for j, _ in pairs])
     counts = np.bincount(owner, minlength=len(table))
     keep = counts > 0
-    return float((np.bincount(owner, per_pair, minlength=len(table))[keep] / counts[keep]).mean())
+    per_example = np.full(len(table), np.nan)
+    per_example[keep] = np.bincount(owner, per_pair, minlength=len(table))[keep] / counts[keep]
+    return float(per_example[keep].mean()), per_example
 
 
 __all__ = ["DecoderSettings", "ReadText", "TextTable", "choose_target", "load_tokenizer",

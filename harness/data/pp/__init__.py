@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 # The op modules register their ops on import.
-from harness.data.pp import dense, general, image  # noqa: F401
+from harness.data.pp import dense, general, image, naflex  # noqa: F401
 from harness.data.pp.image import ValueRange
 from harness.data.pp.randaug import RANDAUG_OPS
 from harness.data.pp.registry import KEY_KWARGS, OPS, ArgError, OpDef, known_ops
@@ -266,6 +266,16 @@ def eval_pp(res: int, resize: int | None = None, *, resize_op: str = "resize") -
     return f"decode|{resize_op}({resize})|central_crop({res})|value_range(-1,1)"
 
 
+def naflex_pp(patch_size: int, max_num_patches: int, decode: str = "decode") -> str:
+    """big_vision's NaFlex eval pp (SigLIP 2 demo colab, `get_pp_naflex`), after `decode`: value_range(-1, 1)
+    first, then the aspect-preserving resize to at most `max_num_patches` patches, the patches, padded to
+    `max_num_patches` (see `harness.data.pp.naflex`)."""
+    n, p = int(max_num_patches), int(patch_size)
+    pads = "|".join(f'pad_to_shape(({n},), key="image/{k}")' for k in ("type", "yidx", "xidx"))
+    return (f"{decode}|value_range(-1,1)|resize_to_sequence({p}, {n})|patchify({p})|"
+            f'pad_to_shape(({n}, None), key="image/patches")|{pads}')
+
+
 __all__ = [
     "RANDAUG_OPS",
     "OpCall",
@@ -275,6 +285,7 @@ __all__ = [
     "eval_pp",
     "example_seed",
     "known_ops",
+    "naflex_pp",
     "preprocess_numpy",
     "side_before_crop",
 ]

@@ -5,7 +5,8 @@ TensorFlow is `harness.tf_import.tf`, imported when an op first runs (see `harne
 
 from __future__ import annotations
 
-from harness.data.pp.registry import boolean, number, positive_int, register, string
+from harness.data.pp.registry import ArgError, boolean, number, positive_int, register, string
+from harness.errors import HarnessError
 from harness.tf_import import tf
 
 
@@ -66,5 +67,31 @@ def _onehot(depth, key="label", key_result=None, multi=True, on=1.0, off=0.0):
             out = tf.one_hot(labels, depth, on_value=on, off_value=off)
         data[key_result or key] = out
         return data
+
+    return fn
+
+
+@register("pad_to_shape")
+def _pad_to_shape(shape, pad_value=0, where="after"):
+    """Pad data[key] with `pad_value` to `shape` (a None dimension is left as it is), as big_vision's
+    `pad_to_shape`: the padding goes after the values (`where="after"`), before them, or half on each side
+    ("both", the odd one after)."""
+    if not isinstance(shape, (tuple, list)) or not all(s is None or (isinstance(s, int) and s >= 0) for s in shape):
+        raise ArgError(f"shape must be a tuple of non-negative ints or None; got {shape!r}")
+    shape = tuple(shape)
+    pad_value = number("pad_value", pad_value)
+    if where not in ("after", "before", "both"):
+        raise ArgError(f"where must be one of after, before, both; got {where!r}")
+
+    def fn(x):
+        if x.shape.rank is not None and x.shape.rank != len(shape):
+            raise HarnessError(f"pad_to_shape{shape} got a tensor of rank {x.shape.rank}; give a shape of that rank")
+        pads = []
+        for i, target in enumerate(shape):
+            diff = 0 if target is None else target - tf.shape(x)[i]
+            pads.append({"after": [0, diff], "before": [diff, 0], "both": [diff // 2, diff - diff // 2]}[where])
+        out = tf.pad(x, pads, constant_values=tf.cast(pad_value, x.dtype))
+        out.set_shape(shape)
+        return out
 
     return fn

@@ -231,7 +231,7 @@ def test_sigkill_then_crafted_chunks_resume_without_reading_outside(env, tmp_pat
 
     out, cache = tmp_path / "runs", tmp_path / "cache"
     args = _args(env, FEWSHOT, env["ckpt16"], out, cache)
-    proc, _ = _child(env, "extract", 13, args, tmp_path)  # chunks 0-2 committed
+    proc, _ = _child(env, "commit", 3, args, tmp_path)  # chunks 0-2 committed, the writer held before chunk 3
     assert _kill(proc)[0] == -signal.SIGKILL
     (partial,) = (cache / "features").glob("*.partial")
     outside = tmp_path / "outside"

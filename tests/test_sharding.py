@@ -32,7 +32,7 @@ MESH_SITES = {
     "coco_captioning": {"put", "fit", "_decode_table", "_log_perplexity"},
     "vqa": {"fit", "_decode_table", "_log_perplexity"},            # its features: coco's cache hits
     "lit_zeroshot": {"put", "fit", "embed"},                       # image pass, LiT steps, text tower
-    "knn": {"put"},                                                # encoder pass (the votes run on the host)
+    "knn": set(),                                                  # its features: linear_probe's cache hits
     "segmentation": {"put"},                                       # the cached tokens' pass (the head: one device)
     "depth": {"put"},                                              # the cached tokens' pass (the head: one device)
 }

@@ -156,38 +156,20 @@ class Depth(Task):
         train_split, eval_split = info.split("train"), info.split(info.depth.eval_role)
         pp_eval = eval_pp(info, res)
         if config.features == "cached":
-            feats = {role: ctx.extract(encoder, config.dataset, split, pp=pp_eval, representations=("encoded",),
-                                       keys=(key,), batch_size=config.extract_batch_size, num_examples=cap,
-                                       role=f"depth_{role}")
-                     for role, split, cap in (("train", train_split, config.max_train_examples),
-                                              ("eval", eval_split, config.max_eval_examples))}
-            batches = dense.cached_batches(feats["train"]["encoded"], feats["train"][key], config.batch_size,
-                                           seed=config.seed, to_grid=to_grid)
-            head = dense.train_head(objective, recipe, dim=feats["train"]["encoded"].shape[-1], batches=batches,
-                                    seed=config.seed, progress=ctx.progress, desc="depth head")
+            head, evals = dense.fit_cached(ctx, encoder, config, objective, recipe, pp=pp_eval,
+                                           splits=(train_split, eval_split), key=key, target=np.asarray,
+                                           to_grid=to_grid, role="depth")
             predict = dense.make_predict(objective, (res, res))
             enc_params = None
-            eval_batches = ((to_grid(np.asarray(feats["eval"]["encoded"][i:i + config.eval_batch_size], np.float32)),
-                             np.asarray(feats["eval"][key][i:i + config.eval_batch_size]),
-                             np.asarray(feats["eval"]["index"][i:i + config.eval_batch_size]))
-                            for i in range(0, len(feats["eval"]["encoded"]), config.eval_batch_size))
+            eval_batches = ((to_grid(np.asarray(evals["encoded"][i:i + config.eval_batch_size], np.float32)),
+                             np.asarray(evals[key][i:i + config.eval_batch_size]),
+                             np.asarray(evals["index"][i:i + config.eval_batch_size]))
+                            for i in range(0, len(evals["encoded"]), config.eval_batch_size))
         else:
-            pp = train_pp(config, info, res)
-            tokens = dense.patch_tokens(encoder)
-            n_train = data.num_examples(config.dataset, train_split, ctx.data_dir)
-            ctx.note_dataset(config.dataset, train_split, min(n_train, config.max_train_examples or n_train), pp,
-                             role="depth_train")
-
-            def batches(start):
-                for b in data.iterate(config.dataset, train_split, batch_size=config.batch_size, pp=pp,
-                                      data_dir=ctx.data_dir, train=True, seed=config.seed, start_step=start,
-                                      num_examples=config.max_train_examples or None):
-                    yield {"image": b["image"], "target": np.asarray(b[key], np.float32)}
-
-            head = dense.train_head(objective, recipe, dim=encoder.config["width"], batches=batches,
-                                    features=tokens, encoder_params=encoder.params, seed=config.seed,
-                                    progress=ctx.progress, desc="depth head")
-            predict = dense.make_predict(objective, (res, res), features=tokens)
+            head = dense.fit_online(ctx, encoder, config, objective, recipe, pp=train_pp(config, info, res),
+                                    split=train_split, key=key, target=lambda a: np.asarray(a, np.float32),
+                                    role="depth")
+            predict = dense.make_predict(objective, (res, res), features=dense.patch_tokens(encoder))
             enc_params = encoder.params
             n_eval = data.num_examples(config.dataset, eval_split, ctx.data_dir)
             ctx.note_dataset(config.dataset, eval_split, min(n_eval, config.max_eval_examples or n_eval), pp_eval,

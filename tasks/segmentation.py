@@ -182,36 +182,16 @@ class Segmentation(Task):
         train_split = info.split("train")
         eval_split = info.split(seg.eval_role)
         if config.features == "cached":
-            pp = cached_pp(info, crop)
-            feats = {role: ctx.extract(encoder, config.dataset, split, pp=pp, representations=("encoded",),
-                                       keys=(seg.key,), batch_size=config.extract_batch_size, num_examples=cap,
-                                       role=f"segmentation_{role}")
-                     for role, split, cap in (("train", train_split, config.max_train_examples),
-                                              ("eval", eval_split, config.max_eval_examples))}
-            batches = dense.cached_batches(feats["train"]["encoded"], labels(feats["train"][seg.key]),
-                                           config.batch_size, seed=config.seed, to_grid=to_grid)
-            head = dense.train_head(objective, recipe, dim=feats["train"]["encoded"].shape[-1], batches=batches,
-                                    seed=config.seed, progress=ctx.progress, desc="segmentation head")
+            head, evals = dense.fit_cached(ctx, encoder, config, objective, recipe, pp=cached_pp(info, crop),
+                                           splits=(train_split, eval_split), key=seg.key, target=labels,
+                                           to_grid=to_grid, role="segmentation")
             t0 = time.perf_counter()
-            per_image = self._eval_cached(head, objective, feats["eval"]["encoded"], labels(feats["eval"][seg.key]),
-                                          to_grid, crop, seg.num_classes)
-            index = feats["eval"]["index"]
+            per_image = self._eval_cached(head, objective, evals["encoded"], labels(evals[seg.key]), to_grid, crop,
+                                          seg.num_classes)
+            index = evals["index"]
         else:
-            pp = train_pp(config, info, crop, short)
-            tokens = dense.patch_tokens(encoder)
-            n_train = data.num_examples(config.dataset, train_split, ctx.data_dir)
-            ctx.note_dataset(config.dataset, train_split, min(n_train, config.max_train_examples or n_train), pp,
-                             role="segmentation_train")
-
-            def batches(start):
-                for b in data.iterate(config.dataset, train_split, batch_size=config.batch_size, pp=pp,
-                                      data_dir=ctx.data_dir, train=True, seed=config.seed, start_step=start,
-                                      num_examples=config.max_train_examples or None):
-                    yield {"image": b["image"], "target": labels(b[seg.key])}
-
-            head = dense.train_head(objective, recipe, dim=encoder.config["width"], batches=batches,
-                                    features=tokens, encoder_params=encoder.params, seed=config.seed,
-                                    progress=ctx.progress, desc="segmentation head")
+            head = dense.fit_online(ctx, encoder, config, objective, recipe, pp=train_pp(config, info, crop, short),
+                                    split=train_split, key=seg.key, target=labels, role="segmentation")
             t0 = time.perf_counter()
             index, per_image = self._eval_slide(encoder, ctx, config, head, objective, info, eval_split, crop, short,
                                                 stride)

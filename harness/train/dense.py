@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from harness import data
 from harness.errors import HarnessError
 from harness.progress import Progress
 
@@ -329,6 +330,41 @@ def cached_batches(tokens: np.ndarray, targets: np.ndarray, batch_size: int, *, 
             yield {"features": to_grid(np.asarray(tokens[idx], np.float32)), "target": np.asarray(targets[idx])}
 
     return batches
+
+
+def fit_cached(ctx, encoder, config, objective: Objective, recipe: Recipe, *, pp: str, splits: tuple[str, str],
+               key: str, target: Callable[[np.ndarray], np.ndarray], to_grid: Callable[[np.ndarray], np.ndarray],
+               role: str) -> tuple[TrainedHead, dict[str, np.ndarray]]:
+    """`features=cached`: the last layer's tokens (`encoded`) and the targets (`key`) of the train and eval
+    splits (`splits`) extracted once through the feature cache with `pp` (`ctx.extract`), then the head
+    trained on the train split's; (the head, the eval split's features, targets and positions)."""
+    feats = {part: ctx.extract(encoder, config.dataset, split, pp=pp, representations=("encoded",), keys=(key,),
+                               batch_size=config.extract_batch_size, num_examples=cap, role=f"{role}_{part}")
+             for part, split, cap in (("train", splits[0], config.max_train_examples),
+                                      ("eval", splits[1], config.max_eval_examples))}
+    batches = cached_batches(feats["train"]["encoded"], target(feats["train"][key]), config.batch_size,
+                             seed=config.seed, to_grid=to_grid)
+    head = train_head(objective, recipe, dim=feats["train"]["encoded"].shape[-1], batches=batches,
+                      seed=config.seed, progress=ctx.progress, desc=f"{role} head")
+    return head, feats["eval"]
+
+
+def fit_online(ctx, encoder, config, objective: Objective, recipe: Recipe, *, pp: str, split: str, key: str,
+               target: Callable[[np.ndarray], np.ndarray], role: str) -> TrainedHead:
+    """`features=online`: the head trained on augmented batches of `split` (`pp`, DINOv3's transforms), the
+    frozen encoder inside each step; the train split noted in the record (`ctx.note_dataset`)."""
+    n = data.num_examples(config.dataset, split, ctx.data_dir)
+    ctx.note_dataset(config.dataset, split, min(n, config.max_train_examples or n), pp, role=f"{role}_train")
+
+    def batches(start):
+        for b in data.iterate(config.dataset, split, batch_size=config.batch_size, pp=pp, data_dir=ctx.data_dir,
+                              train=True, seed=config.seed, start_step=start,
+                              num_examples=config.max_train_examples or None):
+            yield {"image": b["image"], "target": target(b[key])}
+
+    return train_head(objective, recipe, dim=encoder.config["width"], batches=batches,
+                      features=patch_tokens(encoder), encoder_params=encoder.params, seed=config.seed,
+                      progress=ctx.progress, desc=f"{role} head")
 
 
 def make_predict(objective: Objective, size: tuple[int, int] | None = None,

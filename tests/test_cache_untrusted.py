@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import tracemalloc
@@ -378,9 +379,11 @@ def _apply(root: Path, m: dict) -> None:
     cache = root / "cache"
     folder = cache / (KEY if m["where"] == "entry" else f"{KEY2}.partial")
     path = folder / m["name"]
-    if not path.exists() and m["kind"] not in ("symlink", "fifo", "folder", "bytes"):
+    if not os.path.lexists(path) and m["kind"] not in ("symlink", "fifo", "folder", "bytes"):
         return
     kind = m["kind"]
+    if kind not in ("symlink", "fifo", "folder", "bytes", "remove") and not stat.S_ISREG(os.lstat(path).st_mode):
+        return  # an earlier mutation made it a link, FIFO or folder: never read or write through it
     if kind in ("symlink", "fifo", "folder", "bytes", "remove") and os.path.lexists(path):
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     if kind == "bytes":

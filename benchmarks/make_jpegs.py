@@ -16,6 +16,7 @@ reads them exactly as it reads ImageNet. Prints one JSON line (the folder, count
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -122,7 +123,9 @@ def main(argv=None) -> int:
         import tensorflow_datasets as tfds
 
         builder = tfds.builder("imagenet2012", data_dir=args.data_dir)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+        # TFDS prints its "Downloading and preparing" lines on stdout; stdout is this script's JSON line only.
+        with contextlib.redirect_stdout(sys.stderr):
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
     print(json.dumps({"data_dir": args.data_dir, "dataset": "imagenet2012", "split": "validation",
                       "images": args.num, **stats, "make_seconds": round(made, 1),
                       "prepare_seconds": round(time.perf_counter() - t0 - made, 1)}))

@@ -29,6 +29,7 @@ class SlowEncoder:
     that computes synchronously). Its feature is the image's first pixel, so order and rows are checked."""
 
     identity = "stub:slow"
+    naflex = False  # fixed-resolution: the task's pp as it is
     calls: list[tuple[str, float]]
 
     def __init__(self):
@@ -36,6 +37,9 @@ class SlowEncoder:
 
     def describe(self):
         return {"config": {"stub": True}, "spec": "stub"}
+
+    def image_pp(self, pp):
+        return pp
 
     def put(self, images, pixel_table=None):
         assert images.dtype == np.uint8 and pixel_table is not None  # the pp's value_range went to the "device"

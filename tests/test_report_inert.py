@@ -118,14 +118,18 @@ class _Page(html.parser.HTMLParser):
         self.comments.append(data)
 
 
+_OWN_PAGE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*/[A-Za-z0-9_-][A-Za-z0-9_.-]*\.html")
+
+
 def assert_inert_html(page: str, values: list[str] = ()) -> None:
-    """Only our elements and attributes, links inside the page, inline PNGs; each of `values` shown whole."""
+    """Only our elements and attributes, links inside the page or to the report's own pages of examples (a
+    plain relative `folder/name.html`: no scheme, no `..`), inline PNGs; each of `values` shown whole."""
     p = _Page(page)
     assert p.tags <= OUR_TAGS, p.tags - OUR_TAGS
     assert {k for _, k, _ in p.attributes} <= OUR_ATTRIBUTES, p.attributes
     assert not p.comments, p.comments
     for tag, key, value in p.attributes:
-        assert key != "href" or value.startswith("#"), (tag, key, value)
+        assert key != "href" or value.startswith("#") or _OWN_PAGE.fullmatch(value), (tag, key, value)
         assert key != "src" or value.startswith("data:image/png;base64,"), (tag, key, value[:80])
     assert page.count("<script") == 0
     shown = "\n".join([*p.text, *(v for _, _, v in p.attributes)])

@@ -13,7 +13,7 @@
 #    folder of an earlier proxy run, whose exact records are then reused, as CI does after `make proxy-check`).
 # It writes OUT_DIR/<device>.json (every figure, the commands, each step's seconds, the check's verdict),
 # OUT_DIR/<device>.md (the tables) and OUT_DIR/<device>.csv (the encoder rows), and exits with the check's
-# status. On a CPU every size is tiny (Ti/16, 32 and 64 px, batch 8, 64 images): about 2 minutes on 2 cores.
+# status. On a CPU every size is tiny (Ti/16, 32 and 64 px, batch 8, 256 images): about 3 minutes on 2 cores.
 # Needs the bench extra: pip install -e ".[bench]".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,7 @@ cpu = "cpu " + (machine_info()["cpu"] or "host") + " %dcore" % len(os.sched_geta
 kind = d.device_kind if d.platform != "cpu" else cpu
 print(d.platform, re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-"))')
 if [ "$PLATFORM" = cpu ]; then
-    VARIANTS="Ti/16"; RES="32,64"; BATCHES="8"; E2E_VARIANT="Ti/16"; E2E_BATCH=8; NUM=64; SECONDS_=0.05; PEAK_N=256
+    VARIANTS="Ti/16"; RES="32,64"; BATCHES="8"; E2E_VARIANT="Ti/16"; E2E_BATCH=8; NUM=256; SECONDS_=0.05; PEAK_N=256
 else
     VARIANTS="So400m/14,So150m/14"; RES="224,384"; BATCHES="64,256"; E2E_VARIANT="So400m/14"; E2E_BATCH=256
     NUM=3000; SECONDS_=1; PEAK_N=4096

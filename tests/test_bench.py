@@ -106,6 +106,19 @@ def test_run_bench_in_children_with_peak_rss(tmp_path):
     assert len([t for t in res["targets"] if t["target"] == "pct_of_float32_peak"]) == 2
 
 
+def test_extraction_goal_is_the_slower_stage_on_a_device_and_the_serial_rate_on_a_cpu():
+    row = dict(variant="So400m/14", res=224, dtype="bfloat16", batch=256, images=3000, pipeline_images_per_s=3000.0,
+               encoder_images_per_s=2000.0, serial_images_per_s=1200.0, end_to_end_images_per_s=1900.0,
+               overlap=0.95, of_serial=1900 / 1200)
+    gpu = bench_report.goals({"end_to_end": [dict(row, host_bound=False)]})
+    assert [(g["goal"].split(",")[0], g["value"], g["met"]) for g in gpu] == [("extraction / slower stage", 0.95, True)]
+    # On a CPU the two stages share the cores: 1100 images/s is 0.55 of the slower stage but 0.92 of the ceiling.
+    cpu_row = dict(row, host_bound=True, end_to_end_images_per_s=1100.0, overlap=0.55, of_serial=1100 / 1200)
+    (cpu,) = bench_report.goals({"end_to_end": [cpu_row]})
+    assert cpu["goal"].startswith("extraction / serial rate") and cpu["value"] == 1100 / 1200 and cpu["met"]
+    assert "| 0.55 | 0.92 |" in bench_report.format_report({"end_to_end": [cpu_row]})
+
+
 def test_check_targets_met_and_missed():
     rows = [
         dict(impl="harness (jax)", variant="So400m/14", batch=8, dtype="float32", scan=True, compile_seconds=4.0,
@@ -344,7 +357,8 @@ def test_pipeline_and_end_to_end_on_real_format_files(tmp_path):
     assert ours.shape == ref.shape == (12, 64, 64, 3)
     key = lambda a: sorted(a.reshape(len(a), -1).tolist())  # noqa: E731
     assert key(ours) == key(ref)
-    rows = bench_pipeline.pipeline_rows([64], data_dir=data_dir, batch_size=5, progress=lambda m: None)
+    # One round: the ratio is that round's quotient (with more, the median of the rounds' quotients).
+    rows = bench_pipeline.pipeline_rows([64], data_dir=data_dir, batch_size=5, rounds=1, progress=lambda m: None)
     assert [(r["res"], r["output"]) for r in rows] == [(64, "uint8"), (64, "float32")]
     assert str(Preprocess(rows[0]["pp"])) == "decode|resize_small(73)|central_crop(64)"
     for r in rows:
@@ -356,6 +370,7 @@ def test_pipeline_and_end_to_end_on_real_format_files(tmp_path):
     slower = min(e["pipeline_images_per_s"], e["encoder_images_per_s"])
     assert e["overlap"] == pytest.approx(e["end_to_end_images_per_s"] / slower)
     assert e["serial_images_per_s"] < slower
+    assert e["host_bound"] and e["of_serial"] == pytest.approx(e["end_to_end_images_per_s"] / e["serial_images_per_s"])
 
 
 def test_make_jpegs_is_deterministic_and_imagenet_sized():

@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 
+from harness import cpu_core_count
 from harness.errors import HarnessError, first_line
 
 # jax is imported inside the functions that need it: the CLI imports this module at its top (for
@@ -72,14 +73,6 @@ def tune_malloc(backend: str | None = None) -> bool:
 # ------------------------------------------------------------------------------- CPU devices
 ENV_CPU_DEVICES = "HARNESS_CPU_DEVICES"
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
-
-
-def cpu_core_count() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def parse_cpu_devices(value) -> int:

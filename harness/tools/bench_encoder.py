@@ -4,14 +4,13 @@ shape in PyTorch (an optional dependency, imported only then)."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from harness import checkpoints
+from harness import checkpoints, cpu_core_count
 from harness.errors import HarnessError
 from harness.models.encoder import Encoder, abstract_params, build_model, resolve_config
 from harness.models.variants import Shape
@@ -97,7 +96,7 @@ def measure_hf(variant: str, res: int, batches, dtype: str, *, min_seconds: floa
     import torch
 
     cfg = encoder_config(variant, res, "float32", True, **(overrides or {}))
-    threads = len(os.sched_getaffinity(0))
+    threads = cpu_core_count()
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     model = hf_vision_model(cfg)

@@ -8,23 +8,25 @@ resolution: `decode|resize_small(S)|central_crop(R)|value_range(-1,1)`, S = R * 
 - `--pipeline`: images/s (and per host core) of `harness.data.iterate` as the extraction runs it (the host
   part of the pp, uint8 out), of the same with the whole pp on the host (float32 out), and of a best-practice
   tf.data pipeline computing the same pp on the same files (files read in parallel, the pp mapped in
-  parallel without ordering, autotuned prefetch), each pp both ways; `ratio`: the harness over the reference.
+  parallel without ordering, autotuned prefetch), each pp both ways, in alternating rounds; `ratio`: the
+  harness over the reference (the median of the rounds' ratios).
 - `--end-to-end`: images/s of the pipeline alone, of the encoder alone (device-resident uint8 batches), and of
   `harness.eval.features.extract` into an empty cache; `overlap`: end to end over the slower of the two
   (1.0 when the extraction takes no longer than its slowest stage; a serial one reaches only
-  `serial / slower`).
+  `serial / slower`); `of_serial`: end to end over the serial rate, the ceiling where the encoder runs on the
+  host's own cores (a CPU).
 """
 
 from __future__ import annotations
 
-import os
+import statistics
 import tempfile
 import time
 
 import jax
 import numpy as np
 
-from harness import data
+from harness import cpu_core_count, data
 from harness.data.pp import Preprocess, eval_pp, side_before_crop
 from harness.errors import HarnessError
 from harness.eval import features
@@ -40,19 +42,26 @@ def imagenet_pp(res: int) -> str:
     return eval_pp(res, side_before_crop(res), resize_op="resize_small")
 
 
-def host_cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def _rate(batches, n_expected: int) -> tuple[float, int]:
-    """(images/s, images) over an iterator of batches (each a numpy array or a dict with `_mask`)."""
-    t0, n = time.perf_counter(), 0
+def _rate(batches, n_expected: int, t0: float | None = None) -> tuple[float, int]:
+    """(images/s, images) over an iterator of batches (each a numpy array or a dict with `_mask`), timed from
+    `t0` (default: the first batch asked for, the iterator already built and started)."""
+    t0, n = time.perf_counter() if t0 is None else t0, 0
     for b in batches:
         n += int(np.sum(b["_mask"])) if isinstance(b, dict) else len(b)
     seconds = time.perf_counter() - t0
     if n < n_expected:
         raise HarnessError(f"the pipeline gave {n} of {n_expected} images")
     return n / seconds, n
+
+
+def _alternating(ours, reference, n: int, rounds: int) -> tuple[float, float, float]:
+    """Median images/s of each pipeline and the median of their per-round ratios over `rounds` rounds that run
+    one pass of each in turn (after one untimed pass of each: files in the page cache, tf's graphs built), so
+    a change of the machine's speed during the measurement weighs on both alike."""
+    _rate(ours(), n), _rate(reference(), n)
+    pairs = [(_rate(ours(), n)[0], _rate(reference(), n)[0]) for _ in range(rounds)]
+    return (statistics.median(p for p, _ in pairs), statistics.median(r for _, r in pairs),
+            statistics.median(p / r for p, r in pairs))
 
 
 def reference_pipeline(dataset: str, split: str, pp: str, batch_size: int, data_dir, num_examples: int):
@@ -82,31 +91,45 @@ def _examples(dataset, split, data_dir, num_examples):
 
 
 def pipeline_rows(res_list, *, dataset=DEFAULT_DATASET, split=DEFAULT_SPLIT, data_dir=None, batch_size=64,
-                  num_examples=None, progress=print) -> list[dict]:
-    """One row per (resolution, pp placement): the harness's pipeline and the reference, images/s."""
+                  num_examples=None, rounds=3, progress=print) -> list[dict]:
+    """One row per (resolution, pp placement): the harness's pipeline and the reference, images/s (medians of
+    `rounds` alternating passes) and the median ratio."""
     n = _examples(dataset, split, data_dir, num_examples)
-    cores = host_cores()
+    cores = cpu_core_count()
     rows = []
     for res in res_list:
         full = Preprocess(imagenet_pp(res))
         host, _ = full.split_value_range()
         for where, pp in (("uint8 (value_range on the device)", host), ("float32 (value_range on the host)", full)):
             progress(f"pipeline {res} px, {where} ...")
-            # One untimed pass: the files in the page cache and tf's graphs built, for both pipelines alike.
-            for _ in data.iterate(dataset, split, batch_size=batch_size, pp=pp, data_dir=data_dir, num_examples=n):
-                pass
-            ours, got = _rate(data.iterate(dataset, split, batch_size=batch_size, pp=pp, data_dir=data_dir,
-                                           num_examples=n), n)
-            ref, _ = _rate(reference_pipeline(dataset, split, str(pp), batch_size, data_dir, n), n)
-            rows.append({"res": res, "pp": str(pp), "output": where.split()[0], "images": got, "host_cores": cores,
-                         "harness_images_per_s": ours, "reference_images_per_s": ref,
-                         "harness_per_core": ours / cores, "reference_per_core": ref / cores, "ratio": ours / ref})
+            ours, ref, ratio = _alternating(
+                lambda pp=pp: data.iterate(dataset, split, batch_size=batch_size, pp=pp, data_dir=data_dir,
+                                           num_examples=n),
+                lambda pp=pp: reference_pipeline(dataset, split, str(pp), batch_size, data_dir, n), n, rounds)
+            rows.append({"res": res, "pp": str(pp), "output": where.split()[0], "images": n, "rounds": rounds,
+                         "host_cores": cores, "harness_images_per_s": ours, "reference_images_per_s": ref,
+                         "harness_per_core": ours / cores, "reference_per_core": ref / cores, "ratio": ratio})
     return rows
 
 
+def _extraction_rate(enc, dataset, split, pp, data_dir, batch_size, n, reps) -> float:
+    """images/s of one `features.extract` into an empty cache (a fresh folder)."""
+    with tempfile.TemporaryDirectory(prefix="harness-bench-cache-") as cache:
+        t0 = time.perf_counter()
+        features.extract(enc, dataset, split, pp=pp, cache_dir=cache, data_dir=data_dir, batch_size=batch_size,
+                         num_examples=n, representations=reps, keys=(), progress=False)
+        return n / (time.perf_counter() - t0)
+
+
 def end_to_end_rows(variant: str, res_list, dtype: str, *, dataset=DEFAULT_DATASET, split=DEFAULT_SPLIT,
-                    data_dir=None, batch_size=64, num_examples=None, overrides=None, progress=print) -> list[dict]:
-    """One row per resolution: pipeline, encoder and extraction images/s, and the overlap ratio."""
+                    data_dir=None, batch_size=64, num_examples=None, overrides=None, rounds=3,
+                    progress=print) -> list[dict]:
+    """One row per resolution: pipeline, encoder and extraction images/s (pipeline and extraction: medians of
+    `rounds` passes), the overlap ratio, and the extraction over the serial rate.
+
+    On a CPU (`host_bound`) the encoder runs on the cores the pipeline runs on: the two cannot overlap, each
+    one's work slows the other, and the serial rate (their CPU seconds added) is the ceiling. There the
+    measure of a pipelined extraction is `of_serial`: how much of that ceiling it reaches."""
     n = _examples(dataset, split, data_dir, num_examples)
     rows = []
     for res in res_list:
@@ -118,8 +141,12 @@ def end_to_end_rows(variant: str, res_list, dtype: str, *, dataset=DEFAULT_DATAS
         table = value_range.table()
         reps = ("pre_logits",)
         progress(f"end to end {variant} {res} px {dtype}: pipeline ...")
-        pipe, _ = _rate(data.iterate(dataset, split, batch_size=batch_size, pp=host, data_dir=data_dir,
-                                     num_examples=n), n)
+        def pipeline_pass():  # timed from building the pipeline, as the extraction pays for that too
+            t0 = time.perf_counter()
+            return _rate(data.iterate(dataset, split, batch_size=batch_size, pp=host, data_dir=data_dir,
+                                      num_examples=n), n, t0)[0]
+
+        pipe = statistics.median(pipeline_pass() for _ in range(rounds))
         progress(f"end to end {variant} {res} px {dtype}: encoder ...")
         x = enc.put(np.random.default_rng(0).integers(0, 256, (batch_size, res, res, 3), dtype=np.uint8), table)
         enc.fetch(enc.dispatch(x, reps))  # compiled here, as the extraction's first batch would be
@@ -133,15 +160,13 @@ def end_to_end_rows(variant: str, res_list, dtype: str, *, dataset=DEFAULT_DATAS
             enc.fetch(p)
         encoder_rate = steps * batch_size / (time.perf_counter() - t0)
         progress(f"end to end {variant} {res} px {dtype}: extraction ...")
-        with tempfile.TemporaryDirectory(prefix="harness-bench-cache-") as cache:
-            t0 = time.perf_counter()
-            features.extract(enc, dataset, split, pp=str(full), cache_dir=cache, data_dir=data_dir,
-                             batch_size=batch_size, num_examples=n, representations=reps, keys=(), progress=False)
-            e2e = n / (time.perf_counter() - t0)
-        slower = min(pipe, encoder_rate)
+        e2e = statistics.median(_extraction_rate(enc, dataset, split, str(full), data_dir, batch_size, n, reps)
+                                for _ in range(rounds))
+        slower, serial = min(pipe, encoder_rate), 1 / (1 / pipe + 1 / encoder_rate)
         rows.append({"variant": variant, "res": res, "dtype": dtype, "batch": batch_size, "images": n,
-                     "device": jax.devices()[0].device_kind, "host_cores": host_cores(),
+                     "device": jax.devices()[0].device_kind, "host_cores": cpu_core_count(),
                      "pipeline_images_per_s": pipe, "encoder_images_per_s": encoder_rate,
-                     "end_to_end_images_per_s": e2e, "serial_images_per_s": 1 / (1 / pipe + 1 / encoder_rate),
-                     "overlap": e2e / slower, "compilations": enc._apply._cache_size()})
+                     "end_to_end_images_per_s": e2e, "serial_images_per_s": serial, "rounds": rounds,
+                     "overlap": e2e / slower, "of_serial": e2e / serial,
+                     "host_bound": jax.devices()[0].platform == "cpu", "compilations": enc._apply._cache_size()})
     return rows

@@ -8,6 +8,7 @@ import io
 import os
 from pathlib import Path
 
+from harness import cpu_core_count
 from harness.files import atomic_file
 
 # timm's benchmark.py (huggingface/pytorch-image-models): the inference columns it writes, in its order
@@ -42,7 +43,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "load_average": load}
+    return {"cpu": cpu, "cores": cpu_core_count(), "load_average": load}
 
 
 def check_targets(rows: list[dict]) -> list[dict]:
@@ -112,8 +113,12 @@ def goals(result: dict) -> list[dict]:
         out.append({"goal": f"host pipeline / tf.data reference, {p['res']} px, {p['output']}", "value": p["ratio"],
                     "bound": GOALS["pipeline_ratio"]})
     for e in result.get("end_to_end", []):
-        out.append({"goal": f"extraction / slower stage, {e['variant']} {e['res']} px {e['dtype']}",
-                    "value": e["overlap"], "bound": GOALS["overlap"]})
+        what = f"{e['variant']} {e['res']} px {e['dtype']}"
+        if e.get("host_bound"):  # the encoder on the pipeline's own cores: the serial rate is the ceiling
+            out.append({"goal": f"extraction / serial rate (CPU: both stages share the cores), {what}",
+                        "value": e["of_serial"], "bound": GOALS["overlap"]})
+        else:
+            out.append({"goal": f"extraction / slower stage, {what}", "value": e["overlap"], "bound": GOALS["overlap"]})
     for g in out:
         g["met"] = g["value"] >= g["bound"]
     return out
@@ -167,12 +172,14 @@ def format_report(result: dict) -> str:
     if result.get("end_to_end"):
         lines.append("")
         lines.append("end to end (pipeline + encoder + feature cache; images/s):")
-        lines.append("| variant | res | dtype | batch | images | pipeline | encoder | serial | extraction | overlap |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("| variant | res | dtype | batch | images | pipeline | encoder | serial | extraction | overlap | "
+                     "of serial |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for e in result["end_to_end"]:
             lines.append(f"| {e['variant']} | {e['res']} | {e['dtype']} | {e['batch']} | {e['images']} | "
                          f"{e['pipeline_images_per_s']:.1f} | {e['encoder_images_per_s']:.1f} | "
-                         f"{e['serial_images_per_s']:.1f} | {e['end_to_end_images_per_s']:.1f} | {e['overlap']:.2f} |")
+                         f"{e['serial_images_per_s']:.1f} | {e['end_to_end_images_per_s']:.1f} | {e['overlap']:.2f} | "
+                         + (f"{e['of_serial']:.2f} |" if "of_serial" in e else "- |"))
     met = goals(result)
     if met:
         lines.append("")

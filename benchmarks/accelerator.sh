@@ -13,7 +13,7 @@
 #    folder of an earlier proxy run, whose exact records are then reused, as CI does after `make proxy-check`).
 # It writes OUT_DIR/<device>.json (every figure, the commands, each step's seconds, the check's verdict),
 # OUT_DIR/<device>.md (the tables) and OUT_DIR/<device>.csv (the encoder rows), and exits with the check's
-# status. On a CPU every size is tiny (Ti/16, 32 and 64 px, batch 8, 256 images): about 3 minutes on 2 cores.
+# status. On a CPU every size is tiny (Ti/16, 32 and 64 px, batch 8, 256 images): about 2 minutes on 2 cores with PROXY_RUNS, 7 without.
 # Needs the bench extra: pip install -e ".[bench]".
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,6 @@
-"""SigLIP 2 in its three layouts (big_vision two-tower .npz, Hugging Face fixed-resolution `SiglipModel` with a
-Gemma tokenizer, Hugging Face NaFlex `Siglip2Model`): checkpoints, the NaFlex encoder and pp, the text pp, and
-`lit_zeroshot` with no protocol settings.
+"""SigLIP 2 in its three layouts (big_vision two-tower .npz or tensorstore, Hugging Face fixed-resolution
+`SiglipModel` with a Gemma tokenizer, Hugging Face NaFlex `Siglip2Model`): checkpoints, the NaFlex encoder and
+pp, the text pp, and `lit_zeroshot` with no protocol settings.
 
 The references are committed fixtures (tests/data/siglip2/, see tests/data/README.md): transformers' own
 outputs (make_siglip2_fixtures.py) and big_vision's own pp ops and models (make_bv_siglip2_fixtures.py), so
@@ -211,6 +211,32 @@ def test_big_vision_two_tower_matches_big_vision(towers, layout):
     np.testing.assert_allclose(zimg, BV[f"{layout}_zimg"], atol=TOL)
     np.testing.assert_allclose(ztxt, BV[f"{layout}_ztxt"], atol=TOL)
     np.testing.assert_allclose(zimg @ ztxt.T * tower.scale + tower.b, BV[f"{layout}_logits"], atol=TOL)
+
+
+def test_big_vision_tensorstore_two_tower_matches_big_vision(tmp_path):
+    """The same two-tower checkpoint written as big_vision's tensorstore step folder (one zarr array per
+    `params/...` leaf, `~` for `/`, beside the Gemma vocabulary as big_vision's SigLIP 2 configs keep it): the
+    image tower, the default text pp (big_vision's `lower|tok(gemma)`, from gemma_tokenizer.model beside the
+    folder) and the logits are big_vision's, as from the .npz."""
+    import shutil
+
+    ts = pytest.importorskip("tensorstore")
+    folder = tmp_path / "siglip2.bv-000000007"
+    folder.mkdir()
+    with np.load(D / "bv_fixed" / "two_tower.npz", allow_pickle=False) as z:
+        for k in z.files:
+            spec = {"driver": "zarr", "kvstore": {"driver": "file", "path": str(folder / k.replace("/", "~"))}}
+            ts.open(spec, create=True, dtype=z[k].dtype.name, shape=z[k].shape).result().write(z[k]).result()
+    shutil.copy(D / "bv_fixed" / "gemma_tokenizer.model", tmp_path / "gemma_tokenizer.model")
+    enc = load_encoder(f"{folder}:img")
+    tower = text.load_text_tower(enc.checkpoint)
+    tok, pp = choose_text_pp(tower.config, tower.max_len)
+    assert Path(tok.model_path) == tmp_path / "gemma_tokenizer.model" and pp.info()["family"] == "siglip2"
+    np.testing.assert_array_equal(tokenize_pp(tok, TEXTS, pp), BV["bv_ids"])
+    zimg = normalised(enc.features(HF["fixed_images"], ["pre_logits"])["pre_logits"])
+    ztxt = tower.embed(BV["bv_ids"])
+    np.testing.assert_allclose(zimg, BV["bv_fixed_zimg"], atol=TOL)
+    np.testing.assert_allclose(zimg @ ztxt.T * tower.scale + tower.b, BV["bv_fixed_logits"], atol=TOL)
 
 
 def test_live_transformers_on_the_harness_inputs(towers):

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: venv demo demo-encoder test test-slow proxy-check package-check bench clean
+.PHONY: venv demo demo-encoder test test-heavy test-slow proxy-check package-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ demo-encoder: venv
 
 test: venv
 	$(BIN)/python -m pytest -q -n 2
+
+test-heavy: venv
+	$(BIN)/python -m pytest -q -n 2 -m heavy
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow

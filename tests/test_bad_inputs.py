@@ -1052,6 +1052,7 @@ def test_written_files_respect_the_umask(env, tmp_path, monkeypatch):
         {str(f.relative_to(tmp_path)): "0o644" for f in files}
 
 
+@pytest.mark.heavy
 def test_a_batch_larger_than_the_split_stays_within_memory_and_time(env, tmp_path):
     """`batch_size=1000000` (under the 2^20 bound) over 200 + 100 examples: an eval batch larger than its
     split is the split, so the run takes what `batch_size=50` takes, plus 256 MiB and twice the time plus

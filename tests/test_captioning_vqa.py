@@ -113,6 +113,7 @@ def test_vqa_skips_unprepared_datasets_in_one_line(task_env, caplog):
         run(task_env, "vqa", datasets="ocrvqa")
 
 
+@pytest.mark.heavy
 def test_beam_decoding_and_finetuned_encoder_run(task_env):
     rec, _, _ = run(task_env, "coco_captioning", decode="beam", beam_size="2", total_steps="4",
                     feature_dtype="bfloat16")
@@ -125,6 +126,7 @@ def test_beam_decoding_and_finetuned_encoder_run(task_env):
     assert rec["info"]["feature_extraction"] == []
 
 
+@pytest.mark.heavy
 def test_a_tok_encoder_is_decoded_over_every_token_its_class_token_included(tmp_path_factory):
     """big_vision's decoders read the ViT's `encoded`, which keeps a `tok` model's class token
     (models/proj/cappa/cappa.py `encode`)."""

@@ -29,6 +29,9 @@ from click.testing import CliRunner
 from harness.cli import main
 from tests.tiny import TINIEST, TINY_DS
 
+# Real processes killed and resumed: `make test-heavy` (CI runs it), not `make test`.
+pytestmark = pytest.mark.heavy
+
 CHUNK = 200  # feature chunk size of these runs: 1000 pool images make 5 chunks
 CHILD = '''
 import os, sys, time

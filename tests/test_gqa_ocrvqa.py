@@ -244,6 +244,7 @@ def test_scoring_rules_against_hand_computation():
 # ---------------------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.heavy
 def test_prepare_run_and_report_end_to_end(manual, tmp_path):
     """What a user does: `harness ls datasets`, `harness prepare`, `harness run --task vqa`, `harness report
     --with paper`; the accuracies are recomputed here from the predictions files and the source JSON."""

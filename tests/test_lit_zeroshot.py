@@ -288,6 +288,7 @@ def run(task_env, ckpt=None, **sets):
                     out_dir=task_env["out"], cache_dir=task_env["cache_dir"], progress=False)
 
 
+@pytest.mark.heavy
 def test_task_trains_then_reloads_its_two_tower_checkpoint(task_env):
     rec, _, reused = run(task_env)
     assert not reused

@@ -390,6 +390,7 @@ def test_units_on_one_device():
         assert r.exit_code == 2 and says in r.output, r.output
 
 
+@pytest.mark.heavy
 def test_eight_devices_match_one(launched, reference):
     ref, tmp_path = reference, launched["devices"]
     code, _, err = _wait(launched["proc_devices"], 240)
@@ -419,6 +420,7 @@ def test_eight_devices_match_one(launched, reference):
     assert got["sums"]["feature_sum"] == pytest.approx(ref["sums"]["feature_sum"], rel=1e-5)
 
 
+@pytest.mark.heavy
 def test_two_processes_match_one(launched, reference):
     tmp_path = launched["processes"]
     results = [_wait(p, 240) for p in launched["proc_processes"]]
@@ -467,6 +469,7 @@ def test_run_with_cpu_devices_matches_one_device(ckpt, reference, tmp_path):
         "error: CPU devices 'none': give a positive integer or 'auto' (one per core)"]
 
 
+@pytest.mark.heavy
 def test_every_task_on_eight_devices_and_two_processes_matches_one(ckpt, tmp_path):
     # Each task reads its tiny proxy data, trains through `train.fit` and encodes through
     # `Encoder.features`, i.e. over the 8-device mesh in one child, and over two processes (one CPU

@@ -330,6 +330,7 @@ def test_naflex_settings_are_checked(tmp_path):
 DATA_ONLY = {"zeroshot_datasets": TINY_DS, "retrieval_datasets": TINY_DS, "image_batch_size": "24"}
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("layout", ["bv_naflex", "hf_fixed", "hf_naflex"])
 def test_lit_zeroshot_runs_each_layout_with_no_protocol_setting(task_env, layout):
     """Only the (offline) datasets are set: the text pp, its length, the prompts, the image pp and the NaFlex

@@ -219,6 +219,7 @@ def test_resume_after_an_exception(site, tmp_path):
     assert r.exit_code == 0 and "reused" not in r.output and len(log.read_text().splitlines()) == 7
 
 
+@pytest.mark.heavy
 def test_resume_after_sigkill(site, tmp_path):
     started, gate, log = tmp_path / "started", tmp_path / "gate", tmp_path / "log"
     suite = _suite(tmp_path / "s.toml", [("probe_a", {"log": str(log)}),

@@ -78,6 +78,7 @@ def _records(out):
     return load_records(out / "records")
 
 
+@pytest.mark.heavy
 def test_tiny_sweep_writes_fittable_records(tiny_sweep):
     recs = _records(tiny_sweep["out"])
     assert len(recs) == 2 and "2 sweep records" in tiny_sweep["output"]
@@ -104,6 +105,7 @@ def test_tiny_sweep_writes_fittable_records(tiny_sweep):
     assert out.exit_code == 2 and "too few" in out.output and len(out.output.strip().splitlines()) == 1
 
 
+@pytest.mark.heavy
 def test_rerun_skips_finished_work_and_redoes_only_the_broken(tiny_sweep):
     cfg = sw.make_config("tiny", {"steps": "3"})
     kw = dict(data_dir=str(tiny_sweep["root"] / "tfds"), cache_dir=str(tiny_sweep["root"] / "cache"),

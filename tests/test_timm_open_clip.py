@@ -466,6 +466,7 @@ def test_other_refusals(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------- the table is timm's
+@pytest.mark.heavy
 def test_arch_table_is_timms():
     """Every row of `TIMM_VIT` / `TIMM_VIT_REFUSED` rebuilt from the installed timm's own definitions."""
     spec = importlib.util.spec_from_file_location(

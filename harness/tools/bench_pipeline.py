@@ -58,7 +58,8 @@ def _alternating(ours, reference, n: int, rounds: int) -> tuple[float, float, fl
     """Median images/s of each pipeline and the median of their per-round ratios over `rounds` rounds that run
     one pass of each in turn (after one untimed pass of each: files in the page cache, tf's graphs built), so
     a change of the machine's speed during the measurement weighs on both alike."""
-    _rate(ours(), n), _rate(reference(), n)
+    _rate(ours(), n)
+    _rate(reference(), n)
     pairs = [(_rate(ours(), n)[0], _rate(reference(), n)[0]) for _ in range(rounds)]
     return (statistics.median(p for p, _ in pairs), statistics.median(r for _, r in pairs),
             statistics.median(p / r for p, r in pairs))
@@ -131,6 +132,7 @@ def end_to_end_rows(variant: str, res_list, dtype: str, *, dataset=DEFAULT_DATAS
     one's work slows the other, and the serial rate (their CPU seconds added) is the ceiling. There the
     measure of a pipelined extraction is `of_serial`: how much of that ceiling it reaches."""
     n = _examples(dataset, split, data_dir, num_examples)
+    device = jax.devices()[0]
     rows = []
     for res in res_list:
         cfg = encoder_config(variant, res, dtype, True, **(overrides or {}))
@@ -164,9 +166,9 @@ def end_to_end_rows(variant: str, res_list, dtype: str, *, dataset=DEFAULT_DATAS
                                 for _ in range(rounds))
         slower, serial = min(pipe, encoder_rate), 1 / (1 / pipe + 1 / encoder_rate)
         rows.append({"variant": variant, "res": res, "dtype": dtype, "batch": batch_size, "images": n,
-                     "device": jax.devices()[0].device_kind, "host_cores": cpu_core_count(),
+                     "device": device.device_kind, "host_cores": cpu_core_count(),
                      "pipeline_images_per_s": pipe, "encoder_images_per_s": encoder_rate,
                      "end_to_end_images_per_s": e2e, "serial_images_per_s": serial, "rounds": rounds,
                      "overlap": e2e / slower, "of_serial": e2e / serial,
-                     "host_bound": jax.devices()[0].platform == "cpu", "compilations": enc._apply._cache_size()})
+                     "host_bound": device.platform == "cpu", "compilations": enc._apply._cache_size()})
     return rows
